@@ -1,0 +1,468 @@
+"""Draw pen sequences, and the boundaries an HM-LSTM found in them, as SVG, PNG and JSON.
+
+A pen sequence is a (T, 3) array of offsets: dx, dy, end_of_stroke (1.0 on the last point
+of each pen-down stroke), with y growing upward as in the prepared data. `boundaries` is an
+optional (T, K) 0/1 array: `boundaries[t, k] == 1` means layer k+1's boundary detector
+fired while reading point t, so a new layer-(k+1) segment starts at point t+1.
+
+Both pictures are laid out once in "screen" pixels (y downward, ink scaled to a fixed
+height) so the SVG and the PNG look the same. A stroke is cut into pieces wherever its
+colour changes; consecutive pieces share the point where they meet, so the pen line stays
+continuous while the colour changes exactly at the boundary.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import svgwrite
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+COLOUR_MODES = ("ink", "strokes", "layer1", "layer2")
+OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
+SAVE_FORMATS = (".svg", ".png", ".json")
+
+INK_COLOUR = "#1b1f3b"
+# matplotlib's tab10 without its red, which is kept for the boundary markers so they
+# never blend into a segment of the same colour.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)
+MARKER_COLOUR = "#d62728"
+BACKGROUND = "white"
+
+# One SVG pixel is 1/100 inch in the PNG, so at dpi=100 both pictures have the same size.
+SVG_PIXELS_PER_INCH = 100.0
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry
+
+
+def offsets_to_points(offsets: np.ndarray) -> np.ndarray:
+    """(T, 3) offsets dx, dy, end_of_stroke -> (T, 3) absolute x, y, end_of_stroke."""
+    offsets = _check_offsets(offsets)
+    points = offsets.copy()
+    points[:, :2] = np.cumsum(offsets[:, :2], axis=0)
+    return points
+
+
+def split_strokes(points: np.ndarray) -> list[np.ndarray]:
+    """(T, 3) absolute points -> one (n_i, 2) array of x, y per pen-down stroke.
+
+    A stroke ends after a point with end_of_stroke=1; a trailing stroke without one is kept.
+    """
+    points = _check_offsets(points, name="points")
+    return [points[start:stop, :2] for start, stop in _stroke_spans(points[:, 2])]
+
+
+def _stroke_spans(end_of_stroke: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of the pen-down strokes."""
+    stops = (np.flatnonzero(end_of_stroke > 0.5) + 1).tolist()
+    if len(end_of_stroke) and (not stops or stops[-1] != len(end_of_stroke)):
+        stops.append(len(end_of_stroke))
+    starts = [0] + stops[:-1]
+    return list(zip(starts, stops))
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of consecutive points of one stroke drawn in one colour.
+
+    `indices` are time steps; the first one is shared with the previous piece of the same
+    stroke when the colour changed mid-stroke (so the line stays continuous).
+    """
+
+    indices: np.ndarray
+    colour: str
+
+
+def coloured_pieces(
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None = None,
+    colour_by: str = "ink",
+    colours: Sequence[str] | None = None,
+) -> list[Piece]:
+    """Cut the pen-down strokes into single-colour pieces according to `colour_by`."""
+    offsets = _check_offsets(offsets)
+    boundaries = _check_boundaries(boundaries, len(offsets))
+    palette = _check_colours(colours)
+    colour_ids = _colour_ids(offsets[:, 2], boundaries, colour_by)
+    if colour_by == "ink":
+        palette = (colours[0] if colours else INK_COLOUR,)
+    pieces = []
+    for start, stop in _stroke_spans(offsets[:, 2]):
+        ids = colour_ids[start:stop]
+        # first own point of every piece: the stroke start, then each colour change
+        firsts = [start] + (start + 1 + np.flatnonzero(ids[1:] != ids[:-1])).tolist()
+        for first, end in zip(firsts, firsts[1:] + [stop]):
+            shared = first - 1 if first > start else first
+            colour = palette[colour_ids[first] % len(palette)]
+            pieces.append(Piece(indices=np.arange(shared, end), colour=colour))
+    return pieces
+
+
+def _colour_ids(end_of_stroke: np.ndarray, boundaries: np.ndarray | None, colour_by: str) -> np.ndarray:
+    """One integer per point; points with the same id share a colour."""
+    if colour_by not in COLOUR_MODES:
+        raise ValueError(f"colour_by must be one of {', '.join(COLOUR_MODES)}; got {colour_by!r}")
+    if colour_by == "ink":
+        return np.zeros(len(end_of_stroke), dtype=np.int64)
+    if colour_by == "strokes":
+        fired = end_of_stroke > 0.5
+    else:
+        fired = _layer_column(boundaries, int(colour_by.removeprefix("layer")), f"colour_by={colour_by!r}")
+    # a segment starts on the point AFTER the one where its boundary fired
+    return np.concatenate([[0], np.cumsum(fired[:-1], dtype=np.int64)]) if len(fired) else np.zeros(0, np.int64)
+
+
+def _layer_column(boundaries: np.ndarray | None, layer: int, what: str) -> np.ndarray:
+    if boundaries is None:
+        raise ValueError(f"{what} needs boundaries, but none were given")
+    if not 1 <= layer <= boundaries.shape[1]:
+        raise ValueError(
+            f"{what} asks for layer {layer}, but boundaries has {boundaries.shape[1]} layer column(s) "
+            f"(shape {boundaries.shape}); valid layers are 1..{boundaries.shape[1]}"
+        )
+    return boundaries[:, layer - 1]
+
+
+def _marker_indices(boundaries: np.ndarray | None, marker_layer: int | None) -> np.ndarray:
+    if marker_layer is None:
+        return np.zeros(0, dtype=np.int64)
+    if isinstance(marker_layer, bool) or not isinstance(marker_layer, (int, np.integer)):
+        raise ValueError(f"marker_layer must be a layer number (1-based int) or None; got {marker_layer!r}")
+    return np.flatnonzero(_layer_column(boundaries, int(marker_layer), f"marker_layer={marker_layer}"))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Maps data points to screen pixels: ink scaled, y flipped, a margin all round."""
+
+    screen: np.ndarray  # (T, 2) x, y in pixels, y downward
+    width: float
+    height: float
+
+
+def _layout(points: np.ndarray, ink_height: float, margin: float) -> _Layout:
+    if len(points) == 0:
+        return _Layout(screen=np.zeros((0, 2)), width=2 * margin, height=2 * margin)
+    low, high = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    ink_w, ink_h = high - low
+    # scale the ink's height to `ink_height` pixels, but treat a very flat drawing (a dash,
+    # a lone dot) as if it were a tenth as tall as wide, so it doesn't balloon
+    extent = max(ink_h, ink_w / 10.0)
+    scale = ink_height / extent if extent > 0 else 1.0
+    screen = np.empty((len(points), 2))
+    screen[:, 0] = margin + (points[:, 0] - low[0]) * scale
+    screen[:, 1] = margin + (high[1] - points[:, 1]) * scale
+    return _Layout(screen=screen, width=ink_w * scale + 2 * margin, height=ink_h * scale + 2 * margin)
+
+
+# ---------------------------------------------------------------------------------------
+# SVG
+
+
+def render_svg(
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None = None,
+    colour_by: str = "ink",
+    marker_layer: int | None = None,
+    stroke_width: float = 2.0,
+    colours: Sequence[str] | None = None,
+    ink_height: float = 100.0,
+    marker_radius: float | None = None,
+    background: str | None = BACKGROUND,
+) -> str:
+    """An SVG document of the pen sequence: one <path> per single-colour piece of stroke.
+
+    Sizes are in pixels: the ink is scaled to `ink_height` pixels tall. `colours` replaces
+    the palette (in "ink" mode its first entry is the ink). Dots mark where `marker_layer`
+    (1-based) fired. `background=None` leaves the picture transparent.
+    """
+    offsets = _check_offsets(offsets)
+    boundaries = _check_boundaries(boundaries, len(offsets))
+    pieces = coloured_pieces(offsets, boundaries, colour_by, colours)
+    markers = _marker_indices(boundaries, marker_layer)
+    layout = _layout(offsets_to_points(offsets), ink_height, margin=_margin(stroke_width, marker_radius))
+
+    drawing = svgwrite.Drawing(
+        size=(f"{layout.width:.0f}px", f"{layout.height:.0f}px"),
+        viewBox=f"0 0 {layout.width:.2f} {layout.height:.2f}",
+        debug=False,  # svgwrite's validator is slow on long paths and checks nothing we need
+    )
+    if background is not None:
+        drawing.add(drawing.rect(insert=(0, 0), size=("100%", "100%"), fill=background))
+    ink = drawing.add(drawing.g(
+        fill="none", stroke_width=stroke_width, stroke_linecap="round", stroke_linejoin="round",
+    ))
+    for piece in pieces:
+        xy = layout.screen[piece.indices]
+        if len(xy) == 1:
+            xy = np.repeat(xy, 2, axis=0)  # a zero-length line with round caps draws a dot
+        coordinates = " ".join(f"{x:.2f},{y:.2f}" for x, y in xy)
+        ink.add(drawing.path(d=f"M{coordinates.replace(' ', ' L', 1)}", stroke=piece.colour))
+    if len(markers):
+        dots = drawing.add(drawing.g(fill=MARKER_COLOUR, class_="boundary-markers"))
+        radius = marker_radius if marker_radius is not None else 1.5 * stroke_width
+        for x, y in layout.screen[markers]:
+            dots.add(drawing.circle(center=(round(x, 2), round(y, 2)), r=radius))
+    return drawing.tostring()
+
+
+def _margin(stroke_width: float, marker_radius: float | None) -> float:
+    """Room round the ink for the line caps and marker dots, plus some air."""
+    radius = marker_radius if marker_radius is not None else 1.5 * stroke_width
+    return max(stroke_width, radius) + 8.0
+
+
+# ---------------------------------------------------------------------------------------
+# PNG
+
+
+def render_png(
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None = None,
+    colour_by: str = "ink",
+    marker_layer: int | None = None,
+    path: str | os.PathLike | None = None,
+    stroke_width: float = 2.0,
+    colours: Sequence[str] | None = None,
+    ink_height: float = 100.0,
+    marker_radius: float | None = None,
+    background: str | None = BACKGROUND,
+    dpi: float = SVG_PIXELS_PER_INCH,
+) -> bytes:
+    """The same picture as `render_svg`, as PNG bytes (written atomically to `path` if given).
+
+    At the default dpi one SVG pixel is one PNG pixel; raise `dpi` for a sharper image.
+    """
+    offsets = _check_offsets(offsets)
+    boundaries = _check_boundaries(boundaries, len(offsets))
+    margin = _margin(stroke_width, marker_radius)
+    layout = _layout(offsets_to_points(offsets), ink_height, margin)
+    figure = Figure(figsize=(layout.width / SVG_PIXELS_PER_INCH, layout.height / SVG_PIXELS_PER_INCH))
+    axes = figure.add_axes((0, 0, 1, 1))
+    _draw(axes, offsets, boundaries, colour_by, marker_layer, layout, stroke_width, colours, marker_radius)
+    data = _figure_png(figure, dpi, background)
+    if path is not None:
+        _write_atomic(path, data)
+    return data
+
+
+def render_grid_png(
+    list_of_offsets: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    path: str | os.PathLike | None = None,
+    boundaries: Sequence[np.ndarray | None] | None = None,
+    colour_by: str = "ink",
+    marker_layer: int | None = None,
+    stroke_width: float = 2.0,
+    colours: Sequence[str] | None = None,
+    ink_height: float = 100.0,
+    background: str | None = BACKGROUND,
+    dpi: float = SVG_PIXELS_PER_INCH,
+) -> bytes:
+    """Several pen sequences stacked top to bottom in one PNG, each under its optional title.
+
+    `boundaries`, if given, has one entry (array or None) per sequence.
+    """
+    if len(list_of_offsets) == 0:
+        raise ValueError("render_grid_png needs at least one pen sequence")
+    if titles is not None and len(titles) != len(list_of_offsets):
+        raise ValueError(f"got {len(titles)} titles for {len(list_of_offsets)} pen sequences")
+    if boundaries is not None and len(boundaries) != len(list_of_offsets):
+        raise ValueError(f"got {len(boundaries)} boundary arrays for {len(list_of_offsets)} pen sequences")
+    margin = _margin(stroke_width, None)
+    rows = []
+    for i, offsets in enumerate(list_of_offsets):
+        offsets = _check_offsets(offsets, name=f"offsets[{i}]")
+        row_boundaries = _check_boundaries(None if boundaries is None else boundaries[i], len(offsets))
+        rows.append((offsets, row_boundaries, _layout(offsets_to_points(offsets), ink_height, margin)))
+
+    title_height = 24.0 if titles is not None else 0.0  # pixels above each row for its title
+    width = max(layout.width for _, _, layout in rows)
+    height = sum(layout.height + title_height for _, _, layout in rows)
+    figure = Figure(figsize=(width / SVG_PIXELS_PER_INCH, height / SVG_PIXELS_PER_INCH))
+    top = height
+    for i, (offsets, row_boundaries, layout) in enumerate(rows):
+        top -= title_height
+        if titles is not None:
+            figure.text(margin / width, (top + title_height / 2) / height, titles[i],
+                        fontsize=10, va="center", ha="left")
+        bottom = top - layout.height
+        # axes sized in figure fractions to exactly the row's pixels, left-aligned
+        axes = figure.add_axes((0, bottom / height, layout.width / width, layout.height / height))
+        _draw(axes, offsets, row_boundaries, colour_by, marker_layer, layout, stroke_width, colours, None)
+        top = bottom
+    data = _figure_png(figure, dpi, background)
+    if path is not None:
+        _write_atomic(path, data)
+    return data
+
+
+def _draw(
+    axes: Any,
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None,
+    colour_by: str,
+    marker_layer: int | None,
+    layout: _Layout,
+    stroke_width: float,
+    colours: Sequence[str] | None,
+    marker_radius: float | None,
+) -> None:
+    """Draw one pen sequence on matplotlib axes that span exactly `layout`'s pixels."""
+    pieces = coloured_pieces(offsets, boundaries, colour_by, colours)
+    markers = _marker_indices(boundaries, marker_layer)
+    points_per_pixel = 72.0 / SVG_PIXELS_PER_INCH  # matplotlib sizes lines in points
+    line_width = stroke_width * points_per_pixel
+    lines = [piece for piece in pieces if len(piece.indices) > 1]
+    axes.add_collection(LineCollection(
+        [layout.screen[piece.indices] for piece in lines],
+        colors=[piece.colour for piece in lines],
+        linewidths=line_width, capstyle="round", joinstyle="round",
+    ))
+    # Agg draws nothing for a zero-length line, so single-point strokes become dots
+    dots = [piece for piece in pieces if len(piece.indices) == 1]
+    if dots:
+        xy = layout.screen[np.concatenate([piece.indices for piece in dots])]
+        axes.scatter(xy[:, 0], xy[:, 1], s=line_width**2, c=[piece.colour for piece in dots],
+                     linewidths=0, zorder=2)
+    if len(markers):
+        radius = (marker_radius if marker_radius is not None else 1.5 * stroke_width) * points_per_pixel
+        xy = layout.screen[markers]
+        axes.scatter(xy[:, 0], xy[:, 1], s=(2 * radius) ** 2, c=MARKER_COLOUR, linewidths=0, zorder=3)
+    axes.set_xlim(0, layout.width)
+    axes.set_ylim(layout.height, 0)  # screen y grows downward, like the SVG
+    axes.set_aspect("equal")
+    axes.set_axis_off()
+
+
+def _figure_png(figure: Figure, dpi: float, background: str | None) -> bytes:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure)
+    figure.savefig(buffer, format="png", dpi=dpi, facecolor=background or "none",
+                   transparent=background is None)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# JSON and files
+
+
+def to_json(
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None = None,
+    operations: np.ndarray | None = None,
+    **extra: Any,
+) -> str:
+    """A JSON document with absolute points, offsets, boundaries, operations and `extra` fields."""
+    offsets = _check_offsets(offsets)
+    boundaries = _check_boundaries(boundaries, len(offsets))
+    operations = _check_operations(operations, len(offsets))
+    document: dict[str, Any] = {
+        "points": offsets_to_points(offsets).tolist(),
+        "offsets": offsets.tolist(),
+        "boundaries": None if boundaries is None else boundaries.astype(int).tolist(),
+        "operations": None if operations is None else operations.tolist(),
+        "operation_names": list(OPERATION_NAMES),
+    }
+    clashes = sorted(set(extra) & set(document))
+    if clashes:
+        raise ValueError(f"extra fields {clashes} would overwrite the drawing's own fields")
+    document.update(extra)
+    return json.dumps(document, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """Let numpy arrays and scalars (and anything with .tolist(), e.g. tensors) in `extra` through."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def save_drawing(
+    path: str | os.PathLike,
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None = None,
+    operations: np.ndarray | None = None,
+    colour_by: str = "ink",
+    marker_layer: int | None = None,
+) -> None:
+    """Write an .svg, .png or .json drawing of the pen sequence, chosen by `path`'s extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".svg":
+        data = render_svg(offsets, boundaries, colour_by, marker_layer).encode("utf-8")
+    elif suffix == ".png":
+        data = render_png(offsets, boundaries, colour_by, marker_layer)
+    elif suffix == ".json":
+        data = to_json(offsets, boundaries, operations).encode("utf-8")
+    else:
+        raise ValueError(f"cannot save a drawing as {str(path)!r}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+    _write_atomic(path, data)
+
+
+def _write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same directory, then rename it over `path`."""
+    path = Path(path)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# Input checks
+
+
+def _check_offsets(offsets: Any, name: str = "offsets") -> np.ndarray:
+    array = np.asarray(offsets, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (T, 3) (dx, dy, end_of_stroke); got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _check_boundaries(boundaries: Any, length: int) -> np.ndarray | None:
+    if boundaries is None:
+        return None
+    array = np.asarray(boundaries)
+    if array.ndim != 2 or array.shape[0] != length:
+        raise ValueError(f"boundaries must have shape (T, K) with T={length}; got shape {array.shape}")
+    if not np.isin(array, (0, 1)).all():
+        raise ValueError("boundaries must contain only 0 and 1")
+    return array.astype(bool)
+
+
+def _check_operations(operations: Any, length: int) -> np.ndarray | None:
+    if operations is None:
+        return None
+    array = np.asarray(operations)
+    if array.ndim != 2 or array.shape[0] != length:
+        raise ValueError(f"operations must have shape (T, L) with T={length}; got shape {array.shape}")
+    if not np.isin(array, range(len(OPERATION_NAMES))).all():
+        raise ValueError(f"operations must contain only the codes 0..{len(OPERATION_NAMES) - 1} ({', '.join(OPERATION_NAMES)})")
+    return array.astype(np.int64)
+
+
+def _check_colours(colours: Sequence[str] | None) -> tuple[str, ...]:
+    if colours is None:
+        return PALETTE
+    if isinstance(colours, str) or len(colours) == 0:
+        raise ValueError("colours must be a non-empty sequence of colour strings, e.g. ['#1f77b4', '#ff7f0e']")
+    return tuple(colours)
