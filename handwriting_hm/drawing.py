@@ -98,7 +98,7 @@ def coloured_pieces(
     palette = _check_colours(colours)
     colour_ids = _colour_ids(offsets[:, 2], boundaries, colour_by)
     if colour_by == "ink":
-        palette = (colours[0] if colours else INK_COLOUR,)
+        palette = (INK_COLOUR,) if colours is None else palette[:1]
     pieces = []
     for start, stop in _stroke_spans(offsets[:, 2]):
         ids = colour_ids[start:stop]
@@ -350,6 +350,7 @@ def _draw(
 
 def _figure_png(figure: Figure, dpi: float, background: str | None) -> bytes:
     buffer = io.BytesIO()
+    # a bare Figure on its own Agg canvas: no pyplot global state, so safe in a web server's threads
     FigureCanvasAgg(figure)
     figure.savefig(buffer, format="png", dpi=dpi, facecolor=background or "none",
                    transparent=background is None)
