@@ -11,7 +11,9 @@ import importlib
 import sys
 
 # subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("data_prep.prepare", "Prepare IAM-OnDB: lineStrokes + ascii archives -> one training-ready .npz"),
+}
 
 
 def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:

@@ -1,0 +1,114 @@
+"""Reading the files of a source that is either a tar archive (.tar, .tar.gz, .tar.xz) or a folder.
+
+Archives are streamed member by member, so nothing is unpacked to disk. A source that breaks
+part-way (a truncated archive) yields what it could read and then records the problem, so the
+caller can go on with the lines it has and report the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+class _CountingReader:
+    """A read-only file wrapper that remembers how many bytes were read and hashes them."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.position = 0
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.raw.read(size)
+        self.position += len(chunk)
+        self.sha256.update(chunk)
+        return chunk
+
+
+@dataclass
+class Source:
+    """A folder or archive of files; iterate with `files(suffix)`.
+
+    After iteration, `sha256` is the checksum of the archive (or, for a folder, of the names and
+    contents of the files read) and `problems` lists `(item, reason)` for what could not be read
+    (an unreadable file, an archive that ends early).
+    `progress_done` / `progress_total` count compressed bytes (archive) or files (folder).
+    """
+
+    path: Path
+    sha256: str = ""
+    progress_total: int = 0
+    progress_done: int = 0
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.problems: list[tuple[str, str]] = []
+        if not self.path.exists():
+            raise OSError(f"{self.path}: no such file or folder")
+        if not self.path.is_dir():
+            self.progress_total = self.path.stat().st_size
+
+    def files(self, suffix: str) -> Iterator[tuple[str, bytes]]:
+        """Yield `(path inside the source, contents)` for every file ending in `suffix`, sorted
+        for folders and in archive order for archives."""
+        if self.path.is_dir():
+            yield from self._folder_files(suffix)
+        else:
+            yield from self._archive_files(suffix)
+
+    def _folder_files(self, suffix: str) -> Iterator[tuple[str, bytes]]:
+        names = sorted(
+            str(Path(root, name).relative_to(self.path)).replace(os.sep, "/")
+            for root, _, names in os.walk(self.path)
+            for name in names
+            if name.endswith(suffix)
+        )
+        self.progress_total = len(names)
+        digest = hashlib.sha256()
+        for self.progress_done, name in enumerate(names, start=1):
+            try:
+                data = (self.path / name).read_bytes()
+            except OSError as error:
+                self.problems.append((name, f"unreadable ({error.strerror or error})"))
+                continue
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            yield name, data
+        self.sha256 = digest.hexdigest()
+
+    def _archive_files(self, suffix: str) -> Iterator[tuple[str, bytes]]:
+        with open(self.path, "rb") as raw:
+            reader = _CountingReader(raw)
+            try:
+                archive = tarfile.open(fileobj=reader, mode="r|*")  # type: ignore[arg-type]
+            except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError) as error:
+                raise ValueError(f"{self.path}: not a readable tar archive ({error})") from None
+            yielded = 0
+            try:
+                for member in archive:
+                    self.progress_done = reader.position
+                    if not member.isfile() or not member.name.endswith(suffix):
+                        continue
+                    handle = archive.extractfile(member)
+                    assert handle is not None  # regular files always have contents
+                    data = handle.read()
+                    yielded += 1
+                    yield member.name, data
+            except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, OSError) as error:
+                reason = (
+                    f"archive is damaged or ends early after {yielded} {suffix} files "
+                    f"({error or type(error).__name__}); the rest cannot be read"
+                )
+                self.problems.append((str(self.path), reason))
+            finally:
+                archive.close()
+            while reader.read(1 << 20):  # hash the rest, so the checksum is the whole file's
+                pass
+            self.progress_done = reader.position
+        self.sha256 = reader.sha256.hexdigest()
