@@ -1,0 +1,683 @@
+"""Training loop machinery shared by `handwriting-hm train` and `hm-lm train`.
+
+A trainer describes its task by subclassing `TrainingTask` and hands it, with the model,
+to `Trainer`; the loop, checkpoints, resume, non-finite guard, learning-rate schedule,
+progress bar, logs and plots are the same for every task:
+
+    seed_everything(seed)                        # before building the model
+    model = build_model(...)
+    trainer = Trainer(model, task, TrainConfig(lr=1e-3, max_epochs=50), run_dir,
+                      kind="lm", model_config=asdict(model_config), metadata={"vocab": ...})
+    summary = trainer.fit(resume=args.resume)
+
+What the task provides (see `TrainingTask`):
+  batches(epoch)       the epoch's batches, the same every time it is called with that epoch
+                       (shuffle with a generator seeded from the epoch, never the global RNGs).
+                       Batches may be tensors or tuples/lists/dicts/dataclasses of them, on the
+                       CPU: the trainer moves them to the device.
+  loss(model, batch)   -> (mean loss to backpropagate, number of items for throughput).
+                       `model` is the module to call forward on: the DDP wrapper when training
+                       on several GPUs, the model itself otherwise. Runs under bf16 autocast
+                       when asked for on CUDA.
+  validate(model)      -> metrics dict holding `config.metric` (lower is better). Called on the
+                       bare model in eval mode under no_grad, in full precision, on rank 0 only.
+  on_epoch_start(epoch), scalars(), state_dict(), load_state_dict(state), write_samples(model,
+                       path): optional, see the class.
+
+The run folder holds `latest.pt` (saved at every validation and when training stops),
+`best.pt` (lowest `config.metric` so far), `log.jsonl` (one JSON record per line, appended
+across resumes: "start", "train" every `log_every` steps, "val" at each validation,
+"diverged"), `curves.png` (redrawn at each validation) and `samples/step_XXXXXXXX.png` when
+the task writes samples.
+
+Steps, epochs and stopping:
+  * A step is one batch; `step` counts steps taken including skipped ones, `position` the
+    batches done in the current epoch, `epoch` the completed epochs.
+  * Validation runs every `eval_every` steps, or at the end of every epoch when it is None;
+    the plateau schedule (lr *= plateau_factor after plateau_patience validations without
+    improvement) sees only those. When max_steps or max_epochs ends a run between two
+    validations, one last validation updates best.pt and the log but not the schedule, so
+    where a run is cut never changes its trajectory.
+  * max_minutes stops after the step during which the time ran out, saving latest.pt without
+    validating: a time-limited session resumes later from there.
+  * `fit(resume=True)` restores model, optimiser, schedule, step/epoch/position (the batches
+    of the current epoch already done are skipped), task state and the python/numpy/torch
+    RNG states, so N steps + resume + M steps gives the same weights as N+M steps. Values
+    from the new TrainConfig apply only to limits and intervals; the learning rate and the
+    schedule come from the checkpoint. Validation and sample pictures run with the RNG
+    states saved and restored around them, so they do not change the training stream.
+  * A step whose loss or gradient norm is not finite is skipped (gradients dropped, weights
+    and optimiser untouched) and counted; `max_nonfinite` in a row raise TrainingDiverged
+    (a ValueError, so the CLI prints one line). latest.pt stays the last good checkpoint.
+
+Several GPUs: launch with `torchrun --nproc_per_node=N ...`. The trainer reads WORLD_SIZE,
+RANK and LOCAL_RANK, joins the process group, wraps the model in DistributedDataParallel and
+lets only rank 0 validate and write files. Each rank must see its own share of the batches:
+use `shard_batches(batches, rank, world_size)` inside `batches()` (or shard the streams
+yourself, e.g. by batch row for truncated BPTT), with `distributed_from_env()` giving the
+rank. Without those environment variables nothing distributed is touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+
+LATEST = "latest.pt"
+BEST = "best.pt"
+LOG = "log.jsonl"
+CURVES = "curves.png"
+
+
+class TrainingDiverged(ValueError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train; the model's own hyperparameters live in the model's config."""
+
+    lr: float = 1e-3
+    clip: float | None = 1.0  # max gradient norm; None or 0: no clipping (the norm is still checked)
+    max_epochs: int | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None  # wall-clock budget of this fit() call
+    eval_every: int | None = None  # steps between validations; None: at the end of every epoch
+    log_every: int = 50  # steps between "train" log records
+    metric: str = "val_loss"  # key of validate()'s dict that decides best.pt and the plateau
+    plateau_factor: float = 0.5  # lr *= factor on a plateau (the LM paper's /50 is 0.02)
+    plateau_patience: int = 2  # validations without improvement before the drop
+    min_lr: float = 0.0
+    max_nonfinite: int = 20  # consecutive skipped steps before giving up
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    bf16: bool = False  # bf16 autocast for the training forward; CUDA only, ignored on CPU
+    quiet: bool = False  # no progress bar or progress lines
+
+    def __post_init__(self) -> None:
+        if self.max_epochs is None and self.max_steps is None and self.max_minutes is None:
+            raise ValueError("set at least one of max_epochs, max_steps, max_minutes, or training never stops")
+        positive = {"lr": self.lr, "log_every": self.log_every, "max_nonfinite": self.max_nonfinite}
+        optional_positive = {"max_epochs": self.max_epochs, "max_steps": self.max_steps, "eval_every": self.eval_every}
+        for name, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.max_minutes is not None and self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        if self.plateau_patience < 0 or self.min_lr < 0:
+            raise ValueError("plateau_patience and min_lr must be >= 0")
+
+
+class TrainingTask:
+    """What a trainer implements for its model and data; the defaults suit a stateless task."""
+
+    def batches(self, epoch: int) -> Iterable[Any]:
+        """The batches of `epoch`, identical on every call with the same epoch."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
+        """Mean loss of `batch` to backpropagate, and how many items (points, characters) it covers."""
+        raise NotImplementedError
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Validation metrics; must include the trainer's `metric` key (lower is better)."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before the first batch of each epoch (not again when resuming mid-epoch)."""
+
+    def scalars(self) -> dict[str, float]:
+        """Extra numbers for the "train" log records, e.g. the boundary slope."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """Task state to checkpoint (tensors and primitives), e.g. the slope or a carried hidden state."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+
+    def write_samples(self, model: torch.nn.Module, path: Path) -> None:
+        """Optionally write a PNG of a few samples to `path`; called at each validation."""
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a `torchrun` launch (rank 0 of 1 otherwise)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """Read the variables `torchrun` sets; absent variables mean a single process."""
+    return Distributed(
+        rank=int(os.environ.get("RANK", 0)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+    )
+
+
+def shard_batches(batches: Iterable[Any], rank: int, world_size: int) -> Iterator[Any]:
+    """Deal batches round-robin to ranks, dropping a last incomplete round.
+
+    Every rank gets the same number of batches, which DDP needs: a rank that runs out early
+    would leave the others waiting in the gradient all-reduce forever.
+    """
+    round_of_batches: list[Any] = []
+    for batch in batches:
+        round_of_batches.append(batch)
+        if len(round_of_batches) == world_size:
+            yield round_of_batches[rank]
+            round_of_batches = []
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> this rank's GPU if CUDA is available, else the CPU; other names as given."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+        if device.index is None:
+            device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict:
+    """The global RNG states as tensors, lists and primitives (weights_only-loadable)."""
+    version, keys, gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(keys), gauss],
+        "numpy": {
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Undo `capture_rng_state`; CUDA states are restored when CUDA is here to take them."""
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state((
+        "MT19937",
+        numpy_state["keys"].numpy().astype(np.uint32),
+        numpy_state["pos"],
+        numpy_state["has_gauss"],
+        numpy_state["cached_gaussian"],
+    ))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block (validation, sampling) without moving the global RNG streams."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Move the tensors in a (nested tuple/list/dict/dataclass) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: move_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+        return type(batch)(move_to(value, device) for value in batch)
+    if isinstance(batch, tuple):  # namedtuple
+        return type(batch)(*(move_to(value, device) for value in batch))
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(
+            batch, **{field.name: move_to(getattr(batch, field.name), device) for field in dataclasses.fields(batch)}
+        )
+    return batch
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def append_log(log_path: Path, record: dict) -> None:
+    """Append one JSON record as a line and flush it, so a crash loses at most that line."""
+    line = json.dumps({key: _json_safe(value) for key, value in record.items()}, allow_nan=False)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
+
+
+def read_log(log_path: str | Path) -> list[dict]:
+    """The records of a log.jsonl; a torn last line (crash mid-write) is ignored."""
+    records = []
+    for line in Path(log_path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str = "val_loss") -> None:
+    """Draw train loss, validation `metric` and the learning rate against steps from a log.jsonl.
+
+    When a run was resumed, steps logged after its checkpoint appear twice in the log;
+    the latest record of each step wins.
+    """
+    # Figure without pyplot: no global backend state, safe to call from any thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    train: dict[int, dict] = {}
+    val: dict[int, dict] = {}
+    for record in read_log(log_path):
+        if record.get("type") == "train":
+            train[record["step"]] = record
+        elif record.get("type") == "val":
+            val[record["step"]] = record
+
+    figure = Figure(figsize=(9, 6), tight_layout=True)
+    FigureCanvasAgg(figure)
+    losses, rates = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    train_points = [(step, r["loss"]) for step, r in sorted(train.items()) if r.get("loss") is not None]
+    val_points = [(step, r[metric]) for step, r in sorted(val.items()) if r.get(metric) is not None]
+    if train_points:
+        losses.plot(*zip(*train_points), label="train loss", linewidth=1)
+    if val_points:
+        losses.plot(*zip(*val_points), "o-", label=metric, markersize=3)
+    losses.set_ylabel("loss")
+    losses.grid(alpha=0.3)
+    if train_points or val_points:
+        losses.legend()
+    rate_points = [(step, r["lr"]) for step, r in sorted(train.items()) if r.get("lr")]
+    if rate_points:
+        rates.plot(*zip(*rate_points), color="tab:green")
+        rates.set_yscale("log")
+    rates.set_ylabel("learning rate")
+    rates.set_xlabel("step")
+    rates.grid(alpha=0.3)
+
+    png_path = Path(png_path)
+    handle = tempfile.NamedTemporaryFile(dir=png_path.parent, prefix=f".{png_path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            figure.savefig(handle, format="png", dpi=100)
+        os.replace(handle.name, png_path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+class Trainer:
+    """Train `model` on `task`, keeping checkpoints and logs in `run_dir`.
+
+    `kind` ("handwriting", "lm") and `model_config` (a plain dict from which the model can be
+    rebuilt) go into every checkpoint, with `metadata` (plain data the sampler needs, e.g. the
+    normalisation statistics or the vocabulary). On resume the checkpoint's `config` must
+    equal `model_config`: read it first with `load_checkpoint(run_dir / "latest.pt", kind)`
+    to rebuild the same model.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: TrainingTask,
+        config: TrainConfig,
+        run_dir: str | Path,
+        kind: str,
+        model_config: dict,
+        metadata: dict | None = None,
+    ) -> None:
+        self.task = task
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.kind = kind
+        self.model_config = model_config
+        self.metadata = metadata or {}
+        self.dist = distributed_from_env()
+        self._owns_process_group = False
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.model = model.to(self.device)
+        self.forward_module: torch.nn.Module = self.model
+        if self.dist.world_size > 1:
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+                self._owns_process_group = True
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_module = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.bf16 = config.bf16 and self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_lr
+        )
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+        self.best_metric = math.inf
+        self.best_step: int | None = None
+        self.skipped_nonfinite = 0
+        self.consecutive_nonfinite = 0
+        self.elapsed_before = 0.0  # training seconds of earlier fit() calls on this run
+        self.last_validated_step: int | None = None
+
+    # ---- the run -------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train until a limit in the config is reached; return a summary of the run.
+
+        resume=True continues from `run_dir/latest.pt`; resume=False refuses a run folder
+        that already holds one, so a finished run is never overwritten by accident.
+        """
+        latest = self.run_dir / LATEST
+        if resume:
+            self._restore(load_checkpoint(latest, kind=self.kind))
+        elif latest.exists():
+            raise ValueError(f"{latest} already exists: resume that run or choose another run folder")
+        else:
+            seed_everything(self.config.seed + self.dist.rank)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._log({
+                "type": "start", "resumed": resume, "step": self.step, "epoch": self.epoch,
+                "device": str(self.device), "world_size": self.dist.world_size, "bf16": self.bf16,
+            })
+        self._started = time.monotonic()
+        self._reset_interval()
+        show_bar = self.dist.is_main and not self.config.quiet and sys.stderr.isatty()
+        self._bar = tqdm(total=self.config.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=not show_bar)
+        self._print_lines = self.dist.is_main and not self.config.quiet and not show_bar
+        try:
+            stopped = self._run()
+        finally:
+            self._bar.close()
+            if self._owns_process_group:
+                dist.destroy_process_group()
+        return {
+            "stopped": stopped,
+            "steps": self.step,
+            "epochs": self.epoch,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "wall_s": time.monotonic() - self._started,
+        }
+
+    def _run(self) -> str:
+        while (stopped := self._limit_reached()) is None:
+            stopped = self._run_epoch()
+            if stopped is not None:
+                break
+        if self.last_validated_step != self.step:  # a validation already saved this step
+            if stopped == "max_minutes":
+                self._save_checkpoints(improved=False)
+            else:
+                self._validate(scheduled=False)
+        return stopped
+
+    def _run_epoch(self) -> str | None:
+        """Train on the rest of the current epoch; return why training stopped, if it did."""
+        if self.position == 0:
+            self.task.on_epoch_start(self.epoch)
+        started_at = self.position
+        for batch in itertools.islice(self.task.batches(self.epoch), self.position, None):
+            self._train_step(batch)
+            if self.step % self.config.log_every == 0:
+                self._log_train()
+            if self.config.eval_every is not None and self.step % self.config.eval_every == 0:
+                self._validate(scheduled=True)
+            if (stopped := self._limit_reached()) is not None:
+                return stopped
+        if started_at == 0 and self.position == 0:
+            raise ValueError(f"the training data gave no batches in epoch {self.epoch}")
+        self.epoch += 1
+        self.position = 0
+        if self.config.eval_every is None:
+            self._validate(scheduled=True)
+        return None
+
+    def _limit_reached(self) -> str | None:
+        config = self.config
+        if config.max_steps is not None and self.step >= config.max_steps:
+            return "max_steps"
+        if config.max_epochs is not None and self.epoch >= config.max_epochs:
+            return "max_epochs"
+        if config.max_minutes is not None:
+            out_of_time = time.monotonic() - self._started >= 60 * config.max_minutes
+            if self.dist.world_size > 1:  # clocks differ: all ranks must stop at the same step
+                flag = torch.tensor(float(out_of_time), device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if out_of_time:
+                return "max_minutes"
+        return None
+
+    # ---- one step ------------------------------------------------------------------------
+
+    def _train_step(self, batch: Any) -> None:
+        self.model.train()
+        batch = move_to(batch, self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss, items = self.task.loss(self.forward_module, batch)
+        # Backward even a non-finite loss: under DDP every rank must join the gradient all-reduce.
+        loss.backward()
+        max_norm = self.config.clip if self.config.clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        finite = torch.isfinite(loss.detach().float()) & torch.isfinite(grad_norm)
+        if self.dist.world_size > 1:  # one rank's bad loss skips the step everywhere
+            finite = finite.float()
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if bool(finite.item()):
+            self.optimizer.step()
+            self.consecutive_nonfinite = 0
+            self._interval_loss += loss.item()
+            self._interval_good += 1
+        else:
+            self.skipped_nonfinite += 1
+            self.consecutive_nonfinite += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.position += 1
+        self._interval_items += int(items)
+        self._bar.update(1)
+        if self.consecutive_nonfinite >= self.config.max_nonfinite:
+            message = (
+                f"training diverged: {self.consecutive_nonfinite} consecutive steps had a non-finite loss or "
+                f"gradient (step {self.step}); the last good checkpoint is {self.run_dir / LATEST}"
+            )
+            if self.dist.is_main:
+                self._log({"type": "diverged", "step": self.step, "epoch": self.epoch,
+                           "skipped_nonfinite": self.skipped_nonfinite, "message": message})
+            raise TrainingDiverged(message)
+
+    def _reset_interval(self) -> None:
+        self._interval_start = time.monotonic()
+        self._interval_steps_from = self.step
+        self._interval_loss = 0.0
+        self._interval_good = 0
+        self._interval_items = 0
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _log_train(self) -> None:
+        seconds = max(time.monotonic() - self._interval_start, 1e-9)
+        steps = self.step - self._interval_steps_from
+        loss = self._interval_loss / self._interval_good if self._interval_good else math.nan
+        record = {
+            "type": "train", "step": self.step, "epoch": self.epoch, "loss": loss, "lr": self._lr(),
+            **{name: float(value) for name, value in self.task.scalars().items()},
+            "steps_per_s": steps / seconds, "items_per_s": self._interval_items / seconds,
+            "skipped_nonfinite": self.skipped_nonfinite, "elapsed_s": self._elapsed(),
+        }
+        self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", refresh=False)
+        if self._print_lines:
+            print(
+                f"step {self.step} epoch {self.epoch} loss {loss:.4f} lr {self._lr():.2e} "
+                f"{record['steps_per_s']:.2f} steps/s skipped {self.skipped_nonfinite}",
+                file=sys.stderr, flush=True,
+            )
+        if self.dist.is_main:
+            self._log(record)
+        self._reset_interval()
+
+    # ---- validation and checkpoints -------------------------------------------------------
+
+    def _validate(self, scheduled: bool) -> None:
+        """Validate, feed the plateau schedule (if `scheduled`), save checkpoints, redraw plots."""
+        validate_started = time.monotonic()
+        metrics = None
+        if self.dist.is_main:
+            with preserved_rng(), torch.no_grad():
+                self.model.eval()
+                metrics = {name: float(value) for name, value in self.task.validate(self.model).items()}
+                self.model.train()
+        if self.dist.world_size > 1:  # every rank must take the same schedule decision
+            shared = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        if self.config.metric not in metrics:
+            raise ValueError(f"validate() returned {sorted(metrics)}, without the tracked metric {self.config.metric!r}")
+        value = metrics[self.config.metric]
+        if scheduled:
+            self.scheduler.step(value)
+        improved = value < self.best_metric
+        if improved:
+            self.best_metric, self.best_step = value, self.step
+        self.last_validated_step = self.step
+        self._save_checkpoints(improved)
+        if self.dist.is_main:
+            self._log({
+                "type": "val", "step": self.step, "epoch": self.epoch, **metrics, "lr": self._lr(),
+                "best_metric": self.best_metric, "scheduled": scheduled, "elapsed_s": self._elapsed(),
+            })
+            if type(self.task).write_samples is not TrainingTask.write_samples:
+                samples = self.run_dir / "samples" / f"step_{self.step:08d}.png"
+                samples.parent.mkdir(exist_ok=True)
+                with preserved_rng(), torch.no_grad():
+                    self.model.eval()
+                    self.task.write_samples(self.model, samples)
+                    self.model.train()
+            plot_learning_curves(self.run_dir / LOG, self.run_dir / CURVES, self.config.metric)
+        # Time spent validating is not training time: keep it out of steps/s.
+        self._interval_start += time.monotonic() - validate_started
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self._started
+
+    def _save_checkpoints(self, improved: bool) -> None:
+        rng = [capture_rng_state()]
+        if self.dist.world_size > 1:  # each rank keeps its own dropout stream across a resume
+            rng = [None] * self.dist.world_size
+            dist.all_gather_object(rng, capture_rng_state())
+        if not self.dist.is_main:
+            return
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "config": self.model_config,
+            "train_config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "best_metric": self.best_metric,
+                "best_step": self.best_step,
+                "skipped_nonfinite": self.skipped_nonfinite,
+                "consecutive_nonfinite": self.consecutive_nonfinite,
+                "last_validated_step": self.last_validated_step,
+                "elapsed_s": self._elapsed(),
+            },
+            "rng": rng,
+            "task": self.task.state_dict(),
+            "metadata": self.metadata,
+        }
+        save_checkpoint(self.run_dir / LATEST, payload)
+        if improved:
+            save_checkpoint(self.run_dir / BEST, payload)
+
+    def _restore(self, checkpoint: dict) -> None:
+        if checkpoint["config"] != self.model_config:
+            differing = sorted(
+                key for key in set(checkpoint["config"]) | set(self.model_config)
+                if checkpoint["config"].get(key) != self.model_config.get(key)
+            )
+            raise ValueError(
+                f"cannot resume {self.run_dir / LATEST}: its model config differs in {', '.join(differing)}"
+            )
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.task.load_state_dict(checkpoint["task"])
+        progress = checkpoint["progress"]
+        self.step = progress["step"]
+        self.epoch = progress["epoch"]
+        self.position = progress["position"]
+        self.best_metric = progress["best_metric"]
+        self.best_step = progress["best_step"]
+        self.skipped_nonfinite = progress["skipped_nonfinite"]
+        self.consecutive_nonfinite = progress["consecutive_nonfinite"]
+        self.last_validated_step = progress["last_validated_step"]
+        self.elapsed_before = progress["elapsed_s"]
+        rng = checkpoint["rng"]
+        if self.dist.rank < len(rng):
+            restore_rng_state(rng[self.dist.rank])
+        else:  # more ranks than when saved: a fresh, distinct stream for the new ones
+            seed_everything(self.config.seed + self.dist.rank + self.step)
+
+    def _log(self, record: dict) -> None:
+        append_log(self.run_dir / LOG, record)

@@ -1,0 +1,336 @@
+"""Tests of the shared training machinery: checkpoints, exact resume, guards, schedule, logs."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from handwriting_hm import checkpoint as checkpoint_module
+from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.training import (
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    TrainingTask,
+    read_log,
+    seed_everything,
+    shard_batches,
+)
+
+MODEL_CONFIG = {"inputs": 4, "hidden": 16, "dropout": 0.3}
+
+
+def make_model() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(MODEL_CONFIG["inputs"], MODEL_CONFIG["hidden"]),
+        torch.nn.Dropout(MODEL_CONFIG["dropout"]),
+        torch.nn.Tanh(),
+        torch.nn.Linear(MODEL_CONFIG["hidden"], 1),
+    )
+
+
+class ToyTask(TrainingTask):
+    """Regression on 40 fixed points, 5 batches an epoch, every RNG in play.
+
+    Batches are shuffled with a per-epoch seed; dropout draws from torch's RNG; the input
+    noise from python's and numpy's. Validation and sampling draw from all three too, which
+    must not change training. `slope` and `seen` stand for task state (slope, carried state).
+    """
+
+    def __init__(self, bad_steps: dict[int, str] | None = None, metrics: list[float] | None = None):
+        generator = torch.Generator().manual_seed(123)
+        self.x = torch.randn(40, 4, generator=generator)
+        self.y = torch.randn(40, 1, generator=generator)
+        self.slope = 1.0
+        self.seen = 0
+        self.bad_steps = bad_steps or {}  # step number (1-based) -> "nan" | "inf_grad"
+        self.metrics = list(metrics) if metrics else None  # scripted validation values
+        self.params_before_step: dict[int, list[torch.Tensor]] = {}
+        self.sample_paths: list[Path] = []
+
+    def batches(self, epoch):
+        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(1000 + epoch))
+        for start in range(0, len(order), 8):
+            index = order[start:start + 8]
+            yield self.x[index], self.y[index]
+
+    def on_epoch_start(self, epoch):
+        self.slope = 1.0 + 0.5 * epoch
+
+    def loss(self, model, batch):
+        x, y = batch
+        self.seen += 1
+        self.params_before_step[self.seen] = [p.detach().clone() for p in model.parameters()]
+        noise = random.random() + float(np.random.rand())
+        prediction = model(x + 0.01 * noise) * self.slope
+        loss = F.mse_loss(prediction, y)
+        bad = self.bad_steps.get(self.seen)
+        if bad == "nan":
+            loss = loss * float("nan")
+        elif bad == "inf_grad":  # finite loss (sqrt(0) = 0), infinite derivative
+            loss = loss + torch.sqrt(prediction.sum() * 0)
+        return loss, len(x)
+
+    def validate(self, model):
+        torch.rand(3), random.random(), np.random.rand()
+        if self.metrics is not None:
+            return {"val_loss": self.metrics.pop(0)}
+        loss = F.mse_loss(model(self.x), self.y).item()
+        # Rising with the step count, so that the plateau schedule drops the rate in short runs.
+        return {"val_loss": loss + self.seen, "val_other": 1.0}
+
+    def scalars(self):
+        return {"slope": self.slope}
+
+    def state_dict(self):
+        return {"slope": self.slope, "seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.slope, self.seen = state["slope"], state["seen"]
+
+    def write_samples(self, model, path):
+        torch.rand(5)
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
+        self.sample_paths.append(Path(path))
+
+
+def config(**overrides) -> TrainConfig:
+    settings = dict(lr=0.05, max_steps=13, eval_every=3, log_every=2, plateau_factor=0.5,
+                    plateau_patience=0, quiet=True, device="cpu")
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def make_trainer(run_dir: Path, task: ToyTask | None = None, **overrides) -> Trainer:
+    seed_everything(0)
+    return Trainer(make_model(), task or ToyTask(), config(**overrides), run_dir, kind="toy",
+                   model_config=dict(MODEL_CONFIG), metadata={"mean": [0.5, 1.5]})
+
+
+# ---- exact resume --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eval_every", [3, None])
+@pytest.mark.parametrize("first_steps", [7, 10])  # mid-epoch, and exactly at the end of epoch 2
+def test_resume_gives_bit_identical_weights(tmp_path, eval_every, first_steps):
+    straight = make_trainer(tmp_path / "straight", eval_every=eval_every)
+    straight.fit()
+    assert straight.optimizer.param_groups[0]["lr"] < 0.05, "the schedule should have acted"
+
+    first = make_trainer(tmp_path / "split", eval_every=eval_every, max_steps=first_steps)
+    assert first.fit()["steps"] == first_steps
+    resumed = make_trainer(tmp_path / "split", eval_every=eval_every)
+    summary = resumed.fit(resume=True)
+
+    assert summary["steps"] == 13 and resumed.epoch == straight.epoch and resumed.position == straight.position
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.optimizer.state.values(), resumed.optimizer.state.values()):
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    assert straight.scheduler.state_dict() == resumed.scheduler.state_dict()
+    assert straight.task.state_dict() == resumed.task.state_dict()
+    assert torch.equal(torch.get_rng_state(), torch.get_rng_state())
+
+
+def test_resume_appends_to_log_and_restores_metadata(tmp_path):
+    make_trainer(tmp_path, max_steps=6).fit()
+    before = (tmp_path / "log.jsonl").read_text().splitlines()
+    make_trainer(tmp_path, max_steps=10).fit(resume=True)
+    after = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert after[:len(before)] == before and len(after) > len(before)
+    starts = [r for r in read_log(tmp_path / "log.jsonl") if r["type"] == "start"]
+    assert [r["resumed"] for r in starts] == [False, True] and starts[1]["step"] == 6
+    latest = load_checkpoint(tmp_path / "latest.pt", kind="toy")
+    assert latest["progress"]["step"] == 10 and latest["metadata"] == {"mean": [0.5, 1.5]}
+
+
+def test_fresh_fit_refuses_existing_run_and_resume_needs_one(tmp_path):
+    make_trainer(tmp_path, max_steps=2).fit()
+    with pytest.raises(ValueError, match="already exists"):
+        make_trainer(tmp_path).fit()
+    with pytest.raises(ValueError, match="no such file"):
+        make_trainer(tmp_path / "empty").fit(resume=True)
+    seed_everything(0)
+    other = Trainer(make_model(), ToyTask(), config(), tmp_path, kind="toy",
+                    model_config={**MODEL_CONFIG, "hidden": 32})
+    with pytest.raises(ValueError, match="differs in hidden"):
+        other.fit(resume=True)
+
+
+def test_wall_clock_limit_stops_with_a_checkpoint_and_no_validation(tmp_path):
+    summary = make_trainer(tmp_path, max_steps=None, max_minutes=0.0).fit()
+    assert summary["stopped"] == "max_minutes"
+    assert load_checkpoint(tmp_path / "latest.pt")["progress"]["step"] == summary["steps"]
+    assert not [r for r in read_log(tmp_path / "log.jsonl") if r["type"] == "val"]
+
+
+# ---- non-finite guard ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf_grad"])
+def test_nonfinite_step_is_skipped_and_counted(tmp_path, bad):
+    task = ToyTask(bad_steps={3: bad})
+    summary = make_trainer(tmp_path, task, max_steps=6).fit()
+    assert summary["skipped_nonfinite"] == 1 and summary["steps"] == 6
+    untouched = zip(task.params_before_step[3], task.params_before_step[4])
+    assert all(torch.equal(a, b) for a, b in untouched)
+    moved = zip(task.params_before_step[2], task.params_before_step[3])
+    assert not all(torch.equal(a, b) for a, b in moved)
+    train_records = [r for r in read_log(tmp_path / "log.jsonl") if r["type"] == "train"]
+    assert [r["skipped_nonfinite"] for r in train_records] == [0, 1, 1]
+
+
+def test_consecutive_nonfinite_steps_stop_training(tmp_path):
+    task = ToyTask(bad_steps={step: "nan" for step in range(1, 100)})
+    trainer = make_trainer(tmp_path, task, max_nonfinite=4)
+    initial = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.raises(TrainingDiverged, match="4 consecutive steps") as raised:
+        trainer.fit()
+    assert isinstance(raised.value, ValueError) and "\n" not in str(raised.value)
+    assert all(torch.equal(a, b) for a, b in zip(initial, trainer.model.parameters()))
+    assert not trainer.optimizer.state  # Adam never stepped
+    assert read_log(tmp_path / "log.jsonl")[-1]["type"] == "diverged"
+
+
+# ---- schedule, best checkpoint, logs and pictures ---------------------------------------------
+
+
+def test_learning_rate_drops_on_plateau(tmp_path):
+    task = ToyTask(metrics=[1.0, 1.0, 1.0, 1.0])
+    make_trainer(tmp_path, task, max_steps=8, eval_every=2, plateau_patience=1, plateau_factor=0.1).fit()
+    rates = [r["lr"] for r in read_log(tmp_path / "log.jsonl") if r["type"] == "val"]
+    assert rates == pytest.approx([0.05, 0.05, 0.005, 0.005])
+
+
+def test_best_checkpoint_tracks_the_lowest_validation_metric(tmp_path):
+    task = ToyTask(metrics=[3.0, 1.0, 2.0])
+    summary = make_trainer(tmp_path, task, max_steps=6, eval_every=2).fit()
+    best = load_checkpoint(tmp_path / "best.pt", kind="toy")
+    latest = load_checkpoint(tmp_path / "latest.pt", kind="toy")
+    assert best["progress"]["step"] == 4 and best["progress"]["best_metric"] == 1.0
+    assert latest["progress"]["step"] == 6 and summary["best_step"] == 4
+    assert not torch.equal(best["model"]["0.weight"], latest["model"]["0.weight"])
+
+
+def test_log_curves_and_samples_are_written(tmp_path):
+    task = ToyTask()
+    make_trainer(tmp_path, task, max_steps=6).fit()
+    records = read_log(tmp_path / "log.jsonl")
+    train = [r for r in records if r["type"] == "train"]
+    val = [r for r in records if r["type"] == "val"]
+    assert [r["step"] for r in train] == [2, 4, 6] and [r["step"] for r in val] == [3, 6]
+    for key in ("epoch", "loss", "lr", "slope", "steps_per_s", "items_per_s", "skipped_nonfinite"):
+        assert key in train[0]
+    assert train[0]["items_per_s"] > 0 and val[0]["val_other"] == 1.0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in task.sample_paths] == ["step_00000003.png", "step_00000006.png"]
+    assert all(p.exists() for p in task.sample_paths)
+
+
+# ---- checkpoint files --------------------------------------------------------------------------
+
+
+def payload(**extra) -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "toy", "weights": torch.ones(3), **extra}
+
+
+def test_failed_save_keeps_the_previous_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, payload(step=1))
+
+    def broken_save(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, payload(step=2))
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_save_refuses_what_safe_loading_would_refuse(tmp_path):
+    with pytest.raises(TypeError, match=r"payload\['stats'\]\[0\] is a numpy.ndarray"):
+        save_checkpoint(tmp_path / "x.pt", payload(stats=[np.zeros(2)]))
+    with pytest.raises(TypeError, match="numpy.float64"):
+        save_checkpoint(tmp_path / "x.pt", payload(mean=np.float64(1.0)))
+    assert not list(tmp_path.iterdir())
+
+
+class Smuggled:
+    pass
+
+
+def write_garbage(path: Path) -> None:
+    path.write_bytes(b"this is not a checkpoint" * 10)
+
+
+def write_truncated(path: Path) -> None:
+    save_checkpoint(path, payload(big=torch.zeros(1000)))
+    path.write_bytes(path.read_bytes()[:500])
+
+
+def write_pickled_object(path: Path) -> None:
+    torch.save(payload(thing=Smuggled()), path)
+
+
+def write_foreign(path: Path) -> None:
+    torch.save({"state_dict": {"w": torch.ones(2)}}, path)
+
+
+def write_future(path: Path) -> None:
+    save_checkpoint(path, {**payload(), "format_version": FORMAT_VERSION + 1})
+
+
+def write_other_kind(path: Path) -> None:
+    save_checkpoint(path, {**payload(), "kind": "lm"})
+
+
+@pytest.mark.parametrize("write, problem", [
+    (None, "no such file"),
+    (write_garbage, "cannot be read"),
+    (write_truncated, "cannot be read"),
+    (write_pickled_object, "Smuggled) that safe loading refuses"),
+    (write_foreign, "not a handwriting-hm checkpoint"),
+    (write_future, "format version 2 is not supported"),
+    (write_other_kind, "holds a 'lm' model, expected a 'toy' model"),
+])
+def test_bad_checkpoints_raise_one_clear_line(tmp_path, write, problem):
+    path = tmp_path / "model.pt"
+    if write is not None:
+        write(path)
+    with pytest.raises(ValueError) as raised:
+        load_checkpoint(path, kind="toy")
+    message = str(raised.value)
+    assert problem in message and str(path) in message and "\n" not in message
+    # No chained pickle/zip traceback behind the one line.
+    assert raised.value.__cause__ is None and (raised.value.__context__ is None or raised.value.__suppress_context__)
+
+
+def test_trainer_checkpoint_loads_with_weights_only(tmp_path):
+    make_trainer(tmp_path, max_steps=3).fit()
+    raw = torch.load(tmp_path / "latest.pt", weights_only=True)
+    assert raw["kind"] == "toy" and raw["config"] == MODEL_CONFIG
+    assert set(raw) >= {"model", "optimizer", "scheduler", "progress", "rng", "task", "metadata", "train_config"}
+    assert isinstance(raw["rng"][0]["torch"], torch.Tensor)
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+
+
+def test_shard_batches_gives_every_rank_the_same_count():
+    shards = [list(shard_batches(range(11), rank, 3)) for rank in range(3)]
+    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+
+
+def test_config_needs_a_limit():
+    with pytest.raises(ValueError, match="at least one of"):
+        TrainConfig(lr=1e-3)
+    with pytest.raises(ValueError, match="plateau_factor"):
+        TrainConfig(max_steps=1, plateau_factor=1.5)
