@@ -13,6 +13,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("data_prep.prepare", "Prepare IAM-OnDB: lineStrokes + ascii archives -> one training-ready .npz"),
+    "summary": ("data_prep.summary", "Summarise a prepared IAM-OnDB file: counts, lengths, alphabet, a PNG of lines"),
 }
 
 
