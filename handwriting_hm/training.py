@@ -325,7 +325,8 @@ def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str
         elif record.get("type") == "val":
             val[record["step"]] = record
 
-    figure = Figure(figsize=(9, 6), tight_layout=True)
+    figure = Figure(figsize=(9, 6))
+    figure.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.08, hspace=0.08)
     FigureCanvasAgg(figure)
     losses, rates = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     train_points = [(step, r["loss"]) for step, r in sorted(train.items()) if r.get("loss") is not None]
@@ -340,7 +341,7 @@ def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str
         losses.legend()
     rate_points = [(step, r["lr"]) for step, r in sorted(train.items()) if r.get("lr")]
     if rate_points:
-        rates.plot(*zip(*rate_points), color="tab:green")
+        rates.plot(*zip(*rate_points), color="tab:green", drawstyle="steps-post")
         rates.set_yscale("log")
     rates.set_ylabel("learning rate")
     rates.set_xlabel("step")

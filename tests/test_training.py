@@ -1,13 +1,16 @@
 """Tests of the shared training machinery: checkpoints, exact resume, guards, schedule, logs."""
 from __future__ import annotations
 
-import json
+import os
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from handwriting_hm import checkpoint as checkpoint_module
@@ -120,6 +123,7 @@ def make_trainer(run_dir: Path, task: ToyTask | None = None, **overrides) -> Tra
 def test_resume_gives_bit_identical_weights(tmp_path, eval_every, first_steps):
     straight = make_trainer(tmp_path / "straight", eval_every=eval_every)
     straight.fit()
+    straight_rng = torch.get_rng_state()
     assert straight.optimizer.param_groups[0]["lr"] < 0.05, "the schedule should have acted"
 
     first = make_trainer(tmp_path / "split", eval_every=eval_every, max_steps=first_steps)
@@ -134,7 +138,7 @@ def test_resume_gives_bit_identical_weights(tmp_path, eval_every, first_steps):
         assert all(torch.equal(a[key], b[key]) for key in a)
     assert straight.scheduler.state_dict() == resumed.scheduler.state_dict()
     assert straight.task.state_dict() == resumed.task.state_dict()
-    assert torch.equal(torch.get_rng_state(), torch.get_rng_state())
+    assert torch.equal(torch.get_rng_state(), straight_rng)
 
 
 def test_resume_appends_to_log_and_restores_metadata(tmp_path):
@@ -319,6 +323,42 @@ def test_trainer_checkpoint_loads_with_weights_only(tmp_path):
     assert raw["kind"] == "toy" and raw["config"] == MODEL_CONFIG
     assert set(raw) >= {"model", "optimizer", "scheduler", "progress", "rng", "task", "metadata", "train_config"}
     assert isinstance(raw["rng"][0]["torch"], torch.Tensor)
+
+
+# ---- several processes -------------------------------------------------------------------------
+
+
+class ShardedToyTask(ToyTask):
+    def __init__(self, rank: int, world_size: int):
+        super().__init__()
+        self.rank, self.world_size = rank, world_size
+
+    def batches(self, epoch):
+        return shard_batches(super().batches(epoch), self.rank, self.world_size)
+
+
+def ddp_worker(rank: int, world_size: int, port: int, run_dir: Path) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    trainer = make_trainer(run_dir, ShardedToyTask(rank, world_size), max_steps=4, eval_every=2)
+    trainer.fit()
+    torch.save([p.detach() for p in trainer.model.parameters()], run_dir.parent / f"params_{rank}.pt")
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed")
+def test_two_process_ddp_on_cpu_keeps_ranks_in_step_and_only_rank_0_writes(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(ddp_worker, args=(2, port, tmp_path / "run"), nprocs=2)
+    rank_0, rank_1 = (torch.load(tmp_path / f"params_{rank}.pt") for rank in (0, 1))
+    assert all(torch.equal(a, b) for a, b in zip(rank_0, rank_1))
+    starts = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["type"] == "start"]
+    assert len(starts) == 1 and starts[0]["world_size"] == 2
+    latest = load_checkpoint(tmp_path / "run" / "latest.pt", kind="toy")
+    # 2 of the 5 batches an epoch per rank: step 4 is the last batch of the second epoch.
+    assert (latest["progress"]["step"], latest["progress"]["epoch"], latest["progress"]["position"]) == (4, 1, 2)
+    assert len(latest["rng"]) == 2 and not torch.equal(latest["rng"][0]["torch"], latest["rng"][1]["torch"])
 
 
 # ---- small helpers ------------------------------------------------------------------------------
