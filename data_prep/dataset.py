@@ -41,7 +41,9 @@ class HandwritingDataset(Dataset):
         rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in chosen])
         self._offsets = arrays["offsets"][rows].astype(np.float32)
         self._offsets[:, :2] -= np.array(stats["mean"], dtype=np.float32)
-        self._offsets[:, :2] /= np.array(stats["std"], dtype=np.float32)
+        # A constant coordinate (std 0) only occurs in toy data; leave it unscaled rather than inf.
+        std = np.array(stats["std"], dtype=np.float32)
+        self._offsets[:, :2] /= np.where(std > 0, std, 1.0)
         self._starts = np.concatenate(([0], np.cumsum(self.lengths)))
 
     def __len__(self) -> int:

@@ -1,0 +1,320 @@
+"""data_prep: parsing, cleaning, splits, bad input and atomic output, on tiny fixtures built here."""
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep.cleaning import CleaningConfig, cap_jumps, drop_duplicate_points, resample_strokes, to_offsets
+from data_prep.iam_xml import _parse_strict, parse_strokes, parse_transcription
+from data_prep.prepare import prepare
+from data_prep.prepared_file import load_prepared
+from data_prep.splits import paper_split
+from handwriting_hm.cli import main
+
+
+def stroke_xml(strokes: list[list[tuple[int, int]]]) -> str:
+    """A line stroke file in the release's exact layout."""
+    body = []
+    for stroke in strokes:
+        body.append('    <Stroke colour="black" start_time="1.00" end_time="2.00">')
+        body.extend(f'      <Point x="{x}" y="{y}" time="1.{i:02d}"/>\r' for i, (x, y) in enumerate(stroke))
+        body.append("    </Stroke>")
+    return (
+        '<?xml version="1.0" encoding="ISO-8859-1"?>\n<WhiteboardCaptureSession>\n  <WhiteboardDescription>\n'
+        '    <DiagonallyOppositeCoords x="6512" y="1376"/>\n  </WhiteboardDescription>\n  <StrokeSet>\n'
+        + "\n".join(body)
+        + "\n  </StrokeSet>\n</WhiteboardCaptureSession>\n"
+    )
+
+
+def transcription(lines: list[str]) -> str:
+    return "OCR:\r\n\r\nprinted prompt\r\n\r\nCSR:\r\n\r\n" + "\r\n".join(lines) + "\r\n"
+
+
+def random_strokes(rng: np.random.Generator, n_points: int) -> list[list[tuple[int, int]]]:
+    """`n_points` samples of a pen walk, split into strokes of 5 to 20 samples."""
+    xy = np.cumsum(rng.integers(-20, 21, size=(n_points, 2)), axis=0) + 1000
+    strokes, begin = [], 0
+    while begin < n_points:
+        end = min(n_points, begin + int(rng.integers(5, 21)))
+        strokes.append([(int(x), int(y)) for x, y in xy[begin:end]])
+        begin = end
+    return strokes
+
+
+def write_iam(root: Path, lines: dict[str, str], texts: dict[str, list[str]], lists: dict[str, list[str]]) -> dict[str, Path]:
+    """Write lineStrokes/, ascii/ and splits/ folders the way the release lays them out."""
+    for line_id, xml in lines.items():
+        form = line_id.rsplit("-", 1)[0]
+        path = root / "lineStrokes" / form[:3] / form[:7] / f"{line_id}.xml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(xml, encoding="latin-1")
+    for form, written in texts.items():
+        path = root / "ascii" / form[:3] / form[:7] / f"{form}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(transcription(written))
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    for name in ("trainset", "testset_v", "testset_t", "testset_f"):
+        (root / "splits" / f"{name}.txt").write_text("".join(f" {form}\n" for form in lists.get(name, [])))
+    return {"strokes": root / "lineStrokes", "ascii": root / "ascii", "splits": root / "splits"}
+
+
+def pack(folder: Path, archive: Path) -> Path:
+    mode = {".gz": "w:gz", ".xz": "w:xz"}[archive.suffix]
+    with tarfile.open(archive, mode) as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+@pytest.fixture
+def iam_small(tmp_path: Path) -> dict[str, Path]:
+    """Two forms with three clean lines each, transcribed, one form per official list."""
+    rng = np.random.default_rng(1)
+    lines = {f"{form}-{k:02d}": stroke_xml(random_strokes(rng, 30 + 10 * k)) for form in ("a01-000u", "b02-010x") for k in (1, 2, 3)}
+    texts = {"a01-000u": ["first line", "second, line", "third"], "b02-010x": ["Alpha", "Beta", "Gamma"]}
+    return write_iam(tmp_path / "iam", lines, texts, {"trainset": ["a01-000u"], "testset_v": ["b02-010x"]})
+
+
+def run_prepare(paths: dict[str, Path], out: Path, **kwargs):
+    return prepare(paths["strokes"], paths["ascii"], out, paths["splits"], workers=1, progress=False, **kwargs)
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def test_fast_and_strict_parsers_agree_and_mark_stroke_ends():
+    xml = stroke_xml([[(10, 20), (11, 22), (13, 25)], [(40, 20)], [(50, 21), (52, 19)]]).encode()
+    points, problems = parse_strokes(xml)
+    strict, _ = _parse_strict(xml)
+    assert problems == []
+    np.testing.assert_array_equal(points, strict)
+    np.testing.assert_array_equal(points[:, 2], [0, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(points[:, :2], [[10, 20], [11, 22], [13, 25], [40, 20], [50, 21], [52, 19]])
+
+
+def test_unusual_layout_goes_through_the_strict_parser():
+    xml = stroke_xml([[(10, 20), (11, 22)]]).replace('<Point x="11" y="22"', '<Point y="22" x="11"').encode()
+    points, problems = parse_strokes(xml)
+    np.testing.assert_array_equal(points, [[10, 20, 0], [11, 22, 1]])
+    assert problems == []
+
+
+def test_point_without_an_attribute_is_skipped_and_named():
+    xml = stroke_xml([[(10, 20), (11, 22), (12, 23)]]).replace('<Point x="11" y="22"', '<Point x="11"').encode()
+    points, problems = parse_strokes(xml)
+    np.testing.assert_array_equal(points, [[10, 20, 0], [12, 23, 1]])
+    assert problems == ["stroke 1 point 2: no 'y' attribute, point skipped"]
+
+
+@pytest.mark.parametrize("data, reason", [(b"", "malformed XML"), (b"<a><b></a>", "malformed XML"), (b"<a/>", "no <StrokeSet>")])
+def test_unusable_files_raise_a_clear_error(data, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_strokes(data)
+
+
+def test_transcription_lines_come_from_the_csr_section_only():
+    assert parse_transcription(transcription(["one", "", "two  "])) == ["one", "two"]
+    with pytest.raises(ValueError, match="CSR"):
+        parse_transcription("OCR:\n\nsome text\n")
+
+
+def test_offsets_flip_y_and_start_at_zero():
+    points = np.array([[10, 20, 0], [13, 16, 1], [20, 30, 1]], dtype=float)
+    np.testing.assert_array_equal(to_offsets(points), [[0, 0, 0], [3, 4, 1], [7, -14, 1]])
+
+
+# --- cleaning ------------------------------------------------------------------------------------
+
+
+def test_duplicates_are_dropped_within_strokes_only():
+    points = np.array([[1, 1, 0], [1, 1, 0], [2, 2, 0], [2, 2, 1], [2, 2, 0], [3, 3, 1]], dtype=float)
+    cleaned = drop_duplicate_points(points)
+    np.testing.assert_array_equal(cleaned, [[1, 1, 0], [2, 2, 1], [2, 2, 0], [3, 3, 1]])
+
+
+def test_jump_capping_shortens_only_long_pen_down_steps():
+    points = np.array([[0, 0, 0], [300, 400, 1], [2000, 0, 0], [2003, 4, 1]], dtype=float)
+    capped = cap_jumps(points, 100.0)
+    steps = np.diff(capped[:, :2], axis=0)
+    np.testing.assert_allclose(steps, [[60, 80], [1700, -400], [3, 4]])  # the pen-up move stays
+
+
+def test_resampling_spaces_samples_evenly_and_keeps_stroke_ends():
+    points = np.array([[0, 0, 0], [10, 0, 1], [50, 50, 1]], dtype=float)
+    resampled = resample_strokes(points, 2.5)
+    np.testing.assert_allclose(resampled[:, 0], [0, 2.5, 5, 7.5, 10, 50])
+    np.testing.assert_array_equal(resampled[:, 2], [0, 0, 0, 0, 1, 1])
+
+
+def test_cleaning_steps_report_what_they_removed(tmp_path, iam_small):
+    spike = [[(0, 0), (0, 0), (5, 5), (3000, 5), (3005, 5)]] + [[(10 * i, 0), (10 * i + 3, 1)] for i in range(20)]
+    (iam_small["strokes"] / "a01" / "a01-000" / "a01-000u-02.xml").write_text(stroke_xml(spike))
+    report = run_prepare(iam_small, tmp_path / "capped.npz", cleaning=CleaningConfig(drop_duplicates=True, max_jump=500))
+    assert report.cleaning["duplicate_points_removed"] >= 1
+    assert report.cleaning["jumps_capped"] == 1
+    report = run_prepare(iam_small, tmp_path / "dropped.npz", cleaning=CleaningConfig(max_jump=500, jump_action="drop-line"))
+    assert report.cleaning["lines_dropped_for_jumps"] == 1
+    assert report.lines == 5
+    assert ("a01-000u-02", "dropped by cleaning (pen-down jump over --max-jump)") in report.skipped
+
+
+def test_cleaning_is_off_by_default(tmp_path, iam_small):
+    report = run_prepare(iam_small, tmp_path / "out.npz")
+    arrays, metadata = load_prepared(tmp_path / "out.npz")
+    assert report.cleaning == {}
+    assert report.points == int(arrays["raw_points"].sum()) == len(arrays["offsets"])
+    assert metadata["settings"]["cleaning"] == {"drop_duplicates": False, "max_jump": None, "jump_action": "cap", "resample_step": None}
+
+
+# --- splits --------------------------------------------------------------------------------------
+
+
+def test_paper_split_is_90_5_5_of_long_lines_and_fixed_by_seed():
+    n_points = np.r_[np.full(1000, 300), np.full(50, 299)]
+    codes = paper_split(n_points)
+    assert (codes[1000:] == -1).all()
+    assert np.bincount(codes[:1000]).tolist() == [900, 50, 50]
+    np.testing.assert_array_equal(codes, paper_split(n_points))
+    assert not np.array_equal(codes, paper_split(n_points, seed=1))
+
+
+def test_prepared_file_matches_lines_texts_and_official_lists(tmp_path, iam_small):
+    report = run_prepare(iam_small, tmp_path / "out.npz", min_points=0)
+    arrays, metadata = load_prepared(tmp_path / "out.npz")
+    assert arrays["line_ids"].tolist() == sorted(arrays["line_ids"].tolist())
+    by_id = dict(zip(arrays["line_ids"].tolist(), arrays["texts"].tolist()))
+    assert by_id["a01-000u-02"] == "second, line" and by_id["b02-010x-03"] == "Gamma"
+    assert arrays["forms"].tolist() == ["a01-000u"] * 3 + ["b02-010x"] * 3
+    assert report.split_counts["official"]["train"] == 3 and report.split_counts["official"]["validation"] == 3
+    assert report.split_counts["graves"] == {"train": 3, "validation": 3}
+    assert sum(report.split_counts["paper"].values()) == 6
+    assert set(metadata["stats"]) == {"paper", "official", "graves"}
+    assert len(metadata["sources"]["strokes"]["sha256"]) == 64 and set(metadata["sources"]["split_lists"]) == {
+        "trainset", "testset_v", "testset_t", "testset_f"}
+
+
+def test_statistics_come_from_the_training_split_only(tmp_path):
+    wide = [[(300 * k, 0), (300 * k + 100, 0), (300 * k + 200, 0)] for k in range(4)]  # every dx = 100
+    narrow = [[(3 * k, 0), (3 * k + 1, 0), (3 * k + 2, 0)] for k in range(4)]  # every dx = 1
+    paths = write_iam(tmp_path, {"a01-000u-01": stroke_xml(wide), "b02-010x-01": stroke_xml(narrow)},
+                      {"a01-000u": ["a"], "b02-010x": ["b"]}, {"trainset": ["a01-000u"], "testset_v": ["b02-010x"]})
+    run_prepare(paths, tmp_path / "out.npz", min_points=0)
+    _, metadata = load_prepared(tmp_path / "out.npz")
+    assert metadata["stats"]["official"] == {"mean": [100.0, 0.0], "std": [0.0, 0.0]}
+    assert metadata["stats"]["graves"]["mean"][0] == 100.0
+
+
+# --- sources and bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".xz"])
+def test_archives_give_the_same_file_as_folders(tmp_path, iam_small, suffix):
+    run_prepare(iam_small, tmp_path / "folder.npz")
+    packed = dict(iam_small, strokes=pack(iam_small["strokes"], tmp_path / f"lineStrokes.tar{suffix}"),
+                  ascii=pack(iam_small["ascii"], tmp_path / f"ascii.tar{suffix}"))
+    run_prepare(packed, tmp_path / "archive.npz")
+    from_folder, _ = load_prepared(tmp_path / "folder.npz")
+    from_archive, _ = load_prepared(tmp_path / "archive.npz")
+    for name, array in from_folder.items():
+        np.testing.assert_array_equal(array, from_archive[name])
+
+
+def test_bad_items_are_skipped_and_listed(tmp_path, iam_small):
+    folder = iam_small["strokes"] / "a01" / "a01-000"
+    (folder / "a01-000u-01.xml").write_text("")
+    (folder / "a01-000u-02.xml").write_text(stroke_xml([[(1, 2), (3, 4)]])[:200])  # truncated
+    (folder / "a01-000u-09.xml").write_text(stroke_xml([[(1, 2), (3, 4)]]))  # no such CSR line
+    (folder / "notes.xml").write_text(stroke_xml([[(1, 2)]]))
+    (iam_small["splits"] / "testset_f.txt").write_text(" zz9-999\n")
+    report = run_prepare(iam_small, tmp_path / "out.npz", min_points=0)
+    skipped = dict(report.skipped)
+    assert "malformed XML" in skipped["a01/a01-000/a01-000u-01.xml"]
+    assert "malformed XML" in skipped["a01/a01-000/a01-000u-02.xml"]
+    assert "not <form>-<kk>.xml" in skipped["a01/a01-000/notes.xml"]
+    assert skipped["testset_f.txt: zz9-999"] == "form has no line files"
+    assert report.untranscribed == [("a01-000u-09", "a01-000u.txt has only 3 CSR lines")]
+    assert report.lines == 5
+    assert "a01-000u-09: a01-000u.txt has only 3 CSR lines" in report.format()
+
+
+def test_truncated_archive_keeps_what_it_could_read(tmp_path, iam_small):
+    archive = pack(iam_small["strokes"], tmp_path / "lineStrokes.tar.gz")
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    report = run_prepare(dict(iam_small, strokes=archive), tmp_path / "out.npz", min_points=0)
+    assert 0 < report.lines < 6
+    assert any("damaged or ends early" in why for item, why in report.skipped if item == str(archive))
+
+
+@pytest.mark.parametrize("problem", ["garbage archive", "no lines", "missing source"])
+def test_fatal_problems_raise_and_leave_the_old_file_alone(tmp_path, iam_small, problem):
+    out = tmp_path / "out.npz"
+    run_prepare(iam_small, out)
+    good = out.read_bytes()
+    if problem == "garbage archive":
+        (tmp_path / "bad.tar.xz").write_bytes(b"this is not an archive" * 10)
+        paths = dict(iam_small, strokes=tmp_path / "bad.tar.xz")
+    elif problem == "no lines":
+        (tmp_path / "empty").mkdir()
+        paths = dict(iam_small, strokes=tmp_path / "empty")
+    else:
+        paths = dict(iam_small, strokes=tmp_path / "nowhere")
+    with pytest.raises((ValueError, OSError)):
+        run_prepare(paths, out)
+    assert out.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, iam_small, monkeypatch):
+    out = tmp_path / "out.npz"
+    run_prepare(iam_small, out)
+    good = out.read_bytes()
+
+    def interrupted(file, **arrays):
+        file.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("data_prep.prepared_file.np.savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_prepare(iam_small, out)
+    assert out.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iam", "out.npz"]  # no temporary left
+
+
+def test_worker_pool_gives_the_same_file(tmp_path, iam_small):
+    prepare(iam_small["strokes"], iam_small["ascii"], tmp_path / "one.npz", iam_small["splits"], workers=1, progress=False)
+    prepare(iam_small["strokes"], iam_small["ascii"], tmp_path / "two.npz", iam_small["splits"], workers=2, progress=False)
+    one, _ = load_prepared(tmp_path / "one.npz")
+    two, _ = load_prepared(tmp_path / "two.npz")
+    for name, array in one.items():
+        np.testing.assert_array_equal(array, two[name])
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_cli_prepares_and_reports(tmp_path, iam_small, capsys):
+    out = tmp_path / "out.npz"
+    code = main(["prepare", "--strokes", str(iam_small["strokes"]), "--ascii", str(iam_small["ascii"]),
+                 "--splits", str(iam_small["splits"]), "--out", str(out), "--no-progress", "--workers", "1",
+                 "--drop-duplicates", "--min-points", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: 6 lines" in printed and "official: train 3, validation 3" in printed
+    _, metadata = load_prepared(out)
+    assert metadata["settings"]["cleaning"]["drop_duplicates"] is True
+    assert json.loads(json.dumps(metadata["report"]))["lines"] == 6
+
+
+def test_cli_fatal_error_is_one_line_and_exit_2(tmp_path, iam_small, capsys):
+    code = main(["prepare", "--strokes", str(tmp_path / "nowhere.tar.gz"), "--ascii", str(iam_small["ascii"]),
+                 "--out", str(tmp_path / "out.npz"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.count("\n") == 1 and "nowhere.tar.gz: no such file or folder" in error
+    assert not (tmp_path / "out.npz").exists()
+
