@@ -1,0 +1,431 @@
+"""The Hierarchical Multiscale LSTM (Chung, Ahn & Bengio, ICLR 2017, §3), written to read like the paper.
+
+This is the reference implementation: a plain loop over time and layers, every equation
+visible. It is the specification that faster paths are tested against.
+
+Layer l = 1..L at step t (Eq. 1) computes
+
+    h_t^l, c_t^l, z_t^l = f(c_{t-1}^l, h_{t-1}^l, h_t^{l-1}, h_{t-1}^{l+1}, z_{t-1}^l, z_t^{l-1})
+
+and does one of three operations, chosen by two binary boundary states:
+
+    FLUSH   z_{t-1}^l = 1                    c = i*g                (a segment just ended here: start anew)
+    UPDATE  z_{t-1}^l = 0, z_t^{l-1} = 1     c = f*c + i*g          (the layer below finished a segment)
+    COPY    z_{t-1}^l = 0, z_t^{l-1} = 0     c, h (and z) unchanged (nothing to read yet)
+
+Layer 1 reads h^0 = x_t with z^0 = 1, so it never COPYs. The top layer has no boundary
+detector (its z is always 0), so it never FLUSHes and has no top-down input.
+
+Two choices the paper leaves open, made here:
+- A COPY step computes nothing, so it also keeps its boundary: z_t^l = z_{t-1}^l = 0. (Every
+  public implementation recomputes z on COPY; that makes COPY cost as much as UPDATE, which is
+  against the paper's point. It also means a layer can only end a segment at a step where the
+  layer below ended one, which is what a hierarchy of segments is.)
+- Layer normalisation, when on, normalises the summed gate pre-activation [f, i, o, g] of each
+  layer (one LayerNorm over 4*H, after the three terms of Eq. 5 are added), and leaves the
+  boundary pre-activation alone, so that the slope `a` keeps its meaning on the raw affine value.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BOUNDARY_MODES = ("step", "bernoulli", "soft")
+COPY, UPDATE, FLUSH = 0, 1, 2
+OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
+
+
+# ----------------------------------------------------------------------------- boundary detector
+
+def hard_sigmoid(x: Tensor) -> Tensor:
+    """hard_sigm(x) = max(0, min(1, (x + 1) / 2)) (Eq. 8, with the slope already applied)."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+class _BoundaryFunction(torch.autograd.Function):
+    """z = binarise(hard_sigm(a*s)) forward; the hard sigmoid's gradient backward (straight-through).
+
+    The backward pass is the same in all three modes: d z / d s = a/2 where |a*s| < 1, else 0.
+    Only the forward pass differs: step (z~ > 0.5), Bernoulli sample, or soft (z~ itself).
+    """
+
+    @staticmethod
+    def forward(ctx, s: Tensor, slope: float, mode: str) -> Tensor:  # type: ignore[override]
+        z_tilde = hard_sigmoid(slope * s)  # Eq. 8
+        if mode == "step":
+            z = (z_tilde > 0.5).to(s.dtype)  # Eq. 9, deterministic
+        elif mode == "bernoulli":
+            z = torch.bernoulli(z_tilde)  # Eq. 9, sampled
+        else:
+            z = z_tilde  # soft boundaries: no binarisation
+        ctx.save_for_backward(s)
+        ctx.slope = slope
+        return z
+
+    @staticmethod
+    def backward(ctx, grad_z: Tensor):  # type: ignore[override]
+        (s,) = ctx.saved_tensors
+        inside = ((ctx.slope * s).abs() < 1.0).to(grad_z.dtype)
+        return grad_z * inside * (ctx.slope / 2.0), None, None
+
+
+def boundary(s: Tensor, slope: float, mode: str = "step") -> Tensor:
+    """The boundary state z from its pre-activation s (Eq. 8-9) with the straight-through estimator."""
+    check_slope(slope)
+    check_boundary_mode(mode)
+    return _BoundaryFunction.apply(s, float(slope), mode)
+
+
+def check_slope(slope: float) -> None:
+    """A slope must be a finite number > 0 (the hard sigmoid is flat or reversed otherwise)."""
+    if not isinstance(slope, (int, float)) or not math.isfinite(slope) or slope <= 0:
+        raise ValueError(f"slope must be a finite number > 0, got {slope!r}")
+
+
+def check_boundary_mode(mode: str) -> None:
+    if mode not in BOUNDARY_MODES:
+        raise ValueError(f"unknown boundary mode {mode!r}: choose one of {', '.join(BOUNDARY_MODES)}")
+
+
+@dataclass(frozen=True)
+class SlopeSchedule:
+    """Slope annealing (§3.3): a = min(max_slope, 1 + rate * epoch)."""
+
+    rate: float
+    max_slope: float
+
+    def __call__(self, epoch: float) -> float:
+        return min(self.max_slope, 1.0 + self.rate * epoch)
+
+
+# The paper's two schedules. "epoch" is the caller's unit: the trainers document theirs.
+SLOPE_PRESETS: dict[str, SlopeSchedule] = {
+    "constant": SlopeSchedule(rate=0.0, max_slope=1.0),
+    "ptb": SlopeSchedule(rate=0.04, max_slope=5.0),
+    "handwriting": SlopeSchedule(rate=0.004, max_slope=3.0),
+}
+
+
+# ----------------------------------------------------------------------------- state and output
+
+class HMLSTMState(NamedTuple):
+    """The recurrent state between steps (and between batches, for truncated BPTT)."""
+
+    h: tuple[Tensor, ...]  # per layer, (B, H_l)
+    c: tuple[Tensor, ...]  # per layer, (B, H_l)
+    z: Tensor  # (B, L-1): z_{t-1}^l of layers 1..L-1 (the top layer has none)
+
+    def detach(self) -> "HMLSTMState":
+        return HMLSTMState(tuple(h.detach() for h in self.h), tuple(c.detach() for c in self.c), self.z.detach())
+
+
+class HMLSTMOutput(NamedTuple):
+    hidden: tuple[Tensor, ...]  # per layer, (B, T, H_l); zeros at padded steps
+    boundaries: Tensor  # (B, T, L-1): z_t^l of layers 1..L-1; zeros at padded steps
+    state: HMLSTMState  # after each row's last valid step
+
+
+def operations(boundaries: Tensor, initial_z: Tensor | None = None) -> Tensor:
+    """The operation (COPY / UPDATE / FLUSH) each layer did at each step, from the boundaries.
+
+    boundaries: (B, T, L-1) as returned by forward; initial_z: (B, L-1), the z carried in
+    (zeros by default). Returns (B, T, L) integer codes. Soft boundaries are read as z > 0.5.
+    """
+    if boundaries.dim() != 3:
+        raise ValueError(f"boundaries must be (batch, time, layers-1), got shape {tuple(boundaries.shape)}")
+    batch, steps, n_detectors = boundaries.shape
+    fired = boundaries > 0.5
+    if initial_z is None:
+        previous_first = torch.zeros(batch, 1, n_detectors, dtype=torch.bool, device=boundaries.device)
+    else:
+        previous_first = (initial_z > 0.5).unsqueeze(1)
+    no_detector = torch.zeros(batch, steps, 1, dtype=torch.bool, device=boundaries.device)
+    # z_{t-1}^l for every layer (the top layer's is always 0) and z_t^{l-1} (layer 0's is always 1)
+    z_previous = torch.cat([torch.cat([previous_first, fired[:, :-1]], dim=1), no_detector], dim=2)
+    z_below = torch.cat([~no_detector, fired], dim=2)
+    codes = torch.full((batch, steps, n_detectors + 1), COPY, dtype=torch.long, device=boundaries.device)
+    codes[z_below] = UPDATE
+    codes[z_previous] = FLUSH
+    return codes
+
+
+# ----------------------------------------------------------------------------- the HM-LSTM
+
+class RecurrentCore(nn.Module):
+    """What the HM-LSTM and the LSTM baseline share: their state's shape and its checks."""
+
+    hidden_sizes: tuple[int, ...]
+    num_detectors: int  # layers with a boundary detector: L-1 for the HM-LSTM, 0 for the LSTM
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> HMLSTMState:
+        """Zeros everywhere: no boundary before the first step."""
+        weight = next(self.parameters())
+        device, dtype = device or weight.device, dtype or weight.dtype
+        zeros = tuple(torch.zeros(batch_size, h, device=device, dtype=dtype) for h in self.hidden_sizes)
+        return HMLSTMState(zeros, tuple(torch.zeros_like(h) for h in zeros),
+                           torch.zeros(batch_size, self.num_detectors, device=device, dtype=dtype))
+
+    def check_state(self, state: HMLSTMState, batch_size: int) -> None:
+        """Raise ValueError unless `state` fits this model and batch size."""
+        expected = [(batch_size, h) for h in self.hidden_sizes]
+        if (len(state.h) != len(expected) or len(state.c) != len(expected)
+                or [tuple(h.shape) for h in state.h] != expected or [tuple(c.shape) for c in state.c] != expected
+                or tuple(state.z.shape) != (batch_size, self.num_detectors)):
+            raise ValueError(
+                f"state does not fit: expected h and c of shapes {expected} and z of shape "
+                f"{(batch_size, self.num_detectors)}, got h {[tuple(h.shape) for h in state.h]}, "
+                f"c {[tuple(c.shape) for c in state.c]}, z {tuple(state.z.shape)}")
+
+
+class HMLSTM(RecurrentCore):
+    """A stack of HM-LSTM layers (the reference loop).
+
+    input_size: features of x_t; hidden_sizes: H_l per layer (at least 2 layers: with one there
+    is no hierarchy); layer_norm: see the module docstring; boundary_mode: "step", "bernoulli"
+    or "soft" (can be overridden per call).
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
+                 boundary_mode: str = "step") -> None:
+        super().__init__()
+        hidden_sizes = tuple(int(size) for size in hidden_sizes)
+        if input_size < 1 or len(hidden_sizes) < 2 or min(hidden_sizes) < 1:
+            raise ValueError(f"need input_size >= 1 and at least 2 layers of size >= 1, "
+                             f"got input_size={input_size}, hidden_sizes={hidden_sizes}")
+        check_boundary_mode(boundary_mode)
+        self.input_size = input_size
+        self.hidden_sizes = hidden_sizes
+        self.num_layers = len(hidden_sizes)
+        self.num_detectors = self.num_layers - 1
+        self.layer_norm = layer_norm
+        self.boundary_mode = boundary_mode
+        below_sizes = (input_size,) + hidden_sizes[:-1]
+        # Eq. 5: each layer maps three terms to 4*H (f, i, o, g) + 1 boundary pre-activation;
+        # the top layer has no boundary detector and no top-down input.
+        outputs = [4 * size + (1 if l < self.num_layers - 1 else 0) for l, size in enumerate(hidden_sizes)]
+        self.recurrent = nn.ModuleList(nn.Linear(h, n) for h, n in zip(hidden_sizes, outputs))  # U_l^l, bias b
+        self.top_down = nn.ModuleList(nn.Linear(hidden_sizes[l + 1], outputs[l], bias=False)  # U_{l+1}^l
+                                      for l in range(self.num_layers - 1))
+        self.bottom_up = nn.ModuleList(nn.Linear(b, n, bias=False) for b, n in zip(below_sizes, outputs))  # W_{l-1}^l
+        self.norms = nn.ModuleList(nn.LayerNorm(4 * h) for h in hidden_sizes) if layer_norm else None
+        with torch.no_grad():  # forget gates start open (Gers et al. 2000), as is usual for LSTMs
+            for layer, size in zip(self.recurrent, hidden_sizes):
+                layer.bias[:size].fill_(1.0)
+
+    # -- one step
+
+    def step(self, x: Tensor, state: HMLSTMState, slope: float = 1.0,
+             boundary_mode: str | None = None) -> tuple[HMLSTMState, Tensor]:
+        """One time step through all layers. x: (B, input_size). Returns the new state and z_t (B, L-1)."""
+        mode = boundary_mode or self.boundary_mode
+        batch = x.shape[0]
+        h_below, z_below = x, x.new_ones(batch, 1)  # h^0 = x_t, z^0 = 1
+        new_h, new_c, new_z = [], [], []
+        for l in range(self.num_layers):
+            size, top = self.hidden_sizes[l], l == self.num_layers - 1
+            h_prev, c_prev = state.h[l], state.c[l]
+            z_prev = x.new_zeros(batch, 1) if top else state.z[:, l:l + 1]
+
+            # Eq. 5: the three terms. Recurrent is always on; top-down only right after this
+            # layer's own boundary (z_{t-1}^l); bottom-up only when the layer below fires now (z_t^{l-1}).
+            s = self.recurrent[l](h_prev)
+            if not top:
+                s = s + z_prev * self.top_down[l](state.h[l + 1])
+            s = s + z_below * self.bottom_up[l](h_below)
+
+            gates = s[:, :4 * size]
+            if self.norms is not None:
+                gates = self.norms[l](gates)
+            f, i, o, g = gates.chunk(4, dim=1)
+            f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)  # Eq. 6
+
+            # Eq. 2 as one sum, so that gradients reach the boundary detectors through z
+            # (straight-through); with binary z exactly one term is 1, and COPY is bit-exact.
+            flush = z_prev
+            update = (1 - z_prev) * z_below
+            copy = (1 - z_prev) * (1 - z_below)
+            c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
+            h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))  # Eq. 3
+
+            new_h.append(h)
+            new_c.append(c)
+            if not top:
+                z_hat = boundary(s[:, 4 * size:], slope, mode)  # Eq. 7-9
+                z = copy * z_prev + (1 - copy) * z_hat  # COPY keeps its z (= 0)
+                new_z.append(z)
+                h_below, z_below = h, z
+        z_t = torch.cat(new_z, dim=1)
+        return HMLSTMState(tuple(new_h), tuple(new_c), z_t), z_t
+
+    # -- a whole sequence
+
+    def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
+                mask: Tensor | None = None, slope: float = 1.0,
+                boundary_mode: str | None = None) -> HMLSTMOutput:
+        """Run the stack over x: (B, T, input_size).
+
+        state: carried from a previous call (truncated BPTT), zeros if None.
+        lengths (B,) or mask (B, T) bool: padded steps leave the state untouched and output zeros,
+        so padding never changes a valid step's result. slope: the hard sigmoid's slope a.
+        """
+        mode = boundary_mode or self.boundary_mode
+        check_slope(slope)
+        check_boundary_mode(mode)
+        batch, steps = check_input(x, self.input_size)
+        mask = resolve_mask(lengths, mask, batch, steps, x.device)
+        if state is None:
+            state = self.initial_state(batch, x.device, x.dtype)
+        self.check_state(state, batch)
+
+        hidden: list[list[Tensor]] = [[] for _ in range(self.num_layers)]
+        boundaries: list[Tensor] = []
+        for t in range(steps):
+            new_state, z_t = self.step(x[:, t], state, slope, mode)
+            if mask is not None:
+                valid = mask[:, t:t + 1]
+                new_state = mask_state(valid, new_state, state)
+                z_t = z_t * valid
+            state = new_state
+            for l in range(self.num_layers):
+                hidden[l].append(state.h[l] if mask is None else state.h[l] * valid)
+            boundaries.append(z_t)
+        return HMLSTMOutput(stack_time(hidden, x, self.hidden_sizes),
+                            stack_time([boundaries], x, (self.num_detectors,))[0], state)
+
+
+def check_input(x: Tensor, input_size: int) -> tuple[int, int]:
+    """Raise ValueError unless x is (batch, time, input_size) floating point; return (batch, time)."""
+    if x.dim() != 3 or x.shape[2] != input_size:
+        raise ValueError(f"expected input of shape (batch, time, {input_size}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point input, got {x.dtype}")
+    return x.shape[0], x.shape[1]
+
+
+def resolve_mask(lengths: Tensor | None, mask: Tensor | None, batch: int, steps: int,
+                 device: torch.device) -> Tensor | None:
+    """A (B, T) bool mask of valid steps from lengths or mask (at most one), or None if all are valid."""
+    if lengths is not None and mask is not None:
+        raise ValueError("give lengths or mask, not both")
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths, device=device)
+        if lengths.shape != (batch,) or lengths.is_floating_point():
+            raise ValueError(f"lengths must be {batch} integers (one per sequence), got shape {tuple(lengths.shape)}")
+        if bool((lengths < 0).any()) or bool((lengths > steps).any()):
+            raise ValueError(f"lengths must lie in [0, {steps}], got {lengths.tolist()}")
+        return torch.arange(steps, device=device).unsqueeze(0) < lengths.unsqueeze(1)
+    if mask is not None:
+        if tuple(mask.shape) != (batch, steps):
+            raise ValueError(f"mask must have shape {(batch, steps)}, got {tuple(mask.shape)}")
+        return mask.to(device=device, dtype=torch.bool)
+    return None
+
+
+def mask_state(valid: Tensor, new: HMLSTMState, old: HMLSTMState) -> HMLSTMState:
+    """Keep `old` where valid (B, 1) is False: a padded step changes nothing."""
+    return HMLSTMState(tuple(torch.where(valid, n, o) for n, o in zip(new.h, old.h)),
+                       tuple(torch.where(valid, n, o) for n, o in zip(new.c, old.c)),
+                       torch.where(valid, new.z, old.z))
+
+
+# ----------------------------------------------------------------------------- the LSTM baseline
+
+class StackedLSTM(RecurrentCore):
+    """A standard stacked LSTM with the HM-LSTM's interface, for baselines in the same harness.
+
+    Without layer normalisation it runs torch.nn.LSTM (cuDNN on a GPU), one per layer, so that
+    every layer's h is available to the output module. With layer normalisation it runs a loop
+    with the same placement as the HM-LSTM (one LayerNorm over the summed gate pre-activation).
+    Boundaries are empty (B, T, 0); `slope` and `boundary_mode` are accepted and ignored.
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
+                 boundary_mode: str = "step") -> None:
+        super().__init__()
+        hidden_sizes = tuple(int(size) for size in hidden_sizes)
+        if input_size < 1 or len(hidden_sizes) < 1 or min(hidden_sizes) < 1:
+            raise ValueError(f"need input_size >= 1 and layers of size >= 1, got {input_size}, {hidden_sizes}")
+        self.input_size = input_size
+        self.hidden_sizes = hidden_sizes
+        self.num_layers = len(hidden_sizes)
+        self.num_detectors = 0
+        self.layer_norm = layer_norm
+        below_sizes = (input_size,) + hidden_sizes[:-1]
+        self.layers = nn.ModuleList(nn.LSTM(b, h, batch_first=True) for b, h in zip(below_sizes, hidden_sizes))
+        self.norms = nn.ModuleList(nn.LayerNorm(4 * h) for h in hidden_sizes) if layer_norm else None
+        with torch.no_grad():
+            for layer, size in zip(self.layers, hidden_sizes):
+                layer.bias_hh_l0[size:2 * size].fill_(1.0)  # torch's gate order is i, f, g, o
+                layer.bias_ih_l0[size:2 * size].zero_()
+
+    def step(self, x: Tensor, state: HMLSTMState, slope: float = 1.0,
+             boundary_mode: str | None = None) -> tuple[HMLSTMState, Tensor]:
+        """One time step through all layers; returns the new state and an empty (B, 0) boundary."""
+        h_below, new_h, new_c = x, [], []
+        for l, layer in enumerate(self.layers):
+            gates = (F.linear(h_below, layer.weight_ih_l0, layer.bias_ih_l0)
+                     + F.linear(state.h[l], layer.weight_hh_l0, layer.bias_hh_l0))
+            if self.norms is not None:
+                gates = self.norms[l](gates)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * state.c[l] + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            new_h.append(h)
+            new_c.append(c)
+            h_below = h
+        return HMLSTMState(tuple(new_h), tuple(new_c), state.z), state.z
+
+    def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
+                mask: Tensor | None = None, slope: float = 1.0,
+                boundary_mode: str | None = None) -> HMLSTMOutput:
+        """Same contract as HMLSTM.forward."""
+        batch, steps = check_input(x, self.input_size)
+        mask = resolve_mask(lengths, mask, batch, steps, x.device)
+        if state is None:
+            state = self.initial_state(batch, x.device, x.dtype)
+        self.check_state(state, batch)
+        empty = x.new_zeros(batch, steps, 0)
+        if self.norms is None and mask is None:
+            return self._forward_cudnn(x, state, empty)
+        hidden = [[] for _ in range(self.num_layers)]
+        for t in range(steps):
+            new_state, _ = self.step(x[:, t], state)
+            if mask is not None:
+                valid = mask[:, t:t + 1]
+                new_state = mask_state(valid, new_state, state)
+            state = new_state
+            for l in range(self.num_layers):
+                hidden[l].append(state.h[l] if mask is None else state.h[l] * valid)
+        return HMLSTMOutput(stack_time(hidden, x, self.hidden_sizes), empty, state)
+
+    def _forward_cudnn(self, x: Tensor, state: HMLSTMState, empty: Tensor) -> HMLSTMOutput:
+        hidden, new_h, new_c, below = [], [], [], x
+        for l, layer in enumerate(self.layers):
+            below, (h, c) = layer(below, (state.h[l].unsqueeze(0).contiguous(), state.c[l].unsqueeze(0).contiguous()))
+            hidden.append(below)
+            new_h.append(h.squeeze(0))
+            new_c.append(c.squeeze(0))
+        return HMLSTMOutput(tuple(hidden), empty, HMLSTMState(tuple(new_h), tuple(new_c), state.z))
+
+
+def stack_time(per_step: list[list[Tensor]], x: Tensor, sizes: Sequence[int]) -> tuple[Tensor, ...]:
+    """Stack lists of (B, size) tensors along a new time axis; (B, 0, size) for an empty sequence."""
+    return tuple(torch.stack(steps, dim=1) if steps else x.new_zeros(x.shape[0], 0, size)
+                 for steps, size in zip(per_step, sizes))
+
+
+CELLS = {"hm-lstm": HMLSTM, "lstm": StackedLSTM}
+
+
+def make_core(cell: str, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
+              boundary_mode: str = "step") -> HMLSTM | StackedLSTM:
+    """Build the recurrent core by name: "hm-lstm" or "lstm"."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
+    return CELLS[cell](input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode)

@@ -1,0 +1,88 @@
+"""The handwriting model: recurrent core -> gated output module -> mixture-density head.
+
+It predicts each pen offset from the ones before it (Graves 2013 §4; HM-LSTM paper §4.2).
+Inputs and targets are (dx, dy, end_of_stroke) offsets, dx and dy normalised with the training
+set's mean and std. The input at step t is the offset at t-1, and the first input is a zero
+vector, so every point of a sequence, the first included, is predicted and scored.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .core import HMLSTMOutput, HMLSTMState, make_core
+from .output import GatedOutput, MixtureDensityHead, MixtureParams, mixture_log_likelihood
+
+
+@dataclass
+class HandwritingConfig:
+    """Architecture. The defaults are the paper's (§4.2): 3 x 400 units, a 400-unit output embedding."""
+
+    cell: str = "hm-lstm"  # "hm-lstm" or "lstm" (the baseline)
+    hidden_sizes: tuple[int, ...] = (400, 400, 400)
+    embedding_size: int = 400
+    n_mixtures: int = 20
+    layer_norm: bool = True
+    boundary_mode: str = "step"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hidden_sizes": list(self.hidden_sizes)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "HandwritingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown handwriting model settings: {', '.join(unknown)}")
+        values = dict(values)
+        if "hidden_sizes" in values:
+            values["hidden_sizes"] = tuple(int(h) for h in values["hidden_sizes"])
+        return cls(**values)
+
+
+class HandwritingOutput(NamedTuple):
+    params: MixtureParams  # next-point distribution at each step, leading shape (B, T)
+    core: HMLSTMOutput  # every layer's h, the boundaries, the final state
+
+
+class HandwritingModel(nn.Module):
+    """Next-offset prediction with an HM-LSTM (or LSTM) core and a mixture-density head."""
+
+    input_size = 3
+
+    def __init__(self, config: HandwritingConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.core = make_core(config.cell, self.input_size, config.hidden_sizes,
+                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode)
+        self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
+        self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
+
+    def forward(self, inputs: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
+                slope: float = 1.0) -> HandwritingOutput:
+        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`)."""
+        core = self.core(inputs, state=state, lengths=lengths, slope=slope)
+        return HandwritingOutput(self.head(self.output(core.hidden)), core)
+
+    def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None,
+                                slope: float = 1.0) -> tuple[Tensor, HandwritingOutput]:
+        """Total log-likelihood (nats) of each sequence: offsets (B, T, 3) -> (B,).
+
+        Padded steps (beyond `lengths`) count nothing.
+        """
+        output = self(shift_inputs(offsets), lengths=lengths, slope=slope)
+        per_step = mixture_log_likelihood(output.params, offsets)
+        if lengths is not None:
+            valid = torch.arange(offsets.shape[1], device=offsets.device)[None, :] < lengths.to(offsets.device)[:, None]
+            per_step = per_step * valid
+        return per_step.sum(dim=1), output
+
+
+def shift_inputs(offsets: Tensor) -> Tensor:
+    """The inputs that predict `offsets`: a zero vector, then every offset but the last."""
+    if offsets.dim() != 3 or offsets.shape[-1] != 3:
+        raise ValueError(f"expected offsets of shape (batch, time, 3), got {tuple(offsets.shape)}")
+    return torch.cat([offsets.new_zeros(offsets.shape[0], 1, 3), offsets[:, :-1]], dim=1)

@@ -1,0 +1,160 @@
+"""What sits on top of the recurrent core: the gated output module (paper §4.1) and two heads.
+
+- GatedOutput: h^e = ReLU(sum_l g^l W^e_l h^l), with a scalar gate g^l = sigm(w^l [h^1; ...; h^L]) per layer.
+- MixtureDensityHead: Graves (2013) §4.1, M bivariate Gaussians with correlation for (dx, dy)
+  plus a Bernoulli for end_of_stroke; a numerically stable log-likelihood and a biased sampler.
+- SoftmaxHead: characters, for the language model.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GatedOutput(nn.Module):
+    """The output embedding h^e_t from every layer's h_t, each weighted by a learned scalar gate."""
+
+    def __init__(self, hidden_sizes: Sequence[int], embedding_size: int) -> None:
+        super().__init__()
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.gate = nn.Linear(sum(self.hidden_sizes), len(self.hidden_sizes))  # rows are w^1..w^L
+        self.embed = nn.ModuleList(nn.Linear(h, embedding_size, bias=(l == 0))  # W^e_l (one shared bias)
+                                   for l, h in enumerate(self.hidden_sizes))
+
+    def forward(self, hidden: Sequence[Tensor]) -> Tensor:
+        """hidden: per layer (..., H_l). Returns (..., embedding_size)."""
+        if len(hidden) != len(self.hidden_sizes) or any(h.shape[-1] != s for h, s in zip(hidden, self.hidden_sizes)):
+            raise ValueError(f"expected {len(self.hidden_sizes)} layers of sizes {self.hidden_sizes}, "
+                             f"got {[tuple(h.shape) for h in hidden]}")
+        gates = torch.sigmoid(self.gate(torch.cat(tuple(hidden), dim=-1)))  # g^l, (..., L)
+        total = sum(gates[..., l:l + 1] * embed(h) for l, (embed, h) in enumerate(zip(self.embed, hidden)))
+        return F.relu(total)
+
+
+# ----------------------------------------------------------------------------- mixture density
+
+class MixtureParams(NamedTuple):
+    """Parameters of the next-point distribution, each with the leading shape (...) of the input."""
+
+    logit_pi: Tensor  # (..., M) mixture weights before the softmax
+    mu: Tensor  # (..., M, 2)
+    log_sigma: Tensor  # (..., M, 2)
+    rho: Tensor  # (..., M), strictly inside (-1, 1)
+    logit_eos: Tensor  # (...) end-of-stroke probability before the sigmoid
+
+
+# Bounds that keep the density finite whatever the network outputs: |rho| <= 1 - 1e-5 keeps
+# 1 - rho^2 >= 2e-5, and log sigma in [-8, 8] keeps 1/sigma and sigma^2 within float32 range.
+RHO_BOUND = 1.0 - 1e-5
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -8.0, 8.0
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class MixtureDensityHead(nn.Module):
+    """M bivariate Gaussians and an end-of-stroke Bernoulli (6M + 1 outputs), Graves (2013) Eq. 15-22."""
+
+    def __init__(self, in_features: int, n_mixtures: int = 20) -> None:
+        super().__init__()
+        if n_mixtures < 1:
+            raise ValueError(f"n_mixtures must be >= 1, got {n_mixtures}")
+        self.n_mixtures = n_mixtures
+        self.linear = nn.Linear(in_features, 6 * n_mixtures + 1)
+
+    def forward(self, h: Tensor) -> MixtureParams:
+        M = self.n_mixtures
+        out = self.linear(h)
+        logit_pi, mu, log_sigma, rho_hat, logit_eos = out.split([M, 2 * M, 2 * M, M, 1], dim=-1)
+        return MixtureParams(
+            logit_pi=logit_pi,
+            mu=mu.unflatten(-1, (M, 2)),
+            log_sigma=log_sigma.unflatten(-1, (M, 2)).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX),
+            rho=torch.tanh(rho_hat) * RHO_BOUND,
+            logit_eos=logit_eos.squeeze(-1),
+        )
+
+
+def mixture_log_likelihood(params: MixtureParams, target: Tensor) -> Tensor:
+    """log p(target) in nats for each position: target (..., 3) = (dx, dy, end_of_stroke).
+
+    Computed in log space throughout (log-sum-exp over components, log-sigmoid for the
+    Bernoulli), so it stays finite for any finite parameters and targets.
+    """
+    if target.shape[-1] != 3 or target.shape[:-1] != params.logit_eos.shape:
+        raise ValueError(f"target must have shape {tuple(params.logit_eos.shape) + (3,)}, got {tuple(target.shape)}")
+    offsets, end_of_stroke = target[..., None, :2], target[..., 2]
+    sigma_inv = torch.exp(-params.log_sigma)
+    u = ((offsets - params.mu) * sigma_inv).clamp(-1e6, 1e6)  # standardised offsets (..., M, 2)
+    u1, u2, rho = u[..., 0], u[..., 1], params.rho
+    one_minus_rho2 = 1.0 - rho * rho
+    z = u1 * u1 + u2 * u2 - 2.0 * rho * u1 * u2  # Graves Eq. 25
+    log_normal = (-LOG_2PI - params.log_sigma.sum(-1) - 0.5 * torch.log(one_minus_rho2)
+                  - z / (2.0 * one_minus_rho2))  # Eq. 24, in logs
+    log_mixture = torch.logsumexp(F.log_softmax(params.logit_pi, dim=-1) + log_normal, dim=-1)
+    log_bernoulli = (end_of_stroke * F.logsigmoid(params.logit_eos)
+                     + (1.0 - end_of_stroke) * F.logsigmoid(-params.logit_eos))
+    return log_mixture + log_bernoulli
+
+
+def adjust(params: MixtureParams, bias: float = 0.0, temperature: float = 1.0) -> MixtureParams:
+    """Graves's sampling bias (Eq. 61-62) and a temperature.
+
+    bias b: sigma = exp(sigma_hat - b), pi = softmax(pi_hat * (1 + b)). temperature tau divides
+    every logit (mixture weights and end of stroke) by tau and multiplies the covariance by tau.
+    b = 0 and tau = 1 leave the distribution unchanged.
+    """
+    if not math.isfinite(bias) or bias < 0:
+        raise ValueError(f"bias must be a finite number >= 0, got {bias!r}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return MixtureParams(
+        logit_pi=params.logit_pi * (1.0 + bias) / temperature,
+        mu=params.mu,
+        log_sigma=params.log_sigma - bias + 0.5 * math.log(temperature),
+        rho=params.rho,
+        logit_eos=params.logit_eos / temperature,
+    )
+
+
+def sample_mixture(params: MixtureParams, bias: float = 0.0, temperature: float = 1.0,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Draw one (dx, dy, end_of_stroke) per position: returns (..., 3)."""
+    params = adjust(params, bias, temperature)
+    shape = params.logit_eos.shape
+    M = params.logit_pi.shape[-1]
+    probs = torch.softmax(params.logit_pi, dim=-1).reshape(-1, M)
+    component = torch.multinomial(probs, 1, generator=generator).reshape(shape)
+    pick = component[..., None]
+    mu = params.mu.gather(-2, pick[..., None].expand(*shape, 1, 2)).squeeze(-2)
+    sigma = params.log_sigma.gather(-2, pick[..., None].expand(*shape, 1, 2)).squeeze(-2).exp()
+    rho = params.rho.gather(-1, pick).squeeze(-1)
+    n1, n2 = torch.randn((2, *shape), generator=generator, dtype=mu.dtype, device=mu.device)
+    dx = mu[..., 0] + sigma[..., 0] * n1
+    dy = mu[..., 1] + sigma[..., 1] * (rho * n1 + torch.sqrt(1.0 - rho * rho) * n2)
+    eos_probability = torch.sigmoid(params.logit_eos)
+    end_of_stroke = (torch.rand(shape, generator=generator, dtype=mu.dtype, device=mu.device)
+                     < eos_probability).to(mu.dtype)
+    return torch.stack([dx, dy, end_of_stroke], dim=-1)
+
+
+# ----------------------------------------------------------------------------- characters
+
+class SoftmaxHead(nn.Module):
+    """Logits over a vocabulary from the output embedding."""
+
+    def __init__(self, in_features: int, vocab_size: int) -> None:
+        super().__init__()
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
+        self.linear = nn.Linear(in_features, vocab_size)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.linear(h)
+
+    @staticmethod
+    def log_likelihood(logits: Tensor, target: Tensor) -> Tensor:
+        """log p(target) in nats per position: logits (..., V), target (...) integer ids."""
+        return -F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction="none").view(target.shape)
