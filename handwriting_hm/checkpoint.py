@@ -28,7 +28,7 @@ _PLAIN_LEAVES = (str, int, float, bool, type(None), torch.dtype, torch.device)
 _PLAIN_CONTAINERS = (dict, OrderedDict, list, tuple, torch.Size)
 
 
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str = "payload") -> None:
     """Raise TypeError if `value` holds anything that weights_only loading would refuse.
 
     Exact types on purpose: numpy scalars subclass float and custom dicts subclass dict,
@@ -40,11 +40,11 @@ def _check_plain(value: Any, where: str) -> None:
         for key, item in value.items():
             if type(key) not in (str, int):
                 raise TypeError(f"checkpoint key {where}[{key!r}] is a {type(key).__name__}, not str/int")
-            _check_plain(item, f"{where}[{key!r}]")
+            check_plain(item, f"{where}[{key!r}]")
         return
     if type(value) in _PLAIN_CONTAINERS:
         for index, item in enumerate(value):
-            _check_plain(item, f"{where}[{index}]")
+            check_plain(item, f"{where}[{index}]")
         return
     raise TypeError(
         f"checkpoint entry {where} is a {type(value).__module__}.{type(value).__qualname__}; "
@@ -60,7 +60,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     re-raised. `payload` must contain only plain types (TypeError otherwise).
     """
     path = Path(path)
-    _check_plain(payload, "payload")
+    check_plain(payload, "payload")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:

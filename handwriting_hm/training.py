@@ -24,6 +24,11 @@ What the task provides (see `TrainingTask`):
   on_epoch_start(epoch), scalars(), state_dict(), load_state_dict(state), write_samples(model,
                        path): optional, see the class.
 
+Command line: `add_train_arguments(parser, TrainConfig(...task defaults...))` adds the shared
+flags (--lr, --clip, --max-epochs, --max-steps, --max-minutes, --eval-every, --log-every,
+--plateau-factor, --plateau-patience, --min-lr, --max-nonfinite, --seed, --device, --bf16,
+--quiet, --resume); `train_config_from_args(args, defaults)` turns them back into a TrainConfig.
+
 The run folder holds `latest.pt` (saved at every validation and when training stops),
 `best.pt` (lowest `config.metric` so far), `log.jsonl` (one JSON record per line, appended
 across resumes: "start", "train" every `log_every` steps, "val" at each validation,
@@ -59,6 +64,7 @@ rank. Without those environment variables nothing distributed is touched.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import itertools
@@ -76,9 +82,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.utils.rnn import PackedSequence
 from tqdm import tqdm
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, check_plain, load_checkpoint, save_checkpoint
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -125,6 +132,44 @@ class TrainConfig:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
         if self.plateau_patience < 0 or self.min_lr < 0:
             raise ValueError("plateau_patience and min_lr must be >= 0")
+
+
+# TrainConfig fields that both trainers expose as command-line flags (metric is the task's business).
+_FLAGS: dict[str, tuple[type, str]] = {
+    "lr": (float, "Adam learning rate"),
+    "clip": (float, "maximum gradient norm; 0 disables clipping"),
+    "max_epochs": (int, "stop after this many epochs"),
+    "max_steps": (int, "stop after this many steps (batches)"),
+    "max_minutes": (float, "stop cleanly, with a checkpoint, after this many minutes of this session"),
+    "eval_every": (int, "validate every this many steps (default: at the end of every epoch)"),
+    "log_every": (int, "steps between log records"),
+    "plateau_factor": (float, "multiply the learning rate by this when validation stops improving"),
+    "plateau_patience": (int, "validations without improvement before the learning rate drops"),
+    "min_lr": (float, "never drop the learning rate below this"),
+    "max_nonfinite": (int, "give up after this many consecutive steps with a NaN/inf loss or gradient"),
+    "seed": (int, "random seed"),
+    "device": (str, "auto, cpu, cuda or cuda:N"),
+    "bf16": (bool, "bf16 autocast on CUDA (ignored on the CPU)"),
+    "quiet": (bool, "no progress bar or progress lines"),
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """Add the shared training flags (--lr, --max-steps, ..., --resume), defaulting to `defaults`."""
+    group = parser.add_argument_group("training")
+    for name, (kind, help_text) in _FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        if kind is bool:
+            group.add_argument(flag, action="store_true", default=default, help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+    group.add_argument("--resume", action="store_true", help="continue the run folder's latest.pt exactly where it stopped")
+
+
+def train_config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """The TrainConfig that `add_train_arguments`' flags describe; other fields from `defaults`."""
+    return dataclasses.replace(defaults, **{name: getattr(args, name) for name in _FLAGS})
 
 
 class TrainingTask:
@@ -267,7 +312,7 @@ def preserved_rng() -> Iterator[None]:
 
 def move_to(batch: Any, device: torch.device) -> Any:
     """Move the tensors in a (nested tuple/list/dict/dataclass) batch to `device`."""
-    if isinstance(batch, torch.Tensor):
+    if isinstance(batch, (torch.Tensor, PackedSequence)):  # PackedSequence keeps batch_sizes on the CPU
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
         return {key: move_to(value, device) for key, value in batch.items()}
@@ -384,6 +429,9 @@ class Trainer:
         self.kind = kind
         self.model_config = model_config
         self.metadata = metadata or {}
+        # Fail now, not at the first checkpoint an hour into training.
+        check_plain(model_config, "model_config")
+        check_plain(self.metadata, "metadata")
         self.dist = distributed_from_env()
         self._owns_process_group = False
         self.device = resolve_device(config.device, self.dist.local_rank)

@@ -1,9 +1,12 @@
 """Tests of the shared training machinery: checkpoints, exact resume, guards, schedule, logs."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import random
 import socket
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,12 @@ from handwriting_hm.training import (
     Trainer,
     TrainingDiverged,
     TrainingTask,
+    add_train_arguments,
+    move_to,
     read_log,
     seed_everything,
     shard_batches,
+    train_config_from_args,
 )
 
 MODEL_CONFIG = {"inputs": 4, "hidden": 16, "dropout": 0.3}
@@ -374,3 +380,35 @@ def test_config_needs_a_limit():
         TrainConfig(lr=1e-3)
     with pytest.raises(ValueError, match="plateau_factor"):
         TrainConfig(max_steps=1, plateau_factor=1.5)
+
+
+def test_move_to_moves_every_tensor_and_keeps_the_structure():
+    Pair = namedtuple("Pair", "points lengths")
+
+    @dataclasses.dataclass
+    class Batch:
+        pair: Pair
+        names: list
+
+    packed = torch.nn.utils.rnn.pack_sequence([torch.ones(3), torch.ones(2)])
+    batch = {"batch": Batch(Pair(torch.ones(2), [torch.zeros(1)]), ["a"]), "packed": packed, "n": 3}
+    moved = move_to(batch, torch.device("meta"))
+    assert moved["batch"].pair.points.is_meta and moved["batch"].pair.lengths[0].is_meta
+    assert isinstance(moved["batch"].pair, Pair) and moved["batch"].names == ["a"] and moved["n"] == 3
+    assert moved["packed"].data.is_meta and moved["packed"].batch_sizes.device.type == "cpu"
+
+
+def test_command_line_flags_round_trip_to_a_config():
+    defaults = TrainConfig(lr=2e-3, max_epochs=30, plateau_factor=0.02, metric="val_bpc")
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, defaults)
+    args = parser.parse_args(["--max-steps", "500", "--bf16", "--resume", "--eval-every", "100"])
+    config = train_config_from_args(args, defaults)
+    assert config == dataclasses.replace(defaults, max_steps=500, bf16=True, eval_every=100) and args.resume
+    with pytest.raises(ValueError, match="lr must be positive"):
+        train_config_from_args(parser.parse_args(["--lr", "0"]), defaults)
+
+
+def test_trainer_refuses_a_config_that_could_not_be_checkpointed(tmp_path):
+    with pytest.raises(TypeError, match=r"model_config\['data'\] is a pathlib"):
+        Trainer(make_model(), ToyTask(), config(), tmp_path, kind="toy", model_config={"data": tmp_path})
