@@ -8,11 +8,13 @@ vector, so every point of a sequence, the first included, is predicted and score
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import load_checkpoint
 from .core import HMLSTMOutput, HMLSTMState, make_core
 from .output import GatedOutput, MixtureDensityHead, MixtureParams, mixture_log_likelihood
 
@@ -86,3 +88,36 @@ def shift_inputs(offsets: Tensor) -> Tensor:
     if offsets.dim() != 3 or offsets.shape[-1] != 3:
         raise ValueError(f"expected offsets of shape (batch, time, 3), got {tuple(offsets.shape)}")
     return torch.cat([offsets.new_zeros(offsets.shape[0], 1, 3), offsets[:, :-1]], dim=1)
+
+
+# ----------------------------------------------------------------------------- loading
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "handwriting-default.pt"
+
+
+class LoadedModel(NamedTuple):
+    model: HandwritingModel  # in eval mode, float32
+    stats: dict[str, tuple[float, float]]  # {"mean": (dx, dy), "std": (dx, dy)}: raw units of the training data
+    slope: float  # the boundary slope at the time of the checkpoint
+    metadata: dict[str, Any]
+
+
+def load_handwriting_model(path: str | Path | None = None, map_location: Any = "cpu") -> LoadedModel:
+    """Load a handwriting checkpoint (a training run's .pt or an exported model) for inference.
+
+    path None means the model shipped with the package. Raises ValueError with one line for a
+    missing, corrupt or incompatible file.
+    """
+    path = DEFAULT_MODEL if path is None else Path(path)
+    checkpoint = load_checkpoint(path, kind="handwriting", map_location=map_location)
+    try:
+        config = HandwritingConfig.from_dict(checkpoint["config"])
+        model = HandwritingModel(config)
+        model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
+        stats = checkpoint["metadata"]["stats"]
+        stats = {"mean": tuple(map(float, stats["mean"])), "std": tuple(map(float, stats["std"]))}
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path}: not a usable handwriting model ({first_line})") from None
+    slope = float(checkpoint.get("task", {}).get("slope", checkpoint["metadata"].get("slope", 1.0)))
+    return LoadedModel(model.eval(), stats, slope, dict(checkpoint["metadata"]))
