@@ -35,6 +35,13 @@ across resumes: "start", "train" every `log_every` steps, "val" at each validati
 "diverged"), `curves.png` (redrawn at each validation) and `samples/step_XXXXXXXX.png` when
 the task writes samples.
 
+Checkpoint keys (all loadable with weights_only=True): format, format_version, kind, config
+(model_config), train_config, model, optimizer, scheduler, progress (step, epoch, position,
+best_metric, ...), rng (one entry per rank), task (task.state_dict()), metadata. A sampler
+needs only `load_checkpoint(path, kind)` and its "config", "model" and "metadata". To
+resume, rebuild the model from `load_checkpoint(run_dir / "latest.pt", kind)["config"]`
+(and take the metadata, e.g. the vocabulary, from there too) before creating the Trainer.
+
 Steps, epochs and stopping:
   * A step is one batch; `step` counts steps taken including skipped ones, `position` the
     batches done in the current epoch, `epoch` the completed epochs.
