@@ -1,0 +1,148 @@
+"""Sampling handwriting from a trained model, and the `handwriting-hm sample` command.
+
+`sample_handwriting` wraps `sampler.generate` for people rather than for tensors: it checks
+the parameters against LIMITS, seeds its own generator (same seed, same drawing), and turns
+the model's normalised offsets back into the raw units of the training data with the
+checkpoint's stats. Each Sample keeps, for every point, what each layer's boundary detector
+did and which operation (COPY / UPDATE / FLUSH) each layer performed.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import sampler
+from .core import OPERATION_NAMES, COPY
+from .drawing import COLOUR_MODES, SAVE_FORMATS, save_drawing
+from .model import DEFAULT_MODEL, LoadedModel, load_handwriting_model
+
+# What one request may ask for: long enough for a line of handwriting, small enough that a
+# laptop answers in seconds and a burst of requests cannot exhaust memory.
+LIMITS: dict[str, tuple[float, float]] = {
+    "n_points": (1, 2000),
+    "n_samples": (1, 8),
+    "bias": (0.0, 10.0),
+    "temperature": (0.05, 2.0),
+    "seed": (0, 2**63 - 1),
+}
+INTEGER_PARAMETERS = ("n_points", "n_samples", "seed")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated pen sequence and what the hierarchy did while reading it."""
+
+    offsets: np.ndarray  # (T, 3) float64: dx, dy in the training data's raw units, end_of_stroke 0/1
+    boundaries: np.ndarray  # (T, L-1) int64 0/1: layer k+1 fired while reading point t
+    operations: np.ndarray  # (T, L) int64: COPY / UPDATE / FLUSH code of every layer at point t
+    counts: np.ndarray  # (L, 3) int64: how many COPY, UPDATE, FLUSH each layer did (OPERATION_NAMES order)
+
+    def operation_counts(self) -> dict[str, dict[str, int]]:
+        """{"layer1": {"UPDATE": n, "COPY": n, "FLUSH": n}, ...}."""
+        return {
+            f"layer{layer + 1}": {name: int(self.counts[layer, code]) for code, name in enumerate(OPERATION_NAMES)}
+            for layer in range(self.counts.shape[0])
+        }
+
+    def copied_fraction(self) -> float:
+        """The share of layer-steps the HM-LSTM skipped (COPY) that a stacked LSTM would compute."""
+        return float(self.counts[:, COPY].sum() / max(int(self.counts.sum()), 1))
+
+
+def check_sampling_args(n_points: int, n_samples: int, bias: float, temperature: float, seed: int) -> None:
+    """Raise ValueError, with one line naming the parameter and its range, for anything outside LIMITS."""
+    values = {"n_points": n_points, "n_samples": n_samples, "bias": bias, "temperature": temperature, "seed": seed}
+    for name, value in values.items():
+        low, high = LIMITS[name]
+        whole = name in INTEGER_PARAMETERS
+        kind = "a whole number" if whole else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer) if whole else (int, float, np.number)):
+            raise ValueError(f"{name} must be {kind} between {low} and {high}, got {value!r}")
+        if not low <= value <= high:  # also refuses NaN
+            raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def sample_handwriting(model: LoadedModel | None = None, *, n_samples: int = 1, n_points: int = 700,
+                       bias: float = 0.0, temperature: float = 1.0, seed: int = 0) -> list[Sample]:
+    """Generate `n_samples` pen sequences of `n_points` points each.
+
+    model None loads the shipped default model. `bias` sharpens the mixture towards its most
+    likely strokes (Graves 2013, §5.4); `temperature` scales the sampling noise. Raises
+    ValueError for parameters outside LIMITS.
+    """
+    check_sampling_args(n_points, n_samples, bias, temperature, seed)
+    loaded = load_handwriting_model() if model is None else model
+    generator = torch.Generator().manual_seed(int(seed))
+    generated = sampler.generate(loaded.model, int(n_points), int(n_samples), bias=float(bias),
+                                 temperature=float(temperature), slope=loaded.slope, generator=generator)
+    offsets = raw_offsets(generated.offsets.cpu().double().numpy(), loaded.stats)
+    return [
+        Sample(offsets=offsets[i], boundaries=generated.boundaries[i].cpu().round().long().numpy(),
+               operations=generated.operations[i].cpu().long().numpy(), counts=generated.counts[i].cpu().long().numpy())
+        for i in range(n_samples)
+    ]
+
+
+def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> np.ndarray:
+    """Undo the training set's normalisation of dx, dy; end_of_stroke becomes exactly 0 or 1."""
+    mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+    raw = offsets.copy()
+    # the dataset leaves a constant coordinate (std 0) unscaled, so do the same here
+    raw[..., :2] = offsets[..., :2] * np.where(std > 0, std, 1.0) + mean
+    raw[..., 2] = (offsets[..., 2] > 0.5).astype(raw.dtype)
+    return raw
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path,
+                        help="drawing to write; .svg, .png or .json. With --n-samples > 1 the files are "
+                             "numbered: out-1.svg, out-2.svg, ...")
+    parser.add_argument("--n-samples", type=int, default=1, help="how many drawings (default 1)")
+    parser.add_argument("--n-points", type=int, default=700, help="length of each drawing in points (default 700)")
+    parser.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias, 0 = none (default 0)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same drawing")
+    parser.add_argument("--colour-by", choices=COLOUR_MODES, default="ink",
+                        help="ink: one colour; strokes: per pen-down stroke; layer1/layer2: per segment "
+                             "between that layer's boundaries")
+    parser.add_argument("--marker-layer", type=int, default=None, help="mark the points where this layer fired")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out.suffix.lower() not in SAVE_FORMATS:
+        raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+    check_sampling_args(args.n_points, args.n_samples, args.bias, args.temperature, args.seed)
+    loaded = load_model_or_explain(args.checkpoint)
+    samples = sample_handwriting(loaded, n_samples=args.n_samples, n_points=args.n_points, bias=args.bias,
+                                 temperature=args.temperature, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for i, sample in enumerate(samples, start=1):
+        path = args.out if len(samples) == 1 else args.out.with_name(f"{args.out.stem}-{i}{args.out.suffix}")
+        save_drawing(path, sample.offsets, sample.boundaries, sample.operations,
+                     colour_by=args.colour_by, marker_layer=args.marker_layer)
+        print(f"{path}  {format_counts(sample)}")
+    return 0
+
+
+def load_model_or_explain(checkpoint: Path | None) -> LoadedModel:
+    """Load `checkpoint` (None: the shipped model); a missing default model says how to pass one."""
+    if checkpoint is None and not DEFAULT_MODEL.is_file():
+        raise ValueError(f"the default model {DEFAULT_MODEL} is not installed; pass --checkpoint PATH "
+                         "(a handwriting checkpoint from training)")
+    return load_handwriting_model(checkpoint)
+
+
+def format_counts(sample: Sample) -> str:
+    """One line: each layer's UPDATE/COPY/FLUSH counts and the share of layer-steps copied."""
+    layers = "  ".join(f"{layer}: " + "/".join(str(counts[name]) for name in ("UPDATE", "COPY", "FLUSH"))
+                       for layer, counts in sample.operation_counts().items())
+    return f"UPDATE/COPY/FLUSH  {layers}  ({sample.copied_fraction():.0%} of layer-steps copied)"
