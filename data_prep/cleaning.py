@@ -45,11 +45,13 @@ def clean(points: np.ndarray, config: CleaningConfig) -> tuple[np.ndarray | None
         counts["duplicate_points_removed"] = before - len(points)
     if config.max_jump is not None:
         too_long = _pen_down_steps(points) > config.max_jump
-        if config.jump_action == "drop-line" and too_long.any():
-            counts["lines_dropped_for_jumps"] = 1
-            return None, counts
-        counts["jumps_capped"] = int(too_long.sum())
-        points = cap_jumps(points, config.max_jump)
+        if config.jump_action == "drop-line":
+            if too_long.any():
+                counts["lines_dropped_for_jumps"] = 1
+                return None, counts
+        else:
+            counts["jumps_capped"] = int(too_long.sum())
+            points = cap_jumps(points, config.max_jump)
     if config.resample_step is not None:
         counts["points_before_resampling"] = len(points)
         points = resample_strokes(points, config.resample_step)

@@ -1,4 +1,5 @@
-"""data_prep: parsing, cleaning, splits, bad input and atomic output, on tiny fixtures built here."""
+"""data_prep: parsing, cleaning, splits, bad input, atomic output, dataset, sampler and summary,
+on tiny fixtures built here."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from data_prep.cleaning import CleaningConfig, cap_jumps, drop_duplicate_points, resample_strokes, to_offsets
 from data_prep.iam_xml import _parse_strict, parse_strokes, parse_transcription
 from data_prep.prepare import prepare
+from data_prep.dataset import BucketBatchSampler, HandwritingDataset, StrokeBatch, collate_strokes
 from data_prep.prepared_file import load_prepared
 from data_prep.splits import paper_split
+from data_prep.summary import draw_lines, summarise
 from handwriting_hm.cli import main
 
 
@@ -318,3 +323,128 @@ def test_cli_fatal_error_is_one_line_and_exit_2(tmp_path, iam_small, capsys):
     assert error.count("\n") == 1 and "nowhere.tar.gz: no such file or folder" in error
     assert not (tmp_path / "out.npz").exists()
 
+
+# --- dataset, sampler, summary -------------------------------------------------------------------
+
+
+@pytest.fixture
+def iam_prepared(tmp_path: Path) -> Path:
+    """40 lines of 20 to 99 samples over 4 forms (one per official list), prepared."""
+    rng = np.random.default_rng(0)
+    forms = ["a01-000u", "b01-000u", "c01-000u", "d01-000u"]
+    lines = {f"{form}-{k:02d}": stroke_xml(random_strokes(rng, int(rng.integers(20, 100))))
+             for form in forms for k in range(1, 11)}
+    texts = {form: [f"{form} line {k}" for k in range(1, 11)] for form in forms}
+    lists = {"trainset": ["a01-000u"], "testset_v": ["b01-000u"], "testset_t": ["c01-000u"], "testset_f": ["d01-000u"]}
+    paths = write_iam(tmp_path / "iam", lines, texts, lists)
+    out = tmp_path / "iam.npz"
+    prepare(paths["strokes"], paths["ascii"], out, paths["splits"], min_points=0, workers=1, progress=False)
+    return out
+
+
+def test_items_are_normalised_with_the_schemes_training_statistics(iam_prepared):
+    arrays, metadata = load_prepared(iam_prepared)
+    for scheme, split in [("paper", "train"), ("official", "testset_t"), ("graves", "validation")]:
+        ds = HandwritingDataset(iam_prepared, split=split, scheme=scheme)
+        mean, std = np.array(metadata["stats"][scheme]["mean"]), np.array(metadata["stats"][scheme]["std"])
+        assert ds.stats == {"mean": tuple(mean), "std": tuple(std)}
+        offsets, text = ds[0]
+        row = arrays["line_ids"].tolist().index(ds.line_ids[0])
+        raw = arrays["offsets"][arrays["starts"][row] : arrays["starts"][row + 1]]
+        assert offsets.dtype == torch.float32 and offsets.shape == (ds.lengths[0], 3)
+        np.testing.assert_allclose(offsets[:, :2].numpy(), (raw[:, :2] - mean) / std, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(offsets[:, 2].numpy(), raw[:, 2])
+        assert text == arrays["texts"][row]
+        np.testing.assert_allclose(ds.denormalise(offsets).numpy(), raw, atol=1e-3)
+
+
+def test_splits_select_the_right_lines(iam_prepared):
+    assert len(HandwritingDataset(iam_prepared, "train", "official")) == 10
+    assert len(HandwritingDataset(iam_prepared, "train", "graves")) == 30  # trainset + testset_t + testset_f
+    paper = [HandwritingDataset(iam_prepared, split, "paper") for split in ("train", "validation", "test")]
+    assert [len(ds) for ds in paper] == [36, 2, 2]
+    assert not set(paper[0].line_ids) & set(paper[2].line_ids)
+    train = HandwritingDataset(iam_prepared, "train", "graves")
+    all_train_rows = torch.cat([train[i][0] for i in range(len(train))])[:, :2]
+    assert abs(float(all_train_rows.mean())) < 0.1  # normalised on its own training lines
+
+
+@pytest.mark.parametrize("scheme, split, message", [("nope", "train", "unknown split scheme"),
+                                                    ("graves", "test", "has no split 'test'"),
+                                                    ("paper", "testset_v", "has no split")])
+def test_bad_scheme_or_split_is_a_clear_error(iam_prepared, scheme, split, message):
+    with pytest.raises(ValueError, match=message):
+        HandwritingDataset(iam_prepared, split, scheme)
+
+
+def test_not_a_prepared_file_is_a_clear_error(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a prepared IAM-OnDB file"):
+        HandwritingDataset(tmp_path / "junk.npz")
+
+
+def test_collate_pads_with_zeros_and_masks_real_steps():
+    items = [(torch.ones(3, 3), "abc"), (torch.full((5, 3), 2.0), "de")]
+    batch = collate_strokes(items)
+    assert isinstance(batch, StrokeBatch)
+    assert batch.offsets.shape == (2, 5, 3) and batch.offsets.dtype == torch.float32
+    assert batch.lengths.tolist() == [3, 5] and batch.lengths.dtype == torch.int64
+    assert batch.mask.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert batch.offsets[0, 3:].abs().sum() == 0 and batch.offsets[1].eq(2).all()
+    assert batch.texts == ["abc", "de"]
+
+
+def test_bucket_sampler_covers_every_index_once_and_wastes_little_padding():
+    lengths = np.random.default_rng(0).integers(50, 1500, size=1000)
+    sampler = BucketBatchSampler(lengths, batch_size=32, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 32
+    assert sorted(i for batch in batches for i in batch) == list(range(1000))
+    padded = sum(len(batch) * lengths[batch].max() for batch in batches)
+    assert lengths.sum() / padded > 0.9  # random batches of 32 would be near 0.55
+
+
+def test_bucket_sampler_epochs_are_reproducible_and_differ():
+    lengths = np.arange(100)
+    sampler = BucketBatchSampler(lengths, batch_size=8, seed=1)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    again = BucketBatchSampler(lengths, batch_size=8, seed=1)
+    again.set_epoch(1)
+    assert list(again) == second != first
+
+
+def test_bucket_sampler_drop_last_and_no_shuffle():
+    lengths = [5, 1, 4, 2, 3]
+    assert list(BucketBatchSampler(lengths, 2, shuffle=False)) == [[1, 3], [4, 2], [0]]
+    dropped = BucketBatchSampler(lengths, 2, drop_last=True)
+    assert len(dropped) == 2 and all(len(batch) == 2 for batch in dropped)
+
+
+def test_dataloader_with_sampler_and_collate(iam_prepared):
+    ds = HandwritingDataset(iam_prepared, "train", "graves")
+    loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds.lengths, 8), collate_fn=collate_strokes)
+    batches = list(loader)
+    assert sum(len(batch.texts) for batch in batches) == len(ds)
+    assert all(batch.mask.sum(1).tolist() == batch.lengths.tolist() for batch in batches)
+
+
+def test_summary_names_counts_lengths_and_alphabet(iam_prepared, tmp_path, capsys):
+    text = summarise(iam_prepared)
+    assert "graves: train" in text and "  train          30 lines" in text
+    arrays, _ = load_prepared(iam_prepared)
+    alphabet = "".join(sorted(set("".join(arrays["texts"].tolist()))))
+    assert f"alphabet ({len(alphabet)} symbols): {alphabet!r}" in text
+    code = main(["summary", str(iam_prepared), "--png", str(tmp_path / "lines.png"), "--lines", "3"])
+    assert code == 0
+    png = (tmp_path / "lines.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out.count("drew ") == 1
+
+
+def test_drawing_returns_the_drawn_line_ids(iam_prepared, tmp_path):
+    drawn = draw_lines(iam_prepared, tmp_path / "x.png", count=2, seed=5)
+    arrays, _ = load_prepared(iam_prepared)
+    assert len(drawn) == 2 and set(drawn) <= set(arrays["line_ids"].tolist())
