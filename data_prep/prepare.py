@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import itertools
 import multiprocessing
 import os
 import threading
@@ -102,7 +103,7 @@ def _parse_all(source: Source, cleaning: CleaningConfig, workers: int, progress:
     first = next(files, None)  # opens the source here, so an unreadable archive fails loudly now
     if first is None:
         return
-    files = _chain(first, files)
+    files = itertools.chain([first], files)
     work = functools.partial(_parse_line, cleaning=cleaning)
     if workers <= 1:
         results: Iterable[_ParsedLine] = map(work, files)
@@ -122,11 +123,6 @@ def _parse_all(source: Source, cleaning: CleaningConfig, workers: int, progress:
         finally:
             if pool is not None:
                 pool.terminate()
-
-
-def _chain(first: tuple[str, bytes], rest: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
-    yield first
-    yield from rest
 
 
 def _release_each(results: Iterable[_ParsedLine], slots: threading.Semaphore) -> Iterator[_ParsedLine]:
