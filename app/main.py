@@ -49,7 +49,7 @@ CSS = """
 .hm-card {display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; margin-bottom: 18px;}
 .hm-drawing {flex: 4 1 480px; border: 1px solid var(--border-color-primary); border-radius: 8px;
              background: white; padding: 4px;}
-.hm-drawing svg {width: 100%; height: auto; display: block;}
+.hm-drawing svg {width: 100%; height: auto; max-height: 70vh; display: block;}
 .hm-counts {flex: 1 1 220px; font-size: 0.9em;}
 .hm-counts table {border-collapse: collapse; width: 100%;}
 .hm-counts th, .hm-counts td {padding: 2px 8px; text-align: right; border-bottom: 1px solid var(--border-color-primary);}
@@ -75,12 +75,14 @@ def build_app(model: LoadedModel) -> gr.Blocks:
     with gr.Blocks(title="HM-LSTM handwriting", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown(DESCRIPTION)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=260):
-                n_points = _number("Length (points)", 700, "n_points")
-                n_samples = _number("Samples", 1, "n_samples")
-                bias = _number("Bias (Graves; higher = neater)", 0.0, "bias", step=0.1)
-                temperature = _number("Temperature", 1.0, "temperature", step=0.05)
-                seed = _number("Seed (same seed, same drawing)", 0, "seed")
+            with gr.Column(scale=1, min_width=300):
+                with gr.Row():
+                    n_points = _number("Length (points)", 700, "n_points")
+                    n_samples = _number("Samples", 1, "n_samples")
+                with gr.Row():
+                    bias = _number("Bias (higher: neater)", 0.0, "bias", step=0.1)
+                    temperature = _number("Temperature", 1.0, "temperature", step=0.05)
+                seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0)
                 colour_by = gr.Radio(COLOUR_CHOICES, value="layer2", label="Colour by")
                 marker_layer = gr.Dropdown(MARKER_CHOICES, value=0, label="Markers")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -117,7 +119,7 @@ def _number(label: str, value: float, name: str, step: float = 1) -> gr.Number:
     low, high = LIMITS[name]
     whole = isinstance(low, int)
     return gr.Number(value=value, label=label, info=f"{low} to {high}", step=step,
-                     precision=0 if whole else None)
+                     precision=0 if whole else None, min_width=100)
 
 
 def _generate(model: LoadedModel, n_points: float, n_samples: float, bias: float, temperature: float,
