@@ -1,0 +1,20 @@
+"""`hm-lm export`: an inference-only copy of a training checkpoint (weights in half precision by default)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .model import export_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a run's best.pt or latest.pt")
+    parser.add_argument("output", help="the file to write, e.g. lm/models/ptb-tiny.pt")
+    parser.add_argument("--full-precision", action="store_true", help="keep float32 weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    export_model(args.checkpoint, args.output, half=not args.full_precision)
+    size = Path(args.output).stat().st_size
+    print(f"wrote {args.output} ({size / 1e6:.2f} MB)")
+    return 0

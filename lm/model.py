@@ -1,0 +1,132 @@
+"""The character-level language model: embedding -> recurrent core -> gated output -> softmax (paper §4.1).
+
+The input embedding is linear (a lookup table, which is a linear map of the one-hot symbol,
+with no nonlinearity), 128-dimensional; the core, the gated output module and the softmax head
+are the shared ones from `handwriting_hm`. Input at step t is symbol x_t, the target x_{t+1}.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.core import HMLSTMOutput, HMLSTMState, make_core
+from handwriting_hm.output import GatedOutput, SoftmaxHead
+
+KIND = "lm"
+DEFAULT_MODEL = Path(__file__).parent / "models" / "ptb-tiny.pt"
+
+
+@dataclass
+class LMConfig:
+    """Architecture. The defaults are the paper's PTB model: 3 x 512 units, a 512-unit output embedding."""
+
+    vocab_size: int
+    cell: str = "hm-lstm"  # "hm-lstm" or "lstm" (the baseline, same input and output modules)
+    input_embedding: int = 128
+    hidden_sizes: tuple[int, ...] = (512, 512, 512)
+    embedding_size: int = 512
+    layer_norm: bool = True
+    boundary_mode: str = "step"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hidden_sizes": list(self.hidden_sizes)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "LMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown language model settings: {', '.join(unknown)}")
+        values = dict(values)
+        if "hidden_sizes" in values:
+            values["hidden_sizes"] = tuple(int(h) for h in values["hidden_sizes"])
+        return cls(**values)
+
+
+class LMOutput(NamedTuple):
+    logits: Tensor  # (B, T, V): the next symbol's distribution after reading each input
+    core: HMLSTMOutput  # every layer's h, the boundaries, the final state
+
+
+class LanguageModel(nn.Module):
+    """Next-symbol prediction with an HM-LSTM (or LSTM) core."""
+
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.input_embedding)
+        self.core = make_core(config.cell, config.input_embedding, config.hidden_sizes,
+                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode)
+        self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
+        self.head = SoftmaxHead(config.embedding_size, config.vocab_size)
+
+    def forward(self, ids: Tensor, state: HMLSTMState | None = None, mask: Tensor | None = None,
+                slope: float = 1.0) -> LMOutput:
+        """ids: (B, T) input symbols; state: carried from the previous window (zeros if None);
+        mask: (B, T) valid steps (padded steps leave the state untouched)."""
+        core = self.core(self.embedding(ids), state=state, mask=mask, slope=slope)
+        return LMOutput(self.head(self.output(core.hidden)), core)
+
+
+def carry(state: HMLSTMState) -> HMLSTMState:
+    """The state to hand to the next window: cut from the graph (truncated BPTT), in float32."""
+    return HMLSTMState(tuple(h.detach().float() for h in state.h), tuple(c.detach().float() for c in state.c),
+                       state.z.detach().float())
+
+
+# ----------------------------------------------------------------------------- loading and export
+
+class LoadedLM(NamedTuple):
+    model: LanguageModel  # in eval mode, float32
+    vocab: list[str]  # index = id
+    dataset: str  # "ptb", "text8", "enwik8": how free text is encoded
+    slope: float  # the boundary slope at the time of the checkpoint
+    metadata: dict[str, Any]
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """None or "default" -> the model shipped with the package; anything else as given."""
+    return DEFAULT_MODEL if path is None or str(path) == "default" else Path(path)
+
+
+def load_lm(path: str | Path | None = None, map_location: Any = "cpu") -> LoadedLM:
+    """Load an lm checkpoint (a run's .pt or an exported model) for inference; ValueError if unusable."""
+    path = resolve_model_path(path)
+    checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
+    try:
+        model = LanguageModel(LMConfig.from_dict(checkpoint["config"]))
+        model.load_state_dict({name: value.float() for name, value in checkpoint["model"].items()})
+        metadata = dict(checkpoint["metadata"])
+        vocab = [str(symbol) for symbol in metadata["vocab"]]
+        dataset = str(metadata["dataset"])
+        if len(vocab) != model.config.vocab_size:
+            raise ValueError(f"vocabulary of {len(vocab)} symbols for a {model.config.vocab_size}-symbol model")
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path}: not a usable language model ({first_line})") from None
+    slope = float(checkpoint.get("task", {}).get("slope", 1.0))
+    return LoadedLM(model.eval(), vocab, dataset, slope, metadata)
+
+
+def export_model(source: str | Path, destination: str | Path, half: bool = True,
+                 extra_metadata: dict[str, Any] | None = None) -> None:
+    """Write an inference-only copy of a checkpoint: config, weights (fp16 if `half`), slope, metadata."""
+    checkpoint = load_checkpoint(source, kind=KIND)
+    weights = {name: (value.half() if half and value.is_floating_point() else value)
+               for name, value in checkpoint["model"].items()}
+    save_checkpoint(destination, {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "config": checkpoint["config"],
+        "model": weights,
+        "task": {"slope": float(checkpoint.get("task", {}).get("slope", 1.0))},
+        "progress": {key: checkpoint["progress"][key] for key in ("step", "epoch", "best_metric", "elapsed_s")
+                     if key in checkpoint.get("progress", {})},
+        "metadata": {**checkpoint["metadata"], **(extra_metadata or {})},
+    })

@@ -1,0 +1,30 @@
+"""`hm-lm prepare {ptb,text8,enwik8}`: local files or a sha256-verified download -> one prepared .npz."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .data import DATASETS, DOWNLOADS, prepare
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("--path", help="local data: the folder with ptb.char.{train,valid,test}.txt, "
+                                       "or the text8 / enwik8 file (or its folder); without it, download")
+    parser.add_argument("--output", "-o", help="prepared file to write (default: data/DATASET.npz)")
+    parser.add_argument("--cache", help="download folder (default: ~/.cache/hm-lm)")
+    parser.add_argument("--url", help="download from this address instead of the canonical one: "
+                                      + ", ".join(f"{name} {spec.url}" for name, spec in DOWNLOADS.items()))
+    parser.add_argument("--sha256", help="the sha256 the text8 or enwik8 data file must have")
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.output or Path("data") / f"{args.dataset}.npz")
+    prepared = prepare(args.dataset, output, path=Path(args.path) if args.path else None,
+                       cache=Path(args.cache) if args.cache else None, url=args.url, expected_sha256=args.sha256)
+    counts = prepared.metadata["counts"]
+    print(f"wrote {output}: {args.dataset}, vocabulary {len(prepared.vocab)}, "
+          + " / ".join(f"{split} {n:,}" for split, n in counts.items()) + " symbols")
+    for name, digest in prepared.metadata["sources_sha256"].items():
+        print(f"  {name} sha256 {digest}")
+    return 0
