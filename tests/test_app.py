@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+import app.main
 from app.main import build_app, launch_app, stack_svgs
 from handwriting_hm.cli import main
 from handwriting_hm.model import load_handwriting_model
@@ -27,13 +30,14 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     model = load_handwriting_model(write_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt"))
-    app = build_app(model)
+    page = build_app(model)
+    assert page.analytics_enabled is False  # no telemetry, no update check: nothing leaves the machine
     port = free_port()
-    launch_app(app, port=port, prevent_thread_lock=True)
+    launch_app(page, port=port, prevent_thread_lock=True)
     try:
         yield Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
     finally:
-        app.close()
+        page.close()
 
 
 def generate(client: Client, **overrides):
@@ -61,6 +65,28 @@ def test_same_seed_gives_the_same_drawing(client):
     first, second = generate(client, seed=5), generate(client, seed=5)
     assert first[1] == second[1]
     assert open(first[2]).read() == open(second[2]).read()
+
+
+def test_a_burst_of_requests_is_generated_one_at_a_time(client, monkeypatch):
+    running, most, lock = 0, 0, threading.Lock()
+    real = app.main.sample_handwriting
+
+    def watched(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)  # long enough for the other requests to arrive meanwhile
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(app.main, "sample_handwriting", watched)
+    jobs = [client.submit(**{**DEFAULTS, "n_points": 20, "seed": seed}, api_name="/generate") for seed in range(3)]
+    results = [job.result(timeout=120) for job in jobs]
+    assert len(results) == 3 and most == 1
 
 
 @pytest.mark.parametrize("overrides, message", [
