@@ -1,0 +1,157 @@
+"""`handwriting-hm evaluate`: the paper's handwriting metric (§4.2, Table 3) on a prepared split.
+
+The metric, exactly:
+
+    LL_i = sum over the points t = 1..T_i of line i of log p(x_t | x_<t)        (nats)
+    reported = mean over the N lines of the split of LL_i                       (higher is better)
+
+where x_t = (dx, dy, end_of_stroke), dx and dy normalised with the training split's mean and
+std (the space the model works in; the density is NOT converted back to sensor units), and
+log p is the mixture-density log-likelihood of Graves (2013) Eq. 23-26: the bivariate Gaussian
+mixture for (dx, dy) plus the Bernoulli end-of-stroke term. The first point is scored too (the
+model reads a zero vector before it). Every line is run whole from a zero state, in float32,
+with the boundary slope stored in the checkpoint and step (deterministic) boundaries.
+
+Also reported: nats per point = sum_i LL_i / sum_i T_i, bits per point = that / ln 2, and a 95%
+confidence interval of the mean over lines, mean ± 1.96 · s / sqrt(N) with s the sample standard
+deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hundreds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handwriting_hm.model import HandwritingModel, load_handwriting_model
+from handwriting_hm.training import resolve_device
+
+Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+
+
+@dataclass
+class Evaluation:
+    """The metric and its companions for one split (see the module docstring)."""
+
+    lines: int
+    points: int
+    log_likelihood_per_sequence: float  # the paper's number, nats
+    ci95_low: float
+    ci95_high: float
+    nats_per_point: float  # log-likelihood (higher is better)
+    bits_per_point: float
+    boundary_rate: list[float]  # fraction of points where each detector layer fired (z = 1)
+
+    def format(self) -> str:
+        rates = ", ".join(f"z{l + 1} {rate:.3f}" for l, rate in enumerate(self.boundary_rate))
+        return (f"{self.lines} lines, {self.points} points\n"
+                f"log-likelihood per sequence: {self.log_likelihood_per_sequence:.2f} nats "
+                f"(95% CI {self.ci95_low:.2f} .. {self.ci95_high:.2f})\n"
+                f"per point: {self.nats_per_point:.4f} nats, {self.bits_per_point:.4f} bits"
+                + (f"\nboundary rate: {rates}" if rates else ""))
+
+
+def confidence_interval(values: np.ndarray) -> tuple[float, float]:
+    """95% normal-approximation interval of the mean of `values` (a single value: zero width)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean
+    half_width = Z_95 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean - half_width, mean + half_width
+
+
+@torch.no_grad()
+def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
+                             batch_size: int = 32, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Total log-likelihood (nats) of each line, in the given order, and the boundary counts.
+
+    lines: normalised (T_i, 3) offsets. Lines are batched by length (less padding); padded
+    steps count nothing. Returns (N,) float64 log-likelihoods and (L-1,) boundary firings summed
+    over all points.
+    """
+    was_training = model.training
+    model.eval()
+    order = np.argsort([len(line) for line in lines], kind="stable")
+    totals = np.zeros(len(lines), dtype=np.float64)
+    fired = None
+    for begin in range(0, len(order), batch_size):
+        chosen = order[begin:begin + batch_size]
+        lengths = torch.tensor([len(lines[i]) for i in chosen])
+        offsets = torch.zeros(len(chosen), int(lengths.max()), 3)
+        for row, i in enumerate(chosen):
+            offsets[row, :len(lines[i])] = lines[i]
+        log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
+        totals[chosen] = log_likelihood.double().cpu().numpy()
+        batch_fired = output.core.boundaries.sum(dim=(0, 1)).double().cpu().numpy()  # zeros at padding
+        fired = batch_fired if fired is None else fired + batch_fired
+    model.train(was_training)
+    return totals, fired if fired is not None else np.zeros(0)
+
+
+def summarise(totals: np.ndarray, points: int, fired: np.ndarray) -> Evaluation:
+    """Turn per-line log-likelihoods into the reported numbers."""
+    low, high = confidence_interval(totals)
+    nats_per_point = float(totals.sum()) / points
+    return Evaluation(
+        lines=len(totals), points=points,
+        log_likelihood_per_sequence=float(totals.mean()), ci95_low=low, ci95_high=high,
+        nats_per_point=nats_per_point, bits_per_point=nats_per_point / math.log(2.0),
+        boundary_rate=[float(count) / points for count in fired],
+    )
+
+
+def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
+                   batch_size: int = 32, device: torch.device | str = "cpu") -> Evaluation:
+    """The paper's metric over `lines` (normalised offsets), see the module docstring."""
+    if not lines:
+        raise ValueError("nothing to evaluate: no lines")
+    totals, fired = sequence_log_likelihoods(model, lines, slope, batch_size, device)
+    return summarise(totals, sum(len(line) for line in lines), fired)
+
+
+def check_same_statistics(model_stats: dict, data_stats: dict, checkpoint: Path) -> None:
+    """The model only means something on data normalised the way it was trained."""
+    for key in ("mean", "std"):
+        if not np.allclose(model_stats[key], data_stats[key], rtol=1e-5, atol=1e-6):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with normalisation {key} {list(model_stats[key])}, but the "
+                f"prepared file's is {list(data_stats[key])}: use the same prepared file and --scheme as in training"
+            )
+
+
+# ----------------------------------------------------------------------------- command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a training run's best.pt/latest.pt or an exported model")
+    parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
+    parser.add_argument("--split", default="test", help="split to score (default: %(default)s)")
+    parser.add_argument("--scheme", default="paper", help="split scheme, as in training (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="lines per forward pass (default: %(default)s)")
+    parser.add_argument("--max-lines", type=int, default=None, help="score only the first N lines of the split")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
+
+    if args.batch_size < 1 or (args.max_lines is not None and args.max_lines < 1):
+        raise ValueError("--batch-size and --max-lines must be at least 1")
+    device = resolve_device(args.device)
+    loaded = load_handwriting_model(args.checkpoint)
+    dataset = HandwritingDataset(args.data, split=args.split, scheme=args.scheme)
+    check_same_statistics(loaded.stats, dataset.stats, args.checkpoint)
+    count = len(dataset) if args.max_lines is None else min(args.max_lines, len(dataset))
+    lines = [dataset[i][0] for i in range(count)]
+    result = evaluate_lines(loaded.model.to(device), lines, loaded.slope, args.batch_size, device)
+    print(f"{args.checkpoint} on {args.scheme}/{args.split} (slope {loaded.slope:.3f})")
+    print(result.format())
+    if args.json is not None:
+        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,
+                  "split": args.split, "slope": loaded.slope, **asdict(result)}
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
