@@ -14,6 +14,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("data_prep.prepare", "Prepare IAM-OnDB: lineStrokes + ascii archives -> one training-ready .npz"),
     "summary": ("data_prep.summary", "Summarise a prepared IAM-OnDB file: counts, lengths, alphabet, a PNG of lines"),
+    "train": ("handwriting_hm.train", "Train the handwriting model (presets paper-hm, paper-hm-anneal, paper-lstm, tiny)"),
+    "evaluate": ("handwriting_hm.evaluate", "Average log-likelihood per test sequence (paper Table 3), per point, 95% CI"),
+    "export": ("handwriting_hm.export", "Checkpoint -> compact half-precision inference model (as shipped by default)"),
     "sample": ("handwriting_hm.sample", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
     "app": ("app.main", "Serve the Gradio page: generate handwriting and see the HM-LSTM's boundaries (127.0.0.1 by default)"),
 }
