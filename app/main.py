@@ -82,7 +82,7 @@ def build_app(model: LoadedModel) -> gr.Blocks:
                 with gr.Row():
                     bias = _number("Bias (higher: neater)", 0.0, "bias", step=0.1)
                     temperature = _number("Temperature", 1.0, "temperature", step=0.05)
-                seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0)
+                seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0, elem_id="seed")
                 colour_by = gr.Radio(COLOUR_CHOICES, value="layer2", label="Colour by")
                 marker_layer = gr.Dropdown(MARKER_CHOICES, value=0, label="Markers")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -119,7 +119,7 @@ def _number(label: str, value: float, name: str, step: float = 1) -> gr.Number:
     low, high = LIMITS[name]
     whole = isinstance(low, int)
     return gr.Number(value=value, label=label, info=f"{low} to {high}", step=step,
-                     precision=0 if whole else None, min_width=100)
+                     precision=0 if whole else None, min_width=100, elem_id=name)
 
 
 def _generate(model: LoadedModel, n_points: float, n_samples: float, bias: float, temperature: float,
