@@ -7,14 +7,16 @@ last point gives the last row), which is what a drawing of the boundaries on the
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .core import operations
+from .core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
 from .model import HandwritingModel
-from .output import sample_mixture
+from .output import GatedOutput, MixtureParams, adjust, sample_mixture
 
 
 class Generated(NamedTuple):
@@ -60,4 +62,214 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
     return Generated(torch.stack(points, dim=1), boundaries_t, codes, count_operations(codes))
 
 
-generate = generate_reference  # the public entry point; the COPY-skipping sampler replaces it
+
+# ----------------------------------------------------------------------------- the fast sampler
+#
+# generate() does what generate_reference() does, with the reference's own operations in the
+# same order, so that its results are the same bit for bit; it only leaves out work whose
+# result the reference throws away:
+# - a layer that COPYs in every row computes nothing (the reference computes all its gates,
+#   then multiplies them by zero);
+# - a top-down or bottom-up term whose boundary is 0 in every row is not computed;
+# - the output module's W^e_l h^l is recomputed only when layer l's h changed;
+# - torch.multinomial's one draw is made the way it makes it (argmax of p / Exp(1)), without
+#   its argument checks, which cost more than the rest of the draw at this size.
+
+
+@torch.inference_mode()
+def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: float = 0.0,
+             temperature: float = 1.0, slope: float = 1.0,
+             generator: torch.Generator | None = None) -> Generated:
+    """Sample `n_samples` sequences of `n_points` points; the same contract as generate_reference.
+
+    With step boundaries (the default) the result equals generate_reference's for the same
+    model and generator. With Bernoulli boundaries it is the same distribution, but a skipped
+    layer draws no boundary, so the global random stream differs. Soft boundaries mix the three
+    operations and leave nothing to skip: they run the reference loop.
+    """
+    check_generation_args(n_points, n_samples)
+    core = model.core
+    if isinstance(core, HMLSTM):
+        check_slope(slope)
+        if core.boundary_mode == "soft":
+            return generate_reference(model, n_points, n_samples, bias, temperature, slope, generator)
+        stepper: _HMLSTMStepper | _LSTMStepper = _HMLSTMStepper(core, n_samples, slope)
+    else:
+        stepper = _LSTMStepper(core, n_samples)
+    output = _CachedOutput(model.output, stepper)
+    head = model.head
+    with _intra_op_threads(1):
+        points = stepper.hidden.new_empty(n_samples, n_points, 3)
+        boundaries = stepper.hidden.new_empty(n_samples, n_points + 1, core.num_detectors)
+        x = stepper.hidden.new_zeros(n_samples, 3)
+        for t in range(n_points + 1):
+            boundaries[:, t], changed = stepper.step(x)  # step t reads point t-1 (the zero vector at t = 0)
+            if t == n_points:
+                break
+            x = _sample_mixture(head(output(changed)), bias, temperature, generator)
+            points[:, t] = x
+    read_points = boundaries[:, 1:].contiguous()
+    codes = operations(read_points, initial_z=boundaries[:, 0])
+    return Generated(points, read_points, codes, count_operations(codes))
+
+
+@contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    """Run with `count` intra-op threads. The products here are (n, 400) x (400, 1601): too small
+    to share between cores, and on a loaded 2-core machine a second thread that has to wait for
+    a core makes every product wait too (measured: see handwriting_hm/bench.py)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _HMLSTMStepper:
+    """HMLSTM.step on preallocated state, computing nothing for a layer that COPYs in every row."""
+
+    def __init__(self, core: HMLSTM, n_samples: int, slope: float) -> None:
+        weight = core.recurrent[0].weight
+        self.sizes = core.hidden_sizes
+        self.slope = slope
+        self.mode = core.boundary_mode
+        # every layer's h side by side, as the output module's gate reads them; h[l] are views
+        self.hidden = weight.new_zeros(n_samples, sum(self.sizes))
+        self.h = list(self.hidden.split(self.sizes, dim=1))
+        self.c = [weight.new_zeros(n_samples, size) for size in self.sizes]
+        self.z = weight.new_zeros(n_samples, core.num_detectors)
+        # the weights, read once: attribute look-ups on modules cost as much as a small product
+        self.recurrent = [(layer.weight, layer.bias) for layer in core.recurrent]
+        self.top_down = [layer.weight for layer in core.top_down]
+        self.bottom_up = [layer.weight for layer in core.bottom_up]
+        self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+                                                      for norm in core.norms]
+
+    def step(self, x: Tensor) -> tuple[Tensor, list[bool]]:
+        """Read x (n, 3). Returns z_t (n, L-1) and, per layer, whether its h may have changed."""
+        z_t = torch.zeros_like(self.z)
+        changed = []
+        h_below, z_below, below_fired = x, None, True  # h^0 = x_t, z^0 = 1 (None: ones)
+        for l, size in enumerate(self.sizes):
+            z_prev = self.z[:, l:l + 1] if l < len(self.sizes) - 1 else None  # the top layer has no z
+            flushing = z_prev is not None and bool(z_prev.any())
+            if not flushing and not below_fired:  # COPY in every row: h, c and z (= 0) stay as they are
+                changed.append(False)
+                h_below, z_below = self.h[l], z_t[:, l:l + 1]
+                continue
+            # Eq. 5, term by term as in HMLSTM.step; a term gated by zero in every row adds zero there
+            s = F.linear(self.h[l], *self.recurrent[l])
+            if flushing:
+                s = s + z_prev * F.linear(self.h[l + 1], self.top_down[l])
+            bottom_up = F.linear(h_below, self.bottom_up[l])
+            s = s + (bottom_up if z_below is None else z_below * bottom_up)
+            gates = s[:, :4 * size]
+            if self.norms is not None:
+                gates = F.layer_norm(gates, *self.norms[l])
+            f, i, o, g = gates.chunk(4, dim=1)
+            f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)
+            c, h, z = self._combine(l, f, i, o, g, z_prev, z_below, s[:, 4 * size:])
+            self.c[l] = c
+            self.h[l].copy_(h)
+            changed.append(True)
+            if z is not None:
+                z_t[:, l:l + 1] = z
+                below_fired = bool(z.any())
+            h_below, z_below = self.h[l], z
+        self.z = z_t
+        return z_t, changed
+
+    def _combine(self, l: int, f: Tensor, i: Tensor, o: Tensor, g: Tensor, z_prev: Tensor | None,
+                 z_below: Tensor | None, boundary_input: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Eq. 2, 3 and 9 for layer l: the new c, h and z (None for the top layer)."""
+        c_prev, h_prev = self.c[l], self.h[l]
+        all_flush = z_prev is not None and bool(z_prev.all())
+        all_update = (z_prev is None or not bool(z_prev.any())) and (z_below is None or bool(z_below.all()))
+        z_hat = None
+        if z_prev is not None:
+            z_tilde = hard_sigmoid(self.slope * boundary_input)  # Eq. 8
+            z_hat = (z_tilde > 0.5).to(z_tilde.dtype) if self.mode == "step" else torch.bernoulli(z_tilde)
+        if all_flush:
+            c = i * g
+            return c, o * torch.tanh(c), z_hat
+        if all_update:
+            c = f * c_prev + i * g
+            return c, o * torch.tanh(c), z_hat
+        # rows differ: HMLSTM.step's own blend of the three rules
+        flush = c_prev.new_zeros(c_prev.shape[0], 1) if z_prev is None else z_prev
+        below = c_prev.new_ones(c_prev.shape[0], 1) if z_below is None else z_below
+        update = (1 - flush) * below
+        copy = (1 - flush) * (1 - below)
+        c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
+        h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))
+        return c, h, None if z_prev is None else copy * z_prev + (1 - copy) * z_hat
+
+
+class _LSTMStepper:
+    """StackedLSTM.step on preallocated state (every layer updates at every step)."""
+
+    def __init__(self, core: StackedLSTM, n_samples: int) -> None:
+        weight = core.layers[0].weight_ih_l0
+        self.sizes = core.hidden_sizes
+        self.hidden = weight.new_zeros(n_samples, sum(self.sizes))
+        self.h = list(self.hidden.split(self.sizes, dim=1))
+        self.c = [weight.new_zeros(n_samples, size) for size in self.sizes]
+        self.empty = weight.new_zeros(n_samples, 0)
+        self.layers = [(layer.weight_ih_l0, layer.bias_ih_l0, layer.weight_hh_l0, layer.bias_hh_l0)
+                       for layer in core.layers]
+        self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+                                                      for norm in core.norms]
+
+    def step(self, x: Tensor) -> tuple[Tensor, list[bool]]:
+        h_below = x
+        for l, (weight_ih, bias_ih, weight_hh, bias_hh) in enumerate(self.layers):
+            gates = F.linear(h_below, weight_ih, bias_ih) + F.linear(self.h[l], weight_hh, bias_hh)
+            if self.norms is not None:
+                gates = F.layer_norm(gates, *self.norms[l])
+            i, f, g, o = gates.chunk(4, dim=1)
+            self.c[l] = torch.sigmoid(f) * self.c[l] + torch.sigmoid(i) * torch.tanh(g)
+            self.h[l].copy_(torch.sigmoid(o) * torch.tanh(self.c[l]))
+            h_below = self.h[l]
+        return self.empty, [True] * len(self.sizes)
+
+
+class _CachedOutput:
+    """GatedOutput on a stepper's h, recomputing W^e_l h^l only for the layers whose h changed."""
+
+    def __init__(self, output: GatedOutput, stepper: _HMLSTMStepper | _LSTMStepper) -> None:
+        self.stepper = stepper
+        self.gate = (output.gate.weight, output.gate.bias)
+        self.embed = [(layer.weight, layer.bias) for layer in output.embed]
+        self.embedded = [F.linear(h, *embed) for h, embed in zip(stepper.h, self.embed)]
+
+    def __call__(self, changed: list[bool]) -> Tensor:
+        for l, layer_changed in enumerate(changed):
+            if layer_changed:
+                self.embedded[l] = F.linear(self.stepper.h[l], *self.embed[l])
+        gates = torch.sigmoid(F.linear(self.stepper.hidden, *self.gate))  # g^l from all of [h^1; ...; h^L]
+        return F.relu(sum(gates[:, l:l + 1] * embedded for l, embedded in enumerate(self.embedded)))
+
+
+def _sample_mixture(params: MixtureParams, bias: float, temperature: float,
+                    generator: torch.Generator | None) -> Tensor:
+    """output.sample_mixture with torch.multinomial's draw of one component written out.
+
+    multinomial(p, 1) returns argmax(p / q) with q ~ Exp(1) drawn from the generator (the
+    exponential form of the Gumbel-max trick); drawing q the same way consumes the same random
+    numbers, so the components, and everything drawn after them, are the same.
+    """
+    params = adjust(params, bias, temperature)
+    probs = torch.softmax(params.logit_pi, dim=-1)
+    component = (probs / torch.empty_like(probs).exponential_(1, generator=generator)).argmax(dim=-1)
+    pick = component[:, None]
+    mu = params.mu.gather(1, pick[..., None].expand(-1, 1, 2)).squeeze(1)
+    sigma = params.log_sigma.gather(1, pick[..., None].expand(-1, 1, 2)).squeeze(1).exp()
+    rho = params.rho.gather(1, pick).squeeze(1)
+    n1, n2 = torch.randn((2, probs.shape[0]), generator=generator, dtype=mu.dtype, device=mu.device)
+    dx = mu[:, 0] + sigma[:, 0] * n1
+    dy = mu[:, 1] + sigma[:, 1] * (rho * n1 + torch.sqrt(1.0 - rho * rho) * n2)
+    eos_probability = torch.sigmoid(params.logit_eos)
+    end_of_stroke = (torch.rand(eos_probability.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+                     < eos_probability).to(mu.dtype)
+    return torch.stack([dx, dy, end_of_stroke], dim=-1)
