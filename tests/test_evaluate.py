@@ -1,0 +1,96 @@
+"""`handwriting-hm evaluate`: the paper's metric, its interval, and its errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.dataset import HandwritingDataset
+from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+from handwriting_hm.cli import main
+from handwriting_hm.evaluate import confidence_interval, evaluate_lines
+from handwriting_hm.model import HandwritingConfig, HandwritingModel, shift_inputs
+from handwriting_hm.output import mixture_log_likelihood
+from test_train import make_prepared
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("data"), n_forms=4)
+
+
+@pytest.fixture(scope="module")
+def model_file(prepared, tmp_path_factory):
+    """An untrained HM-LSTM saved as an inference file, with the prepared file's statistics."""
+    torch.manual_seed(0)
+    config = HandwritingConfig(hidden_sizes=(8, 8, 8), embedding_size=8, n_mixtures=3)
+    model = HandwritingModel(config)
+    stats = HandwritingDataset(prepared, "train", "paper").stats
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "handwriting",
+                           "config": config.to_dict(), "model": model.state_dict(),
+                           "metadata": {"stats": {"mean": list(stats["mean"]), "std": list(stats["std"])},
+                                        "slope": 1.5}})
+    return path, model
+
+
+def independent_log_likelihoods(model, lines, slope):
+    """One line at a time, no padding, no masks: sum over its points of the MDN log-likelihood."""
+    with torch.no_grad():
+        return np.array([float(mixture_log_likelihood(model(shift_inputs(line[None]), slope=slope).params,
+                                                      line[None]).sum()) for line in lines])
+
+
+def test_metric_equals_an_independent_computation(prepared, model_file, tmp_path):
+    path, model = model_file
+    out = tmp_path / "result.json"
+    assert main(["evaluate", str(path), "--data", str(prepared), "--split", "test", "--batch-size", "2",
+                 "--device", "cpu", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    lines = [item[0] for item in HandwritingDataset(prepared, "test", "paper")]
+    totals = independent_log_likelihoods(model, lines, slope=1.5)
+    points = sum(len(line) for line in lines)
+    assert result["lines"] == len(lines) >= 2 and result["points"] == points and result["slope"] == 1.5
+    assert result["log_likelihood_per_sequence"] == pytest.approx(totals.mean(), rel=1e-5)
+    assert result["nats_per_point"] == pytest.approx(totals.sum() / points, rel=1e-5)
+    assert result["bits_per_point"] == pytest.approx(totals.sum() / points / math.log(2), rel=1e-5)
+    half_width = 1.959964 * totals.std(ddof=1) / math.sqrt(len(totals))
+    assert result["ci95_low"] == pytest.approx(totals.mean() - half_width, rel=1e-4)
+    assert result["ci95_high"] == pytest.approx(totals.mean() + half_width, rel=1e-4)
+
+
+def test_batching_and_padding_do_not_change_the_metric(prepared, model_file):
+    _, model = model_file
+    lines = [item[0] for item in HandwritingDataset(prepared, "train", "paper")][:9]
+    one = evaluate_lines(model, lines, slope=1.5, batch_size=1)
+    padded = evaluate_lines(model, lines, slope=1.5, batch_size=4)
+    assert padded.log_likelihood_per_sequence == pytest.approx(one.log_likelihood_per_sequence, rel=1e-5)
+    assert padded.boundary_rate == pytest.approx(one.boundary_rate)
+    assert all(0.0 <= rate <= 1.0 for rate in one.boundary_rate) and len(one.boundary_rate) == 2
+
+
+def test_confidence_interval_is_the_normal_approximation():
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    low, high = confidence_interval(values)
+    half_width = 1.959964 * math.sqrt(5.0 / 3.0) / 2.0  # sample std sqrt(5/3), sqrt(n) = 2
+    assert (low, high) == (pytest.approx(2.5 - half_width, rel=1e-6), pytest.approx(2.5 + half_width, rel=1e-6))
+    assert confidence_interval(np.array([7.0])) == (7.0, 7.0)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b""])
+def test_bad_checkpoint_is_one_line_and_exit_2(prepared, tmp_path, capsys, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    assert main(["evaluate", str(bad), "--data", str(prepared)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("handwriting-hm: error: checkpoint") and "\n" not in error
+
+
+def test_other_normalisation_statistics_are_refused(prepared, model_file, tmp_path, capsys):
+    path, _ = model_file
+    other = make_prepared(tmp_path, n_forms=2)  # other lines, other mean and std
+    assert main(["evaluate", str(path), "--data", str(other)]) == 2
+    assert "normalisation" in capsys.readouterr().err

@@ -1,0 +1,193 @@
+"""`handwriting-hm train`: presets, the handwriting task, the CLI end to end, exact resume."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.dataset import HandwritingDataset
+from data_prep.prepare import prepare
+from handwriting_hm.cli import main
+from handwriting_hm.model import load_handwriting_model
+from handwriting_hm.train import PRESETS, HandwritingTask, TaskSettings
+
+# ----------------------------------------------------------------------------- fixtures
+# (test_evaluate.py imports these)
+
+
+def stroke_xml(strokes: list[list[tuple[int, int]]]) -> str:
+    """A line stroke file in the release's layout."""
+    body = []
+    for stroke in strokes:
+        body.append('    <Stroke colour="black" start_time="1.00" end_time="2.00">')
+        body.extend(f'      <Point x="{x}" y="{y}" time="1.{i:02d}"/>' for i, (x, y) in enumerate(stroke))
+        body.append("    </Stroke>")
+    return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<WhiteboardCaptureSession>\n  <StrokeSet>\n'
+            + "\n".join(body) + "\n  </StrokeSet>\n</WhiteboardCaptureSession>\n")
+
+
+def random_strokes(rng: np.random.Generator, n_points: int) -> list[list[tuple[int, int]]]:
+    """`n_points` samples of a pen walk, split into strokes of 5 to 20 samples."""
+    xy = np.cumsum(rng.integers(-20, 21, size=(n_points, 2)), axis=0) + 1000
+    strokes, begin = [], 0
+    while begin < n_points:
+        end = min(n_points, begin + int(rng.integers(5, 21)))
+        strokes.append([(int(x), int(y)) for x, y in xy[begin:end]])
+        begin = end
+    return strokes
+
+
+def make_prepared(folder: Path, n_forms: int = 6) -> Path:
+    """10 lines of 20 to 59 samples per form, prepared with no length filter (paper split 90/5/5)."""
+    rng = np.random.default_rng(0)
+    root = folder / "iam"
+    for f in range(n_forms):
+        form = f"a{f:02d}-000u"
+        for k in range(1, 11):
+            path = root / "lineStrokes" / form[:3] / form[:7] / f"{form}-{k:02d}.xml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(stroke_xml(random_strokes(rng, int(rng.integers(20, 60)))), encoding="latin-1")
+        text = root / "ascii" / form[:3] / form[:7] / f"{form}.txt"
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text("CSR:\r\n\r\n" + "\r\n".join(f"line {k}" for k in range(1, 11)) + "\r\n")
+    out = folder / "iam.npz"
+    prepare(root / "lineStrokes", root / "ascii", out, None, min_points=0, workers=1, progress=False)
+    return out
+
+
+# A model small enough that a step takes milliseconds; an annealed slope, so resume must restore it.
+SMALL = ["--preset", "tiny", "--hidden-sizes", "8,8", "--embedding-size", "8", "--n-mixtures", "2",
+         "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0", "--sample-points", "12",
+         "--slope-rate", "0.5", "--slope-unit-steps", "2", "--slope-max", "2", "--log-every", "1",
+         "--device", "cpu", "--quiet"]
+
+
+def train(data: Path, run_dir: Path, *extra: str) -> int:
+    return main(["train", "--data", str(data), "--run-dir", str(run_dir), *SMALL, *extra])
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return make_prepared(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(prepared, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    assert train(prepared, run_dir, "--max-steps", "4", "--eval-every", "2") == 0
+    return run_dir
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- presets
+
+def test_paper_presets_have_the_papers_values():
+    for name in ("paper-hm", "paper-hm-anneal", "paper-lstm"):
+        preset = PRESETS[name]
+        assert preset.model.hidden_sizes == (400, 400, 400) and preset.model.embedding_size == 400
+        assert preset.model.layer_norm and preset.model.n_mixtures == 20
+        assert preset.task.batch_size == 32 and preset.task.scheme == "paper" and preset.task.crop_points is None
+        assert preset.train.lr == 3e-4 and preset.train.clip == 1.0 and preset.train.bf16
+        assert preset.train == PRESETS["paper-hm"].train  # the same budget for the three rows of Table 3
+    assert PRESETS["paper-lstm"].model.cell == "lstm"
+    assert PRESETS["paper-hm"].model.cell == PRESETS["paper-hm-anneal"].model.cell == "hm-lstm"
+    assert PRESETS["paper-hm"].task.slope(10**6) == 1.0
+    anneal = PRESETS["paper-hm-anneal"].task
+    assert (anneal.slope_rate, anneal.slope_max) == (0.004, 3.0)
+    assert anneal.slope(0) == 1.0 and anneal.slope(10**6) == 3.0
+    assert anneal.slope(anneal.slope_unit_steps * 100) == pytest.approx(1.4)  # 1 + 0.004 * 100
+
+
+def test_bad_task_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="batch_size"):
+        TaskSettings(batch_size=0)
+    with pytest.raises(ValueError, match="slope"):
+        TaskSettings(slope_max=0.5)
+
+
+# ----------------------------------------------------------------------------- the task
+
+def test_batches_are_repeatable_per_epoch_and_crops_have_the_asked_length(prepared):
+    train_set = HandwritingDataset(prepared, "train", "paper")
+    settings = TaskSettings(batch_size=8, crop_points=15)
+    task = HandwritingTask(settings, train_set, [], train_set.stats, seed=3)
+    first, again, other = list(task.batches(0)), list(task.batches(0)), list(task.batches(1))
+    assert len(first) == -(-len(train_set) // 8)
+    assert all(torch.equal(a.offsets, b.offsets) for a, b in zip(first, again))
+    assert not all(a.offsets.shape == b.offsets.shape and torch.equal(a.offsets, b.offsets) for a, b in zip(first, other))
+    assert all(batch.offsets.shape[1] == 15 and bool(batch.mask.all()) for batch in first)  # every line >= 20 points
+
+
+def test_loss_is_the_mean_nll_per_valid_point(prepared):
+    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+
+    train_set = HandwritingDataset(prepared, "train", "paper")
+    task = HandwritingTask(TaskSettings(batch_size=4), train_set, [], train_set.stats, seed=0)
+    batch = next(iter(task.batches(0)))
+    torch.manual_seed(0)
+    model = HandwritingModel(HandwritingConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2))
+    loss, points = task.loss(model, batch)
+    lines = [batch.offsets[row, :length] for row, length in enumerate(batch.lengths.tolist())]
+    with torch.no_grad():  # one line at a time, no padding
+        total = sum(float(model.sequence_log_likelihood(line[None])[0]) for line in lines)
+    assert points == int(batch.lengths.sum())
+    assert float(loss) == pytest.approx(-total / points, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the command
+
+def test_train_writes_checkpoints_log_curves_and_samples(trained_run):
+    for name in ("latest.pt", "best.pt", "curves.png", "log.jsonl"):
+        assert (trained_run / name).is_file(), name
+    assert sorted(p.name for p in (trained_run / "samples").iterdir()) == ["step_00000002.png", "step_00000004.png"]
+    checkpoint = torch.load(trained_run / "latest.pt", weights_only=True)
+    assert checkpoint["kind"] == "handwriting" and checkpoint["config"]["hidden_sizes"] == [8, 8]
+    assert set(checkpoint["metadata"]["stats"]) == {"mean", "std"} and checkpoint["metadata"]["preset"] == "tiny"
+    assert checkpoint["task"] == {"step": 4, "slope": 1.75}  # slope of the 4th step: 1 + 0.5 * 3 / 2
+    records = read_records(trained_run)
+    train_records = [r for r in records if r["type"] == "train"]
+    assert [r["slope"] for r in train_records] == [1.0, 1.25, 1.5, 1.75]
+    assert all(r["train_nll_per_sequence"] > 0 for r in train_records)
+    validation = [r for r in records if r["type"] == "val"]
+    assert [r["step"] for r in validation] == [2, 4]
+    assert all(r["val_ll_per_sequence"] < 0 and "val_boundary_rate_1" in r for r in validation)
+    loaded = load_handwriting_model(trained_run / "best.pt")
+    assert loaded.slope in (1.25, 1.75)
+
+
+def test_resume_continues_exactly(prepared, trained_run, tmp_path):
+    split = tmp_path / "split"
+    assert train(prepared, split, "--max-steps", "2", "--eval-every", "2") == 0
+    assert main(["train", "--data", str(prepared), "--run-dir", str(split), "--resume", "--max-steps", "4",
+                 "--quiet"]) == 0
+    straight = torch.load(trained_run / "latest.pt", weights_only=True)
+    resumed = torch.load(split / "latest.pt", weights_only=True)
+    assert resumed["task"] == straight["task"]
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_fresh_run_refuses_an_existing_run_folder(prepared, trained_run, capsys):
+    assert train(prepared, trained_run, "--max-steps", "1") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("handwriting-hm: error:") and "already exists" in error and "\n" not in error
+
+
+def test_export_writes_a_half_precision_model_that_loads(trained_run, tmp_path):
+    out = tmp_path / "model.pt"
+    assert main(["export", str(trained_run / "best.pt"), str(out)]) == 0
+    exported = torch.load(out, weights_only=True)
+    assert {"optimizer", "rng", "task"}.isdisjoint(exported)
+    assert all(v.dtype == torch.float16 for v in exported["model"].values() if v.is_floating_point())
+    original, compact = load_handwriting_model(trained_run / "best.pt"), load_handwriting_model(out)
+    assert compact.slope == original.slope and compact.stats == original.stats
+    inputs = torch.randn(2, 7, 3)
+    expected = original.model(inputs, slope=original.slope).params.mu
+    assert torch.allclose(compact.model(inputs, slope=compact.slope).params.mu, expected, atol=2e-2)
