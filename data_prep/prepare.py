@@ -201,6 +201,8 @@ def prepare(
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; give the prepared file's name, e.g. {out / 'iam_ondb.npz'}")
+    if splits is not None and not Path(splits).is_dir():
+        raise OSError(f"{splits}: no such folder of split lists")
     report = PrepareReport(output=str(out), lines=0, points=0, split_counts={})
     stroke_source, text_source = Source(Path(strokes)), Source(Path(transcriptions))
     texts = _read_transcriptions(text_source, report)

@@ -255,7 +255,7 @@ def test_truncated_archive_keeps_what_it_could_read(tmp_path, iam_small):
     assert any("damaged or ends early" in why for item, why in report.skipped if item == str(archive))
 
 
-@pytest.mark.parametrize("problem", ["garbage archive", "no lines", "missing source"])
+@pytest.mark.parametrize("problem", ["garbage archive", "no lines", "missing source", "missing split lists"])
 def test_fatal_problems_raise_and_leave_the_old_file_alone(tmp_path, iam_small, problem):
     out = tmp_path / "out.npz"
     run_prepare(iam_small, out)
@@ -266,8 +266,10 @@ def test_fatal_problems_raise_and_leave_the_old_file_alone(tmp_path, iam_small, 
     elif problem == "no lines":
         (tmp_path / "empty").mkdir()
         paths = dict(iam_small, strokes=tmp_path / "empty")
-    else:
+    elif problem == "missing source":
         paths = dict(iam_small, strokes=tmp_path / "nowhere")
+    else:
+        paths = dict(iam_small, splits=tmp_path / "no_splits")
     with pytest.raises((ValueError, OSError)):
         run_prepare(paths, out)
     assert out.read_bytes() == good
