@@ -1,4 +1,4 @@
-"""`handwriting-hm app`: a Gradio page where an HM-LSTM writes and shows the boundaries it learned.
+"""The Gradio page where an HM-LSTM writes and shows the boundaries it learned.
 
 The model is loaded once at start-up and handed to `build_app`; nothing about a user lives in
 module globals. Every request gets its own folder inside Gradio's cache for the downloads, so
@@ -9,7 +9,6 @@ web fonts.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import tempfile
@@ -22,8 +21,8 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from handwriting_hm.drawing import render_grid_png, render_svg, to_json
-from handwriting_hm.model import DEFAULT_MODEL, LoadedModel
-from handwriting_hm.sample import LIMITS, Sample, check_sampling_args, load_model_or_explain, sample_handwriting
+from handwriting_hm.model import LoadedModel
+from handwriting_hm.sample import LIMITS, Sample, check_sampling_args, sample_handwriting
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 COLOUR_CHOICES = [
@@ -212,21 +211,3 @@ def stack_svgs(svgs: list[str]) -> str:
         stack.append(drawing)
         top += h
     return ET.tostring(stack, encoding="unicode")
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
-
-
-def run(args: argparse.Namespace) -> int:
-    model = load_model_or_explain(args.checkpoint)
-    launch_app(build_app(model), host=args.host, port=args.port, share=args.share)
-    return 0
