@@ -247,9 +247,9 @@ def prepare(
         written = texts.get(line.form)
         if written is None:
             report.untranscribed.append((line.line_id, f"no transcription file for form {line.form}"))
-        elif line.index > len(written):
-            report.untranscribed.append((line.line_id, f"{line.form}.txt has only {len(written)} CSR lines"))
-        line_texts.append(written[line.index - 1] if written and line.index <= len(written) else "")
+        elif not 1 <= line.index <= len(written):
+            report.untranscribed.append((line.line_id, f"{line.form}.txt has no CSR line {line.index} (it has {len(written)})"))
+        line_texts.append(written[line.index - 1] if written and 1 <= line.index <= len(written) else "")
 
     lengths = np.array([len(line.offsets) for line in ordered])
     starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)

@@ -241,9 +241,9 @@ def test_bad_items_are_skipped_and_listed(tmp_path, iam_small):
     assert "malformed XML" in skipped["a01/a01-000/a01-000u-02.xml"]
     assert "not <form>-<kk>.xml" in skipped["a01/a01-000/notes.xml"]
     assert skipped["testset_f.txt: zz9-999"] == "form has no line files"
-    assert report.untranscribed == [("a01-000u-09", "a01-000u.txt has only 3 CSR lines")]
+    assert report.untranscribed == [("a01-000u-09", "a01-000u.txt has no CSR line 9 (it has 3)")]
     assert report.lines == 5
-    assert "a01-000u-09: a01-000u.txt has only 3 CSR lines" in report.format()
+    assert "a01-000u-09: a01-000u.txt has no CSR line 9 (it has 3)" in report.format()
 
 
 def test_truncated_archive_keeps_what_it_could_read(tmp_path, iam_small):
