@@ -234,6 +234,9 @@ def test_bad_items_are_skipped_and_listed(tmp_path, iam_small):
     (folder / "a01-000u-02.xml").write_text(stroke_xml([[(1, 2), (3, 4)]])[:200])  # truncated
     (folder / "a01-000u-09.xml").write_text(stroke_xml([[(1, 2), (3, 4)]]))  # no such CSR line
     (folder / "notes.xml").write_text(stroke_xml([[(1, 2)]]))
+    orphan = iam_small["strokes"] / "c03" / "c03-000" / "c03-000a-01.xml"  # form without ascii file
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text(stroke_xml([[(1, 2), (3, 4)]]))
     (iam_small["splits"] / "testset_f.txt").write_text(" zz9-999\n")
     report = run_prepare(iam_small, tmp_path / "out.npz", min_points=0)
     skipped = dict(report.skipped)
@@ -241,8 +244,9 @@ def test_bad_items_are_skipped_and_listed(tmp_path, iam_small):
     assert "malformed XML" in skipped["a01/a01-000/a01-000u-02.xml"]
     assert "not <form>-<kk>.xml" in skipped["a01/a01-000/notes.xml"]
     assert skipped["testset_f.txt: zz9-999"] == "form has no line files"
-    assert report.untranscribed == [("a01-000u-09", "a01-000u.txt has no CSR line 9 (it has 3)")]
-    assert report.lines == 5
+    assert report.untranscribed == [("a01-000u-09", "a01-000u.txt has no CSR line 9 (it has 3)"),
+                                    ("c03-000a-01", "no transcription file for form c03-000a")]
+    assert report.lines == 6
     assert "a01-000u-09: a01-000u.txt has no CSR line 9 (it has 3)" in report.format()
 
 
