@@ -237,7 +237,7 @@ def _all_or_count(text: str) -> int | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (f"{parser.description or ''} Presets: "
+    parser.description = ((parser.description or "Train the handwriting model").rstrip(".") + ". Presets: "
                           + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
                           + ". Unset flags take the preset's value (shown defaults are paper-hm's).")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper-hm-anneal",
