@@ -109,7 +109,7 @@ def launch_app(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
                prevent_thread_lock: bool = False) -> None:
     """Serve `app` on host:port (port None: Gradio picks a free one)."""
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
-               theme=THEME, css=CSS, footer_links=["api"], quiet=prevent_thread_lock)
+               theme=THEME, css=CSS, footer_links=["api"])
 
 
 def _number(label: str, value: float, name: str, step: float = 1) -> gr.Number:
