@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
+IMPLEMENTATIONS = ("reference", "fused", "auto")  # how HMLSTM.forward runs: this loop, fused.py, or the faster
 COPY, UPDATE, FLUSH = 0, 1, 2
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
 
@@ -188,23 +189,27 @@ class HMLSTM(RecurrentCore):
 
     input_size: features of x_t; hidden_sizes: H_l per layer (at least 2 layers: with one there
     is no hierarchy); layer_norm: see the module docstring; boundary_mode: "step", "bernoulli"
-    or "soft" (can be overridden per call).
+    or "soft" (can be overridden per call); impl: "reference" (this loop), "fused" (fused.py: the
+    same results, a hand-written backward) or "auto" (the faster of the two for the input's
+    device), also overridable per call.
     """
 
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
-                 boundary_mode: str = "step") -> None:
+                 boundary_mode: str = "step", impl: str = "reference") -> None:
         super().__init__()
         hidden_sizes = tuple(int(size) for size in hidden_sizes)
         if input_size < 1 or len(hidden_sizes) < 2 or min(hidden_sizes) < 1:
             raise ValueError(f"need input_size >= 1 and at least 2 layers of size >= 1, "
                              f"got input_size={input_size}, hidden_sizes={hidden_sizes}")
         check_boundary_mode(boundary_mode)
+        check_impl(impl)
         self.input_size = input_size
         self.hidden_sizes = hidden_sizes
         self.num_layers = len(hidden_sizes)
         self.num_detectors = self.num_layers - 1
         self.layer_norm = layer_norm
         self.boundary_mode = boundary_mode
+        self.impl = impl
         below_sizes = (input_size,) + hidden_sizes[:-1]
         # Eq. 5: each layer maps three terms to 4*H (f, i, o, g) + 1 boundary pre-activation;
         # the top layer has no boundary detector and no top-down input.
@@ -267,12 +272,13 @@ class HMLSTM(RecurrentCore):
 
     def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
                 mask: Tensor | None = None, slope: float = 1.0,
-                boundary_mode: str | None = None) -> HMLSTMOutput:
+                boundary_mode: str | None = None, impl: str | None = None) -> HMLSTMOutput:
         """Run the stack over x: (B, T, input_size).
 
         state: carried from a previous call (truncated BPTT), zeros if None.
         lengths (B,) or mask (B, T) bool: padded steps leave the state untouched and output zeros,
         so padding never changes a valid step's result. slope: the hard sigmoid's slope a.
+        impl: overrides the constructor's choice for this call.
         """
         mode = boundary_mode or self.boundary_mode
         check_slope(slope)
@@ -282,6 +288,9 @@ class HMLSTM(RecurrentCore):
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
         self.check_state(state, batch)
+        if resolve_impl(impl or self.impl, x) == "fused":
+            from .fused import hmlstm_fused  # imported here: fused.py builds on this module
+            return hmlstm_fused(self, x, state, mask, slope, mode)
 
         hidden: list[list[Tensor]] = [[] for _ in range(self.num_layers)]
         boundaries: list[Tensor] = []
@@ -297,6 +306,18 @@ class HMLSTM(RecurrentCore):
             boundaries.append(z_t)
         return HMLSTMOutput(stack_time(hidden, x, self.hidden_sizes),
                             stack_time([boundaries], x, (self.num_detectors,))[0], state)
+
+
+def check_impl(impl: str) -> None:
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown impl {impl!r}: choose one of {', '.join(IMPLEMENTATIONS)}")
+
+
+def resolve_impl(impl: str, x: Tensor) -> str:
+    """"reference" or "fused": "auto" picks the fused path, which handwriting_hm.bench measures
+    faster than the reference loop on CPU and CUDA alike."""
+    check_impl(impl)
+    return "fused" if impl == "auto" else impl
 
 
 def check_input(x: Tensor, input_size: int) -> tuple[int, int]:
