@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("handwriting_hm.export", "Checkpoint -> compact half-precision inference model (as shipped by default)"),
     "sample": ("handwriting_hm.sample", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
     "app": ("app.cli", "Serve the Gradio page: generate handwriting and see the HM-LSTM's boundaries (127.0.0.1 by default)"),
+    "bench": ("handwriting_hm.bench", "Benchmark the HM-LSTM training paths against nn.LSTM, and the sampler"),
 }
 
 

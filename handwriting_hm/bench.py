@@ -1,0 +1,226 @@
+"""Speed benchmarks: the HM-LSTM's training path against nn.LSTM, and the sampler.
+
+    python -m handwriting_hm.bench [--quick] [--device cpu|cuda|all] [--repeats N] [--threads N]
+    handwriting-hm bench ...
+
+Prints markdown tables, one per device: forward + backward characters (or points) per second
+of the reference loop, the fused path (handwriting_hm/fused.py) and torch.nn.LSTM (cuDNN on a
+GPU) at the same sizes, each with its ratio to nn.LSTM measured in the same run; then the
+sampler (generate_reference against the COPY-skipping generate, 700 points, 3 x 400, 20
+mixtures, batch 1 and 8), on random weights and with boundaries as sparse as the paper's.
+Timings are the best of --repeats runs after one warm-up. This is a benchmark, not a test:
+the tests check correctness only.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .core import HMLSTM
+from .model import HandwritingConfig, HandwritingModel
+from .sampler import generate, generate_reference
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    name: str  # what the steps are: "characters" (the PTB model) or "points" (handwriting)
+    batch: int
+    steps: int
+    input_size: int
+    hidden: int
+    layers: int = 3
+
+    def __str__(self) -> str:
+        return f"B={self.batch} T={self.steps} {self.layers}x{self.hidden}"
+
+
+# the issue's shapes: the PTB language model (128-d character embedding in) and handwriting
+FULL_SHAPES = (TrainShape("characters", 64, 100, 128, 512), TrainShape("points", 32, 650, 3, 400))
+QUICK_SHAPES = (TrainShape("characters", 16, 50, 128, 128), TrainShape("points", 8, 100, 3, 128))
+SAMPLE_POINTS = 700
+# the paper's Figure 4: 270 / 56 / 9 updates of layers 1 / 2 / 3 in 270 steps
+PAPER_ACTIVITY = (56 / 270, 9 / 270)
+
+
+def best_time(function: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls, after one warm-up call."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def training_rows(shape: TrainShape, device: torch.device, precision: str, repeats: int,
+                  with_reference: bool) -> list[list[str]]:
+    """One row per implementation: forward + backward steps per second and the ratio to nn.LSTM."""
+    torch.manual_seed(0)
+    x = torch.randn(shape.batch, shape.steps, shape.input_size, device=device)
+    sizes = (shape.hidden,) * shape.layers
+    lstm = nn.LSTM(shape.input_size, shape.hidden, num_layers=shape.layers, batch_first=True).to(device)
+    hm = HMLSTM(shape.input_size, sizes).to(device)
+
+    def lstm_step() -> None:
+        with precision_context(precision, device):
+            loss = lstm(x)[0].float().sum()
+        loss.backward()
+
+    def hm_step(impl: str) -> Callable[[], None]:
+        def step() -> None:
+            with precision_context(precision, device):
+                loss = sum(h.float().sum() for h in hm(x, impl=impl).hidden)
+            loss.backward()
+        return step
+
+    lstm_name = "nn.LSTM (cuDNN)" if device.type == "cuda" else "nn.LSTM"
+    candidates = [(lstm_name, lstm_step), ("HM-LSTM fused", hm_step("fused"))]
+    if with_reference:
+        candidates.append(("HM-LSTM reference loop", hm_step("reference")))
+    rows, lstm_rate = [], None
+    for name, step in candidates:
+        try:
+            seconds = best_time(step, device, repeats)
+        except (RuntimeError, TypeError) as error:  # e.g. a precision an implementation lacks
+            rows.append([name, str(shape), precision, f"failed: {str(error).splitlines()[0][:60]}", ""])
+            continue
+        rate = shape.batch * shape.steps / seconds
+        lstm_rate = lstm_rate or rate
+        rows.append([name, str(shape), precision, f"{rate:,.0f} {shape.name}/s", f"{rate / lstm_rate:.3f}x"])
+    return rows
+
+
+# ----------------------------------------------------------------------------- sampler
+
+def sparse_boundaries(model: HandwritingModel, activity: tuple[float, ...] = PAPER_ACTIVITY,
+                      points: int = 200, iterations: int = 7) -> None:
+    """Set each detector's bias so that the layer above it is active (not COPY) at about the
+    given fraction of steps, like a trained model (random weights fire at about half the steps)."""
+    core = model.core
+    for l, target in enumerate(activity):
+        low, high = -10.0, 10.0
+        for _ in range(iterations):  # bisection: a higher bias fires more often
+            bias = (low + high) / 2
+            with torch.no_grad():
+                core.recurrent[l].bias[4 * core.hidden_sizes[l]] = bias
+            counts = generate(model, points, generator=torch.Generator().manual_seed(0)).counts[0]
+            active = 1.0 - counts[l + 1, 0].item() / points
+            low, high = (low, bias) if active > target else (bias, high)
+
+
+def sampler_rows(repeats: int) -> list[list[str]]:
+    """Reference and fast sampler, batch 1 and 8, on random weights and with sparse boundaries."""
+    torch.manual_seed(0)
+    model = HandwritingModel(HandwritingConfig(hidden_sizes=(400, 400, 400), n_mixtures=20)).eval()
+    rows = []
+    for weights in ("random weights", "sparse boundaries"):
+        if weights == "sparse boundaries":
+            sparse_boundaries(model)
+        for n_samples in (1, 8):
+            def run(sampler: Callable[..., object]) -> Callable[[], object]:
+                return lambda: sampler(model, SAMPLE_POINTS, n_samples, generator=torch.Generator().manual_seed(0))
+            reference = best_time(run(generate_reference), torch.device("cpu"), max(1, repeats // 2))
+            fast = best_time(run(generate), torch.device("cpu"), repeats)
+            counts = generate(model, SAMPLE_POINTS, n_samples, generator=torch.Generator().manual_seed(0)).counts
+            active = (SAMPLE_POINTS - counts[:, :, 0].float().mean(dim=0)).round().int().tolist()
+            rows.append([weights, str(n_samples), " / ".join(map(str, active)),
+                         f"{reference:.2f} s", f"{fast:.2f} s", f"{reference / fast:.1f}x",
+                         f"{n_samples * SAMPLE_POINTS / fast:,.0f}"])
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 matmuls (CUDA only), for both sides alike, as the issue's targets specify."""
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small training shapes (a few minutes on 2 CPU cores)")
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
+                        help="all: the CPU and, where there is one, the GPU")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the best is kept)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop in training")
+    parser.add_argument("--no-sampler", action="store_true", help="skip the sampler table")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")] if args.device in ("all", "cpu") else []
+    if args.device in ("all", "cuda"):
+        if torch.cuda.is_available():
+            devices.append(torch.device("cuda"))
+        elif args.device == "cuda":
+            raise ValueError("--device cuda: no CUDA device is available")
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    print(f"handwriting_hm.bench, {datetime.date.today().isoformat()}, torch {torch.__version__}, "
+          f"{'quick' if args.quick else 'full'} shapes, best of {args.repeats}\n")
+    header = ["implementation", "shape", "precision", "fwd+bwd", "vs nn.LSTM"]
+    for device in devices:
+        rows = []
+        with tf32(device.type == "cuda"):
+            precisions = ("fp32 (TF32)", "bf16") if device.type == "cuda" else ("fp32",)
+            for shape in shapes:
+                for precision in precisions:
+                    rows += training_rows(shape, device, "bf16" if precision == "bf16" else precision,
+                                          args.repeats, not args.no_reference)
+        print(f"Training, {describe(device)}\n\n{markdown(header, rows)}\n", flush=True)
+    if not args.no_sampler:
+        header = ["model", "batch", "active steps per layer", "reference", "fast", "speed-up", "points/s (fast)"]
+        print(f"Sampler, {describe(torch.device('cpu'))} (the samplers use 1 thread), "
+              f"{SAMPLE_POINTS} points, 3x400, 20 mixtures\n\n{markdown(header, sampler_rows(args.repeats))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
