@@ -16,9 +16,10 @@ lr / 2500); the epoch limits (100 on PTB, where the annealed slope reaches 5; 20
 enwik8) are ours.
 
 An epoch is one pass over the training stream: the stream is cut into `batch` rows and read in
-consecutive windows of `bptt` steps (PTB at batch 64: 784 batches). The carried state is reset
-to zeros at the start of each epoch, and the slope a = min(5, 1 + 0.04 * epoch) is set there
-(epoch counted from 0), so it is constant within an epoch. The carried state and the slope are
+consecutive windows of `bptt` steps (PTB at batch 64: 784 batches). At the start of each epoch
+the carried state moves down one row (row r begins where row r-1 ended; see on_epoch_start),
+and the slope a = min(5, 1 + 0.04 * epoch) is set (epoch counted from 0), so it is constant
+within an epoch. The carried state and the slope are
 the task's state: they are saved in every checkpoint, so a resume continues exactly.
 A step whose loss is not finite is skipped by the Trainer; if the carried state itself became
 non-finite it is reset to zeros so that one bad window does not poison the rest of the epoch.
@@ -119,7 +120,16 @@ class LanguageModelTask(TrainingTask):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.slope = self.schedule(epoch)
-        self.state = None  # row r's end does not lead into row r's start
+        # Row r starts where row r-1 ended in the stream, so the state row r-1 ended the last
+        # epoch with is the right context for row r (row 0 takes the last row's: the stream
+        # wrapped round). Starting every row from zeros instead made the first window's
+        # gradient explode (norms past 1e24 on the tiny CPU model) and the step be skipped.
+        # Under DDP a row's predecessor lives on another process: start from zeros there.
+        if self.state is not None and distributed_from_env().world_size == 1:
+            self.state = HMLSTMState(*(tuple(t.roll(1, dims=0) for t in part) for part in self.state[:2]),
+                                     self.state.z.roll(1, dims=0))
+        else:
+            self.state = None
 
     def loss(self, model: torch.nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
         inputs, targets = batch

@@ -256,6 +256,22 @@ def test_train_resume_continues_exactly_with_the_carried_state(tmp_path: Path, p
     assert any(r["type"] == "train" and "slope" in r for r in records)
 
 
+def test_each_row_starts_an_epoch_from_the_state_its_predecessor_row_ended_with() -> None:
+    from handwriting_hm.core import HMLSTMState
+    from lm.train import LanguageModelTask, TaskSettings
+
+    task = LanguageModelTask(np.arange(1001) % 7, np.arange(50) % 7, TaskSettings(batch_size=4, bptt=10))
+    assert torch.equal(task.inputs[1, :1], task.targets[0, -1:])  # row 1 starts right after row 0 ends
+    ended = HMLSTMState((torch.arange(4.0)[:, None].repeat(1, 3),), (torch.arange(4.0)[:, None] + 10,),
+                        torch.arange(4.0)[:, None])
+    task.state = ended
+    task.on_epoch_start(25)
+    assert task.slope == pytest.approx(2.0)  # 1 + 0.04 * 25
+    assert task.state.h[0][:, 0].tolist() == [3.0, 0.0, 1.0, 2.0]
+    assert task.state.c[0][:, 0].tolist() == [13.0, 10.0, 11.0, 12.0]
+    assert task.state.z[:, 0].tolist() == [3.0, 0.0, 1.0, 2.0]
+
+
 def test_presets_are_the_papers() -> None:
     from lm.train import PLATEAU_FACTOR, PRESETS
 
