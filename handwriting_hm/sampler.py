@@ -100,10 +100,10 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
     head = model.head
     with _intra_op_threads(1):
         points = stepper.hidden.new_empty(n_samples, n_points, 3)
-        boundaries = stepper.hidden.new_empty(n_samples, n_points + 1, core.num_detectors)
+        boundaries = stepper.hidden.new_zeros(n_samples, n_points + 1, core.num_detectors)
         x = stepper.hidden.new_zeros(n_samples, 3)
         for t in range(n_points + 1):
-            boundaries[:, t], changed = stepper.step(x)  # step t reads point t-1 (the zero vector at t = 0)
+            changed = stepper.step(x, boundaries[:, t])  # step t reads point t-1 (the zero vector at t = 0)
             if t == n_points:
                 break
             x = _sample_mixture(head(output(changed)), bias, temperature, generator)
@@ -139,6 +139,7 @@ class _HMLSTMStepper:
         self.h = list(self.hidden.split(self.sizes, dim=1))
         self.c = [weight.new_zeros(n_samples, size) for size in self.sizes]
         self.z = weight.new_zeros(n_samples, core.num_detectors)
+        self.fired = [(False, False)] * core.num_detectors  # per detector: any row fired, every row fired
         # the weights, read once: attribute look-ups on modules cost as much as a small product
         self.recurrent = [(layer.weight, layer.bias) for layer in core.recurrent]
         self.top_down = [layer.weight for layer in core.top_down]
@@ -146,21 +147,23 @@ class _HMLSTMStepper:
         self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
                                                       for norm in core.norms]
 
-    def step(self, x: Tensor) -> tuple[Tensor, list[bool]]:
-        """Read x (n, 3). Returns z_t (n, L-1) and, per layer, whether its h may have changed."""
-        z_t = torch.zeros_like(self.z)
-        changed = []
-        h_below, z_below, below_fired = x, None, True  # h^0 = x_t, z^0 = 1 (None: ones)
+    def step(self, x: Tensor, z_t: Tensor) -> list[bool]:
+        """Read x (n, 3); write z_t (n, L-1), zeros on entry. Returns, per layer, whether its h may have changed."""
+        changed, fired = [], []
+        h_below, z_below = x, None  # h^0 = x_t, z^0 = 1 (None: ones)
+        below_any = below_all = True  # whether any / every row's z_t^{l-1} is 1
         for l, size in enumerate(self.sizes):
-            z_prev = self.z[:, l:l + 1] if l < len(self.sizes) - 1 else None  # the top layer has no z
-            flushing = z_prev is not None and bool(z_prev.any())
-            if not flushing and not below_fired:  # COPY in every row: h, c and z (= 0) stay as they are
+            top = l == len(self.sizes) - 1  # the top layer has no z
+            z_prev = None if top else self.z[:, l:l + 1]
+            prev_any, prev_all = (False, False) if top else self.fired[l]
+            if not prev_any and not below_any:  # COPY in every row: h, c and z (= 0) stay as they are
                 changed.append(False)
+                fired.append((False, False))
                 h_below, z_below = self.h[l], z_t[:, l:l + 1]
                 continue
             # Eq. 5, term by term as in HMLSTM.step; a term gated by zero in every row adds zero there
             s = F.linear(self.h[l], *self.recurrent[l])
-            if flushing:
+            if prev_any:
                 s = s + z_prev * F.linear(self.h[l + 1], self.top_down[l])
             bottom_up = F.linear(h_below, self.bottom_up[l])
             s = s + (bottom_up if z_below is None else z_below * bottom_up)
@@ -169,41 +172,39 @@ class _HMLSTMStepper:
                 gates = F.layer_norm(gates, *self.norms[l])
             f, i, o, g = gates.chunk(4, dim=1)
             f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)
-            c, h, z = self._combine(l, f, i, o, g, z_prev, z_below, s[:, 4 * size:])
+            if prev_all:  # FLUSH in every row
+                c = i * g
+                h = o * torch.tanh(c)
+            elif not prev_any and below_all:  # UPDATE in every row
+                c = f * self.c[l] + i * g
+                h = o * torch.tanh(c)
+            else:  # rows differ: HMLSTM.step's own blend of the three rules
+                flush = self.c[l].new_zeros(self.c[l].shape[0], 1) if top else z_prev
+                below = self.c[l].new_ones(self.c[l].shape[0], 1) if z_below is None else z_below
+                update = (1 - flush) * below
+                copy = (1 - flush) * (1 - below)
+                c = flush * (i * g) + update * (f * self.c[l] + i * g) + copy * self.c[l]
+                h = copy * self.h[l] + (1 - copy) * (o * torch.tanh(c))
+            changed.append(True)
+            if not top:
+                z_tilde = hard_sigmoid(self.slope * s[:, 4 * size:])  # Eq. 8-9
+                z = (z_tilde > 0.5).to(z_tilde.dtype) if self.mode == "step" else torch.bernoulli(z_tilde)
+                if not prev_all and not below_all:  # some rows COPY, and keep their z (= 0)
+                    z = copy * z_prev + (1 - copy) * z
+                z_t[:, l:l + 1] = z
+                fired.append(_any_all(z))
+                below_any, below_all = fired[-1]
+                h_below, z_below = self.h[l], z_t[:, l:l + 1]
             self.c[l] = c
             self.h[l].copy_(h)
-            changed.append(True)
-            if z is not None:
-                z_t[:, l:l + 1] = z
-                below_fired = bool(z.any())
-            h_below, z_below = self.h[l], z
-        self.z = z_t
-        return z_t, changed
+        self.z, self.fired = z_t, fired
+        return changed
 
-    def _combine(self, l: int, f: Tensor, i: Tensor, o: Tensor, g: Tensor, z_prev: Tensor | None,
-                 z_below: Tensor | None, boundary_input: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Eq. 2, 3 and 9 for layer l: the new c, h and z (None for the top layer)."""
-        c_prev, h_prev = self.c[l], self.h[l]
-        all_flush = z_prev is not None and bool(z_prev.all())
-        all_update = (z_prev is None or not bool(z_prev.any())) and (z_below is None or bool(z_below.all()))
-        z_hat = None
-        if z_prev is not None:
-            z_tilde = hard_sigmoid(self.slope * boundary_input)  # Eq. 8
-            z_hat = (z_tilde > 0.5).to(z_tilde.dtype) if self.mode == "step" else torch.bernoulli(z_tilde)
-        if all_flush:
-            c = i * g
-            return c, o * torch.tanh(c), z_hat
-        if all_update:
-            c = f * c_prev + i * g
-            return c, o * torch.tanh(c), z_hat
-        # rows differ: HMLSTM.step's own blend of the three rules
-        flush = c_prev.new_zeros(c_prev.shape[0], 1) if z_prev is None else z_prev
-        below = c_prev.new_ones(c_prev.shape[0], 1) if z_below is None else z_below
-        update = (1 - flush) * below
-        copy = (1 - flush) * (1 - below)
-        c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
-        h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))
-        return c, h, None if z_prev is None else copy * z_prev + (1 - copy) * z_hat
+
+def _any_all(z: Tensor) -> tuple[bool, bool]:
+    """Whether any and whether every row's boundary fired: one read of z for both."""
+    values = z.flatten().tolist()
+    return any(values), all(values)
 
 
 class _LSTMStepper:
@@ -215,13 +216,13 @@ class _LSTMStepper:
         self.hidden = weight.new_zeros(n_samples, sum(self.sizes))
         self.h = list(self.hidden.split(self.sizes, dim=1))
         self.c = [weight.new_zeros(n_samples, size) for size in self.sizes]
-        self.empty = weight.new_zeros(n_samples, 0)
         self.layers = [(layer.weight_ih_l0, layer.bias_ih_l0, layer.weight_hh_l0, layer.bias_hh_l0)
                        for layer in core.layers]
         self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
                                                       for norm in core.norms]
 
-    def step(self, x: Tensor) -> tuple[Tensor, list[bool]]:
+    def step(self, x: Tensor, z_t: Tensor) -> list[bool]:
+        """Read x (n, 3); z_t (n, 0) has nothing to write. Every layer's h changes."""
         h_below = x
         for l, (weight_ih, bias_ih, weight_hh, bias_hh) in enumerate(self.layers):
             gates = F.linear(h_below, weight_ih, bias_ih) + F.linear(self.h[l], weight_hh, bias_hh)
@@ -231,7 +232,7 @@ class _LSTMStepper:
             self.c[l] = torch.sigmoid(f) * self.c[l] + torch.sigmoid(i) * torch.tanh(g)
             self.h[l].copy_(torch.sigmoid(o) * torch.tanh(self.c[l]))
             h_below = self.h[l]
-        return self.empty, [True] * len(self.sizes)
+        return [True] * len(self.sizes)
 
 
 class _CachedOutput:
