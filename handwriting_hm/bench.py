@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .core import HMLSTM
+from .core import FLUSH, HMLSTM
 from .model import HandwritingConfig, HandwritingModel
 from .sampler import generate, generate_reference
 
@@ -47,8 +47,10 @@ class TrainShape:
 FULL_SHAPES = (TrainShape("characters", 64, 100, 128, 512), TrainShape("points", 32, 650, 3, 400))
 QUICK_SHAPES = (TrainShape("characters", 16, 50, 128, 128), TrainShape("points", 8, 100, 3, 128))
 SAMPLE_POINTS = 700
-# the paper's Figure 4: 270 / 56 / 9 updates of layers 1 / 2 / 3 in 270 steps
-PAPER_ACTIVITY = (56 / 270, 9 / 270)
+# the paper's Figure 4: layers 1 / 2 / 3 updated 270 / 56 / 9 times in 270 steps, so layer 2's
+# detector fired about 9 times and layer 1's about 56 - 9 = 47 times (each firing makes the
+# layer above compute once, and the layer itself flush once)
+PAPER_FIRING = (47 / 270, 9 / 270)
 
 
 def best_time(function: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -112,20 +114,28 @@ def training_rows(shape: TrainShape, device: torch.device, precision: str, repea
 
 # ----------------------------------------------------------------------------- sampler
 
-def sparse_boundaries(model: HandwritingModel, activity: tuple[float, ...] = PAPER_ACTIVITY,
-                      points: int = 200, iterations: int = 7) -> None:
-    """Set each detector's bias so that the layer above it is active (not COPY) at about the
-    given fraction of steps, like a trained model (random weights fire at about half the steps)."""
+def sparse_boundaries(model: HandwritingModel, firing: tuple[float, ...] = PAPER_FIRING,
+                      points: int = 270, iterations: int = 10) -> None:
+    """Set each detector's bias so that it fires at about the given fraction of steps, like a
+    trained model's (random weights fire at about half the steps, so upper layers rarely COPY).
+
+    A detector that fires makes its own layer FLUSH at the next step, so its firing rate is
+    that layer's FLUSH count; the detectors are calibrated bottom up, those above silenced.
+    """
     core = model.core
-    for l, target in enumerate(activity):
-        low, high = -10.0, 10.0
-        for _ in range(iterations):  # bisection: a higher bias fires more often
-            bias = (low + high) / 2
-            with torch.no_grad():
-                core.recurrent[l].bias[4 * core.hidden_sizes[l]] = bias
-            counts = generate(model, points, generator=torch.Generator().manual_seed(0)).counts[0]
-            active = 1.0 - counts[l + 1, 0].item() / points
-            low, high = (low, bias) if active > target else (bias, high)
+    rows = [4 * size for size in core.hidden_sizes[:-1]]
+    with torch.no_grad():
+        for l, row in enumerate(rows):
+            core.recurrent[l].bias[row] = -100.0
+        for l, (row, target) in enumerate(zip(rows, firing)):
+            low, high = -10.0, 10.0
+            for _ in range(iterations):  # bisection: a higher bias fires more often
+                core.recurrent[l].bias[row] = (low + high) / 2
+                counts = generate(model, points, generator=torch.Generator().manual_seed(0)).counts[0]
+                if counts[l, FLUSH].item() / points > target:
+                    high = (low + high) / 2
+                else:
+                    low = (low + high) / 2
 
 
 def sampler_rows(repeats: int) -> list[list[str]]:
