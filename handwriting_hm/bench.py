@@ -239,7 +239,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handwriting_hm.bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as error:
+        parser.error(str(error))  # one line, exit code 2, as the CLI does
 
 
 if __name__ == "__main__":
