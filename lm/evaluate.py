@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 
 import torch
@@ -79,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"{args.split} BPC {bpc:.4f} over {scored} symbols (rows {args.rows}, slope {loaded.slope:g}, "
-              f"{result['seconds']:.1f} s on {result['device']})", file=sys.stdout)
+              f"{result['seconds']:.1f} s on {result['device']})")
     return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import tarfile
@@ -326,6 +325,7 @@ def test_boundaries_png_and_update_fractions_follow_the_boundaries(tmp_path: Pat
         assert np.array_equal(analysis.operations[:, layer] != COPY, below | own_previous)
         assert analysis.update_fraction[layer] == pytest.approx(np.mean(below | own_previous))
     assert analysis.update_fraction[0] == 1.0
+    assert np.array_equal(analysis.operations, operations(torch.from_numpy(analysis.boundaries)[None])[0].numpy())
     assert f"layer 2: updates {analysis.update_fraction[1]:.1%}" in out
 
 
