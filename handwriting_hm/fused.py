@@ -80,7 +80,7 @@ class _FusedHMLSTM(torch.autograd.Function):
         inputs = [x.new_empty(steps, batch, w.shape[1]) for w in weights]
         activations = [x.new_empty(steps, batch, 4 * size) for size in sizes]  # f, i, o, g
         boundary_inputs = x.new_empty(steps, batch, max(L - 1, 1))
-        normalised = [x.new_empty(steps, batch, 4 * size) for size in sizes] if layer_norm else []
+        normalised = [x.new_empty(steps, batch, w.shape[0]) for w in weights] if layer_norm else []
         inverse_std = [x.new_empty(steps, batch, 1) for _ in sizes] if layer_norm else []
         for l in range(L):
             h_states[l][0] = h0[l]
@@ -102,13 +102,13 @@ class _FusedHMLSTM(torch.autograd.Function):
                 s = torch.addmm(biases[l], a, weights[l].t())
                 if l == 0:
                     s += projected[t]
-                gates = s[:, :4 * size]
-                if layer_norm:
-                    mean = gates.mean(dim=1, keepdim=True)
-                    rstd = torch.rsqrt(gates.var(dim=1, unbiased=False, keepdim=True) + eps)
-                    x_hat = (gates - mean) * rstd
+                if layer_norm:  # over the whole pre-activation, the boundary's included
+                    mean = s.mean(dim=1, keepdim=True)
+                    rstd = torch.rsqrt(s.var(dim=1, unbiased=False, keepdim=True) + eps)
+                    x_hat = (s - mean) * rstd
                     normalised[l][t], inverse_std[l][t] = x_hat, rstd
-                    gates = x_hat * norm_weights[l] + norm_biases[l]
+                    s = x_hat * norm_weights[l] + norm_biases[l]
+                gates = s[:, :4 * size]
                 act = activations[l][t]
                 torch.sigmoid(gates[:, :3 * size], out=act[:, :3 * size])
                 torch.tanh(gates[:, 3 * size:], out=act[:, 3 * size:])
@@ -173,7 +173,7 @@ class _FusedHMLSTM(torch.autograd.Function):
         grad_c = [g.clone() for g in grads[2 * L + 1:3 * L + 1]]
         grad_z = grads[3 * L + 1].clone()
         grad_s = [x.new_empty(steps, batch, w.shape[0]) for w in weights]  # d loss / d s, every step
-        grad_normalised = [x.new_empty(steps, batch, 4 * size) for size in sizes] if layer_norm else []
+        grad_normalised = [x.new_empty(steps, batch, w.shape[0]) for w in weights] if layer_norm else []
         ones = x.new_ones(batch, 1)
 
         for t in reversed(range(steps)):
@@ -217,15 +217,9 @@ class _FusedHMLSTM(torch.autograd.Function):
                 df = dc * update * c_prev
                 grad_c[l] = grad_c[l] + dc * (update * f + copy)
                 di, dg = d_ig * g, d_ig * i
-                d_gates = torch.cat([df * f * (1 - f), di * i * (1 - i), do * o * (1 - o), dg * (1 - g * g)], dim=1)
-                if layer_norm:  # y = x_hat * gamma + beta, x_hat = (x - mean) / std
-                    grad_normalised[l][t] = d_gates
-                    d_hat = d_gates * norm_weights[l]
-                    x_hat = normalised[l][t]
-                    d_gates = inverse_std[l][t] * (d_hat - d_hat.mean(dim=1, keepdim=True)
-                                                   - x_hat * (d_hat * x_hat).mean(dim=1, keepdim=True))
                 ds = grad_s[l][t]
-                ds[:, :4 * size] = d_gates
+                ds[:, :4 * size] = torch.cat([df * f * (1 - f), di * i * (1 - i), do * o * (1 - o),
+                                              dg * (1 - g * g)], dim=1)
                 if top:
                     d_z_prev = None
                 else:
@@ -235,6 +229,12 @@ class _FusedHMLSTM(torch.autograd.Function):
                     d_copy = d_copy + (dz * (z_prev - z_hats[t, :, l:l + 1])).sum(dim=1, keepdim=True)
                     ds[:, 4 * size:] = dz * (1 - copy) * ((slope * s_z).abs() < 1).to(dz.dtype) * (slope / 2.0)
                     d_z_prev = dz * copy
+                if layer_norm:  # y = x_hat * gamma + beta, x_hat = (s - mean) / std
+                    grad_normalised[l][t] = ds
+                    d_hat = ds * norm_weights[l]
+                    x_hat = normalised[l][t]
+                    ds.copy_(inverse_std[l][t] * (d_hat - d_hat.mean(dim=1, keepdim=True)
+                                                  - x_hat * (d_hat * x_hat).mean(dim=1, keepdim=True)))
                 da = ds @ weights[l]
                 grad_h[l] = grad_h[l] + da[:, :size]
                 # flush = z_prev, update = (1 - z_prev) z_below, copy = (1 - z_prev)(1 - z_below)

@@ -168,10 +168,9 @@ class _HMLSTMStepper:
                 s = s + z_prev * F.linear(self.h[l + 1], self.top_down[l])
             bottom_up = F.linear(h_below, self.bottom_up[l])
             s = s + (bottom_up if z_below is None else z_below * bottom_up)
-            gates = s[:, :4 * size]
             if self.norms is not None:
-                gates = F.layer_norm(gates, *self.norms[l])
-            f, i, o, g = gates.chunk(4, dim=1)
+                s = F.layer_norm(s, *self.norms[l])
+            f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
             f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)
             if prev_all:  # FLUSH in every row
                 c = i * g
