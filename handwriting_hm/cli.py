@@ -34,7 +34,8 @@ def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | N
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in commands.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        escaped = help_text.replace("%", "%%")  # argparse %-formats help texts
+        sub = subparsers.add_parser(name, help=escaped, description=escaped)
         if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(sub)

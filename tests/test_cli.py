@@ -1,0 +1,33 @@
+"""Both command lines: every subcommand's help renders, and user errors are one line."""
+import pytest
+
+from handwriting_hm import cli as handwriting_cli
+from lm import cli as lm_cli
+
+PROGRAMS = [(handwriting_cli.main, handwriting_cli.COMMANDS), (lm_cli.main, lm_cli.COMMANDS)]
+
+
+@pytest.mark.parametrize("main, commands", PROGRAMS)
+def test_every_help_renders(main, commands, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    top = capsys.readouterr().out
+    for name in commands:
+        assert name in top
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert handwriting_cli.main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_user_error_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "absent.pt"
+    code = handwriting_cli.main(["sample", "--out", str(tmp_path / "x.svg"), "--checkpoint", str(missing)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("handwriting-hm: error:") and len(err.splitlines()) == 1
