@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data_prep.atomic import atomic_write
 
 FORMAT_VERSION = 1
 ARRAYS = ("offsets", "starts", "line_ids", "forms", "texts", "raw_points", "paper_split", "official_list")
@@ -31,18 +31,8 @@ ARRAYS = ("offsets", "starts", "line_ids", "forms", "texts", "raw_points", "pape
 def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
     """Write atomically: a temporary file in the same folder, then a rename over `path`, so an
     interrupted run never leaves a half-written file and never replaces a good one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays, metadata=np.array(json.dumps(metadata)))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        np.savez(file, **arrays, metadata=np.array(json.dumps(metadata)))
 
 
 def load_prepared(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

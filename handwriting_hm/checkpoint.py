@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from data_prep.atomic import atomic_write
 
 FORMAT = "handwriting-hm-checkpoint"
 FORMAT_VERSION = 1
@@ -61,17 +62,8 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     """
     path = Path(path)
     check_plain(payload, "payload")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        torch.save(payload, file)
     _fsync_folder(path.parent)
 
 

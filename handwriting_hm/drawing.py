@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +24,8 @@ import svgwrite
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+
+from data_prep.atomic import atomic_write
 
 COLOUR_MODES = ("ink", "strokes", "layer1", "layer2")
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
@@ -255,7 +256,8 @@ def render_png(
     _draw(axes, offsets, boundaries, colour_by, marker_layer, layout, stroke_width, colours, marker_radius)
     data = _figure_png(figure, dpi, background)
     if path is not None:
-        _write_atomic(path, data)
+        with atomic_write(path) as file:
+            file.write(data)
     return data
 
 
@@ -306,7 +308,8 @@ def render_grid_png(
         top = bottom
     data = _figure_png(figure, dpi, background)
     if path is not None:
-        _write_atomic(path, data)
+        with atomic_write(path) as file:
+            file.write(data)
     return data
 
 
@@ -410,20 +413,8 @@ def save_drawing(
         data = to_json(offsets, boundaries, operations).encode("utf-8")
     else:
         raise ValueError(f"cannot save a drawing as {str(path)!r}: the extension must be one of {', '.join(SAVE_FORMATS)}")
-    _write_atomic(path, data)
-
-
-def _write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same directory, then rename it over `path`."""
-    path = Path(path)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        file.write(data)
 
 
 # ---------------------------------------------------------------------------------------

@@ -80,7 +80,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,6 +90,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.utils.rnn import PackedSequence
 from tqdm import tqdm
+
+from data_prep.atomic import atomic_write
 
 from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, check_plain, load_checkpoint, save_checkpoint
 
@@ -399,15 +400,8 @@ def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str
     rates.set_xlabel("step")
     rates.grid(alpha=0.3)
 
-    png_path = Path(png_path)
-    handle = tempfile.NamedTemporaryFile(dir=png_path.parent, prefix=f".{png_path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            figure.savefig(handle, format="png", dpi=100)
-        os.replace(handle.name, png_path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_write(png_path) as file:
+        figure.savefig(file, format="png", dpi=100)
 
 
 class Trainer:

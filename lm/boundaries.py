@@ -15,13 +15,13 @@ line); a character the model does not know is an error that names it.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from data_prep.atomic import atomic_write
 
 from handwriting_hm.core import COPY, FLUSH, UPDATE, operations
 
@@ -99,15 +99,8 @@ def draw(analysis: BoundaryAnalysis, path: Path, width: int = 60, show_norms: bo
     figure.suptitle((title + "\n" if title else "") + f"red: z fires (boundary); steps updated: {fractions}"
                     + ("; blue: ||h|| per layer" if show_norms else ""), fontsize=9)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            figure.savefig(handle, format="png", dpi=110)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=110)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

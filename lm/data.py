@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -44,6 +43,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import Tensor
+
+from data_prep.atomic import atomic_write
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -155,14 +156,10 @@ def _split(text: str) -> tuple[str, str, str]:
 
 def download(url: str, destination: Path, timeout: float = 60.0) -> None:
     """Fetch `url` to `destination` atomically; any network failure is one OSError line."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_write(destination) as file, urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, file, 1 << 20)
-        os.replace(temporary, destination)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        Path(temporary).unlink(missing_ok=True)
         reason = getattr(error, "reason", None) or error
         raise OSError(f"cannot download {url}: {reason} (offline? pass --path to local files instead)") from None
 
@@ -191,10 +188,8 @@ def extract_members(archive: Path, names: list[str], folder: Path) -> dict[str, 
 
 
 def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with atomic_write(path) as file:
+        file.write(data)
     return path
 
 
@@ -289,18 +284,9 @@ def prepare(dataset: str, output: Path, path: Path | None = None, cache: Path | 
 
 
 def write_prepared(path: Path, vocab: list[str], splits: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
-    """Write the .npz through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **splits, vocab=np.array(vocab, dtype="<U1"), metadata=np.array(json.dumps(metadata)))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write the .npz atomically."""
+    with atomic_write(path) as file:
+        np.savez(file, **splits, vocab=np.array(vocab, dtype="<U1"), metadata=np.array(json.dumps(metadata)))
 
 
 def load_prepared(path: str | os.PathLike) -> PreparedText:

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint

@@ -1,7 +1,6 @@
 """`handwriting-hm train`: presets, the handwriting task, the CLI end to end, exact resume."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 

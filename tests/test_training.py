@@ -16,7 +16,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from handwriting_hm import checkpoint as checkpoint_module
 from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from handwriting_hm.training import (
     TrainConfig,
