@@ -14,7 +14,7 @@ import app.main
 from app.main import build_app, launch_app, stack_svgs
 from handwriting_hm.cli import main
 from handwriting_hm.model import load_handwriting_model
-from test_sample import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
+from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
 SVG = "{http://www.w3.org/2000/svg}"
 DEFAULTS = {"n_points": 80, "n_samples": 1, "bias": 0.0, "temperature": 1.0, "seed": 0,

@@ -13,7 +13,7 @@ import pytest
 
 from app.main import build_app, launch_app
 from handwriting_hm.model import load_handwriting_model
-from test_sample import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
+from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
 from selenium.webdriver.common.by import By  # noqa: E402

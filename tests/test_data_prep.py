@@ -19,36 +19,7 @@ from data_prep.prepared_file import load_prepared
 from data_prep.splits import paper_split
 from data_prep.summary import draw_lines, summarise
 from handwriting_hm.cli import main
-
-
-def stroke_xml(strokes: list[list[tuple[int, int]]]) -> str:
-    """A line stroke file in the release's exact layout."""
-    body = []
-    for stroke in strokes:
-        body.append('    <Stroke colour="black" start_time="1.00" end_time="2.00">')
-        body.extend(f'      <Point x="{x}" y="{y}" time="1.{i:02d}"/>\r' for i, (x, y) in enumerate(stroke))
-        body.append("    </Stroke>")
-    return (
-        '<?xml version="1.0" encoding="ISO-8859-1"?>\n<WhiteboardCaptureSession>\n  <WhiteboardDescription>\n'
-        '    <DiagonallyOppositeCoords x="6512" y="1376"/>\n  </WhiteboardDescription>\n  <StrokeSet>\n'
-        + "\n".join(body)
-        + "\n  </StrokeSet>\n</WhiteboardCaptureSession>\n"
-    )
-
-
-def transcription(lines: list[str]) -> str:
-    return "OCR:\r\n\r\nprinted prompt\r\n\r\nCSR:\r\n\r\n" + "\r\n".join(lines) + "\r\n"
-
-
-def random_strokes(rng: np.random.Generator, n_points: int) -> list[list[tuple[int, int]]]:
-    """`n_points` samples of a pen walk, split into strokes of 5 to 20 samples."""
-    xy = np.cumsum(rng.integers(-20, 21, size=(n_points, 2)), axis=0) + 1000
-    strokes, begin = [], 0
-    while begin < n_points:
-        end = min(n_points, begin + int(rng.integers(5, 21)))
-        strokes.append([(int(x), int(y)) for x, y in xy[begin:end]])
-        begin = end
-    return strokes
+from factories import random_strokes, stroke_xml, transcription
 
 
 def write_iam(root: Path, lines: dict[str, str], texts: dict[str, list[str]], lists: dict[str, list[str]]) -> dict[str, Path]:

@@ -14,7 +14,7 @@ from handwriting_hm.cli import main
 from handwriting_hm.evaluate import confidence_interval, evaluate_lines
 from handwriting_hm.model import HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.output import mixture_log_likelihood
-from test_train import make_prepared
+from factories import make_prepared
 
 
 @pytest.fixture(scope="module")

@@ -7,33 +7,19 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from handwriting_hm import sample as sample_module
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from handwriting_hm.cli import main
 from handwriting_hm.core import COPY, FLUSH, UPDATE
-from handwriting_hm.model import HandwritingConfig, HandwritingModel, load_handwriting_model
+from handwriting_hm.model import load_handwriting_model
 from handwriting_hm.sample import LIMITS, sample_handwriting
+from factories import write_tiny_checkpoint
 
-TINY = HandwritingConfig(hidden_sizes=(16, 16, 16), embedding_size=16, n_mixtures=3)
 STATS = {"mean": [0.5, -0.25], "std": [2.0, 3.0]}
-
-
-def write_tiny_checkpoint(path: Path, stats: dict | None = None) -> Path:
-    """A 3 x 16 HM-LSTM with random weights, saved as a loadable handwriting checkpoint."""
-    torch.manual_seed(0)
-    model = HandwritingModel(TINY)
-    save_checkpoint(path, {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "handwriting",
-        "config": TINY.to_dict(), "model": model.state_dict(),
-        "metadata": {"stats": stats or {"mean": [0.0, 0.0], "std": [1.0, 1.0]}},
-    })
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,59 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from data_prep.dataset import HandwritingDataset
-from data_prep.prepare import prepare
 from handwriting_hm.cli import main
 from handwriting_hm.model import load_handwriting_model
 from handwriting_hm.train import PRESETS, HandwritingTask, TaskSettings
-
-# ----------------------------------------------------------------------------- fixtures
-# (test_evaluate.py imports these)
-
-
-def stroke_xml(strokes: list[list[tuple[int, int]]]) -> str:
-    """A line stroke file in the release's layout."""
-    body = []
-    for stroke in strokes:
-        body.append('    <Stroke colour="black" start_time="1.00" end_time="2.00">')
-        body.extend(f'      <Point x="{x}" y="{y}" time="1.{i:02d}"/>' for i, (x, y) in enumerate(stroke))
-        body.append("    </Stroke>")
-    return ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<WhiteboardCaptureSession>\n  <StrokeSet>\n'
-            + "\n".join(body) + "\n  </StrokeSet>\n</WhiteboardCaptureSession>\n")
-
-
-def random_strokes(rng: np.random.Generator, n_points: int) -> list[list[tuple[int, int]]]:
-    """`n_points` samples of a pen walk, split into strokes of 5 to 20 samples."""
-    xy = np.cumsum(rng.integers(-20, 21, size=(n_points, 2)), axis=0) + 1000
-    strokes, begin = [], 0
-    while begin < n_points:
-        end = min(n_points, begin + int(rng.integers(5, 21)))
-        strokes.append([(int(x), int(y)) for x, y in xy[begin:end]])
-        begin = end
-    return strokes
-
-
-def make_prepared(folder: Path, n_forms: int = 6) -> Path:
-    """10 lines of 20 to 59 samples per form, prepared with no length filter (paper split 90/5/5)."""
-    rng = np.random.default_rng(0)
-    root = folder / "iam"
-    for f in range(n_forms):
-        form = f"a{f:02d}-000u"
-        for k in range(1, 11):
-            path = root / "lineStrokes" / form[:3] / form[:7] / f"{form}-{k:02d}.xml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(stroke_xml(random_strokes(rng, int(rng.integers(20, 60)))), encoding="latin-1")
-        text = root / "ascii" / form[:3] / form[:7] / f"{form}.txt"
-        text.parent.mkdir(parents=True, exist_ok=True)
-        text.write_text("CSR:\r\n\r\n" + "\r\n".join(f"line {k}" for k in range(1, 11)) + "\r\n")
-    out = folder / "iam.npz"
-    prepare(root / "lineStrokes", root / "ascii", out, None, min_points=0, workers=1, progress=False)
-    return out
-
+from factories import make_prepared
 
 # A model small enough that a step takes milliseconds; an annealed slope, so resume must restore it.
 SMALL = ["--preset", "tiny", "--hidden-sizes", "8,8", "--embedding-size", "8", "--n-mixtures", "2",
