@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,18 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
     if kind is not None and payload.get("kind") != kind:
         raise ValueError(f"checkpoint {path}: holds a {payload.get('kind')!r} model, expected a {kind!r} model")
     return payload
+
+
+class StoredConfig:
+    """to_dict / from_dict for the model config dataclasses that checkpoints carry as plain dicts
+    (tuples stored as lists); an unknown key is a ValueError, a missing one takes its default."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        unknown = sorted(set(values) - {field.name for field in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} settings: {', '.join(unknown)}")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})

@@ -7,20 +7,20 @@ vector, so every point of a sequence, the first included, is predicted and score
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import StoredConfig, load_checkpoint
 from .core import HMLSTMOutput, HMLSTMState, make_core
 from .output import GatedOutput, MixtureDensityHead, MixtureParams, mixture_log_likelihood
 
 
 @dataclass
-class HandwritingConfig:
+class HandwritingConfig(StoredConfig):
     """Architecture. The defaults are the paper's (§4.2): 3 x 400 units, a 400-unit output embedding."""
 
     cell: str = "hm-lstm"  # "hm-lstm" or "lstm" (the baseline)
@@ -30,19 +30,6 @@ class HandwritingConfig:
     layer_norm: bool = True
     boundary_mode: str = "step"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "hidden_sizes": list(self.hidden_sizes)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "HandwritingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown handwriting model settings: {', '.join(unknown)}")
-        values = dict(values)
-        if "hidden_sizes" in values:
-            values["hidden_sizes"] = tuple(int(h) for h in values["hidden_sizes"])
-        return cls(**values)
 
 
 class HandwritingOutput(NamedTuple):

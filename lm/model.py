@@ -6,13 +6,13 @@ are the shared ones from `handwriting_hm`. Input at step t is symbol x_t, the ta
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, StoredConfig, load_checkpoint, save_checkpoint
 from handwriting_hm.core import HMLSTMOutput, HMLSTMState, make_core
 from handwriting_hm.output import GatedOutput, SoftmaxHead
 
@@ -21,7 +21,7 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "ptb-tiny.pt"
 
 
 @dataclass
-class LMConfig:
+class LMConfig(StoredConfig):
     """Architecture. The defaults are the paper's PTB model: 3 x 512 units, a 512-unit output embedding."""
 
     vocab_size: int
@@ -32,19 +32,6 @@ class LMConfig:
     layer_norm: bool = True
     boundary_mode: str = "step"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "hidden_sizes": list(self.hidden_sizes)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown language model settings: {', '.join(unknown)}")
-        values = dict(values)
-        if "hidden_sizes" in values:
-            values["hidden_sizes"] = tuple(int(h) for h in values["hidden_sizes"])
-        return cls(**values)
 
 
 class LMOutput(NamedTuple):

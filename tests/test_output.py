@@ -198,3 +198,12 @@ def test_load_handwriting_model_round_trip_and_errors(tmp_path):
                             "metadata": {"stats": {"mean": [0, 0], "std": [1, 1]}}})
     with pytest.raises(ValueError, match="not a usable handwriting model"):
         load_handwriting_model(wrong)
+
+
+def test_config_round_trips_through_a_plain_dict_and_refuses_unknown_keys():
+    config = small_config(cell="lstm")
+    stored = config.to_dict()
+    assert stored["hidden_sizes"] == [8, 6, 5] and HandwritingConfig.from_dict(stored) == config
+    assert HandwritingConfig.from_dict({"n_mixtures": 4}) == HandwritingConfig(n_mixtures=4)
+    with pytest.raises(ValueError, match="unknown HandwritingConfig settings: depth"):
+        HandwritingConfig.from_dict({**stored, "depth": 3})
