@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from handwriting_hm.checkpoint import load_checkpoint
-from handwriting_hm.core import SlopeSchedule
+from handwriting_hm.core import HMLSTM, IMPLEMENTATIONS, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_same_statistics, evaluate_lines
 from handwriting_hm.model import HandwritingConfig, HandwritingModel, shift_inputs
@@ -258,6 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--slope-max", type=float)
     task.add_argument("--slope-unit-steps", type=int, help="optimiser steps per unit N of the slope schedule")
     task.add_argument("--sample-points", type=int, help="length of the sample pictures")
+    parser.add_argument("--impl", choices=IMPLEMENTATIONS, default="reference",
+                        help="how the HM-LSTM core runs: the reference loop (default), the fused path with its hand-written backward, or auto (not yet measured on a GPU)")
     add_train_arguments(parser, PRESETS["paper-hm"].train)
     # None marks "not given": the preset (or the resumed checkpoint) fills it in.
     parser.set_defaults(**{name: None for name in _TRAIN_FLAGS})
@@ -298,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
 
     seed_everything(train_config.seed)  # the model's initial weights
     model = HandwritingModel(model_config)
+    if isinstance(model.core, HMLSTM):
+        model.core.impl = args.impl
     task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed)
     metadata = {"stats": stats, "preset": preset_name, "task": settings.to_dict(), "scheme": settings.scheme,
                 "data": str(args.data)}

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from handwriting_hm.checkpoint import load_checkpoint
-from handwriting_hm.core import SLOPE_PRESETS, HMLSTMState
+from handwriting_hm.core import HMLSTM, IMPLEMENTATIONS, SLOPE_PRESETS, HMLSTMState
 from handwriting_hm.output import SoftmaxHead
 from handwriting_hm.training import (
     TrainConfig,
@@ -192,6 +192,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--train-symbols", type=int, help="train on the first N symbols only (a slice, for CPU runs)")
     model.add_argument("--valid-symbols", type=int, help="validate on the first N symbols only")
     model.add_argument("--val-rows", type=int, default=16, help="rows read side by side in validation (default: 16)")
+    parser.add_argument("--impl", choices=IMPLEMENTATIONS, default="reference",
+                        help="how the HM-LSTM core runs: the reference loop (default), the fused path with its hand-written backward, or auto (not yet measured on a GPU)")
     add_train_arguments(parser, TrainConfig(max_epochs=1))
     for action in parser._actions:  # these defaults depend on --preset: resolved in run()
         if action.dest in _PRESET_FLAGS:
@@ -229,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     task = LanguageModelTask(data.splits["train"], data.splits["valid"], settings)
     seed_everything(train_config.seed)
     model = LanguageModel(config)
+    if isinstance(model.core, HMLSTM):
+        model.core.impl = args.impl
     trainer = Trainer(model, task, train_config, run_dir, kind=KIND, model_config=config.to_dict(),
                       metadata={"dataset": data.metadata["dataset"], "vocab": data.vocab,
                                 "task": vars(settings).copy(), "preset": args.preset,

@@ -145,3 +145,21 @@ def test_export_writes_a_half_precision_model_that_loads(trained_run, tmp_path):
     inputs = torch.randn(2, 7, 3)
     expected = original.model(inputs, slope=original.slope).params.mu
     assert torch.allclose(compact.model(inputs, slope=compact.slope).params.mu, expected, atol=2e-2)
+
+
+def test_fused_impl_trains_to_the_same_weights(prepared, tmp_path, monkeypatch):
+    import handwriting_hm.fused as fused
+
+    calls = []
+    real = fused.hmlstm_fused
+    monkeypatch.setattr(fused, "hmlstm_fused", lambda *args: calls.append(1) or real(*args))
+    runs = {}
+    for impl in ("reference", "fused"):
+        run_dir = tmp_path / impl
+        calls.clear()
+        assert train(prepared, run_dir, "--max-steps", "3", "--eval-every", "3", "--impl", impl) == 0
+        assert bool(calls) == (impl == "fused")  # the flag reaches the core
+        runs[impl] = torch.load(run_dir / "latest.pt", weights_only=True)["model"]
+    assert runs["reference"].keys() == runs["fused"].keys()
+    for name, weight in runs["reference"].items():
+        torch.testing.assert_close(runs["fused"][name], weight, rtol=1e-4, atol=1e-5)
