@@ -123,10 +123,16 @@ def sample_mixture(params: MixtureParams, bias: float = 0.0, temperature: float 
                    generator: torch.Generator | None = None) -> Tensor:
     """Draw one (dx, dy, end_of_stroke) per position: returns (..., 3)."""
     params = adjust(params, bias, temperature)
-    shape = params.logit_eos.shape
     M = params.logit_pi.shape[-1]
     probs = torch.softmax(params.logit_pi, dim=-1).reshape(-1, M)
-    component = torch.multinomial(probs, 1, generator=generator).reshape(shape)
+    component = torch.multinomial(probs, 1, generator=generator).reshape(params.logit_eos.shape)
+    return sample_component(params, component, generator)
+
+
+def sample_component(params: MixtureParams, component: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw (dx, dy, end_of_stroke) from the chosen Gaussian (component: (...) indices) and the
+    end-of-stroke Bernoulli of already adjusted parameters: returns (..., 3)."""
+    shape = params.logit_eos.shape
     pick = component[..., None]
     mu = params.mu.gather(-2, pick[..., None].expand(*shape, 1, 2)).squeeze(-2)
     sigma = params.log_sigma.gather(-2, pick[..., None].expand(*shape, 1, 2)).squeeze(-2).exp()

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
 from .model import HandwritingModel
-from .output import GatedOutput, MixtureParams, adjust, sample_mixture
+from .output import GatedOutput, MixtureParams, adjust, sample_component, sample_mixture
 
 
 class Generated(NamedTuple):
@@ -263,14 +263,4 @@ def _sample_mixture(params: MixtureParams, bias: float, temperature: float,
     params = adjust(params, bias, temperature)
     probs = torch.softmax(params.logit_pi, dim=-1)
     component = (probs / torch.empty_like(probs).exponential_(1, generator=generator)).argmax(dim=-1)
-    pick = component[:, None]
-    mu = params.mu.gather(1, pick[..., None].expand(-1, 1, 2)).squeeze(1)
-    sigma = params.log_sigma.gather(1, pick[..., None].expand(-1, 1, 2)).squeeze(1).exp()
-    rho = params.rho.gather(1, pick).squeeze(1)
-    n1, n2 = torch.randn((2, probs.shape[0]), generator=generator, dtype=mu.dtype, device=mu.device)
-    dx = mu[:, 0] + sigma[:, 0] * n1
-    dy = mu[:, 1] + sigma[:, 1] * (rho * n1 + torch.sqrt(1.0 - rho * rho) * n2)
-    eos_probability = torch.sigmoid(params.logit_eos)
-    end_of_stroke = (torch.rand(eos_probability.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-                     < eos_probability).to(mu.dtype)
-    return torch.stack([dx, dy, end_of_stroke], dim=-1)
+    return sample_component(params, component, generator)
