@@ -284,9 +284,6 @@ def run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(preset.task, **_given(args, _TASK_FLAGS))
         train_defaults = preset.train
         preset_name = args.preset
-    for name in _TRAIN_FLAGS:
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(train_defaults, name))
     train_config = train_config_from_args(args, train_defaults)
 
     train_set = HandwritingDataset(args.data, split="train", scheme=settings.scheme)

@@ -176,8 +176,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig) 
 
 
 def train_config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """The TrainConfig that `add_train_arguments`' flags describe; other fields from `defaults`."""
-    return dataclasses.replace(defaults, **{name: getattr(args, name) for name in _FLAGS})
+    """The TrainConfig that `add_train_arguments`' flags describe. A flag left at None, and every
+    other field, takes its value from `defaults`: a trainer whose defaults depend on a preset sets
+    its flags' parser defaults to None and passes the preset's TrainConfig here."""
+    given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    return dataclasses.replace(defaults, **given)
 
 
 class TrainingTask:

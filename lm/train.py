@@ -224,9 +224,6 @@ def run(args: argparse.Namespace) -> int:
     lr = args.lr if args.lr is not None else preset.lr
     defaults = TrainConfig(lr=lr, max_epochs=preset.max_epochs, plateau_factor=PLATEAU_FACTOR,
                            plateau_patience=PLATEAU_PATIENCE, min_lr=lr * PLATEAU_FACTOR ** MAX_DROPS)
-    for name in _PRESET_FLAGS:
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(defaults, name))
     train_config = train_config_from_args(args, defaults)
     task = LanguageModelTask(data.splits["train"], data.splits["valid"], settings)
     seed_everything(train_config.seed)

@@ -411,3 +411,15 @@ def test_command_line_flags_round_trip_to_a_config():
 def test_trainer_refuses_a_config_that_could_not_be_checkpointed(tmp_path):
     with pytest.raises(TypeError, match=r"model_config\['data'\] is a pathlib"):
         Trainer(make_model(), ToyTask(), config(), tmp_path, kind="toy", model_config={"data": tmp_path})
+
+
+def test_flags_left_at_none_take_the_given_defaults():
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, TrainConfig(max_epochs=1))
+    parser.set_defaults(lr=None, max_epochs=None)  # as a trainer with preset-dependent defaults does
+    preset = TrainConfig(lr=0.002, max_epochs=100, plateau_factor=0.02)
+    config = train_config_from_args(parser.parse_args(["--max-steps", "7"]), preset)
+    # lr and max_epochs from the preset, max_steps as given, plateau_factor the parser's own default
+    assert (config.lr, config.max_epochs, config.max_steps, config.plateau_factor) == (0.002, 100, 7, 0.5)
+    config = train_config_from_args(parser.parse_args(["--lr", "0.1"]), preset)
+    assert config.lr == 0.1 and config.max_epochs == 100
