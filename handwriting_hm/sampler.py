@@ -62,7 +62,6 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
     return Generated(torch.stack(points, dim=1), boundaries_t, codes, count_operations(codes))
 
 
-
 # ----------------------------------------------------------------------------- the fast sampler
 #
 # generate() does what generate_reference() does, with the reference's own operations in the
