@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.atomic import atomic_write
+from handwriting_hm.hmlstm.atomic import atomic_write
 
 FORMAT_VERSION = 1
 ARRAYS = ("offsets", "starts", "line_ids", "forms", "texts", "raw_points", "paper_split", "official_list")

@@ -25,9 +25,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .core import FLUSH, HMLSTM
+from .hmlstm.core import FLUSH, HMLSTM
 from .model import HandwritingConfig, HandwritingModel
-from .sampler import generate, generate_reference
+from .generate import generate, generate_reference
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from data_prep.atomic import atomic_write
+from handwriting_hm.hmlstm.atomic import atomic_write
 
 COLOUR_MODES = ("ink", "strokes", "layer1", "layer2")
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from handwriting_hm.model import HandwritingModel, load_handwriting_model
-from handwriting_hm.training import resolve_device
+from handwriting_hm.hmlstm.device import resolve_device
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from handwriting_hm.model import load_handwriting_model
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

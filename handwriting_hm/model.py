@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import StoredConfig, load_checkpoint
-from .core import HMLSTMOutput, HMLSTMState, make_core
-from .output import GatedOutput, MixtureDensityHead, MixtureParams, mixture_log_likelihood
+from .hmlstm.checkpoint import StoredConfig, load_checkpoint
+from .hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
+from .hmlstm.output import GatedOutput
+from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Sampling handwriting from a trained model, and the `handwriting-hm sample` command.
 
-`sample_handwriting` wraps `sampler.generate` for people rather than for tensors: it checks
+`sample_handwriting` wraps `generate.generate` for people rather than for tensors: it checks
 the parameters against LIMITS, seeds its own generator (same seed, same drawing), and turns
 the model's normalised offsets back into the raw units of the training data with the
 checkpoint's stats. Each Sample keeps, for every point, what each layer's boundary detector
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import sampler
-from .core import OPERATION_NAMES, COPY
+from . import generate
+from .hmlstm.core import OPERATION_NAMES, COPY
 from .drawing import COLOUR_MODES, SAVE_FORMATS, save_drawing
 from .model import DEFAULT_MODEL, LoadedModel, load_handwriting_model
 
@@ -77,7 +77,7 @@ def sample_handwriting(model: LoadedModel | None = None, *, n_samples: int = 1, 
     check_sampling_args(n_points, n_samples, bias, temperature, seed)
     loaded = load_handwriting_model() if model is None else model
     generator = torch.Generator().manual_seed(int(seed))
-    generated = sampler.generate(loaded.model, int(n_points), int(n_samples), bias=float(bias),
+    generated = generate.generate(loaded.model, int(n_points), int(n_samples), bias=float(bias),
                                  temperature=float(temperature), slope=loaded.slope, generator=generator)
     offsets = raw_offsets(generated.offsets.cpu().double().numpy(), loaded.stats)
     return [

@@ -5,7 +5,7 @@
     handwriting-hm train --data iam.npz --run-dir runs/hm-anneal --resume
 
 A preset fixes the model (HandwritingConfig), how batches are made and the slope schedule
-(TaskSettings), and the optimisation (TrainConfig of the shared trainer, `training.py`, which
+(TaskSettings), and the optimisation (TrainConfig of the shared trainer, `hmlstm/trainer.py`, which
 owns the loop, checkpoints, exact resume, the NaN guard, logs, curves and torchrun support).
 Every field can be overridden from the command line; on --resume, the model and task settings
 come from the run's checkpoint and only the trainer's limits and intervals can change.
@@ -35,14 +35,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from handwriting_hm.checkpoint import load_checkpoint
-from handwriting_hm.core import HMLSTM, IMPLEMENTATIONS, SlopeSchedule
+from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+from handwriting_hm.hmlstm.core import HMLSTM, IMPLEMENTATIONS, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_same_statistics, evaluate_lines
 from handwriting_hm.model import HandwritingConfig, HandwritingModel, shift_inputs
-from handwriting_hm.output import MixtureParams, mixture_log_likelihood
-from handwriting_hm.sampler import generate
-from handwriting_hm.training import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments,
+from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
+from handwriting_hm.generate import generate
+from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments,
                                      distributed_from_env, seed_everything, shard_batches, train_config_from_args)
 
 KIND = "handwriting"

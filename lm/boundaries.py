@@ -8,7 +8,7 @@ z^{L-1}) and, with `--norms`, every layer's ||h^l_t|| as a heat map behind the m
 scaled to its own maximum). Long texts wrap into several panels.
 
 The fraction of steps each layer updates is the fraction that is not COPY (UPDATE or FLUSH,
-from `handwriting_hm.core.operations`); layer 1 reads every symbol, so its fraction is 1.
+from `handwriting_hm.hmlstm.core.operations`); layer 1 reads every symbol, so its fraction is 1.
 Text is encoded as `lm.data.encode_text` documents (PTB: spaces -> "_", newlines -> end of
 line); a character the model does not know is an error that names it.
 """
@@ -21,9 +21,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from data_prep.atomic import atomic_write
+from handwriting_hm.hmlstm.atomic import atomic_write
 
-from handwriting_hm.core import COPY, FLUSH, UPDATE, operations
+from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE, operations
 
 from .data import EOL, encode_text
 from .model import DEFAULT_MODEL, LoadedLM, load_lm

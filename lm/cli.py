@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from handwriting_hm.cli import run_cli
+from handwriting_hm.hmlstm.cli import run_cli
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("lm.prepare", "Prepare PTB (char), text8 or enwik8 from local files or a verified download -> .npz"),

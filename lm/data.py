@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_prep.atomic import atomic_write
+from handwriting_hm.hmlstm.atomic import atomic_write
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")

@@ -21,8 +21,8 @@ import time
 import torch
 from torch import nn
 
-from handwriting_hm.output import SoftmaxHead
-from handwriting_hm.training import resolve_device
+from handwriting_hm.hmlstm.output import SoftmaxHead
+from handwriting_hm.hmlstm.device import resolve_device
 
 from .data import SPLITS, evaluation_rows, load_prepared
 from .model import DEFAULT_MODEL, carry, load_lm

@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, StoredConfig, load_checkpoint, save_checkpoint
-from handwriting_hm.core import HMLSTMOutput, HMLSTMState, make_core
-from handwriting_hm.output import GatedOutput, SoftmaxHead
+from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, StoredConfig, load_checkpoint, save_checkpoint
+from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
+from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
 KIND = "lm"
 DEFAULT_MODEL = Path(__file__).parent / "models" / "ptb-tiny.pt"

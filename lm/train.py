@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handwriting_hm.checkpoint import load_checkpoint
-from handwriting_hm.core import HMLSTM, IMPLEMENTATIONS, SLOPE_PRESETS, HMLSTMState
-from handwriting_hm.output import SoftmaxHead
-from handwriting_hm.training import (
+from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+from handwriting_hm.hmlstm.core import HMLSTM, IMPLEMENTATIONS, SLOPE_PRESETS, HMLSTMState
+from handwriting_hm.hmlstm.output import SoftmaxHead
+from handwriting_hm.hmlstm.trainer import (
     TrainConfig,
     Trainer,
     TrainingTask,
@@ -62,7 +62,7 @@ class Preset:
     embedding_size: int
     batch_size: int
     lr: float
-    slope_schedule: str  # a key of handwriting_hm.core.SLOPE_PRESETS
+    slope_schedule: str  # a key of handwriting_hm.hmlstm.core.SLOPE_PRESETS
     max_epochs: int
 
 

@@ -1,7 +1,7 @@
 """The one atomic writer every stage uses."""
 import pytest
 
-from data_prep.atomic import atomic_write
+from handwriting_hm.hmlstm.atomic import atomic_write
 
 
 def test_success_replaces_the_file(tmp_path):

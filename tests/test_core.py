@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from handwriting_hm.core import (COPY, FLUSH, SLOPE_PRESETS, UPDATE, HMLSTM, HMLSTMState, SlopeSchedule,
+from handwriting_hm.hmlstm.core import (COPY, FLUSH, SLOPE_PRESETS, UPDATE, HMLSTM, HMLSTMState, SlopeSchedule,
                                  StackedLSTM, boundary, hard_sigmoid, make_core, operations)
 
 

@@ -3,7 +3,7 @@ state and every gradient, through all three operations and the straight-through 
 import pytest
 import torch
 
-from handwriting_hm.core import COPY, FLUSH, UPDATE, HMLSTM, HMLSTMState, operations
+from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE, HMLSTM, HMLSTMState, operations
 
 BATCH, STEPS, INPUT = 5, 10, 3
 # the initial boundaries decide the first step's operations: every combination for three detectors

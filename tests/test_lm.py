@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
-from handwriting_hm.core import COPY, operations
+from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.hmlstm.core import COPY, operations
 from lm import data as lm_data
 from lm.boundaries import analyse
 from lm.cli import main
@@ -256,7 +256,7 @@ def test_train_resume_continues_exactly_with_the_carried_state(tmp_path: Path, p
 
 
 def test_each_row_starts_an_epoch_from_the_state_its_predecessor_row_ended_with() -> None:
-    from handwriting_hm.core import HMLSTMState
+    from handwriting_hm.hmlstm.core import HMLSTMState
     from lm.train import LanguageModelTask, TaskSettings
 
     task = LanguageModelTask(np.arange(1001) % 7, np.arange(50) % 7, TaskSettings(batch_size=4, bptt=10))

@@ -6,9 +6,10 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from handwriting_hm.model import (HandwritingConfig, HandwritingModel, load_handwriting_model, shift_inputs)
-from handwriting_hm.output import (GatedOutput, MixtureDensityHead, MixtureParams, SoftmaxHead, adjust,
+from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
+from handwriting_hm.mixture import (MixtureDensityHead, MixtureParams, adjust,
                                    mixture_log_likelihood, sample_mixture)
 
 
@@ -147,7 +148,7 @@ def test_sequence_log_likelihood_sums_valid_points_only():
     alone, _ = model.sequence_log_likelihood(offsets[1:, :4])
     torch.testing.assert_close(total[1], alone[0])
     output = model(shift_inputs(offsets[:1]))
-    from handwriting_hm.output import mixture_log_likelihood as ll
+    from handwriting_hm.mixture import mixture_log_likelihood as ll
     torch.testing.assert_close(total[0], ll(output.params, offsets[:1]).sum())
 
 

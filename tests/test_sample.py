@@ -14,7 +14,7 @@ import torch
 
 from handwriting_hm import sample as sample_module
 from handwriting_hm.cli import main
-from handwriting_hm.core import COPY, FLUSH, UPDATE
+from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
 from handwriting_hm.model import load_handwriting_model
 from handwriting_hm.sample import LIMITS, sample_handwriting
 from factories import write_tiny_checkpoint
@@ -56,9 +56,9 @@ def test_same_seed_same_drawing_other_seed_another(tiny):
 
 def test_offsets_are_denormalised_with_the_checkpoint_stats(tiny, monkeypatch):
     normalised = torch.tensor([[[1.0, 1.0, 0.0], [0.0, -1.0, 1.0]]])
-    generated = sample_module.sampler.Generated(
+    generated = sample_module.generate.Generated(
         normalised, torch.zeros(1, 2, 2), torch.ones(1, 2, 3, dtype=torch.long), torch.zeros(1, 3, 3, dtype=torch.long))
-    monkeypatch.setattr(sample_module.sampler, "generate", lambda *args, **kwargs: generated)
+    monkeypatch.setattr(sample_module.generate, "generate", lambda *args, **kwargs: generated)
     offsets = sample_handwriting(tiny, n_points=2)[0].offsets
     # raw = normalised * std + mean; end_of_stroke untouched
     np.testing.assert_allclose(offsets, [[2.5, 2.75, 0.0], [0.5, -3.25, 1.0]])

@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
-from handwriting_hm.training import (
+from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from handwriting_hm.hmlstm.trainer import (
     TrainConfig,
     Trainer,
     TrainingDiverged,

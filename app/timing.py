@@ -1,8 +1,8 @@
 """Measure the app the way a user meets it: start-up time, and request-to-picture latency.
 
-    python -m app.benchmark                      # the shipped default model
-    python -m app.benchmark --checkpoint RUN.pt  # any handwriting checkpoint
-    python -m app.benchmark --random-init        # a paper-size (3 x 400) model with random weights
+    python -m app.timing                      # the shipped default model
+    python -m app.timing --checkpoint RUN.pt  # any handwriting checkpoint
+    python -m app.timing --random-init        # a paper-size (3 x 400) model with random weights
 
 Start-up is the time from launching `handwriting-hm app` in a fresh process until its page
 answers over HTTP (imports, model loading and server start included). Latency is the time a
@@ -37,7 +37,7 @@ def write_random_checkpoint(path: Path) -> Path:
     """The paper's architecture with untrained weights: the sampler's cost, not its quality."""
     import torch
 
-    from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
     from handwriting_hm.model import HandwritingConfig, HandwritingModel
 
     torch.manual_seed(0)

@@ -91,9 +91,9 @@ import torch.distributed as dist
 from torch.nn.utils.rnn import PackedSequence
 from tqdm import tqdm
 
-from data_prep.atomic import atomic_write
-
-from handwriting_hm.checkpoint import FORMAT, FORMAT_VERSION, check_plain, load_checkpoint, save_checkpoint
+from .atomic import atomic_write
+from .checkpoint import FORMAT, FORMAT_VERSION, check_plain, load_checkpoint, save_checkpoint
+from .device import resolve_device
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -250,22 +250,6 @@ def shard_batches(batches: Iterable[Any], rank: int, world_size: int) -> Iterato
         if len(round_of_batches) == world_size:
             yield round_of_batches[rank]
             round_of_batches = []
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> this rank's GPU if CUDA is available, else the CPU; other names as given."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def seed_everything(seed: int) -> None:

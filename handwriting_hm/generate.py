@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
+from .hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
 from .model import HandwritingModel
-from .output import GatedOutput, MixtureParams, adjust, sample_component, sample_mixture
+from .hmlstm.output import GatedOutput
+from .mixture import MixtureParams, adjust, sample_component, sample_mixture
 
 
 class Generated(NamedTuple):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from handwriting_hm.core import COPY, FLUSH, UPDATE
+from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
 from handwriting_hm.model import HandwritingConfig, HandwritingModel
-from handwriting_hm.sampler import generate, generate_reference
+from handwriting_hm.generate import generate, generate_reference
 
 N_POINTS = 60
 

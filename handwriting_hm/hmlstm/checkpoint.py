@@ -8,7 +8,7 @@ checks this before writing; `load_checkpoint` turns every way a file can be wron
 
 Every checkpoint carries `format` (== FORMAT), `format_version` and `kind`
 ("handwriting", "lm", ...); the rest of its keys are up to the writer (see
-`handwriting_hm.training` for the keys the trainer writes).
+`handwriting_hm.hmlstm.trainer` for the keys the trainer writes).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from data_prep.atomic import atomic_write
+from .atomic import atomic_write
 
 FORMAT = "handwriting-hm-checkpoint"
 FORMAT_VERSION = 1
