@@ -37,15 +37,13 @@ def write_random_checkpoint(path: Path) -> Path:
     """The paper's architecture with untrained weights: the sampler's cost, not its quality."""
     import torch
 
-    from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
+    from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel
 
     torch.manual_seed(0)
     config = HandwritingConfig()
-    save_checkpoint(path, {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "handwriting", "config": config.to_dict(),
-        "model": HandwritingModel(config).state_dict(), "metadata": {"stats": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}},
-    })
+    save_checkpoint(path, checkpoint_payload(KIND, config.to_dict(), HandwritingModel(config).state_dict(), slope=1.0,
+                                             metadata={"stats": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}}))
     return path
 
 

@@ -1,10 +1,10 @@
 """`handwriting-hm export`: a training checkpoint -> a compact inference model file.
 
-The file keeps only what `load_handwriting_model` needs: the checkpoint markers (format,
-format_version, kind "handwriting"), the model `config`, the weights (`model`, float16 by
-default: half the size, and the loader casts back to float32) and `metadata` (the
-normalisation `stats`, the boundary `slope` the model was trained to, where it came from).
-No optimiser, schedule or random state: it cannot be resumed, only used.
+The file keeps what `load_handwriting_model` needs: the model `config`, the weights (float16 by
+default: half the size, and the loader casts back to float32), the boundary `slope` the model was
+trained to, and `metadata` (the normalisation `stats`, where it came from), written by the one
+checkpoint writer (`hmlstm.checkpoint.export_checkpoint`). No optimiser, schedule or random
+state: it cannot be resumed, only used.
 """
 from __future__ import annotations
 
@@ -13,33 +13,16 @@ from pathlib import Path
 
 import torch
 
-from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
-from handwriting_hm.model import load_handwriting_model
+from handwriting_hm.hmlstm.checkpoint import export_checkpoint
+from handwriting_hm.model import KIND, load_handwriting_model
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def export_model(checkpoint_path: str | Path, out_path: str | Path, dtype: torch.dtype = torch.float16) -> dict:
-    """Write the inference file for `checkpoint_path` to `out_path` (atomically); return its metadata."""
-    checkpoint_path = Path(checkpoint_path)
-    loaded = load_handwriting_model(checkpoint_path)  # validates config, weights and stats
-    checkpoint = load_checkpoint(checkpoint_path, kind="handwriting")
-    progress = checkpoint.get("progress", {})
-    metadata = {
-        **checkpoint["metadata"],
-        "stats": {"mean": list(loaded.stats["mean"]), "std": list(loaded.stats["std"])},
-        "slope": loaded.slope,
-        "exported_from": str(checkpoint_path),
-        "step": progress.get("step"),
-        "epoch": progress.get("epoch"),
-        "training_seconds": progress.get("elapsed_s"),
-        "weights_dtype": str(dtype).removeprefix("torch."),
-    }
-    weights = {name: value.to(dtype) if value.is_floating_point() else value
-               for name, value in loaded.model.state_dict().items()}
-    save_checkpoint(out_path, {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "handwriting",
-                               "config": checkpoint["config"], "model": weights, "metadata": metadata})
-    return metadata
+def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+    """Write the inference file for `source` to `destination` (atomically); return its metadata."""
+    load_handwriting_model(source)  # refuse, in one line, a checkpoint whose config, weights or stats are unusable
+    return export_checkpoint(source, destination, KIND, dtype)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,11 +43,13 @@ class HandwritingModel(nn.Module):
 
     input_size = 3
 
-    def __init__(self, config: HandwritingConfig) -> None:
+    def __init__(self, config: HandwritingConfig, impl: str = "reference") -> None:
+        """impl: how an HM-LSTM core runs ("reference", "fused", "auto"); not part of the config,
+        since it changes the speed, not the model."""
         super().__init__()
         self.config = config
         self.core = make_core(config.cell, self.input_size, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode)
+                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 
@@ -80,6 +82,7 @@ def shift_inputs(offsets: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- loading
 
+KIND = "handwriting"  # the checkpoint kind of this model
 DEFAULT_MODEL = Path(__file__).parent / "models" / "handwriting-default.pt"
 
 
@@ -97,7 +100,7 @@ def load_handwriting_model(path: str | Path | None = None, map_location: Any = "
     missing, corrupt or incompatible file.
     """
     path = DEFAULT_MODEL if path is None else Path(path)
-    checkpoint = load_checkpoint(path, kind="handwriting", map_location=map_location)
+    checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
     try:
         config = HandwritingConfig.from_dict(checkpoint["config"])
         model = HandwritingModel(config)
@@ -107,5 +110,4 @@ def load_handwriting_model(path: str | Path | None = None, map_location: Any = "
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"checkpoint {path}: not a usable handwriting model ({first_line})") from None
-    slope = float(checkpoint.get("task", {}).get("slope", checkpoint["metadata"].get("slope", 1.0)))
-    return LoadedModel(model.eval(), stats, slope, dict(checkpoint["metadata"]))
+    return LoadedModel(model.eval(), stats, float(checkpoint["slope"]), dict(checkpoint["metadata"]))

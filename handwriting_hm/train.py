@@ -36,16 +36,14 @@ import numpy as np
 import torch
 
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.hmlstm.core import HMLSTM, IMPLEMENTATIONS, SlopeSchedule
+from handwriting_hm.hmlstm.core import IMPLEMENTATIONS, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_same_statistics, evaluate_lines
-from handwriting_hm.model import HandwritingConfig, HandwritingModel, shift_inputs
+from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
 from handwriting_hm.generate import generate
 from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments,
                                      distributed_from_env, seed_everything, shard_batches, train_config_from_args)
-
-KIND = "handwriting"
 
 
 @dataclass
@@ -296,9 +294,7 @@ def run(args: argparse.Namespace) -> int:
     validation_lines = [validation_set[int(i)][0] for i in chosen]
 
     seed_everything(train_config.seed)  # the model's initial weights
-    model = HandwritingModel(model_config)
-    if isinstance(model.core, HMLSTM):
-        model.core.impl = args.impl
+    model = HandwritingModel(model_config, impl=args.impl)
     task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed)
     metadata = {"stats": stats, "preset": preset_name, "task": settings.to_dict(), "scheme": settings.scheme,
                 "data": str(args.data)}

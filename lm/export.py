@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from .model import export_model
 
 
@@ -14,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    export_model(args.checkpoint, args.output, half=not args.full_precision)
+    export_model(args.checkpoint, args.output, torch.float32 if args.full_precision else torch.float16)
     size = Path(args.output).stat().st_size
     print(f"wrote {args.output} ({size / 1e6:.2f} MB)")
     return 0

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
-from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, StoredConfig, load_checkpoint, save_checkpoint
+from handwriting_hm.hmlstm.checkpoint import StoredConfig, export_checkpoint, load_checkpoint
 from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
@@ -42,12 +43,14 @@ class LMOutput(NamedTuple):
 class LanguageModel(nn.Module):
     """Next-symbol prediction with an HM-LSTM (or LSTM) core."""
 
-    def __init__(self, config: LMConfig) -> None:
+    def __init__(self, config: LMConfig, impl: str = "reference") -> None:
+        """impl: how an HM-LSTM core runs ("reference", "fused", "auto"); not part of the config,
+        since it changes the speed, not the model."""
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.input_embedding)
         self.core = make_core(config.cell, config.input_embedding, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode)
+                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = SoftmaxHead(config.embedding_size, config.vocab_size)
 
@@ -95,24 +98,10 @@ def load_lm(path: str | Path | None = None, map_location: Any = "cpu") -> Loaded
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"checkpoint {path}: not a usable language model ({first_line})") from None
-    slope = float(checkpoint.get("task", {}).get("slope", 1.0))
-    return LoadedLM(model.eval(), vocab, dataset, slope, metadata)
+    return LoadedLM(model.eval(), vocab, dataset, float(checkpoint["slope"]), metadata)
 
 
-def export_model(source: str | Path, destination: str | Path, half: bool = True,
-                 extra_metadata: dict[str, Any] | None = None) -> None:
-    """Write an inference-only copy of a checkpoint: config, weights (fp16 if `half`), slope, metadata."""
-    checkpoint = load_checkpoint(source, kind=KIND)
-    weights = {name: (value.half() if half and value.is_floating_point() else value)
-               for name, value in checkpoint["model"].items()}
-    save_checkpoint(destination, {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": KIND,
-        "config": checkpoint["config"],
-        "model": weights,
-        "task": {"slope": float(checkpoint.get("task", {}).get("slope", 1.0))},
-        "progress": {key: checkpoint["progress"][key] for key in ("step", "epoch", "best_metric", "elapsed_s")
-                     if key in checkpoint.get("progress", {})},
-        "metadata": {**checkpoint["metadata"], **(extra_metadata or {})},
-    })
+def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+    """Write an inference-only copy of a checkpoint (weights stored as `dtype`); return its metadata."""
+    load_lm(source)  # refuse, in one line, a checkpoint whose config, weights or vocabulary are unusable
+    return export_checkpoint(source, destination, KIND, dtype)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.hmlstm.core import HMLSTM, IMPLEMENTATIONS, SLOPE_PRESETS, HMLSTMState
+from handwriting_hm.hmlstm.core import IMPLEMENTATIONS, SLOPE_PRESETS, HMLSTMState
 from handwriting_hm.hmlstm.output import SoftmaxHead
 from handwriting_hm.hmlstm.trainer import (
     TrainConfig,
@@ -227,9 +227,7 @@ def run(args: argparse.Namespace) -> int:
     train_config = train_config_from_args(args, defaults)
     task = LanguageModelTask(data.splits["train"], data.splits["valid"], settings)
     seed_everything(train_config.seed)
-    model = LanguageModel(config)
-    if isinstance(model.core, HMLSTM):
-        model.core.impl = args.impl
+    model = LanguageModel(config, impl=args.impl)
     trainer = Trainer(model, task, train_config, run_dir, kind=KIND, model_config=config.to_dict(),
                       metadata={"dataset": data.metadata["dataset"], "vocab": data.vocab,
                                 "task": vars(settings).copy(), "preset": args.preset,

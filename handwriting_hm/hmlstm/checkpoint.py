@@ -1,4 +1,4 @@
-"""Checkpoint files: written atomically, read back safely.
+"""Checkpoint files: one shape, one writer, one reader; written atomically, read back safely.
 
 A checkpoint is a plain dict saved with `torch.save`. It must hold only what
 `torch.load(path, weights_only=True)` accepts (tensors, dicts, lists, tuples, str, int,
@@ -6,9 +6,16 @@ float, bool, None), so that loading a file never runs code from it. `save_checkp
 checks this before writing; `load_checkpoint` turns every way a file can be wrong into one
 `ValueError` line naming the file.
 
-Every checkpoint carries `format` (== FORMAT), `format_version` and `kind`
-("handwriting", "lm", ...); the rest of its keys are up to the writer (see
-`handwriting_hm.hmlstm.trainer` for the keys the trainer writes).
+`checkpoint_payload` builds every checkpoint: `format` (== FORMAT), `format_version`, `kind`
+("handwriting", "lm", ...), the model `config` (a plain dict), the weights (`model`), the
+boundary `slope` the weights were trained at, `metadata` (what a user of the model needs:
+normalisation statistics, a vocabulary), and whatever resume state a trainer adds (see
+`trainer.Trainer`). `export_checkpoint` writes the inference-only copy of one.
+
+Files written before the library had its own name carry the format "handwriting-hm-checkpoint"
+and keep the slope under task.slope (training runs, lm exports) or metadata.slope (handwriting
+exports). `load_checkpoint` reads them as they are and puts the slope where the current
+format has it, so shipped models load and runs in progress resume.
 """
 from __future__ import annotations
 
@@ -23,8 +30,10 @@ import torch
 
 from .atomic import atomic_write
 
-FORMAT = "handwriting-hm-checkpoint"
+FORMAT = "hmlstm-checkpoint"
+LEGACY_FORMAT = "handwriting-hm-checkpoint"  # same layout, but the slope lived under task or metadata
 FORMAT_VERSION = 1
+EXPORTED_PROGRESS = ("step", "epoch", "best_metric", "elapsed_s")  # what an inference copy keeps of training
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None), torch.dtype, torch.device)
 _PLAIN_CONTAINERS = (dict, OrderedDict, list, tuple, torch.Size)
@@ -98,7 +107,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
         else:
             problem = f"cannot be read (corrupt, truncated or not a PyTorch file: {type(error).__name__})"
         raise ValueError(f"checkpoint {path}: {problem}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise ValueError(f"checkpoint {path}: not a handwriting-hm checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
@@ -107,7 +116,39 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
         )
     if kind is not None and payload.get("kind") != kind:
         raise ValueError(f"checkpoint {path}: holds a {payload.get('kind')!r} model, expected a {kind!r} model")
+    if "slope" not in payload:
+        payload["slope"] = _legacy_slope(payload)
     return payload
+
+
+def _legacy_slope(payload: dict) -> float:
+    """Where a LEGACY_FORMAT file kept the slope: task.slope, else metadata.slope, else 1."""
+    task, metadata = payload.get("task") or {}, payload.get("metadata") or {}
+    return float(task.get("slope", metadata.get("slope", 1.0)))
+
+
+def checkpoint_payload(kind: str, config: dict, model: dict, slope: float, metadata: dict, **extra: Any) -> dict:
+    """Every checkpoint's contents: the markers, the model config, the weights, the slope and the
+    metadata, plus `extra` (a trainer's resume state, an export's progress summary)."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "config": config, "model": model,
+            "slope": float(slope), "metadata": metadata, **extra}
+
+
+def export_checkpoint(source: str | Path, destination: str | Path, kind: str,
+                      dtype: torch.dtype = torch.float16) -> dict:
+    """Write an inference-only copy of a `kind` checkpoint (floating weights stored as `dtype`; the
+    loaders cast back to float32) and return its metadata. No optimiser, schedule or random
+    state: the copy can be used, not resumed."""
+    checkpoint = load_checkpoint(source, kind=kind)
+    progress = checkpoint.get("progress", {})
+    weights = {name: value.to(dtype) if value.is_floating_point() else value
+               for name, value in checkpoint["model"].items()}
+    metadata = {**checkpoint["metadata"], "exported_from": str(source),
+                "weights_dtype": str(dtype).removeprefix("torch.")}
+    save_checkpoint(destination, checkpoint_payload(
+        kind, checkpoint["config"], weights, checkpoint["slope"], metadata,
+        progress={key: progress[key] for key in EXPORTED_PROGRESS if key in progress}))
+    return metadata
 
 
 class StoredConfig:

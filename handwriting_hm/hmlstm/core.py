@@ -19,8 +19,9 @@ detector (its z is always 0), so it never FLUSHes and has no top-down input.
 Two choices the paper leaves open, made here:
 - A COPY step computes nothing, so it also keeps its boundary: z_t^l = z_{t-1}^l = 0. (Every
   public implementation recomputes z on COPY; that makes COPY cost as much as UPDATE, which is
-  against the paper's point. It also means a layer can only end a segment at a step where the
-  layer below ended one, which is what a hierarchy of segments is.)
+  against the paper's point.) This does not tie a layer's boundaries to those of the layer
+  below: on a FLUSH step z is recomputed whatever the layer below did, so a layer can end a
+  segment at a step where the layer below did not end one.
 - Layer normalisation, when on, normalises the whole pre-activation s_t^l of Eq. 5 (one
   LayerNorm over its 4*H + 1 outputs, after the three terms are added), the boundary's included.
   Normalising the boundary pre-activation keeps it at unit scale, so the straight-through window
@@ -447,8 +448,12 @@ CELLS = {"hm-lstm": HMLSTM, "lstm": StackedLSTM}
 
 
 def make_core(cell: str, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
-              boundary_mode: str = "step") -> HMLSTM | StackedLSTM:
-    """Build the recurrent core by name: "hm-lstm" or "lstm"."""
+              boundary_mode: str = "step", impl: str = "reference") -> HMLSTM | StackedLSTM:
+    """Build the recurrent core by name: "hm-lstm" or "lstm". `impl` picks how an HM-LSTM runs
+    (see HMLSTM); the LSTM has one way only, so it is checked and otherwise unused there."""
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
+    check_impl(impl)
+    if cell == "hm-lstm":
+        return HMLSTM(input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode, impl=impl)
     return CELLS[cell](input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode)

@@ -35,10 +35,11 @@ across resumes: "start", "train" every `log_every` steps, "val" at each validati
 "diverged"), `curves.png` (redrawn at each validation) and `samples/step_XXXXXXXX.png` when
 the task writes samples.
 
-Checkpoint keys (all loadable with weights_only=True): format, format_version, kind, config
-(model_config), train_config, model, optimizer, scheduler, progress (step, epoch, position,
-best_metric, ...), rng (one entry per rank), task (task.state_dict()), metadata. A sampler
-needs only `load_checkpoint(path, kind)` and its "config", "model" and "metadata". To
+Checkpoint keys (all loadable with weights_only=True; built by `checkpoint.checkpoint_payload`):
+format, format_version, kind, config (model_config), model, slope (task.slope), metadata, and for
+resuming train_config, optimizer, scheduler, progress (step, epoch, position, best_metric, ...),
+rng (one entry per rank), task (task.state_dict()). A sampler needs only
+`load_checkpoint(path, kind)` and its "config", "model", "slope" and "metadata". To
 resume, rebuild the model from `load_checkpoint(run_dir / "latest.pt", kind)["config"]`
 (and take the metadata, e.g. the vocabulary, from there too) before creating the Trainer.
 
@@ -92,7 +93,7 @@ from torch.nn.utils.rnn import PackedSequence
 from tqdm import tqdm
 
 from .atomic import atomic_write
-from .checkpoint import FORMAT, FORMAT_VERSION, check_plain, load_checkpoint, save_checkpoint
+from .checkpoint import check_plain, checkpoint_payload, load_checkpoint, save_checkpoint
 from .device import resolve_device
 
 LATEST = "latest.pt"
@@ -185,6 +186,8 @@ def train_config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> T
 
 class TrainingTask:
     """What a trainer implements for its model and data; the defaults suit a stateless task."""
+
+    slope: float = 1.0  # the boundary slope the model trains at now; every checkpoint records it
 
     def batches(self, epoch: int) -> Iterable[Any]:
         """The batches of `epoch`, identical on every call with the same epoch."""
@@ -659,16 +662,12 @@ class Trainer:
             dist.all_gather_object(rng, capture_rng_state())
         if not self.dist.is_main:
             return
-        payload = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "kind": self.kind,
-            "config": self.model_config,
-            "train_config": asdict(self.config),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "progress": {
+        payload = checkpoint_payload(
+            self.kind, self.model_config, self.model.state_dict(), self.task.slope, self.metadata,
+            train_config=asdict(self.config),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            progress={
                 "step": self.step,
                 "epoch": self.epoch,
                 "position": self.position,
@@ -679,10 +678,9 @@ class Trainer:
                 "last_validated_step": self.last_validated_step,
                 "elapsed_s": self._elapsed(),
             },
-            "rng": rng,
-            "task": self.task.state_dict(),
-            "metadata": self.metadata,
-        }
+            rng=rng,
+            task=self.task.state_dict(),
+        )
         save_checkpoint(self.run_dir / LATEST, payload)
         if improved:
             save_checkpoint(self.run_dir / BEST, payload)
