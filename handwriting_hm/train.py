@@ -42,6 +42,7 @@ from handwriting_hm.evaluate import check_same_statistics, evaluate_lines
 from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
 from handwriting_hm.generate import generate
+from handwriting_hm.sample import raw_offsets
 from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments,
                                      distributed_from_env, seed_everything, shard_batches, train_config_from_args)
 
@@ -198,16 +199,13 @@ class HandwritingTask(TrainingTask):
 
     def write_samples(self, model: torch.nn.Module, path: Path) -> None:
         device = next(model.parameters()).device
-        mean = np.array(self.stats["mean"], dtype=np.float32)
-        std = np.array(self.stats["std"], dtype=np.float32)
         drawings, titles = [], []
         for bias in self.settings.sample_biases:
             generator = torch.Generator(device=device).manual_seed(self.seed)  # the same draw at every validation
             samples = generate(model, self.settings.sample_points, n_samples=2, bias=bias, slope=self.slope,
                                generator=generator)
             for offsets in samples.offsets.cpu().numpy():
-                offsets[:, :2] = offsets[:, :2] * std + mean  # back to sensor units: the true aspect ratio
-                drawings.append(offsets)
+                drawings.append(raw_offsets(offsets, self.stats))  # back to sensor units: the true aspect ratio
                 titles.append(f"bias {bias:g}")  # short: a narrow drawing clips a long title; the file name has the step
         render_grid_png(drawings, titles=titles, path=path)
 

@@ -111,3 +111,10 @@ def test_cli_without_the_shipped_model_says_how_to_pass_one(tmp_path, capsys, mo
     assert main(["sample", "--out", str(tmp_path / "x.svg")]) == 2
     error = capsys.readouterr().err
     assert "is not installed; pass --checkpoint PATH" in error and error.count("\n") == 1
+
+
+def test_a_constant_coordinate_is_denormalised_without_scaling():
+    # the dataset leaves a coordinate with std 0 unscaled, so undoing it must not multiply by 0
+    offsets = np.array([[2.0, 3.0, 0.7]])
+    raw = sample_module.raw_offsets(offsets, {"mean": (1.0, 5.0), "std": (0.0, 2.0)})
+    np.testing.assert_allclose(raw, [[3.0, 11.0, 1.0]])
