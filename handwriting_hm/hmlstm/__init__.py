@@ -5,7 +5,6 @@
     output      GatedOutput (paper §4.1) and SoftmaxHead
     checkpoint  the one checkpoint writer and reader
     trainer     Trainer, TrainConfig, TrainingTask: loop, logs, curves, exact resume, torchrun
-    presets     one preset pattern for trainers: model config + task settings + TrainConfig
     device      resolve_device
     cli         one subcommand per module, user errors as one line
     atomic      atomic file writes (no torch: data_prep imports it)
