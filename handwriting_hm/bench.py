@@ -106,6 +106,8 @@ def training_rows(shape: TrainShape, device: torch.device, precision: str, repea
 
     lstm_name = "nn.LSTM (cuDNN)" if device.type == "cuda" else "nn.LSTM"
     candidates = [(lstm_name, lstm_step), ("HM-LSTM fused", hm_step("fused"))]
+    if device.type == "cpu":
+        candidates.append(("HM-LSTM sparse", hm_step("sparse")))
     if with_reference:
         candidates.append(("HM-LSTM reference loop", hm_step("reference")))
     rows, lstm_rate = [], None
@@ -168,6 +170,58 @@ def sampler_rows(repeats: int) -> list[list[str]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- the sparse CPU path
+
+SPARSE_SHAPE = TrainShape("points", 32, 100, 3, 400)
+DENSE_FIRING = (0.5, 0.5)  # an untrained model's detectors fire at about half the steps
+
+
+def calibrate_firing(core: HMLSTM, x: torch.Tensor, firing: tuple[float, ...], iterations: int = 14) -> list[float]:
+    """Set each detector's layer-norm bias (the boundary unit's) by bisection so that z^l fires at about
+    the given fraction of the steps of x, bottom up with the detectors above silenced; return the rates."""
+    rows = [4 * size for size in core.hidden_sizes[:-1]]
+    with torch.no_grad():
+        for l, row in enumerate(rows):
+            core.norms[l].bias[row] = -50.0
+        for l, (row, target) in enumerate(zip(rows, firing)):
+            low, high = -5.0, 5.0
+            for _ in range(iterations):  # a higher bias fires more often
+                core.norms[l].bias[row] = (low + high) / 2
+                if core(x, impl="sparse").boundaries[..., l].mean().item() > target:
+                    high = (low + high) / 2
+                else:
+                    low = (low + high) / 2
+        return core(x, impl="sparse").boundaries.mean(dim=(0, 1)).tolist()
+
+
+def sparse_rows(repeats: int) -> list[list[str]]:
+    """The issue's table: 3x400 layer-normalised HM-LSTM, B=32, T=100, forward + backward of the
+    core, sparse and fused paths at the paper's and at dense firing rates, against nn.LSTM(3, 400, 3)
+    on the same input, in one run (CPU seconds of this process, so that other jobs on the machine
+    count less)."""
+    shape, device = SPARSE_SHAPE, torch.device("cpu")
+    torch.manual_seed(0)
+    x = torch.randn(shape.batch, shape.steps, shape.input_size)
+    lstm = nn.LSTM(shape.input_size, shape.hidden, num_layers=shape.layers, batch_first=True)
+    core = HMLSTM(shape.input_size, (shape.hidden,) * shape.layers, layer_norm=True)
+
+    def lstm_step() -> None:
+        lstm(x)[0].sum().backward()
+
+    def hm_step(impl: str) -> Callable[[], None]:
+        return lambda: sum(h.sum() for h in core(x, impl=impl).hidden).backward()
+
+    lstm_seconds = best_times(lstm_step, device, repeats)[1]
+    rows = [["nn.LSTM", "–", str(shape), f"{shape.batch * shape.steps / lstm_seconds:,.0f} points/s", "1.00x"]]
+    for name, firing in (("paper's", PAPER_FIRING), ("dense", DENSE_FIRING)):
+        rates = calibrate_firing(core, x, firing)
+        for impl in ("sparse", "fused"):
+            seconds = best_times(hm_step(impl), device, repeats)[1]
+            rows.append([f"HM-LSTM {impl}", f"{name}: " + " / ".join(f"{rate:.2f}" for rate in rates), str(shape),
+                         f"{shape.batch * shape.steps / seconds:,.0f} points/s", f"{lstm_seconds / seconds:.2f}x"])
+    return rows
+
+
 # ----------------------------------------------------------------------------- report
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -200,6 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop in training")
     parser.add_argument("--no-sampler", action="store_true", help="skip the sampler table")
+    parser.add_argument("--no-sparse", action="store_true", help="skip the sparse path's table (3x400, B=32, T=100)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,6 +283,10 @@ def run(args: argparse.Namespace) -> int:
                     rows += training_rows(shape, device, "bf16" if precision == "bf16" else precision,
                                           args.repeats, not args.no_reference)
         print(f"Training, {describe(device)}\n\n{markdown(header, rows)}\n", flush=True)
+    if not args.no_sparse:
+        header = ["implementation", "z^1 / z^2 firing rates", "shape", "fwd+bwd", "vs nn.LSTM"]
+        print(f"Sparse training path, {describe(torch.device('cpu'))}, layer norm, CPU seconds of this process\n\n"
+              f"{markdown(header, sparse_rows(args.repeats))}\n", flush=True)
     if not args.no_sampler:
         header = ["model", "batch", "active steps per layer", "reference", "fast", "fast (CPU time)",
                   "speed-up", "points/s (fast)"]

@@ -16,7 +16,7 @@ and does one of three operations, chosen by two binary boundary states:
 Layer 1 reads h^0 = x_t with z^0 = 1, so it never COPYs. The top layer has no boundary
 detector (its z is always 0), so it never FLUSHes and has no top-down input.
 
-Two choices the paper leaves open, made here:
+Three choices the paper leaves open, made here:
 - A COPY step computes nothing, so it also keeps its boundary: z_t^l = z_{t-1}^l = 0. (Every
   public implementation recomputes z on COPY; that makes COPY cost as much as UPDATE, which is
   against the paper's point.) This does not tie a layer's boundaries to those of the layer
@@ -28,6 +28,14 @@ Two choices the paper leaves open, made here:
   |a*s| < 1 selects: left raw, s_z stays tiny, every z passes gradient at every step, and on
   IAM-OnDB the gradient norm of a layer-normalised 3x128 model grew to 4e5 in the first step
   and overflowed by the tenth (with it normalised: 1.5, and training proceeds).
+- What a COPY row passes back (`copy_gradient`). Eq. 2 is written here as one sum,
+  c = flush*(i*g) + update*(f*c + i*g) + copy*c, so that the straight-through gradient reaches
+  the boundaries through the choice of operation. "mixed" differentiates that sum at every row,
+  which on a COPY row needs the gates it never computed. "straight" (the default) follows the
+  paper's "COPY needs none of the gates": a row that COPYs exactly passes its gradient straight
+  to its previous state and none to the boundaries that chose COPY; every other row keeps the
+  full gradient. Only "straight" lets training skip COPY rows (sparse.py); the forward pass is
+  the same either way, so a model trained with one runs with the other.
 """
 from __future__ import annotations
 
@@ -40,7 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
-IMPLEMENTATIONS = ("reference", "fused", "auto")  # how HMLSTM.forward runs: this loop, fused.py, or the faster
+IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
+COPY_GRADIENTS = ("straight", "mixed")  # what a COPY row passes back: see the module docstring
 COPY, UPDATE, FLUSH = 0, 1, 2
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
 
@@ -64,8 +73,8 @@ class _BoundaryFunction(torch.autograd.Function):
         z_tilde = hard_sigmoid(slope * s)  # Eq. 8
         if mode == "step":
             z = (z_tilde > 0.5).to(s.dtype)  # Eq. 9, deterministic
-        elif mode == "bernoulli":
-            z = torch.bernoulli(z_tilde)  # Eq. 9, sampled
+        elif mode == "bernoulli":  # Eq. 9, sampled: one uniform per row, which faster paths draw alike
+            z = (torch.rand_like(z_tilde) < z_tilde).to(s.dtype)
         else:
             z = z_tilde  # soft boundaries: no binarisation
         ctx.save_for_backward(s)
@@ -194,14 +203,18 @@ class HMLSTM(RecurrentCore):
     input_size: features of x_t; hidden_sizes: H_l per layer (at least 2 layers: with one there
     is no hierarchy); layer_norm: see the module docstring; boundary_mode: "step", "bernoulli"
     or "soft" (can be overridden per call); impl: "reference" (this loop), "fused" (fused.py: the
-    same results, a hand-written backward) or "auto" (the faster of the two for the input's
-    device), also overridable per call.
+    same results, a hand-written backward), "sparse" (sparse.py: only the rows that do not COPY,
+    binary boundaries and copy_gradient "straight"), "triton" (triton_cell.py: Triton kernels, CUDA
+    or Triton's interpreter) or "auto" (see impl_choice), also overridable per call;
+    copy_gradient: "straight" or "mixed", see the module docstring.
     """
 
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
-                 boundary_mode: str = "step", impl: str = "reference") -> None:
+                 boundary_mode: str = "step", impl: str = "reference", copy_gradient: str = "straight") -> None:
         super().__init__()
         hidden_sizes = tuple(int(size) for size in hidden_sizes)
+        if copy_gradient not in COPY_GRADIENTS:
+            raise ValueError(f"unknown copy_gradient {copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
         if input_size < 1 or len(hidden_sizes) < 2 or min(hidden_sizes) < 1:
             raise ValueError(f"need input_size >= 1 and at least 2 layers of size >= 1, "
                              f"got input_size={input_size}, hidden_sizes={hidden_sizes}")
@@ -214,6 +227,7 @@ class HMLSTM(RecurrentCore):
         self.layer_norm = layer_norm
         self.boundary_mode = boundary_mode
         self.impl = impl
+        self.copy_gradient = copy_gradient
         below_sizes = (input_size,) + hidden_sizes[:-1]
         # Eq. 5: each layer maps three terms to 4*H (f, i, o, g) + 1 boundary pre-activation;
         # the top layer has no boundary detector and no top-down input.
@@ -258,6 +272,9 @@ class HMLSTM(RecurrentCore):
             flush = z_prev
             update = (1 - z_prev) * z_below
             copy = (1 - z_prev) * (1 - z_below)
+            if self.copy_gradient == "straight":  # a COPY row passes no gradient to the z's that chose it
+                computed = copy.detach() < 1
+                flush, update, copy = (torch.where(computed, w, w.detach()) for w in (flush, update, copy))
             c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
             h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))  # Eq. 3
 
@@ -291,9 +308,16 @@ class HMLSTM(RecurrentCore):
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
         self.check_state(state, batch)
-        if resolve_impl(impl or self.impl) == "fused":
-            from .fused import hmlstm_fused  # imported here: fused.py builds on this module
+        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient)
+        if path == "fused":  # the fast paths are imported here: they build on this module
+            from .fused import hmlstm_fused
             return hmlstm_fused(self, x, state, mask, slope, mode)
+        if path == "sparse":
+            from .sparse import hmlstm_sparse
+            return hmlstm_sparse(self, x, state, mask, slope, mode)
+        if path == "triton":
+            from .triton_cell import hmlstm_triton
+            return hmlstm_triton(self, x, state, mask, slope, mode)
 
         hidden: list[list[Tensor]] = [[] for _ in range(self.num_layers)]
         boundaries: list[Tensor] = []
@@ -316,11 +340,31 @@ def check_impl(impl: str) -> None:
         raise ValueError(f"unknown impl {impl!r}: choose one of {', '.join(IMPLEMENTATIONS)}")
 
 
-def resolve_impl(impl: str) -> str:
-    """"reference" or "fused": "auto" picks the fused path, which handwriting_hm.bench measured
-    1.2-1.8x faster than the reference loop on a 2-core CPU (not yet measured on a GPU)."""
+def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
+                 copy_gradient: str = "straight") -> str:
+    """The path that runs: `impl` itself, or for "auto" the fastest that can run here (impl_choice says why)."""
+    return impl_choice(impl, device, boundary_mode, copy_gradient)[0]
+
+
+def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
+                copy_gradient: str = "straight") -> tuple[str, str]:
+    """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
+    on the CPU the sparse path (2x the fused path at the paper's boundary rates, 3x400, 2026-11-23) where
+    it can run (binary boundaries, copy_gradient "straight"), else the fused path; on a GPU the Triton
+    kernels where triton is installed (not yet measured on a GPU), else the fused path."""
     check_impl(impl)
-    return "fused" if impl == "auto" else impl
+    if impl != "auto":
+        return impl, f"impl={impl!r} was asked for"
+    device = torch.device(device)
+    if device.type == "cuda":
+        from .triton_cell import triton_available  # imported here: it imports triton when installed
+        if triton_available(device):
+            return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
+        return "fused", "auto on CUDA without triton: the fused path"
+    if boundary_mode in ("step", "bernoulli") and copy_gradient == "straight":
+        return "sparse", "auto on the CPU: the sparse path, which skips COPY rows (measured fastest there)"
+    return "fused", (f"auto on the CPU: the fused path, as the sparse one needs binary boundaries and "
+                     f"copy_gradient='straight' (here {boundary_mode!r}, {copy_gradient!r})")
 
 
 def check_input(x: Tensor, input_size: int) -> tuple[int, int]:

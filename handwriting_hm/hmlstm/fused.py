@@ -47,7 +47,7 @@ def hmlstm_fused(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | Non
         norm_biases = [norm.bias for norm in core.norms]
         eps = core.norms[0].eps
     valid = None if mask is None else mask.to(x.dtype)
-    outputs = _FusedHMLSTM.apply(core.hidden_sizes, slope, mode, eps, valid, x, core.bottom_up[0].weight,
+    outputs = _FusedHMLSTM.apply(core.hidden_sizes, slope, mode, core.copy_gradient == "straight", eps, valid, x, core.bottom_up[0].weight,
                                  *state.h, *state.c, state.z, *concatenated, *biases, *norm_weights, *norm_biases)
     hidden, boundaries = outputs[:L], outputs[L]
     h, c, z = outputs[L + 1:2 * L + 1], outputs[2 * L + 1:3 * L + 1], outputs[3 * L + 1]
@@ -55,12 +55,12 @@ def hmlstm_fused(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | Non
 
 
 class _FusedHMLSTM(torch.autograd.Function):
-    """Inputs: sizes, slope, mode, eps, valid (B, T) or None, x (B, T, I), W_0^1, h0 (L), c0 (L),
+    """Inputs: sizes, slope, mode, straight (copy_gradient == "straight"), eps, valid (B, T) or None, x (B, T, I), W_0^1, h0 (L), c0 (L),
     z0 (B, L-1), concatenated weights (L), biases (L), LayerNorm weights (L or 0), biases (L or 0).
     Outputs: hidden (L, each (B, T, H_l)), boundaries (B, T, L-1), h (L), c (L), z (B, L-1)."""
 
     @staticmethod
-    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, eps: float, valid: Tensor | None,
+    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, straight: bool, eps: float, valid: Tensor | None,
                 x: Tensor, input_weight: Tensor, *tensors: Tensor):  # type: ignore[override]
         L = len(sizes)
         h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
@@ -122,8 +122,8 @@ class _FusedHMLSTM(torch.autograd.Function):
                     z_tilde = hard_sigmoid(slope * s[:, 4 * size:])  # Eq. 8-9, as core._BoundaryFunction
                     if mode == "step":
                         z_hat = (z_tilde > 0.5).to(z_tilde.dtype)
-                    elif mode == "bernoulli":
-                        z_hat = torch.bernoulli(z_tilde)
+                    elif mode == "bernoulli":  # as core._BoundaryFunction: one uniform per row
+                        z_hat = (torch.rand_like(z_tilde) < z_tilde).to(z_tilde.dtype)
                     else:
                         z_hat = z_tilde
                     z = copy * z_prev + (1 - copy) * z_hat
@@ -139,7 +139,7 @@ class _FusedHMLSTM(torch.autograd.Function):
             z_states[t + 1] = z_steps[t] if time_major_valid is None else torch.where(
                 time_major_valid[t] > 0, z_steps[t], z_states[t])
 
-        ctx.sizes, ctx.slope, ctx.eps = tuple(sizes), slope, eps
+        ctx.sizes, ctx.slope, ctx.eps, ctx.straight = tuple(sizes), slope, eps, straight
         ctx.save_for_backward(time_major_valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs,
                               *h_states, *c_states, *inputs, *activations, *weights, *norm_weights,
                               *normalised, *inverse_std)
@@ -153,7 +153,7 @@ class _FusedHMLSTM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor):  # type: ignore[override]
-        sizes, slope, L = ctx.sizes, ctx.slope, len(ctx.sizes)
+        sizes, slope, L, straight = ctx.sizes, ctx.slope, len(ctx.sizes), ctx.straight
         saved = list(ctx.saved_tensors)
         valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs = saved[:7]
         rest = saved[7:]
@@ -229,6 +229,9 @@ class _FusedHMLSTM(torch.autograd.Function):
                     d_copy = d_copy + (dz * (z_prev - z_hats[t, :, l:l + 1])).sum(dim=1, keepdim=True)
                     ds[:, 4 * size:] = dz * (1 - copy) * ((slope * s_z).abs() < 1).to(dz.dtype) * (slope / 2.0)
                     d_z_prev = dz * copy
+                if straight and isinstance(copy, Tensor):  # see HMLSTM.step: a COPY row passes no gradient to its z's
+                    computed = (copy < 1).to(ds.dtype)
+                    d_flush, d_update, d_copy = d_flush * computed, d_update * computed, d_copy * computed
                 if layer_norm:  # y = x_hat * gamma + beta, x_hat = (s - mean) / std
                     grad_normalised[l][t] = ds
                     d_hat = ds * norm_weights[l]
@@ -261,7 +264,7 @@ class _FusedHMLSTM(torch.autograd.Function):
         grad_input_weight = grad_projected.flatten(0, 1).t() @ x.flatten(0, 1)
         grad_norm_weights = [(d * x_hat).sum(dim=(0, 1)) for d, x_hat in zip(grad_normalised, normalised)]
         grad_norm_biases = [d.sum(dim=(0, 1)) for d in grad_normalised]
-        return (None, None, None, None, None, grad_x, grad_input_weight, *grad_h, *grad_c, grad_z,
+        return (None, None, None, None, None, None, grad_x, grad_input_weight, *grad_h, *grad_c, grad_z,
                 *grad_weights, *grad_biases, *grad_norm_weights, *grad_norm_biases)
 
 
