@@ -208,3 +208,18 @@ def test_config_round_trips_through_a_plain_dict_and_refuses_unknown_keys():
     assert HandwritingConfig.from_dict({"n_mixtures": 4}) == HandwritingConfig(n_mixtures=4)
     with pytest.raises(ValueError, match="unknown HandwritingConfig settings: depth"):
         HandwritingConfig.from_dict({**stored, "depth": 3})
+
+
+def test_mixture_head_under_bf16_autocast_keeps_rho_inside_the_unit_interval():
+    """The head runs in float32 under autocast: in bf16, tanh(rho_hat) rounds to exactly +-1 for
+    |rho_hat| > ~3.4 and the log-likelihood is -inf / NaN."""
+    torch.manual_seed(0)
+    head = MixtureDensityHead(8, n_mixtures=2)
+    with torch.no_grad():
+        head.linear.bias[5 * 2:6 * 2] = 6.0  # rho_hat = 6 for both components
+    h = torch.zeros(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        params = head(h)
+        log_likelihood = mixture_log_likelihood(params, torch.tensor([[0.1, -0.2, 0.0]] * 3))
+    assert params.rho.dtype == torch.float32 and bool((params.rho.abs() < 1).all())
+    assert torch.isfinite(log_likelihood).all()
