@@ -61,6 +61,16 @@ def assert_relative_close(actual, expected, tolerance):
         assert ((a - e).abs().max() / scale).item() < tolerance
 
 
+def assert_every_operation(model, boundaries, initial_z, lengths):
+    """Every valid step of the comparison covered every operation each layer can do."""
+    codes = operations(boundaries, initial_z=initial_z.detach())
+    valid = torch.ones(BATCH, STEPS, dtype=torch.bool) if lengths is None else (
+        torch.arange(STEPS)[None] < lengths[:, None])
+    done = [set(codes[:, :, l][valid].tolist()) for l in range(model.num_layers)]
+    assert done[0] == {UPDATE, FLUSH} and done[-1] == {COPY, UPDATE}
+    assert all(ops == {COPY, UPDATE, FLUSH} for ops in done[1:-1])
+
+
 CASES = [  # (layer_norm, lengths, split)
     (False, None, None),
     (True, None, None),
@@ -83,12 +93,7 @@ def test_fused_equals_reference(dtype, tolerance, layer_norm, lengths, split):
     assert_relative_close(fused[1], reference[1], tolerance)
 
     # what the comparison covered: every operation in every layer that can do it ...
-    codes = operations(reference[2], initial_z=leaves[-1].detach())
-    valid = torch.ones(BATCH, STEPS, dtype=torch.bool) if lengths is None else (
-        torch.arange(STEPS)[None] < lengths[:, None])
-    done = [set(codes[:, :, l][valid].tolist()) for l in range(model.num_layers)]
-    assert done[0] == {UPDATE, FLUSH} and done[-1] == {COPY, UPDATE}
-    assert all(ops == {COPY, UPDATE, FLUSH} for ops in done[1:-1])
+    assert_every_operation(model, reference[2], leaves[-1], lengths)
     # ... and gradients through z: the detectors' weights and the initial boundaries get some
     gradients = dict(zip([name for name, _ in model.named_parameters()], reference[1]))
     for l, size in enumerate(model.hidden_sizes[:-1]):

@@ -5,17 +5,9 @@ the reference with both copy gradients."""
 import pytest
 import torch
 
-from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE, HMLSTM, operations, resolve_impl
-from test_fused import BATCH, STEPS, assert_relative_close, make_inputs, make_model, run  # tests/ is on sys.path
-
-CASES = [  # (layer_norm, lengths, split)
-    (False, None, None),
-    (True, None, None),
-    (True, [STEPS, 6, 1, 0, 8], None),
-    (False, [STEPS, 3, STEPS, 8, 2], None),
-    (True, None, 4),
-]
-
+from handwriting_hm.hmlstm.core import HMLSTM, resolve_impl
+from test_fused import (CASES, STEPS, assert_every_operation, assert_relative_close, make_inputs,  # tests/ is on sys.path
+                        make_model, run)
 
 @pytest.mark.parametrize("boundary_mode", ["step", "bernoulli"])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
@@ -30,13 +22,7 @@ def test_sparse_equals_reference(boundary_mode, dtype, tolerance, layer_norm, le
     assert torch.equal(sparse[2], reference[2])  # the same boundaries (Bernoulli: the same draws)
     assert_relative_close(sparse[0], reference[0], tolerance)
     assert_relative_close(sparse[1], reference[1], tolerance)
-
-    codes = operations(reference[2], initial_z=leaves[-1].detach())
-    valid = torch.ones(BATCH, STEPS, dtype=torch.bool) if lengths is None else (
-        torch.arange(STEPS)[None] < lengths[:, None])
-    done = [set(codes[:, :, l][valid].tolist()) for l in range(model.num_layers)]
-    assert done[0] == {UPDATE, FLUSH} and done[-1] == {COPY, UPDATE}
-    assert all(ops == {COPY, UPDATE, FLUSH} for ops in done[1:-1])
+    assert_every_operation(model, reference[2], leaves[-1], lengths)
 
 
 def test_copy_gradients_differ_only_in_the_gradient():

@@ -30,28 +30,35 @@ def hmlstm_fused(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | Non
                  mode: str) -> HMLSTMOutput:
     """core.HMLSTM.forward with already checked arguments, computed by _FusedHMLSTM."""
     L = core.num_layers
-    # [U_l^l | U_{l+1}^l | W_{l-1}^l]; layer 1's W_0^1 x_t is computed for all steps at once
+    norm_weights, norm_biases, eps = norm_parameters(core)
+    valid = None if mask is None else mask.to(x.dtype)
+    outputs = _FusedHMLSTM.apply(core.hidden_sizes, slope, mode, core.copy_gradient == "straight", eps, valid, x,
+                                 core.bottom_up[0].weight, *state.h, *state.c, state.z, *concatenated_weights(core),
+                                 *[layer.bias for layer in core.recurrent], *norm_weights, *norm_biases)
+    hidden, boundaries = outputs[:L], outputs[L]
+    h, c, z = outputs[L + 1:2 * L + 1], outputs[2 * L + 1:3 * L + 1], outputs[3 * L + 1]
+    return HMLSTMOutput(tuple(hidden), boundaries, HMLSTMState(tuple(h), tuple(c), z))
+
+
+def concatenated_weights(core: HMLSTM) -> list[Tensor]:
+    """Per layer [U_l^l | U_{l+1}^l | W_{l-1}^l], the weights of one GEMM per layer-step (layer 1's
+    W_0^1 x_t is left out: it is computed for all steps at once)."""
     concatenated = []
-    for l in range(L):
+    for l in range(core.num_layers):
         parts = [core.recurrent[l].weight]
-        if l < L - 1:
+        if l < core.num_layers - 1:
             parts.append(core.top_down[l].weight)
         if l > 0:
             parts.append(core.bottom_up[l].weight)
         concatenated.append(torch.cat(parts, dim=1))
-    biases = [layer.bias for layer in core.recurrent]
+    return concatenated
+
+
+def norm_parameters(core: HMLSTM) -> tuple[list[Tensor], list[Tensor], float]:
+    """The layer norms' weights, biases and epsilon; empty lists and 0 without layer norm."""
     if core.norms is None:
-        norm_weights, norm_biases, eps = [], [], 0.0
-    else:
-        norm_weights = [norm.weight for norm in core.norms]
-        norm_biases = [norm.bias for norm in core.norms]
-        eps = core.norms[0].eps
-    valid = None if mask is None else mask.to(x.dtype)
-    outputs = _FusedHMLSTM.apply(core.hidden_sizes, slope, mode, core.copy_gradient == "straight", eps, valid, x, core.bottom_up[0].weight,
-                                 *state.h, *state.c, state.z, *concatenated, *biases, *norm_weights, *norm_biases)
-    hidden, boundaries = outputs[:L], outputs[L]
-    h, c, z = outputs[L + 1:2 * L + 1], outputs[2 * L + 1:3 * L + 1], outputs[3 * L + 1]
-    return HMLSTMOutput(tuple(hidden), boundaries, HMLSTMState(tuple(h), tuple(c), z))
+        return [], [], 0.0
+    return [norm.weight for norm in core.norms], [norm.bias for norm in core.norms], core.norms[0].eps
 
 
 class _FusedHMLSTM(torch.autograd.Function):

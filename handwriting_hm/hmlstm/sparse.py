@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from .fused import norm_parameters
 
 BINARY_MODES = ("step", "bernoulli")
 
@@ -42,12 +43,7 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
     if mode not in BINARY_MODES:
         raise ValueError(f"the sparse path needs binary boundaries (step or bernoulli), got {mode!r}")
     L = core.num_layers
-    if core.norms is None:
-        norm_weights, norm_biases, eps = [], [], 0.0
-    else:
-        norm_weights = [norm.weight for norm in core.norms]
-        norm_biases = [norm.bias for norm in core.norms]
-        eps = core.norms[0].eps
+    norm_weights, norm_biases, eps = norm_parameters(core)
     with torch.autocast(x.device.type, enabled=False):  # the state and every product in x's dtype
         outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, eps, mask, x, *state.h, *state.c, state.z,
                                       *[layer.weight for layer in core.recurrent], *[layer.bias for layer in core.recurrent],

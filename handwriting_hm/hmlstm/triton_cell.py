@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState
+from .fused import concatenated_weights, norm_parameters
 
 try:  # the kernels need triton; without it the path reports itself unavailable
     import triton
@@ -57,21 +58,9 @@ def hmlstm_triton(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
     if matmul_dtype is None and torch.is_autocast_enabled(device_type):
         matmul_dtype = torch.get_autocast_dtype(device_type)
     L = core.num_layers
-    concatenated = []  # [U_l^l | U_{l+1}^l | W_{l-1}^l]; layer 1's W_0^1 x_t is done for all steps at once
-    for l in range(L):
-        parts = [core.recurrent[l].weight]
-        if l < L - 1:
-            parts.append(core.top_down[l].weight)
-        if l > 0:
-            parts.append(core.bottom_up[l].weight)
-        concatenated.append(torch.cat(parts, dim=1))
+    concatenated = concatenated_weights(core)
     biases = [layer.bias for layer in core.recurrent]
-    if core.norms is None:
-        norm_weights, norm_biases, eps = [], [], 0.0
-    else:
-        norm_weights = [norm.weight for norm in core.norms]
-        norm_biases = [norm.bias for norm in core.norms]
-        eps = core.norms[0].eps
+    norm_weights, norm_biases, eps = norm_parameters(core)
     valid = None if mask is None else mask.to(x.dtype)
     uniforms = None  # Bernoulli draws: the reference's torch.rand_like(z~) calls, in its order (t, then l)
     if mode == "bernoulli":
