@@ -247,46 +247,61 @@ class HMLSTM(RecurrentCore):
              boundary_mode: str | None = None) -> tuple[HMLSTMState, Tensor]:
         """One time step through all layers. x: (B, input_size). Returns the new state and z_t (B, L-1)."""
         mode = boundary_mode or self.boundary_mode
-        batch = x.shape[0]
-        h_below, z_below = x, x.new_ones(batch, 1)  # h^0 = x_t, z^0 = 1
+        h_below, z_below = x, x.new_ones(x.shape[0], 1)  # h^0 = x_t, z^0 = 1
         new_h, new_c, new_z = [], [], []
         for l in range(self.num_layers):
-            size, top = self.hidden_sizes[l], l == self.num_layers - 1
-            h_prev, c_prev = state.h[l], state.c[l]
-            z_prev = x.new_zeros(batch, 1) if top else state.z[:, l:l + 1]
-
-            # Eq. 5: the three terms. Recurrent is always on; top-down only right after this
-            # layer's own boundary (z_{t-1}^l); bottom-up only when the layer below fires now (z_t^{l-1}).
-            s = self.recurrent[l](h_prev)
-            if not top:
-                s = s + z_prev * self.top_down[l](state.h[l + 1])
-            s = s + z_below * self.bottom_up[l](h_below)
-
-            if self.norms is not None:
-                s = self.norms[l](s)
-            f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
-            f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)  # Eq. 6
-
-            # Eq. 2 as one sum, so that gradients reach the boundary detectors through z
-            # (straight-through); with binary z exactly one term is 1, and COPY is bit-exact.
-            flush = z_prev
-            update = (1 - z_prev) * z_below
-            copy = (1 - z_prev) * (1 - z_below)
-            if self.copy_gradient == "straight":  # a COPY row passes no gradient to the z's that chose it
-                computed = copy.detach() < 1
-                flush, update, copy = (torch.where(computed, w, w.detach()) for w in (flush, update, copy))
-            c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
-            h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))  # Eq. 3
-
+            h, c, z = self.layer_step(l, h_below, z_below, state, slope, mode)
             new_h.append(h)
             new_c.append(c)
-            if not top:
-                z_hat = boundary(s[:, 4 * size:], slope, mode)  # Eq. 7-9
-                z = copy * z_prev + (1 - copy) * z_hat  # COPY keeps its z (= 0)
+            if z is not None:
                 new_z.append(z)
                 h_below, z_below = h, z
         z_t = torch.cat(new_z, dim=1)
         return HMLSTMState(tuple(new_h), tuple(new_c), z_t), z_t
+
+    def layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: float,
+                   mode: str, extra_bottom_up: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Layer l (0-based) at one step, Eq. 2-9: returns its h_t, c_t and z_t ((B, 1); None for the top layer).
+
+        h_below, z_below: h_t^{l-1} and z_t^{l-1} (x_t and ones for layer 0); state: every
+        layer's state at t-1, as h_{t-1}^{l+1} is read from it. extra_bottom_up (B, 4H+1), if
+        given, is one more input from below, already multiplied by its weights (a client's
+        extra input, e.g. the synthesis window): it is added to the bottom-up term, so the
+        layer reads it, like h_t^{l-1}, only when z_t^{l-1} = 1.
+        """
+        size, top = self.hidden_sizes[l], l == self.num_layers - 1
+        h_prev, c_prev = state.h[l], state.c[l]
+        z_prev = h_prev.new_zeros(h_prev.shape[0], 1) if top else state.z[:, l:l + 1]
+
+        # Eq. 5: the three terms. Recurrent is always on; top-down only right after this
+        # layer's own boundary (z_{t-1}^l); bottom-up only when the layer below fires now (z_t^{l-1}).
+        s = self.recurrent[l](h_prev)
+        if not top:
+            s = s + z_prev * self.top_down[l](state.h[l + 1])
+        bottom_up = self.bottom_up[l](h_below)
+        if extra_bottom_up is not None:
+            bottom_up = bottom_up + extra_bottom_up
+        s = s + z_below * bottom_up
+
+        if self.norms is not None:
+            s = self.norms[l](s)
+        f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
+        f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)  # Eq. 6
+
+        # Eq. 2 as one sum, so that gradients reach the boundary detectors through z
+        # (straight-through); with binary z exactly one term is 1, and COPY is bit-exact.
+        flush = z_prev
+        update = (1 - z_prev) * z_below
+        copy = (1 - z_prev) * (1 - z_below)
+        if self.copy_gradient == "straight":  # a COPY row passes no gradient to the z's that chose it
+            computed = copy.detach() < 1
+            flush, update, copy = (torch.where(computed, w, w.detach()) for w in (flush, update, copy))
+        c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
+        h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))  # Eq. 3
+        if top:
+            return h, c, None
+        z_hat = boundary(s[:, 4 * size:], slope, mode)  # Eq. 7-9
+        return h, c, copy * z_prev + (1 - copy) * z_hat  # COPY keeps its z (= 0)
 
     # -- a whole sequence
 
