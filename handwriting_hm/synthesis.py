@@ -1,0 +1,209 @@
+"""The text-conditioned handwriting model: Graves's attention window on the HM-LSTM core.
+
+Graves (2013) §5.1: a window of K Gaussians slides over the one-hot characters c_1..c_U of the
+text. From layer 1's output h^1_t (Eq. 48-51):
+
+    (alpha_hat, beta_hat, kappa_hat) = W h^1_t + b            3K numbers
+    alpha = exp(alpha_hat)   beta = exp(beta_hat)   kappa_t = kappa_{t-1} + exp(kappa_hat)
+    phi(t, u) = sum_k alpha_k exp(-beta_k (kappa_k - u)^2)      (Eq. 46)
+    w_t = sum_u phi(t, u) c_u                                   (Eq. 47)
+
+kappa only grows, so the window can only move forwards along the text. Positions u count from 0
+here and kappa_0 = 0: the window starts on the first character.
+
+Where w_t goes, as in Graves: layer 1 reads [x_t; w_{t-1}] as its input, the layers above get
+w_t, and so does the output module. How that meets the HM-LSTM's boundaries:
+
+- Layer 1 reads its input at every step (z^0 = 1: it never COPYs), so the window is recomputed,
+  and moves, at every point.
+- Layer l >= 2 gets w_t as part of its bottom-up input, next to h^{l-1}_t (HMLSTM.layer_step's
+  extra_bottom_up). Eq. 5 gates the bottom-up term with z^{l-1}_t, so layer l reads w_t only when
+  the layer below fires: on UPDATE steps, and on FLUSH steps where the layer below fired too. On a
+  COPY step (z^{l-1}_t = 0, z^l_{t-1} = 0) layer l does not see w_t at all: it keeps the h it had,
+  which saw the window as it was at the last boundary below. So layer 2 reads the text where
+  layer 1's segments end, layer 3 where layer 2's do.
+- The output module always sees w_t: it enters GatedOutput as one more input beside every
+  layer's h, with its own scalar gate, so each point is drawn knowing which character is being
+  written, whatever the boundaries did.
+
+Inputs follow HandwritingModel: offsets (dx, dy) normalised, end_of_stroke as is, and the input at
+step t is the offset at t-1 (a zero vector first; `shift_inputs`), so every point is scored.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .alphabet import Alphabet
+from .hmlstm.checkpoint import StoredConfig
+from .hmlstm.core import HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask, stack_time
+from .hmlstm.output import GatedOutput
+from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
+from .model import shift_inputs
+
+
+@dataclass
+class SynthesisConfig(StoredConfig):
+    """Architecture. The core's defaults are the paper's handwriting model (§4.2); K = 10 is Graves's."""
+
+    alphabet: str = ""  # the characters the model writes, in id order (see Alphabet)
+    hidden_sizes: tuple[int, ...] = (400, 400, 400)
+    embedding_size: int = 400
+    n_mixtures: int = 20
+    n_window: int = 10  # K Gaussians in the window
+    # exp(kappa_hat) at initialisation, in characters per point. Graves is silent; with exp(0) = 1
+    # the window would start by running a character per point off the text, while IAM-OnDB
+    # writes one in about 20 points. 1/20 starts the window at about the data's pace.
+    initial_window_step: float = 0.05
+    layer_norm: bool = True
+    boundary_mode: str = "step"
+
+    def __post_init__(self) -> None:
+        if self.n_window < 1 or not 0 < self.initial_window_step:
+            raise ValueError(f"need n_window >= 1 and initial_window_step > 0, "
+                             f"got {self.n_window}, {self.initial_window_step}")
+        Alphabet(self.alphabet)  # raises for an empty alphabet or repeats
+
+
+class Window(NamedTuple):
+    """The attention window at one step (or every step, with a time axis after the batch)."""
+
+    vector: Tensor  # w_t (B, V)
+    kappa: Tensor  # (B, K) window centres, in character positions
+    log_phi: Tensor  # (B, U + 1) log phi(t, u) for u = 0..U, the last one the position after the text
+
+
+class SynthesisState(NamedTuple):
+    """The recurrent state between steps: the core's, the window's centres and the last window vector."""
+
+    core: HMLSTMState
+    kappa: Tensor  # (B, K): kappa_{t-1}
+    window: Tensor  # (B, V): w_{t-1}, layer 1's input at t
+
+    def detach(self) -> "SynthesisState":
+        return SynthesisState(self.core.detach(), self.kappa.detach(), self.window.detach())
+
+
+class SynthesisOutput(NamedTuple):
+    params: MixtureParams  # next-point distribution at each step, leading shape (B, T)
+    hidden: tuple[Tensor, ...]  # per layer, (B, T, H_l); zeros at padded steps
+    boundaries: Tensor  # (B, T, L-1): z_t^l of layers 1..L-1
+    windows: Window  # every step's: vector (B, T, V), kappa (B, T, K), log_phi (B, T, U + 1)
+    state: SynthesisState  # after each row's last valid step
+
+
+def window_position_weights(log_alpha: Tensor, beta: Tensor, kappa: Tensor, positions: int) -> Tensor:
+    """log phi(u) = log sum_k alpha_k exp(-beta_k (kappa_k - u)^2) for u = 0..positions-1 (Eq. 46).
+
+    In logs (log-sum-exp over k), so that far past the text, where every exp underflows to 0,
+    the positions are still ordered: the stop rule compares them there.
+    """
+    u = torch.arange(positions, device=kappa.device, dtype=kappa.dtype)
+    exponents = log_alpha[..., None] - beta[..., None] * (kappa[..., None] - u) ** 2  # (B, K, U)
+    return torch.logsumexp(exponents, dim=-2)
+
+
+class SynthesisModel(nn.Module):
+    """Text-conditioned next-offset prediction: HM-LSTM core, attention window, gated output, mixture head."""
+
+    point_size = 3  # dx, dy, end_of_stroke
+
+    def __init__(self, config: SynthesisConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.alphabet = Alphabet(config.alphabet)
+        V, K, sizes = len(self.alphabet), config.n_window, config.hidden_sizes
+        # layer 1 reads [x_t; w_{t-1}]; the reference loop is the one that runs (the window sits
+        # between layer 1 and layer 2 of every step, which the fused paths do not allow)
+        self.core = HMLSTM(self.point_size + V, sizes, layer_norm=config.layer_norm,
+                           boundary_mode=config.boundary_mode, impl="reference")
+        self.window = nn.Linear(sizes[0], 3 * K)  # (alpha_hat, beta_hat, kappa_hat) from h^1_t (Eq. 48)
+        with torch.no_grad():
+            self.window.bias[2 * K:].fill_(math.log(config.initial_window_step))
+        # w_t into layer l >= 2's bottom-up term: its share of W_{l-1}^l for the input [h^{l-1}_t; w_t]
+        self.window_in = nn.ModuleList(nn.Linear(V, 4 * size + (1 if l < len(sizes) - 1 else 0), bias=False)
+                                       for l, size in enumerate(sizes) if l > 0)
+        self.output = GatedOutput(tuple(sizes) + (V,), config.embedding_size)  # w_t is its last input
+        self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
+
+    def initial_state(self, batch_size: int) -> SynthesisState:
+        """Zeros: no boundary, the window on the first character (kappa = 0), no window vector read yet."""
+        weight = self.window.weight
+        return SynthesisState(self.core.initial_state(batch_size),
+                              weight.new_zeros(batch_size, self.config.n_window),
+                              weight.new_zeros(batch_size, len(self.alphabet)))
+
+    def attend(self, h1: Tensor, kappa_prev: Tensor, text: Tensor) -> Window:
+        """The window from layer 1's h^1_t (B, H_1), kappa_{t-1} (B, K) and the one-hot text (B, U, V)."""
+        alpha_hat, beta_hat, kappa_hat = self.window(h1).chunk(3, dim=-1)  # Eq. 48
+        kappa = kappa_prev + torch.exp(kappa_hat)  # Eq. 51: the window only moves forwards
+        log_phi = window_position_weights(alpha_hat, torch.exp(beta_hat), kappa, text.shape[1] + 1)  # Eq. 46, 49-50
+        vector = torch.einsum("bu,buv->bv", log_phi[:, :-1].exp(), text)  # Eq. 47
+        return Window(vector, kappa, log_phi)
+
+    def step(self, x: Tensor, text: Tensor, state: SynthesisState, slope: float = 1.0) -> tuple[SynthesisState, Tensor, Window]:
+        """One point: x (B, 3) the previous offset, text (B, U, V). Returns the new state, z_t (B, L-1) and the window."""
+        core, mode = self.core, self.config.boundary_mode
+        h1, c1, z1 = core.layer_step(0, torch.cat([x, state.window], dim=-1), x.new_ones(x.shape[0], 1),
+                                     state.core, slope, mode)  # layer 1 reads [x_t; w_{t-1}] at every step
+        window = self.attend(h1, state.kappa, text)
+        new_h, new_c, new_z = [h1], [c1], [z1]
+        for l in range(1, core.num_layers):  # layers >= 2 read w_t with h^{l-1}_t, only when z^{l-1}_t = 1
+            h, c, z = core.layer_step(l, new_h[-1], new_z[-1], state.core, slope, mode,
+                                      extra_bottom_up=self.window_in[l - 1](window.vector))
+            new_h.append(h)
+            new_c.append(c)
+            if z is not None:
+                new_z.append(z)
+        z_t = torch.cat(new_z, dim=1)
+        return SynthesisState(HMLSTMState(tuple(new_h), tuple(new_c), z_t), window.kappa, window.vector), z_t, window
+
+    def forward(self, inputs: Tensor, text: Tensor, state: SynthesisState | None = None,
+                lengths: Tensor | None = None, slope: float = 1.0) -> SynthesisOutput:
+        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); text: (B, U, V) one-hot,
+        zero rows past each text's end; lengths (B,): valid points per row (padded steps change nothing)."""
+        check_slope(slope)
+        batch, steps = check_input(inputs, self.point_size)
+        if text.dim() != 3 or text.shape[0] != batch or text.shape[2] != len(self.alphabet):
+            raise ValueError(f"expected one-hot text of shape ({batch}, characters, {len(self.alphabet)}), "
+                             f"got {tuple(text.shape)}")
+        mask = resolve_mask(lengths, None, batch, steps, inputs.device)
+        state = self.initial_state(batch) if state is None else state
+        hidden: list[list[Tensor]] = [[] for _ in range(self.core.num_layers)]
+        boundaries, vectors, kappas, log_phis = [], [], [], []
+        for t in range(steps):
+            new_state, z_t, window = self.step(inputs[:, t], text, state, slope)
+            if mask is not None:
+                valid = mask[:, t:t + 1]
+                new_state = SynthesisState(mask_state(valid, new_state.core, state.core),
+                                           torch.where(valid, new_state.kappa, state.kappa),
+                                           torch.where(valid, new_state.window, state.window))
+                z_t = z_t * valid
+            state = new_state
+            for l in range(self.core.num_layers):
+                hidden[l].append(state.core.h[l] if mask is None else state.core.h[l] * valid)
+            boundaries.append(z_t)
+            vectors.append(state.window)
+            kappas.append(state.kappa)
+            log_phis.append(window.log_phi)
+        hidden_t = stack_time(hidden, inputs, self.core.hidden_sizes)
+        vectors_t, kappas_t, log_phis_t, boundaries_t = stack_time(
+            [vectors, kappas, log_phis, boundaries], inputs,
+            (len(self.alphabet), self.config.n_window, text.shape[1] + 1, self.core.num_detectors))
+        params = self.head(self.output(hidden_t + (vectors_t,)))
+        return SynthesisOutput(params, hidden_t, boundaries_t, Window(vectors_t, kappas_t, log_phis_t), state)
+
+    def sequence_log_likelihood(self, offsets: Tensor, text: Tensor, lengths: Tensor | None = None,
+                                slope: float = 1.0) -> tuple[Tensor, SynthesisOutput]:
+        """Total log-likelihood (nats) of each line given its text: offsets (B, T, 3) -> (B,).
+        Padded steps (beyond `lengths`) count nothing."""
+        output = self(shift_inputs(offsets), text, lengths=lengths, slope=slope)
+        per_step = mixture_log_likelihood(output.params, offsets)
+        if lengths is not None:
+            valid = torch.arange(offsets.shape[1], device=offsets.device)[None, :] < lengths.to(offsets.device)[:, None]
+            per_step = per_step * valid
+        return per_step.sum(dim=1), output
