@@ -9,7 +9,7 @@ scaled to its own maximum). Long texts wrap into several panels.
 
 The fraction of steps each layer updates is the fraction that is not COPY (UPDATE or FLUSH,
 from `handwriting_hm.hmlstm.core.operations`); layer 1 reads every symbol, so its fraction is 1.
-Text is encoded as `lm.data.encode_text` documents (PTB: spaces -> "_", newlines -> end of
+Text is encoded as `lm.corpus.encode_text` documents (PTB: spaces -> "_", newlines -> end of
 line); a character the model does not know is an error that names it.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from handwriting_hm.hmlstm.atomic import atomic_write
 
 from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE, operations
 
-from .data import EOL, encode_text
+from .corpus import EOL, encode_text
 from .model import DEFAULT_MODEL, LoadedLM, load_lm
 
 

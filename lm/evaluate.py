@@ -24,7 +24,9 @@ from torch import nn
 from handwriting_hm.hmlstm.output import SoftmaxHead
 from handwriting_hm.hmlstm.device import resolve_device
 
-from .data import SPLITS, evaluation_rows, load_prepared
+from .batches import evaluation_rows
+from .corpus import SPLITS
+from .prepared_text import load_prepared_text as load_prepared
 from .model import DEFAULT_MODEL, carry, load_lm
 
 

@@ -4,7 +4,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .data import DATASETS, DOWNLOADS, prepare
+from .corpus import corpus_from_files
+from .corpus_files import DATASETS, DOWNLOADS, expected_hashes, fetch, local_files, sha256_file, verify
+from .prepared_text import FORMAT_VERSION, PreparedText, write_prepared_text
+
+
+def prepare(dataset: str, output: Path, path: Path | None = None, cache: Path | None = None,
+            url: str | None = None, expected_sha256: str | None = None) -> PreparedText:
+    """Read (or download) a corpus and write its prepared file atomically; return what was written."""
+    if dataset not in DOWNLOADS:
+        raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if path is not None:
+        files = local_files(dataset, Path(path))
+        # Local copies are checked only when asked: a user may prepare a slice or another version.
+        expected = expected_hashes(dataset, expected_sha256) if expected_sha256 is not None else {}
+        sources = verify(dataset, files, expected)
+    else:
+        files = fetch(dataset, Path(cache or Path.home() / ".cache" / "hm-lm"), url, expected_sha256)
+        sources = {name: sha256_file(file) for name, file in files.items()}
+    vocab, splits = corpus_from_files(dataset, files)
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "dataset": dataset,
+        "counts": {split: int(ids.size) for split, ids in splits.items()},
+        "vocab_size": len(vocab),
+        "sources_sha256": sources,
+    }
+    prepared = PreparedText(vocab, splits, metadata)
+    write_prepared_text(Path(output), prepared)
+    return prepared
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,8 @@ from handwriting_hm.hmlstm.trainer import (
     train_config_from_args,
 )
 
-from .data import bptt_rows, bptt_windows, load_prepared
+from .batches import bptt_rows, bptt_windows
+from .prepared_text import load_prepared_text as load_prepared
 from .evaluate import split_bpc
 from .model import KIND, LanguageModel, LMConfig, carry
 

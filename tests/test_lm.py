@@ -14,22 +14,15 @@ import torch.nn.functional as F
 
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.core import COPY, operations
-from lm import data as lm_data
+from lm import corpus_files as lm_data
+from lm.batches import bptt_rows, bptt_windows, evaluation_rows
 from lm.boundaries import analyse
 from lm.cli import main
-from lm.data import (
-    EOL,
-    bptt_rows,
-    bptt_windows,
-    encode_text,
-    evaluation_rows,
-    load_prepared,
-    prepare,
-    ptb_symbols,
-    split_sizes,
-)
+from lm.corpus import EOL, encode_text, ptb_symbols, split_sizes
 from lm.evaluate import split_bpc
 from lm.model import DEFAULT_MODEL, LanguageModel, LMConfig, load_lm
+from lm.prepare import prepare
+from lm.prepared_text import load_prepared_text as load_prepared
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
