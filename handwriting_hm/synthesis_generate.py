@@ -1,0 +1,77 @@
+"""Writing a given text with a synthesis model, one point at a time, until the text is written.
+
+Step t reads the previous point (a zero vector at t = 0), updates the core and the window, and
+draws point t. A row stops (Graves 2013 §5.2) as soon as the window has passed its last
+character: when phi(t, U), the weight of the position after the text (u counts from 0), exceeds
+phi(t, u) for every character u < U. The point that step would draw is not drawn, so nothing
+is written with the window past the text. A row whose window never gets there stops at a cap
+that scales with its text, `max_points_per_character` points per character.
+
+Rows are aligned as in generate.py: row j of the boundaries and of the window says what the
+model did while READING point j, and the stop rule is checked on that window.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from .hmlstm.core import check_slope
+from .mixture import adjust, sample_mixture
+from .synthesis import SynthesisModel, Window
+
+
+class Written(NamedTuple):
+    offsets: Tensor  # (N, T, 3): dx, dy (normalised, as the model sees them), end_of_stroke; zeros past each length
+    lengths: Tensor  # (N,) points written per row
+    finished: Tensor  # (N,) bool: the window passed the text (False: the cap stopped the row)
+    boundaries: Tensor  # (N, T, L-1): z of layers 1..L-1 while reading point t
+    log_phi: Tensor  # (N, T, U_max + 1): log phi(u) while reading point t (which characters it attends to)
+
+
+def window_passed_text(window: Window, text_lengths: Tensor) -> Tensor:
+    """Graves's stop rule, per row (B,) bool: phi at position U (after the text) above phi at every u < U.
+    Compared in logs, so a window far past the end, where every phi underflows, still counts as past."""
+    log_phi = window.log_phi
+    positions = torch.arange(log_phi.shape[-1], device=log_phi.device)
+    on_text = torch.where(positions < text_lengths[:, None], log_phi, torch.full_like(log_phi, -torch.inf))
+    after_text = log_phi.gather(-1, text_lengths[:, None]).squeeze(-1)
+    return after_text > on_text.max(dim=-1).values
+
+
+@torch.inference_mode()
+def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, temperature: float = 1.0,
+                slope: float = 1.0, max_points_per_character: int = 40,
+                generator: torch.Generator | None = None) -> Written:
+    """Write each text once (one row per text). Raises UnknownCharacters (a ValueError, naming them)
+    for characters outside the model's alphabet; bias and temperature as in mixture.adjust."""
+    check_slope(slope)
+    if not isinstance(max_points_per_character, int) or max_points_per_character < 1:
+        raise ValueError(f"max_points_per_character must be a whole number >= 1, got {max_points_per_character!r}")
+    device = model.window.weight.device
+    # checks bias and temperature now, even where no point gets drawn
+    adjust(model.head(torch.zeros(1, model.config.embedding_size, device=device)), bias, temperature)
+    text, text_lengths = model.alphabet.one_hot(texts)
+    text, text_lengths = text.to(device), text_lengths.to(device)
+    caps = text_lengths * max_points_per_character
+    n = len(texts)
+    state, _, window = model.step(text.new_zeros(n, 3), text, model.initial_state(n), slope)  # reads the zero vector
+    passed = window_passed_text(window, text_lengths)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    points, boundaries, log_phis = [], [], []
+    for _ in range(int(caps.max())):
+        writing = ~passed & (lengths < caps)
+        if not bool(writing.any()):
+            break
+        params = model.head(model.output(state.core.h + (state.window,)))
+        x = sample_mixture(params, bias, temperature, generator) * writing[:, None]  # stopped rows write nothing
+        lengths += writing.long()
+        state, z, window = model.step(x, text, state, slope)  # reads the point just drawn
+        points.append(x)
+        boundaries.append(z * writing[:, None])
+        log_phis.append(window.log_phi)
+        passed = passed | (writing & window_passed_text(window, text_lengths))
+    stacked = [torch.stack(values, dim=1) if values else text.new_zeros(n, 0, size)
+               for values, size in ((points, 3), (boundaries, model.core.num_detectors), (log_phis, text.shape[1] + 1))]
+    return Written(stacked[0], lengths, passed, stacked[1], stacked[2])

@@ -1,0 +1,130 @@
+"""The synthesis model: its window, how the window meets the boundaries, the alphabet, the stop rule."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from handwriting_hm.alphabet import Alphabet, UnknownCharacters
+from handwriting_hm.synthesis import SynthesisConfig, SynthesisModel
+from handwriting_hm.synthesis_generate import write_texts
+
+ALPHABET = "abcdefghij"
+
+
+def tiny(**changes) -> SynthesisModel:
+    torch.manual_seed(0)
+    settings = dict(alphabet=ALPHABET, hidden_sizes=(12, 10, 8), embedding_size=12, n_mixtures=3, n_window=4,
+                    initial_window_step=0.2)
+    return SynthesisModel(SynthesisConfig(**{**settings, **changes}))
+
+
+def random_points(batch: int, steps: int) -> torch.Tensor:
+    points = torch.randn(batch, steps, 3)
+    points[..., 2] = (torch.rand(batch, steps) < 0.2).float()
+    return points
+
+
+def fix_window_step(model: SynthesisModel, characters_per_point: float) -> None:
+    """Make exp(kappa_hat) a constant: the window moves by exactly this much at every point."""
+    K = model.config.n_window
+    with torch.no_grad():
+        model.window.weight[2 * K:].zero_()
+        model.window.bias[2 * K:].fill_(math.log(characters_per_point))
+
+
+def test_window_shapes_and_kappa_only_grows():
+    model = tiny()
+    text, lengths = model.alphabet.one_hot(["abc", "hijabj"])
+    output = model(random_points(2, 9), text)
+    assert output.windows.vector.shape == (2, 9, len(ALPHABET))
+    assert output.windows.kappa.shape == (2, 9, 4)
+    assert output.windows.log_phi.shape == (2, 9, 7)  # positions 0..U_max, the last one after the text
+    assert bool((output.windows.kappa.diff(dim=1) > 0).all()) and bool((output.windows.kappa[:, 0] > 0).all())
+    # w_t = sum_u phi(t, u) c_u: only the text's own characters, weighted by phi
+    phi = output.windows.log_phi[..., :-1].exp()
+    assert torch.allclose(output.windows.vector, torch.einsum("btu,buv->btv", phi, text), atol=1e-6)
+    assert bool((output.windows.vector[0, :, [ALPHABET.index(c) for c in "defghij"]] == 0).all())
+
+
+def test_gradient_reaches_the_window_and_the_text_matters():
+    model = tiny()
+    points = random_points(2, 8)
+    text, _ = model.alphabet.one_hot(["abc", "jih"])
+    log_likelihood, _ = model.sequence_log_likelihood(points, text)
+    (-log_likelihood.sum()).backward()
+    for name in ("window.weight", "window.bias", "window_in.0.weight", "window_in.1.weight", "core.bottom_up.0.weight"):
+        gradient = dict(model.named_parameters())[name].grad
+        assert gradient is not None and gradient.abs().sum() > 0, name
+    other, _ = model.alphabet.one_hot(["ggg", "ddd"])
+    assert not torch.allclose(log_likelihood, model.sequence_log_likelihood(points, other)[0])
+
+
+def test_a_layer_that_copies_does_not_see_the_window_but_the_output_does():
+    model = tiny(hidden_sizes=(12, 10), layer_norm=False)
+    with torch.no_grad():  # layer 1's boundary never fires: layer 2 (the top) COPYs after its first step
+        model.core.recurrent[0].bias[-1] = -1e4
+    points = random_points(1, 6)
+    first, second = (model(points, model.alphabet.one_hot([text])[0]) for text in ("abc", "hij"))
+    assert bool((first.boundaries == 0).all())
+    assert torch.equal(first.hidden[1], second.hidden[1])  # layer 2: the same whatever the text
+    assert not torch.allclose(first.params.mu, second.params.mu)  # the output module reads w_t at every step
+
+
+def test_padded_steps_and_characters_change_nothing():
+    model = tiny()
+    points = random_points(2, 7)
+    text, _ = model.alphabet.one_hot(["ab", "hijab"])
+    together, _ = model.sequence_log_likelihood(points, text, lengths=torch.tensor([4, 7]))
+    alone = model.sequence_log_likelihood(points[:1, :4], model.alphabet.one_hot(["ab"])[0])[0]
+    assert torch.allclose(together[0], alone[0], atol=1e-5)
+
+
+def test_unknown_characters_are_named_in_one_line():
+    alphabet = Alphabet.from_texts(["a bad cab", "dig"])
+    assert alphabet.characters == " abcdgi"
+    with pytest.raises(UnknownCharacters) as error:
+        alphabet.encode("a big QUIZ?")
+    message = str(error.value)
+    assert isinstance(error.value, ValueError) and "\n" not in message
+    for character in "?IQUZ":
+        assert repr(character) in message
+    assert "'a'" not in message.split(":")[0]
+    with pytest.raises(UnknownCharacters, match="empty"):
+        alphabet.encode("")
+    with pytest.raises(UnknownCharacters, match="'z'"):
+        write_texts(tiny(), ["abz"])
+
+
+def test_writing_stops_at_once_when_the_window_is_already_past_the_text():
+    model = tiny()
+    fix_window_step(model, 1000.0)
+    written = write_texts(model, ["abc", "hijabj"])
+    assert written.lengths.tolist() == [0, 0] and written.finished.all()
+    assert written.offsets.shape == (2, 0, 3)
+
+
+def test_writing_stops_when_the_window_passes_the_last_character():
+    model = tiny()
+    fix_window_step(model, 0.25)  # four points per character
+    written = write_texts(model, ["abc", "hijabj"], max_points_per_character=40,
+                          generator=torch.Generator().manual_seed(0))
+    assert written.finished.all()
+    for row, characters in enumerate((3, 6)):
+        length = int(written.lengths[row])
+        assert 3 * characters <= length <= 5 * characters  # about 4 per character, nowhere near the cap
+        assert bool((written.offsets[row, length:] == 0).all())  # nothing written after the stop
+        # the stop rule held at the last point read, and not before it
+        log_phi = written.log_phi[row, :length, :characters + 1]
+        past = log_phi[:, characters] > log_phi[:, :characters].max(dim=-1).values
+        assert past[-1] and not past[:-1].any()
+
+
+def test_a_window_that_never_moves_stops_at_the_cap():
+    model = tiny()
+    fix_window_step(model, 1e-12)
+    written = write_texts(model, ["ab", "hijab"], max_points_per_character=5)
+    assert written.lengths.tolist() == [10, 25] and not written.finished.any()
+    with pytest.raises(ValueError, match="bias"):
+        write_texts(model, ["ab"], bias=-1.0)
