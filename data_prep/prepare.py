@@ -1,38 +1,35 @@
 """`handwriting-hm prepare`: IAM-OnDB archives or folders -> one training-ready `.npz`.
 
-Reads `lineStrokes` (XML per line) and `ascii` (transcription per form) straight from their
-archives, parses the line files in a worker pool fed by the one decompressing process, matches
-each line to its transcription, optionally cleans it, assigns the paper and official splits, and
-writes the prepared file atomically (see `prepared_file.py` for its layout). Bad items are
-skipped and listed in the report; only an unreadable source or no usable line at all is fatal.
+`prepare()` runs its stages in order, each a function below:
+  1. read every form's transcription (`ascii`);
+  2. parse and clean every line stroke file (`lineStrokes`) in a worker pool fed by the one
+     decompressing process (`line_parsing.py`);
+  3. assign the paper and official splits, over every parsed line;
+  4. drop the lines cleaning removed;
+  5. match each line to its transcription;
+  6. put the lines end to end into the prepared file's arrays;
+  7. count the splits and compute each scheme's training statistics;
+then it writes the prepared file atomically (see `prepared_file.py` for its layout). Bad items
+are skipped and listed in the report; only an unreadable source or no usable line at all is fatal.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
-import itertools
-import multiprocessing
 import os
-import threading
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from data_prep.cleaning import JUMP_ACTIONS, CleaningConfig, clean, to_offsets
-from data_prep.iam_xml import line_id_from_path, parse_strokes, parse_transcription
+from data_prep.cleaning import JUMP_ACTIONS, CleaningConfig
+from data_prep.iam_xml import parse_transcription
+from data_prep.line_parsing import ParsedLine, parse_lines
 from data_prep.prepared_file import FORMAT_VERSION, write_prepared
 from data_prep.sources import Source
 from data_prep.splits import OFFICIAL_LISTS, PAPER_MIN_POINTS, PAPER_SEED, SCHEMES, paper_split, parse_split_list, select
-
-# Files in flight between the reading process and the workers: enough to keep every worker busy,
-# few enough that a fast reader does not hold the whole unpacked archive in memory.
-_MAX_IN_FLIGHT = 512
 
 
 @dataclass
@@ -62,76 +59,68 @@ class PrepareReport:
         return "\n".join(out)
 
 
-@dataclass
-class _ParsedLine:
-    name: str  # path inside the source
-    line_id: str = ""
-    form: str = ""
-    index: int = 0
-    offsets: np.ndarray | None = None  # None: skipped (error) or dropped by cleaning
-    raw_points: int = 0
-    error: str = ""
-    problems: list[str] = field(default_factory=list)
-    cleaning: dict[str, int] = field(default_factory=dict)
+def prepare(
+    strokes: str | os.PathLike,
+    transcriptions: str | os.PathLike,
+    out: str | os.PathLike,
+    splits: str | os.PathLike | None = None,
+    *,
+    cleaning: CleaningConfig = CleaningConfig(),
+    min_points: int = PAPER_MIN_POINTS,
+    seed: int = PAPER_SEED,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareReport:
+    """Prepare IAM-OnDB into the single file `out` and return the report.
+
+    `strokes` and `transcriptions` are `lineStrokes` and `ascii` archives (.tar, .tar.gz, .tar.xz)
+    or folders; `splits` is a folder with the task-1 lists (trainset.txt, testset_v.txt, ...),
+    without which only the `paper` scheme is available. `min_points` and `seed` define the paper
+    split. Raises ValueError/OSError for fatal problems; nothing is written then.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    _check_paths(out, splits)
+    report = PrepareReport(output=str(out), lines=0, points=0, split_counts={})
+    stroke_source, text_source = Source(Path(strokes)), Source(Path(transcriptions))
+    texts = _read_transcriptions(text_source, report)
+    lines = _read_lines(stroke_source, cleaning, workers or min(os.cpu_count() or 1, 8), progress, report)
+    forms = np.array([line.form for line in lines])
+    paper_codes, official_codes, split_checksums = _assign_splits(lines, forms, splits, min_points, seed, report)
+    keep = _drop_lines_cleaning_removed(lines, report)
+    lines = [line for line, kept in zip(lines, keep) if kept]
+    line_texts = _match_transcriptions(lines, texts, report)
+    arrays = _line_arrays(lines, line_texts, forms[keep], paper_codes[keep], official_codes[keep])
+    stats = _scheme_statistics(arrays, splits is not None, report)
+
+    report.lines, report.points = len(lines), int(len(arrays["offsets"]))
+    report.seconds = time.perf_counter() - started
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "sources": {
+            "strokes": {"path": str(stroke_source.path), "sha256": stroke_source.sha256},
+            "transcriptions": {"path": str(text_source.path), "sha256": text_source.sha256},
+            "split_lists": split_checksums,
+        },
+        "settings": {"cleaning": asdict(cleaning), "paper_min_points": min_points, "paper_seed": seed},
+        "stats": stats,
+        "report": asdict(report),
+    }
+    write_prepared(out, arrays, metadata)
+    report.seconds = time.perf_counter() - started
+    return report
 
 
-def _parse_line(item: tuple[str, bytes], cleaning: CleaningConfig) -> _ParsedLine:
-    """Worker: one XML file -> cleaned offsets (runs in a pool process)."""
-    name, data = item
-    line = _ParsedLine(name)
-    try:
-        line.line_id, line.form, line.index = line_id_from_path(name)
-        points, line.problems = parse_strokes(data)
-    except ValueError as error:
-        line.error = str(error)
-        return line
-    line.raw_points = len(points)
-    cleaned, line.cleaning = clean(points, cleaning)
-    if cleaned is not None:
-        line.offsets = to_offsets(cleaned)
-    return line
-
-
-def _bounded(items: Iterable[tuple[str, bytes]], slots: threading.Semaphore) -> Iterator[tuple[str, bytes]]:
-    for item in items:
-        slots.acquire()
-        yield item
-
-
-def _parse_all(source: Source, cleaning: CleaningConfig, workers: int, progress: bool) -> Iterator[_ParsedLine]:
-    files = source.files(".xml")
-    first = next(files, None)  # opens the source here, so an unreadable archive fails loudly now
-    if first is None:
-        return
-    files = itertools.chain([first], files)
-    work = functools.partial(_parse_line, cleaning=cleaning)
-    if workers <= 1:
-        results: Iterable[_ParsedLine] = map(work, files)
-        pool = None
-    else:
-        slots = threading.Semaphore(_MAX_IN_FLIGHT)
-        pool = multiprocessing.Pool(workers)
-        results = _release_each(pool.imap(work, _bounded(files, slots), chunksize=16), slots)
-    # The bar counts compressed bytes read for an archive (its total is known up front).
-    bar = tqdm(total=source.progress_total or None, unit="B" if source.path.is_file() else "file",
-               unit_scale=True, desc="reading lines", disable=not progress)
-    with bar:
-        try:
-            for line in results:
-                bar.update(source.progress_done - bar.n)
-                yield line
-        finally:
-            if pool is not None:
-                pool.terminate()
-
-
-def _release_each(results: Iterable[_ParsedLine], slots: threading.Semaphore) -> Iterator[_ParsedLine]:
-    for line in results:
-        slots.release()
-        yield line
+def _check_paths(out: Path, splits: str | os.PathLike | None) -> None:
+    """Fail before any reading when the output or the split folder cannot be what they should."""
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give the prepared file's name, e.g. {out / 'iam_ondb.npz'}")
+    if splits is not None and not Path(splits).is_dir():
+        raise OSError(f"{splits}: no such folder of split lists")
 
 
 def _read_transcriptions(source: Source, report: PrepareReport) -> dict[str, list[str]]:
+    """Stage 1: every form's written lines, by form id; unusable files are skipped and listed."""
     texts: dict[str, list[str]] = {}
     for name, data in source.files(".txt"):
         try:
@@ -142,6 +131,48 @@ def _read_transcriptions(source: Source, report: PrepareReport) -> dict[str, lis
     if not texts:
         raise ValueError(f"{source.path}: no usable transcription (.txt) files")
     return texts
+
+
+def _read_lines(
+    source: Source, cleaning: CleaningConfig, workers: int, progress: bool, report: PrepareReport
+) -> list[ParsedLine]:
+    """Stage 2: parse and clean every line file; the usable ones sorted by line id.
+
+    Files that cannot be parsed and second copies of a line are skipped and listed; the
+    cleaning counts of all lines are added up into the report.
+    """
+    parsed: dict[str, ParsedLine] = {}
+    for line in parse_lines(source, cleaning, workers, progress):
+        if line.error:
+            report.skipped.append((line.name, line.error))
+            continue
+        if line.line_id in parsed:
+            report.skipped.append((line.name, f"line {line.line_id} already read from {parsed[line.line_id].name}"))
+            continue
+        parsed[line.line_id] = line
+        report.skipped.extend((line.line_id, problem) for problem in line.problems)
+        for key, value in line.cleaning.items():
+            report.cleaning[key] = report.cleaning.get(key, 0) + value
+    report.skipped.extend(source.problems)
+    if not parsed:
+        raise ValueError(f"{source.path}: no usable line stroke (.xml) files")
+    return [parsed[line_id] for line_id in sorted(parsed)]
+
+
+def _assign_splits(
+    lines: list[ParsedLine], forms: np.ndarray, splits: str | os.PathLike | None,
+    min_points: int, seed: int, report: PrepareReport,
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Stage 3: per-line paper split codes, official list codes, and the lists' checksums.
+
+    Splits are drawn over every parsed line in id order, before cleaning may drop some, so the
+    same raw files always give the same split whatever the cleaning settings.
+    """
+    paper_codes = paper_split(np.array([line.raw_points for line in lines]), min_points, seed)
+    if splits is None:
+        return paper_codes, np.full(len(lines), -1, dtype=np.int8), {}
+    official_codes, checksums = _read_official_lists(Path(splits), forms, report)
+    return paper_codes, official_codes, checksums
 
 
 def _read_official_lists(
@@ -170,128 +201,74 @@ def _read_official_lists(
     return codes, checksums
 
 
-def _split_statistics(offsets: np.ndarray, starts: np.ndarray, lines: np.ndarray) -> dict[str, list[float]]:
-    """Mean and std of dx and dy over the given lines, leaving out each line's first row (the
-    zero offset that only marks where the line starts)."""
-    rows = np.concatenate([np.arange(starts[i] + 1, starts[i + 1]) for i in lines])
-    values = offsets[rows, :2].astype(np.float64)
-    return {"mean": values.mean(axis=0).tolist(), "std": values.std(axis=0).tolist()}
-
-
-def prepare(
-    strokes: str | os.PathLike,
-    transcriptions: str | os.PathLike,
-    out: str | os.PathLike,
-    splits: str | os.PathLike | None = None,
-    *,
-    cleaning: CleaningConfig = CleaningConfig(),
-    min_points: int = PAPER_MIN_POINTS,
-    seed: int = PAPER_SEED,
-    workers: int | None = None,
-    progress: bool = True,
-) -> PrepareReport:
-    """Prepare IAM-OnDB into the single file `out` and return the report.
-
-    `strokes` and `transcriptions` are `lineStrokes` and `ascii` archives (.tar, .tar.gz, .tar.xz)
-    or folders; `splits` is a folder with the task-1 lists (trainset.txt, testset_v.txt, ...),
-    without which only the `paper` scheme is available. `min_points` and `seed` define the paper
-    split. Raises ValueError/OSError for fatal problems; nothing is written then.
-    """
-    started = time.perf_counter()
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"{out}: is a folder; give the prepared file's name, e.g. {out / 'iam_ondb.npz'}")
-    if splits is not None and not Path(splits).is_dir():
-        raise OSError(f"{splits}: no such folder of split lists")
-    report = PrepareReport(output=str(out), lines=0, points=0, split_counts={})
-    stroke_source, text_source = Source(Path(strokes)), Source(Path(transcriptions))
-    texts = _read_transcriptions(text_source, report)
-
-    parsed: dict[str, _ParsedLine] = {}
-    cleaning_totals: dict[str, int] = {}
-    workers = workers or min(os.cpu_count() or 1, 8)
-    for line in _parse_all(stroke_source, cleaning, workers, progress):
-        if line.error:
-            report.skipped.append((line.name, line.error))
-            continue
-        if line.line_id in parsed:
-            report.skipped.append((line.name, f"line {line.line_id} already read from {parsed[line.line_id].name}"))
-            continue
-        parsed[line.line_id] = line
-        report.skipped.extend((line.line_id, problem) for problem in line.problems)
-        for key, value in line.cleaning.items():
-            cleaning_totals[key] = cleaning_totals.get(key, 0) + value
-    report.skipped.extend(stroke_source.problems)
-    if not parsed:
-        raise ValueError(f"{stroke_source.path}: no usable line stroke (.xml) files")
-
-    # Splits are drawn over every parsed line in id order, before cleaning may drop some, so the
-    # same raw files always give the same split whatever the cleaning settings.
-    ordered = [parsed[line_id] for line_id in sorted(parsed)]
-    paper_codes = paper_split(np.array([line.raw_points for line in ordered]), min_points, seed)
-    forms = np.array([line.form for line in ordered])
-    split_checksums: dict[str, str] = {}
-    official_codes = np.full(len(ordered), -1, dtype=np.int8)
-    if splits is not None:
-        official_codes, split_checksums = _read_official_lists(Path(splits), forms, report)
-
-    keep = np.array([line.offsets is not None for line in ordered])
-    report.skipped.extend((line.line_id, "dropped by cleaning (pen-down jump over --max-jump)") for line in ordered if line.offsets is None)
-    ordered = [line for line in ordered if line.offsets is not None]
-    if not ordered:
+def _drop_lines_cleaning_removed(lines: list[ParsedLine], report: PrepareReport) -> np.ndarray:
+    """Stage 4: which lines to keep (a mask); lines cleaning dropped are listed as skipped."""
+    keep = np.array([line.offsets is not None for line in lines])
+    report.skipped.extend(
+        (line.line_id, "dropped by cleaning (pen-down jump over --max-jump)") for line in lines if line.offsets is None
+    )
+    if not keep.any():
         raise ValueError("cleaning dropped every line; nothing to write")
-    paper_codes, official_codes, forms = paper_codes[keep], official_codes[keep], forms[keep]
+    return keep
 
+
+def _match_transcriptions(lines: list[ParsedLine], texts: dict[str, list[str]], report: PrepareReport) -> list[str]:
+    """Stage 5: each line's CSR text; "" (and listed) where its form has no such line."""
     line_texts = []
-    for line in ordered:
+    for line in lines:
         written = texts.get(line.form)
         if written is None:
             report.untranscribed.append((line.line_id, f"no transcription file for form {line.form}"))
         elif not 1 <= line.index <= len(written):
             report.untranscribed.append((line.line_id, f"{line.form}.txt has no CSR line {line.index} (it has {len(written)})"))
         line_texts.append(written[line.index - 1] if written and 1 <= line.index <= len(written) else "")
+    return line_texts
 
-    lengths = np.array([len(line.offsets) for line in ordered])
-    starts = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-    offsets = np.concatenate([line.offsets for line in ordered])
-    arrays = {
-        "offsets": offsets,
-        "starts": starts,
-        "line_ids": np.array([line.line_id for line in ordered]),
+
+def _line_arrays(
+    lines: list[ParsedLine], texts: list[str], forms: np.ndarray, paper_codes: np.ndarray, official_codes: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Stage 6: the prepared file's arrays (see `prepared_file.py`), lines end to end."""
+    lengths = np.array([len(line.offsets) for line in lines])
+    return {
+        "offsets": np.concatenate([line.offsets for line in lines]),
+        "starts": np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
+        "line_ids": np.array([line.line_id for line in lines]),
         "forms": forms,
-        "texts": np.array(line_texts),
-        "raw_points": np.array([line.raw_points for line in ordered], dtype=np.int32),
+        "texts": np.array(texts),
+        "raw_points": np.array([line.raw_points for line in lines], dtype=np.int32),
         "paper_split": paper_codes,
         "official_list": official_codes,
     }
 
+
+def _scheme_statistics(
+    arrays: dict[str, np.ndarray], have_lists: bool, report: PrepareReport
+) -> dict[str, dict[str, list[float]]]:
+    """Stage 7: line counts per split into the report, and each scheme's training statistics.
+
+    Without the split lists only the paper scheme is counted.
+    """
+    paper_codes, official_codes = arrays["paper_split"], arrays["official_list"]
     stats: dict[str, dict[str, list[float]]] = {}
     for scheme, named_splits in SCHEMES.items():
-        counts = {name: int(select(scheme, name, paper_codes, official_codes).sum()) for name in named_splits}
-        if scheme != "paper" and splits is None:
+        if scheme != "paper" and not have_lists:
             continue
-        report.split_counts[scheme] = counts
+        report.split_counts[scheme] = {
+            name: int(select(scheme, name, paper_codes, official_codes).sum()) for name in named_splits
+        }
         train = np.flatnonzero(select(scheme, "train", paper_codes, official_codes))
         if len(train):
-            stats[scheme] = _split_statistics(offsets, starts, train)
+            stats[scheme] = _split_statistics(arrays["offsets"], arrays["starts"], train)
+    return stats
 
-    report.lines, report.points = len(ordered), int(len(offsets))
-    report.cleaning = cleaning_totals
-    report.seconds = time.perf_counter() - started
-    metadata: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "sources": {
-            "strokes": {"path": str(stroke_source.path), "sha256": stroke_source.sha256},
-            "transcriptions": {"path": str(text_source.path), "sha256": text_source.sha256},
-            "split_lists": split_checksums,
-        },
-        "settings": {"cleaning": asdict(cleaning), "paper_min_points": min_points, "paper_seed": seed},
-        "stats": stats,
-        "report": asdict(report),
-    }
-    write_prepared(out, arrays, metadata)
-    report.seconds = time.perf_counter() - started
-    return report
+
+def _split_statistics(offsets: np.ndarray, starts: np.ndarray, lines: np.ndarray) -> dict[str, list[float]]:
+    """Mean and std of dx and dy over the given lines, leaving out each line's first row (the
+    zero offset that only marks where the line starts)."""
+    rows = np.concatenate([np.arange(starts[i] + 1, starts[i + 1]) for i in lines])
+    values = offsets[rows, :2].astype(np.float64)
+    return {"mean": values.mean(axis=0).tolist(), "std": values.std(axis=0).tolist()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
