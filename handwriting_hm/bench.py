@@ -4,8 +4,10 @@
     handwriting-hm bench ...
 
 Prints markdown tables, one per device: forward + backward characters (or points) per second
-of the reference loop, the fused path (handwriting_hm/fused.py) and torch.nn.LSTM (cuDNN on a
-GPU) at the same sizes, each with its ratio to nn.LSTM measured in the same run; then the
+of the reference loop, the fused path, the sparse path (CPU), the Triton kernels (CUDA, where
+triton is installed) and torch.nn.LSTM (cuDNN on a GPU) at the same sizes, each with its ratio to
+nn.LSTM measured in the same run; then whole training steps (forward, mixture loss, backward,
+Adam) of the handwriting model with either core, in one CUDA graph on a GPU; then the
 sampler (generate_reference against the COPY-skipping generate, 700 points, 3 x 400, 20
 mixtures, batch 1 and 8), on random weights and with boundaries as sparse as the paper's.
 Timings are the best of --repeats runs after one warm-up. This is a benchmark, not a test:
@@ -19,14 +21,16 @@ import datetime
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from .hmlstm.core import FLUSH, HMLSTM
-from .model import HandwritingConfig, HandwritingModel
+from .hmlstm.core import FLUSH, HMLSTM, resolve_impl
+from .hmlstm.graphed_step import GraphedStep
+from .model import HandwritingConfig, HandwritingModel, shift_inputs
 from .generate import generate, generate_reference
 
 
@@ -46,6 +50,7 @@ class TrainShape:
 # the issue's shapes: the PTB language model (128-d character embedding in) and handwriting
 FULL_SHAPES = (TrainShape("characters", 64, 100, 128, 512), TrainShape("points", 32, 650, 3, 400))
 QUICK_SHAPES = (TrainShape("characters", 16, 50, 128, 128), TrainShape("points", 8, 100, 3, 128))
+SPARSE_SHAPE = TrainShape("points", 32, 100, 3, 400)  # the CPU issue's shape (T=650 takes minutes per row there)
 SAMPLE_POINTS = 700
 # the paper's Figure 4: layers 1 / 2 / 3 updated 270 / 56 / 9 times in 270 steps, so layer 2's
 # detector fired about 9 times and layer 1's about 56 - 9 = 47 times (each firing makes the
@@ -108,6 +113,8 @@ def training_rows(shape: TrainShape, device: torch.device, precision: str, repea
     candidates = [(lstm_name, lstm_step), ("HM-LSTM fused", hm_step("fused"))]
     if device.type == "cpu":
         candidates.append(("HM-LSTM sparse", hm_step("sparse")))
+    elif resolve_impl("auto", device) == "triton":
+        candidates.append(("HM-LSTM triton", hm_step("triton")))
     if with_reference:
         candidates.append(("HM-LSTM reference loop", hm_step("reference")))
     rows, lstm_rate = [], None
@@ -120,6 +127,49 @@ def training_rows(shape: TrainShape, device: torch.device, precision: str, repea
         rate = shape.batch * shape.steps / seconds
         lstm_rate = lstm_rate or rate
         rows.append([name, str(shape), precision, f"{rate:,.0f} {shape.name}/s", f"{rate / lstm_rate:.3f}x"])
+    return rows
+
+
+# ----------------------------------------------------------------------------- whole training step
+
+WHOLE_STEP_SHAPES = {"cpu": SPARSE_SHAPE, "cuda": FULL_SHAPES[1]}
+
+
+def whole_step_rows(device: torch.device, precision: str, repeats: int) -> list[list[str]]:
+    """Points per second of whole training steps (forward, mixture loss, backward, Adam; no clipping):
+    the handwriting model with an nn.LSTM core (cuDNN on a GPU; no layer norm, which cuDNN lacks)
+    against the same model with the layer-normalised HM-LSTM core (impl "auto"), its detectors set
+    to fire at the paper's rates. On a GPU each step is one CUDA graph (GraphedStep), where capture
+    works; the row says when it ran eagerly. CPU rows are CPU seconds of this process."""
+    shape = WHOLE_STEP_SHAPES[device.type]
+    torch.manual_seed(0)
+    offsets = torch.randn(shape.batch, shape.steps, 3, device=device)
+    offsets[..., 2] = (torch.rand(shape.batch, shape.steps, device=device) < 0.05).float()
+    sizes = (shape.hidden,) * shape.layers
+    models = (("LSTM model (nn.LSTM core)", HandwritingConfig(cell="lstm", hidden_sizes=sizes, layer_norm=False)),
+              ("HM-LSTM model", HandwritingConfig(hidden_sizes=sizes, layer_norm=True)))
+    rows, lstm_seconds = [], None
+    for name, config in models:
+        model = HandwritingModel(config, impl="auto").to(device)
+        if config.cell == "hm-lstm":
+            calibrate_firing(model.core, shift_inputs(offsets), PAPER_FIRING)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=device.type == "cuda")
+
+        def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+            with precision_context(precision, device):
+                log_likelihood, _ = model.sequence_log_likelihood(batch)
+            return -log_likelihood.sum() / batch.numel() * 3
+
+        step = GraphedStep(model, optimizer, loss_fn, [offsets])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the row says whether the graph was used
+            wall, cpu = best_times(lambda: step(offsets), device, repeats)
+        seconds = cpu if device.type == "cpu" else wall
+        lstm_seconds = lstm_seconds or seconds
+        how = "CUDA graph" if step.graph is not None else "eager"
+        impl = "" if config.cell == "lstm" else f", {resolve_impl('auto', device)}"
+        rows.append([f"{name}{impl}, {how}", str(shape), precision,
+                     f"{shape.batch * shape.steps / seconds:,.0f} points/s", f"{lstm_seconds / seconds:.2f}x"])
     return rows
 
 
@@ -172,7 +222,6 @@ def sampler_rows(repeats: int) -> list[list[str]]:
 
 # ----------------------------------------------------------------------------- the sparse CPU path
 
-SPARSE_SHAPE = TrainShape("points", 32, 100, 3, 400)
 DENSE_FIRING = (0.5, 0.5)  # an untrained model's detectors fire at about half the steps
 
 
@@ -187,11 +236,11 @@ def calibrate_firing(core: HMLSTM, x: torch.Tensor, firing: tuple[float, ...], i
             low, high = -5.0, 5.0
             for _ in range(iterations):  # a higher bias fires more often
                 core.norms[l].bias[row] = (low + high) / 2
-                if core(x, impl="sparse").boundaries[..., l].mean().item() > target:
+                if core(x, impl="auto").boundaries[..., l].mean().item() > target:
                     high = (low + high) / 2
                 else:
                     low = (low + high) / 2
-        return core(x, impl="sparse").boundaries.mean(dim=(0, 1)).tolist()
+        return core(x, impl="auto").boundaries.mean(dim=(0, 1)).tolist()
 
 
 def sparse_rows(repeats: int) -> list[list[str]]:
@@ -255,6 +304,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop in training")
     parser.add_argument("--no-sampler", action="store_true", help="skip the sampler table")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse path's table (3x400, B=32, T=100)")
+    parser.add_argument("--no-whole-step", action="store_true", help="skip the whole-training-step table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,6 +333,12 @@ def run(args: argparse.Namespace) -> int:
                     rows += training_rows(shape, device, "bf16" if precision == "bf16" else precision,
                                           args.repeats, not args.no_reference)
         print(f"Training, {describe(device)}\n\n{markdown(header, rows)}\n", flush=True)
+        if not args.no_whole_step:
+            with tf32(device.type == "cuda"):
+                step_rows = [row for precision in precisions
+                             for row in whole_step_rows(device, "bf16" if precision == "bf16" else precision, args.repeats)]
+            print(f"Whole training step (forward, loss, backward, Adam), {describe(device)}\n\n"
+                  f"{markdown(header, step_rows)}\n", flush=True)
     if not args.no_sparse:
         header = ["implementation", "z^1 / z^2 firing rates", "shape", "fwd+bwd", "vs nn.LSTM"]
         print(f"Sparse training path, {describe(torch.device('cpu'))}, layer norm, CPU seconds of this process\n\n"
