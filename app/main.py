@@ -1,80 +1,140 @@
 """The Gradio page where an HM-LSTM writes and shows the boundaries it learned.
 
 The model is loaded once at start-up and handed to `build_app`; nothing about a user lives in
-module globals. Every request gets its own folder inside Gradio's cache for the downloads, so
-Gradio serves them without copying and `delete_cache` clears them. Generation runs one request
-at a time (a CPU has no memory or cores to spare for more); further requests wait in a
-bounded queue. The page fetches nothing from the network: no analytics, no update check, no
-web fonts.
+module globals. The page's defaults come from that model: a short sample at start-up finds the
+highest layer whose boundary detector fires, and the page opens coloured by that layer's
+segments with red dots where it fires (a layer that never fires would draw everything in one
+colour). Every request gets its own folder inside Gradio's cache for the downloads, written by
+`drawing.save_samples` as `handwriting-hm sample` writes them, so Gradio serves them without
+copying and `delete_cache` clears them. Generation runs one request at a time (a CPU has no
+memory or cores to spare for more); further requests wait in a bounded queue. The page fetches
+nothing from the network: no analytics, no update check, no web fonts.
+
+The handler takes the inputs as sent (`preprocess=False`) and checks them itself, and `Page`
+checks their number, so a wrong value, type or count through the API gets one line naming the
+parameters, in the reply and in the log (Gradio's own checks reply {"error": null}, or print a
+traceback).
 """
 from __future__ import annotations
 
 import html
-import json
 import tempfile
 import time
-import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from handwriting_hm.drawing import render_grid_png, render_svg, to_json
+from handwriting_hm.drawing import render_svg, save_samples
 from handwriting_hm.model import LoadedModel
-from handwriting_hm.sample import LIMITS, Sample, check_sampling_args, sample_handwriting
+from handwriting_hm.sample import LIMITS, Sample, sample_handwriting, sampling_parameters
 
-SVG_NAMESPACE = "http://www.w3.org/2000/svg"
-COLOUR_CHOICES = [
-    ("plain ink", "ink"),
-    ("pen-up strokes", "strokes"),
-    ("layer-1 segments", "layer1"),
-    ("layer-2 segments", "layer2"),
-]
-MARKER_CHOICES = [("none", 0), ("layer 1 fires", 1), ("layer 2 fires", 2)]
+COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments",
+                "layer2": "layer-2 segments"}
 QUEUE_SIZE = 16  # requests waiting beyond this are refused rather than piling up
-INK_HEIGHT = 120.0  # pixels; the page scales the drawing to its width
+PROBE_POINTS = 300  # the start-up sample that decides the default colouring: long enough for every layer to fire
 
-DESCRIPTION = """
+INTRO = """
 # Hierarchical Multiscale LSTM handwriting
 An HM-LSTM ([Chung, Ahn & Bengio, 2017](https://arxiv.org/abs/1609.01704)) writes one pen point at a
 time. Each layer above the first has a boundary detector: when layer *k* fires, layer *k+1* **updates**;
 otherwise it **copies** its state and does no work. The colours show what it learned: *pen-up strokes*
-colours each pen-down stroke, *layer-1 / layer-2 segments* colour the runs between that layer's
-boundaries, and the red dots mark where the chosen layer fires. Press **Generate**.
+colours each pen-down stroke, *layer-k segments* colour the runs between layer *k*'s boundaries, and
+red dots mark where the layer chosen under *Markers* fires. Press **Generate**.
 """
 
 CSS = """
-.hm-card {display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; margin-bottom: 18px;}
-.hm-drawing {flex: 4 1 480px; border: 1px solid var(--border-color-primary); border-radius: 8px;
-             background: white; padding: 4px;}
+.hm-card {margin-bottom: 22px;}
+.hm-drawing {border: 1px solid var(--border-color-primary); border-radius: 8px; background: white; padding: 4px;}
 .hm-drawing svg {width: 100%; height: auto; max-height: 70vh; display: block;}
-.hm-counts {flex: 1 1 220px; font-size: 0.9em;}
-.hm-counts table {border-collapse: collapse; width: 100%;}
-.hm-counts th, .hm-counts td {padding: 2px 8px; text-align: right; border-bottom: 1px solid var(--border-color-primary);}
-.hm-counts th:first-child, .hm-counts td:first-child {text-align: left;}
+.hm-details {display: flex; flex-wrap: wrap; gap: 8px 24px; align-items: flex-start; margin-top: 6px; font-size: 0.9em;}
+.hm-details table {border-collapse: collapse;}
+.hm-details th, .hm-details td {padding: 2px 8px; text-align: right; border-bottom: 1px solid var(--border-color-primary);}
+.hm-details th:first-child, .hm-details td:first-child {text-align: left;}
+.hm-details p {flex: 1 1 320px; margin: 0;}
 .hm-note {color: var(--body-text-color-subdued); font-size: 0.9em;}
+.hm-silent {color: #b35c00;}
 """
 
 # System fonts only: the default theme's Google fonts would make the browser reach the internet.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """What the page opens with, chosen from the model."""
+
+    colour_by: str  # the highest layer that fires, or pen-up strokes when none does
+    marker_layer: int  # the same layer (0: no markers)
+    detectors: int  # layers with a boundary detector
+    firings: list[int]  # how often each detector fired in the start-up sample
+
+    def colour_choices(self) -> list[tuple[str, str]]:
+        modes = ["ink", "strokes"] + [f"layer{k}" for k in range(1, min(self.detectors, 2) + 1)]
+        return [(COLOUR_NAMES[mode], mode) for mode in modes]
+
+    def marker_choices(self) -> list[tuple[str, int]]:
+        return [("none", 0)] + [(f"layer {k} fires", k) for k in range(1, self.detectors + 1)]
+
+    def explain(self) -> str:
+        """One paragraph on why the page opens as it does."""
+        if self.detectors == 0:
+            return "This model is a plain LSTM: it has no boundary detectors, so the page colours pen-up strokes."
+        fired = ", ".join(f"layer {k} {n} times" for k, n in enumerate(self.firings, start=1))
+        silent = [k for k, n in enumerate(self.firings, start=1) if n == 0]
+        said = f"In a {PROBE_POINTS}-point test sample at start-up the detectors fired: {fired}. "
+        if self.marker_layer == 0:
+            return said + "No layer fired, so the page opens coloured by pen-up strokes."
+        return (said + (f"Layer{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} never fired, so "
+                        if silent else "")
+                + f"the page opens coloured by layer-{self.marker_layer} segments, with red dots where layer "
+                  f"{self.marker_layer} fires.")
+
+
+class Page(gr.Blocks):
+    """gr.Blocks whose events refuse a wrong number of inputs with one line naming them."""
+
+    def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
+        if len(inputs) != len(block_fn.inputs):
+            names = ", ".join(str(block.elem_id) for block in block_fn.inputs)
+            raise gr.Error(f"/{block_fn.api_name} takes {len(block_fn.inputs)} inputs ({names}), got {len(inputs)}",
+                           print_exception=False)
+
+
+def model_defaults(model: LoadedModel) -> Defaults:
+    """Sample PROBE_POINTS points and pick the highest layer whose detector fired."""
+    probe = sample_handwriting(model, n_points=PROBE_POINTS, seed=0)[0]
+    firings = probe.firings()
+    fired = [k for k, n in enumerate(firings, start=1) if n > 0 and k <= 2]  # colour modes go up to layer 2
+    layer = max(fired, default=0)
+    return Defaults(colour_by=f"layer{layer}" if layer else "strokes", marker_layer=layer,
+                    detectors=len(firings), firings=firings)
+
+
 def build_app(model: LoadedModel) -> gr.Blocks:
     """The page, bound to one loaded model. Launch it with `launch_app`."""
+    defaults = model_defaults(model)
+    choices = {"colour_by": [value for _, value in defaults.colour_choices()],
+               "marker_layer": [value for _, value in defaults.marker_choices()]}
 
-    def generate(n_points: float, n_samples: float, bias: float, temperature: float, seed: float,
-                 colour_by: str, marker_layer: int) -> tuple[str, list[dict[str, Any]], str, str, str]:
+    # the parameter names are the API's (gradio_client keywords); the values arrive unchecked
+    def generate(n_points: Any, n_samples: Any, bias: Any, temperature: Any, seed: Any, colour_by: Any,
+                 marker_layer: Any, straighten: Any) -> tuple[str, list[dict[str, Any]], str, str, str]:
         try:
-            return _generate(model, n_points, n_samples, bias, temperature, seed, colour_by, marker_layer)
+            return _generate(model, choices, n_points, n_samples, bias, temperature, seed, colour_by,
+                             marker_layer, straighten)
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from None
 
     # delete_cache: every 10 minutes, drop the download files older than an hour
-    with gr.Blocks(title="HM-LSTM handwriting", analytics_enabled=False, delete_cache=(600, 3600)) as app:
-        gr.Markdown(DESCRIPTION)
+    with Page(title="HM-LSTM handwriting", analytics_enabled=False, fill_width=True,
+                   delete_cache=(600, 3600)) as app:
+        gr.Markdown(INTRO)
+        gr.Markdown(defaults.explain(), elem_classes="hm-note")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300):
+            with gr.Column(scale=1, min_width=280):
                 with gr.Row():
                     n_points = _number("Length (points)", 700, "n_points")
                     n_samples = _number("Samples", 1, "n_samples")
@@ -82,10 +142,14 @@ def build_app(model: LoadedModel) -> gr.Blocks:
                     bias = _number("Bias (higher: neater)", 0.0, "bias", step=0.1)
                     temperature = _number("Temperature", 1.0, "temperature", step=0.05)
                 seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0, elem_id="seed")
-                colour_by = gr.Radio(COLOUR_CHOICES, value="layer2", label="Colour by")
-                marker_layer = gr.Dropdown(MARKER_CHOICES, value=0, label="Markers")
+                colour_by = gr.Radio(defaults.colour_choices(), value=defaults.colour_by, label="Colour by",
+                                     elem_id="colour_by")
+                marker_layer = gr.Dropdown(defaults.marker_choices(), value=defaults.marker_layer, label="Markers",
+                                           elem_id="marker_layer")
+                straighten = gr.Checkbox(False, label="Straighten the baseline", elem_id="straighten",
+                                         info="drawing only; the JSON keeps the raw strokes")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=4):
+            with gr.Column(scale=5):
                 drawings = gr.HTML("<p class='hm-note'>Press Generate to make the model write.</p>",
                                    label="drawings", elem_id="drawings")
                 with gr.Row():
@@ -96,10 +160,11 @@ def build_app(model: LoadedModel) -> gr.Blocks:
                     counts = gr.JSON(label="counts")
         button.click(
             generate,
-            inputs=[n_points, n_samples, bias, temperature, seed, colour_by, marker_layer],
+            inputs=[n_points, n_samples, bias, temperature, seed, colour_by, marker_layer, straighten],
             outputs=[drawings, counts, svg_file, png_file, json_file],
             api_name="generate",
             concurrency_limit=1,
+            preprocess=False,  # the handler checks the raw values and names the parameter (see the docstring)
         )
     app.queue(max_size=QUEUE_SIZE)
     return app
@@ -113,7 +178,7 @@ def launch_app(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
 
 
 def _number(label: str, value: float, name: str, step: float = 1) -> gr.Number:
-    """A number box whose range is checked by `check_sampling_args`, so the UI and the API give the
+    """A number box whose range is checked by `sampling_parameters`, so the UI and the API give the
     same message (Gradio's own bounds check would not say which parameter is out of range)."""
     low, high = LIMITS[name]
     whole = isinstance(low, int)
@@ -121,39 +186,35 @@ def _number(label: str, value: float, name: str, step: float = 1) -> gr.Number:
                      precision=0 if whole else None, min_width=100, elem_id=name)
 
 
-def _generate(model: LoadedModel, n_points: float, n_samples: float, bias: float, temperature: float,
-              seed: float, colour_by: str, marker_layer: int) -> tuple[str, list[dict[str, Any]], str, str, str]:
-    """Sample, render, write the downloads; returns (drawings HTML, counts, SVG, PNG, JSON paths)."""
-    n_points, n_samples, seed = (_whole(v, name) for v, name in
-                                 ((n_points, "n_points"), (n_samples, "n_samples"), (seed, "seed")))
-    bias, temperature = _real(bias, "bias"), _real(temperature, "temperature")
-    check_sampling_args(n_points, n_samples, bias, temperature, seed)
-    marker = int(marker_layer) or None
+def _generate(model: LoadedModel, choices: dict[str, list], n_points: Any, n_samples: Any, bias: Any,
+              temperature: Any, seed: Any, colour_by: Any, marker_layer: Any,
+              straighten: Any) -> tuple[str, list[dict[str, Any]], str, str, str]:
+    """Check, sample, render, write the downloads; returns (drawings HTML, counts, SVG, PNG, JSON paths)."""
+    parameters = sampling_parameters(_whole(n_points, "n_points"), _whole(n_samples, "n_samples"),
+                                     _real(bias, "bias"), _real(temperature, "temperature"), _whole(seed, "seed"))
+    for name, value in (("colour_by", colour_by), ("marker_layer", marker_layer)):
+        if isinstance(value, bool) or value not in choices[name]:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices[name]))}, got {value!r}")
+    if not isinstance(straighten, bool):
+        raise ValueError(f"straighten must be true or false, got {straighten!r}")
+    style = {"colour_by": colour_by, "marker_layer": marker_layer or None, "straighten": straighten}
+
     started = time.perf_counter()
-    samples = sample_handwriting(model, n_samples=n_samples, n_points=n_points, bias=bias,
-                                 temperature=temperature, seed=seed)
-    svgs = [render_svg(s.offsets, s.boundaries, colour_by, marker, ink_height=INK_HEIGHT) for s in samples]
+    samples = sample_handwriting(model, **parameters)
+    svgs = [render_svg(s.offsets, s.boundaries, **style) for s in samples]
     seconds = time.perf_counter() - started
 
     folder = Path(tempfile.mkdtemp(prefix="handwriting-", dir=_cache_folder()))
-    svg_path, png_path, json_path = (folder / f"handwriting.{ext}" for ext in ("svg", "png", "json"))
-    svg_path.write_text(stack_svgs(svgs), encoding="utf-8")
-    render_grid_png([s.offsets for s in samples], boundaries=[s.boundaries for s in samples],
-                    colour_by=colour_by, marker_layer=marker, ink_height=INK_HEIGHT, path=png_path,
-                    titles=[f"sample {i}" for i in range(1, n_samples + 1)] if n_samples > 1 else None)
-    parameters = {"n_points": n_points, "n_samples": n_samples, "bias": bias, "temperature": temperature,
-                  "seed": seed}
-    json_path.write_text(json.dumps({
-        "parameters": parameters,
-        "samples": [json.loads(to_json(s.offsets, s.boundaries, s.operations, operation_counts=s.operation_counts()))
-                    for s in samples],
-    }), encoding="utf-8")
+    files = [folder / f"handwriting.{ext}" for ext in ("svg", "png", "json")]
+    for path in files:
+        save_samples(path, samples, parameters, **style)
 
     cards = "".join(_card(i, svg, sample) for i, (svg, sample) in enumerate(zip(svgs, samples), start=1))
-    header = (f"<p class='hm-note'>{n_samples} × {n_points} points, seed {seed}, "
-              f"generated and drawn in {seconds:.2f} s</p>")
-    counts = [{"operations": s.operation_counts(), "copied_fraction": round(s.copied_fraction(), 4)} for s in samples]
-    return header + cards, counts, str(svg_path), str(png_path), str(json_path)
+    header = (f"<p class='hm-note'>{parameters['n_samples']} × {parameters['n_points']} points, seed "
+              f"{parameters['seed']}, generated and drawn in {seconds:.2f} s</p>")
+    counts = [{"operations": s.operation_counts(), "copied_fraction": round(s.copied_fraction(), 4),
+               "boundary_firings": s.firings()} for s in samples]
+    return (header + cards, counts, *map(str, files))
 
 
 def _cache_folder() -> str:
@@ -164,50 +225,40 @@ def _cache_folder() -> str:
 
 
 def _whole(value: Any, name: str) -> int:
-    if value is None or isinstance(value, bool) or not float(value).is_integer():
+    """`value` if it is a whole number (7 or 7.0); 2.5, "7", True or None name the parameter instead."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
         low, high = LIMITS[name]
         raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
     return int(value)
 
 
 def _real(value: Any, name: str) -> float:
-    if value is None or isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         low, high = LIMITS[name]
         raise ValueError(f"{name} must be a number between {low} and {high}, got {value!r}")
     return float(value)
 
 
 def _card(index: int, svg: str, sample: Sample) -> str:
-    """One drawing with its table of operations beside it."""
+    """One drawing, and below it its table of operations and what the detectors did."""
     rows = "".join(
         f"<tr><td>{layer}</td><td>{ops['UPDATE']}</td><td>{ops['COPY']}</td><td>{ops['FLUSH']}</td></tr>"
         for layer, ops in sample.operation_counts().items()
     )
     n_layers, n_points = sample.operations.shape[1], sample.operations.shape[0]
     computed = int(sample.counts.sum() - sample.counts[:, 0].sum())
+    silent = "".join(
+        f"<br><span class='hm-silent'>Layer {k}'s boundary detector never fired in this sample: layer {k + 1} "
+        f"never updated (it copied its state at every point), and layer-{k} colouring shows one segment.</span>"
+        for k, fired in enumerate(sample.firings(), start=1) if fired == 0
+    )
     return (
         f"<div class='hm-card' id='sample-{index}'><div class='hm-drawing'>{svg}</div>"
-        f"<div class='hm-counts'><b>Sample {index}</b><table>"
+        f"<div class='hm-details'><table><caption><b>Sample {index}</b></caption>"
         "<tr><th>layer</th><th>UPDATE</th><th>COPY</th><th>FLUSH</th></tr>"
         f"{rows}</table><p class='hm-note'>A stacked LSTM computes all {n_layers} layers at all "
         f"{n_points} points ({n_layers * n_points} layer-steps). This HM-LSTM computed {computed} and "
-        f"copied the rest: <b>{html.escape(f'{sample.copied_fraction():.0%}')} saved</b>.</p></div></div>"
+        f"copied the rest: <b>{html.escape(f'{sample.copied_fraction():.0%}')} saved</b>. Boundaries fired: "
+        + ", ".join(f"layer {k} {n} times" for k, n in enumerate(sample.firings(), start=1))
+        + f".{silent}</p></div></div>"
     )
-
-
-def stack_svgs(svgs: list[str]) -> str:
-    """Several SVG documents stacked top to bottom in one SVG document (one is returned as it is)."""
-    if len(svgs) == 1:
-        return svgs[0]
-    ET.register_namespace("", SVG_NAMESPACE)
-    drawings = [ET.fromstring(svg) for svg in svgs]
-    sizes = [(float(d.get("width").removesuffix("px")), float(d.get("height").removesuffix("px"))) for d in drawings]
-    width, height = max(w for w, _ in sizes), sum(h for _, h in sizes)
-    stack = ET.Element(f"{{{SVG_NAMESPACE}}}svg", {"width": f"{width:.0f}px", "height": f"{height:.0f}px",
-                                                   "viewBox": f"0 0 {width:.2f} {height:.2f}"})
-    top = 0.0
-    for drawing, (_, h) in zip(drawings, sizes):
-        drawing.set("y", f"{top:.2f}")
-        stack.append(drawing)
-        top += h
-    return ET.tostring(stack, encoding="unicode")

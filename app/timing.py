@@ -101,7 +101,7 @@ def time_requests(client: Client, args: argparse.Namespace) -> list[float]:
     latencies = []
     for seed in range(args.repeats + 1):
         begun = time.perf_counter()
-        client.predict(args.n_points, 1, 0.0, 1.0, seed, "layer2", 0, api_name="/generate")
+        client.predict(args.n_points, 1, 0.0, 1.0, seed, "layer1", 1, False, api_name="/generate")
         latencies.append(time.perf_counter() - begun)
     return latencies
 

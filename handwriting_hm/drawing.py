@@ -6,18 +6,23 @@ optional (T, K) 0/1 array: `boundaries[t, k] == 1` means layer k+1's boundary de
 fired while reading point t, so a new layer-(k+1) segment starts at point t+1.
 
 Both pictures are laid out once in "screen" pixels (y downward, ink scaled to a fixed
-height) so the SVG and the PNG look the same. A stroke is cut into pieces wherever its
+height) so the SVG and the PNG look the same. `straighten=True` draws the ink rotated so that
+its baseline is level (generated lines tend to drift upwards); the data are never changed. A stroke is cut into pieces wherever its
 colour changes; consecutive pieces share the point where they meet, so the pen line stays
 continuous while the colour changes exactly at the boundary.
+
+`save_samples` writes what `handwriting-hm sample` and the app both offer: one SVG, PNG or JSON
+file holding every sample of a request, so the same seed gives the same file from either.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import svgwrite
@@ -26,6 +31,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from handwriting_hm.hmlstm.atomic import atomic_write
+
+if TYPE_CHECKING:  # the sampler is upstream of drawing; at run time only its attributes are used
+    from handwriting_hm.sample import Sample
 
 COLOUR_MODES = ("ink", "strokes", "layer1", "layer2")
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
@@ -43,6 +51,9 @@ BACKGROUND = "white"
 
 # One SVG pixel is 1/100 inch in the PNG, so at dpi=100 both pictures have the same size.
 SVG_PIXELS_PER_INCH = 100.0
+INK_HEIGHT = 120.0  # pixels from the lowest to the highest ink of an upright drawing
+STROKE_WIDTH = 3.0  # pixels; pages scale a long line down to their width, so not too thin
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,6 +66,34 @@ def offsets_to_points(offsets: np.ndarray) -> np.ndarray:
     points = offsets.copy()
     points[:, :2] = np.cumsum(offsets[:, :2], axis=0)
     return points
+
+
+def straighten_baseline(points: np.ndarray) -> np.ndarray:
+    """(T, 3) absolute points rotated so that the line fitted through the pen positions is level.
+
+    The line is the orthogonal least-squares fit (the principal axis of the x, y positions):
+    unlike a fit of y on x it turns with the ink, so a drawing rotated by any angle comes back
+    level. The rotation is about the points' centre; end_of_stroke is kept.
+    """
+    points = _check_offsets(points, name="points")
+    straight = points.copy()
+    if len(points) < 2:
+        return straight
+    centred = points[:, :2] - points[:, :2].mean(axis=0)
+    sxx, syy, sxy = (centred[:, 0] ** 2).sum(), (centred[:, 1] ** 2).sum(), (centred[:, 0] * centred[:, 1]).sum()
+    angle = 0.5 * np.arctan2(2 * sxy, sxx - syy)  # direction of the principal axis, in (-90, 90] degrees
+    if abs(angle) > np.pi / 4:  # a drawing taller than wide: no baseline to level
+        return straight
+    cos, sin = np.cos(-angle), np.sin(-angle)
+    straight[:, 0] = centred[:, 0] * cos - centred[:, 1] * sin
+    straight[:, 1] = centred[:, 0] * sin + centred[:, 1] * cos
+    straight[:, :2] += points[:, :2].mean(axis=0)
+    return straight
+
+
+def _drawn_points(offsets: np.ndarray, straighten: bool) -> np.ndarray:
+    points = offsets_to_points(offsets)
+    return straighten_baseline(points) if straighten else points
 
 
 def split_strokes(points: np.ndarray) -> list[np.ndarray]:
@@ -178,23 +217,25 @@ def render_svg(
     boundaries: np.ndarray | None = None,
     colour_by: str = "ink",
     marker_layer: int | None = None,
-    stroke_width: float = 2.0,
+    stroke_width: float = STROKE_WIDTH,
     colours: Sequence[str] | None = None,
-    ink_height: float = 100.0,
+    ink_height: float = INK_HEIGHT,
     marker_radius: float | None = None,
     background: str | None = BACKGROUND,
+    straighten: bool = False,
 ) -> str:
     """An SVG document of the pen sequence: one <path> per single-colour piece of stroke.
 
     Sizes are in pixels: the ink is scaled to `ink_height` pixels tall. `colours` replaces
     the palette (in "ink" mode its first entry is the ink). Dots mark where `marker_layer`
-    (1-based) fired. `background=None` leaves the picture transparent.
+    (1-based) fired. `background=None` leaves the picture transparent. `straighten` levels the
+    baseline (see `straighten_baseline`).
     """
     offsets = _check_offsets(offsets)
     boundaries = _check_boundaries(boundaries, len(offsets))
     pieces = coloured_pieces(offsets, boundaries, colour_by, colours)
     markers = _marker_indices(boundaries, marker_layer)
-    layout = _layout(offsets_to_points(offsets), ink_height, margin=_margin(stroke_width, marker_radius))
+    layout = _layout(_drawn_points(offsets, straighten), ink_height, margin=_margin(stroke_width, marker_radius))
 
     drawing = svgwrite.Drawing(
         size=(f"{layout.width:.0f}px", f"{layout.height:.0f}px"),
@@ -236,12 +277,13 @@ def render_png(
     colour_by: str = "ink",
     marker_layer: int | None = None,
     path: str | os.PathLike | None = None,
-    stroke_width: float = 2.0,
+    stroke_width: float = STROKE_WIDTH,
     colours: Sequence[str] | None = None,
-    ink_height: float = 100.0,
+    ink_height: float = INK_HEIGHT,
     marker_radius: float | None = None,
     background: str | None = BACKGROUND,
     dpi: float = SVG_PIXELS_PER_INCH,
+    straighten: bool = False,
 ) -> bytes:
     """The same picture as `render_svg`, as PNG bytes (written atomically to `path` if given).
 
@@ -250,7 +292,7 @@ def render_png(
     offsets = _check_offsets(offsets)
     boundaries = _check_boundaries(boundaries, len(offsets))
     margin = _margin(stroke_width, marker_radius)
-    layout = _layout(offsets_to_points(offsets), ink_height, margin)
+    layout = _layout(_drawn_points(offsets, straighten), ink_height, margin)
     figure = Figure(figsize=(layout.width / SVG_PIXELS_PER_INCH, layout.height / SVG_PIXELS_PER_INCH))
     axes = figure.add_axes((0, 0, 1, 1))
     _draw(axes, offsets, boundaries, colour_by, marker_layer, layout, stroke_width, colours, marker_radius)
@@ -268,11 +310,12 @@ def render_grid_png(
     boundaries: Sequence[np.ndarray | None] | None = None,
     colour_by: str = "ink",
     marker_layer: int | None = None,
-    stroke_width: float = 2.0,
+    stroke_width: float = STROKE_WIDTH,
     colours: Sequence[str] | None = None,
-    ink_height: float = 100.0,
+    ink_height: float = INK_HEIGHT,
     background: str | None = BACKGROUND,
     dpi: float = SVG_PIXELS_PER_INCH,
+    straighten: bool = False,
 ) -> bytes:
     """Several pen sequences stacked top to bottom in one PNG, each under its optional title.
 
@@ -289,7 +332,7 @@ def render_grid_png(
     for i, offsets in enumerate(list_of_offsets):
         offsets = _check_offsets(offsets, name=f"offsets[{i}]")
         row_boundaries = _check_boundaries(None if boundaries is None else boundaries[i], len(offsets))
-        rows.append((offsets, row_boundaries, _layout(offsets_to_points(offsets), ink_height, margin)))
+        rows.append((offsets, row_boundaries, _layout(_drawn_points(offsets, straighten), ink_height, margin)))
 
     title_height = 24.0 if titles is not None else 0.0  # pixels above each row for its title
     width = max(layout.width for _, _, layout in rows)
@@ -364,28 +407,38 @@ def _figure_png(figure: Figure, dpi: float, background: str | None) -> bytes:
 # JSON and files
 
 
-def to_json(
+def drawing_record(
     offsets: np.ndarray,
     boundaries: np.ndarray | None = None,
     operations: np.ndarray | None = None,
     **extra: Any,
-) -> str:
-    """A JSON document with absolute points, offsets, boundaries, operations and `extra` fields."""
+) -> dict[str, Any]:
+    """Absolute points, offsets, boundaries and operations as lists, and the `extra` fields."""
     offsets = _check_offsets(offsets)
     boundaries = _check_boundaries(boundaries, len(offsets))
     operations = _check_operations(operations, len(offsets))
-    document: dict[str, Any] = {
+    record: dict[str, Any] = {
         "points": offsets_to_points(offsets).tolist(),
         "offsets": offsets.tolist(),
         "boundaries": None if boundaries is None else boundaries.astype(int).tolist(),
         "operations": None if operations is None else operations.tolist(),
         "operation_names": list(OPERATION_NAMES),
     }
-    clashes = sorted(set(extra) & set(document))
+    clashes = sorted(set(extra) & set(record))
     if clashes:
         raise ValueError(f"extra fields {clashes} would overwrite the drawing's own fields")
-    document.update(extra)
-    return json.dumps(document, default=_json_default)
+    record.update(extra)
+    return record
+
+
+def to_json(
+    offsets: np.ndarray,
+    boundaries: np.ndarray | None = None,
+    operations: np.ndarray | None = None,
+    **extra: Any,
+) -> str:
+    """`drawing_record` as a JSON document."""
+    return json.dumps(drawing_record(offsets, boundaries, operations, **extra), default=_json_default, allow_nan=False)
 
 
 def _json_default(value: Any) -> Any:
@@ -395,26 +448,59 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def save_drawing(
-    path: str | os.PathLike,
-    offsets: np.ndarray,
-    boundaries: np.ndarray | None = None,
-    operations: np.ndarray | None = None,
-    colour_by: str = "ink",
-    marker_layer: int | None = None,
-) -> None:
-    """Write an .svg, .png or .json drawing of the pen sequence, chosen by `path`'s extension."""
-    suffix = Path(path).suffix.lower()
+def samples_document(samples: Sequence[Sample], parameters: Mapping[str, Any], colour_by: str = "ink",
+                     marker_layer: int | None = None, straighten: bool = False) -> dict[str, Any]:
+    """The JSON file of one request: its parameters, how it was drawn, and every sample's raw data
+    (points and offsets in the training data's units, never straightened)."""
+    return {
+        "parameters": dict(parameters),
+        "drawing": {"colour_by": colour_by, "marker_layer": marker_layer, "straighten": straighten},
+        "samples": [drawing_record(s.offsets, s.boundaries, s.operations, operation_counts=s.operation_counts(),
+                                   copied_fraction=s.copied_fraction()) for s in samples],
+    }
+
+
+def render_samples(suffix: str, samples: Sequence[Sample], parameters: Mapping[str, Any], colour_by: str = "ink",
+                   marker_layer: int | None = None, straighten: bool = False) -> bytes:
+    """One file's bytes (suffix .svg, .png or .json) holding every sample: SVG drawings stacked top
+    to bottom, PNG rows (titled when there are several), or the `samples_document`."""
+    style = {"colour_by": colour_by, "marker_layer": marker_layer, "straighten": straighten}
+    suffix = suffix.lower()
     if suffix == ".svg":
-        data = render_svg(offsets, boundaries, colour_by, marker_layer).encode("utf-8")
-    elif suffix == ".png":
-        data = render_png(offsets, boundaries, colour_by, marker_layer)
-    elif suffix == ".json":
-        data = to_json(offsets, boundaries, operations).encode("utf-8")
-    else:
-        raise ValueError(f"cannot save a drawing as {str(path)!r}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+        return stack_svgs([render_svg(s.offsets, s.boundaries, **style) for s in samples]).encode("utf-8")
+    if suffix == ".png":
+        titles = [f"sample {i}" for i in range(1, len(samples) + 1)] if len(samples) > 1 else None
+        return render_grid_png([s.offsets for s in samples], titles=titles,
+                               boundaries=[s.boundaries for s in samples], **style)
+    if suffix == ".json":
+        return json.dumps(samples_document(samples, parameters, **style), allow_nan=False).encode("utf-8")
+    raise ValueError(f"cannot save a drawing as {suffix!r}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+
+
+def save_samples(path: str | os.PathLike, samples: Sequence[Sample], parameters: Mapping[str, Any],
+                 colour_by: str = "ink", marker_layer: int | None = None, straighten: bool = False) -> None:
+    """Write `render_samples` for `path`'s extension to `path`, atomically."""
+    data = render_samples(Path(path).suffix, samples, parameters, colour_by, marker_layer, straighten)
     with atomic_write(path) as file:
         file.write(data)
+
+
+def stack_svgs(svgs: Sequence[str]) -> str:
+    """Several SVG documents stacked top to bottom in one SVG document (one is returned as it is)."""
+    if len(svgs) == 1:
+        return svgs[0]
+    ET.register_namespace("", SVG_NAMESPACE)
+    drawings = [ET.fromstring(svg) for svg in svgs]
+    sizes = [(float(d.get("width").removesuffix("px")), float(d.get("height").removesuffix("px"))) for d in drawings]
+    width, height = max(w for w, _ in sizes), sum(h for _, h in sizes)
+    stack = ET.Element(f"{{{SVG_NAMESPACE}}}svg", {"width": f"{width:.0f}px", "height": f"{height:.0f}px",
+                                                   "viewBox": f"0 0 {width:.2f} {height:.2f}"})
+    top = 0.0
+    for drawing, (_, h) in zip(drawings, sizes):
+        drawing.set("y", f"{top:.2f}")
+        stack.append(drawing)
+        top += h
+    return ET.tostring(stack, encoding="unicode")
 
 
 # ---------------------------------------------------------------------------------------

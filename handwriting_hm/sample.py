@@ -5,6 +5,9 @@ the parameters against LIMITS, seeds its own generator (same seed, same drawing)
 the model's normalised offsets back into the raw units of the training data with the
 checkpoint's stats. Each Sample keeps, for every point, what each layer's boundary detector
 did and which operation (COPY / UPDATE / FLUSH) each layer performed.
+
+The command writes every sample of a request into one SVG, PNG or JSON file through
+`drawing.save_samples`, the writer the app's downloads use: the same seed gives the same file.
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.dataset import denormalise
+
 from . import generate
 from .hmlstm.core import OPERATION_NAMES, COPY
-from .drawing import COLOUR_MODES, SAVE_FORMATS, save_drawing
 from .model import DEFAULT_MODEL, LoadedModel, load_handwriting_model
 
 # What one request may ask for: long enough for a line of handwriting, small enough that a
@@ -51,6 +55,18 @@ class Sample:
     def copied_fraction(self) -> float:
         """The share of layer-steps the HM-LSTM skipped (COPY) that a stacked LSTM would compute."""
         return float(self.counts[:, COPY].sum() / max(int(self.counts.sum()), 1))
+
+    def firings(self) -> list[int]:
+        """How often each boundary detector (layers 1..L-1) fired in this sample."""
+        return self.boundaries.sum(axis=0).astype(int).tolist()
+
+
+def sampling_parameters(n_points: int, n_samples: int, bias: float, temperature: float,
+                        seed: int) -> dict[str, int | float]:
+    """A request's parameters, checked, as `sample_handwriting` takes them and the JSON file records them."""
+    check_sampling_args(n_points, n_samples, bias, temperature, seed)
+    return {"n_points": int(n_points), "n_samples": int(n_samples), "bias": float(bias),
+            "temperature": float(temperature), "seed": int(seed)}
 
 
 def check_sampling_args(n_points: int, n_samples: int, bias: float, temperature: float, seed: int) -> None:
@@ -88,11 +104,9 @@ def sample_handwriting(model: LoadedModel | None = None, *, n_samples: int = 1, 
 
 
 def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> np.ndarray:
-    """Undo the training set's normalisation of dx, dy; end_of_stroke becomes exactly 0 or 1."""
-    mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
-    raw = offsets.copy()
-    # the dataset leaves a constant coordinate (std 0) unscaled, so do the same here
-    raw[..., :2] = offsets[..., :2] * np.where(std > 0, std, 1.0) + mean
+    """Undo the training set's normalisation of dx, dy (the dataset's own inverse, `denormalise`);
+    end_of_stroke becomes exactly 0 or 1."""
+    raw = denormalise(offsets, stats)
     raw[..., 2] = (offsets[..., 2] > 0.5).astype(raw.dtype)
     return raw
 
@@ -101,9 +115,11 @@ def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .drawing import COLOUR_MODES  # CLI glue: drawing is downstream of the sampler
+
     parser.add_argument("--out", required=True, type=Path,
-                        help="drawing to write; .svg, .png or .json. With --n-samples > 1 the files are "
-                             "numbered: out-1.svg, out-2.svg, ...")
+                        help="file to write, .svg, .png or .json (the app's downloads are the same files); "
+                             "with --n-samples > 1 it holds every sample, top to bottom")
     parser.add_argument("--n-samples", type=int, default=1, help="how many drawings (default 1)")
     parser.add_argument("--n-points", type=int, default=700, help="length of each drawing in points (default 700)")
     parser.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias, 0 = none (default 0)")
@@ -113,32 +129,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ink: one colour; strokes: per pen-down stroke; layer1/layer2: per segment "
                              "between that layer's boundaries")
     parser.add_argument("--marker-layer", type=int, default=None, help="mark the points where this layer fired")
+    parser.add_argument("--straighten", action="store_true",
+                        help="draw the line rotated so its baseline is level (the JSON keeps the raw strokes)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .drawing import SAVE_FORMATS, save_samples
+
     if args.out.suffix.lower() not in SAVE_FORMATS:
         raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
-    check_sampling_args(args.n_points, args.n_samples, args.bias, args.temperature, args.seed)
+    parameters = sampling_parameters(args.n_points, args.n_samples, args.bias, args.temperature, args.seed)
     loaded = load_model_or_explain(args.checkpoint)
-    samples = sample_handwriting(loaded, n_samples=args.n_samples, n_points=args.n_points, bias=args.bias,
-                                 temperature=args.temperature, seed=args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    samples = sample_handwriting(loaded, **parameters)
+    save_samples(args.out, samples, parameters, colour_by=args.colour_by, marker_layer=args.marker_layer,
+                 straighten=args.straighten)
     for i, sample in enumerate(samples, start=1):
-        path = args.out if len(samples) == 1 else args.out.with_name(f"{args.out.stem}-{i}{args.out.suffix}")
-        save_drawing(path, sample.offsets, sample.boundaries, sample.operations,
-                     colour_by=args.colour_by, marker_layer=args.marker_layer)
-        print(f"{path}  {format_counts(sample)}")
+        print(f"{args.out}  sample {i}: {format_counts(sample)}")
     return 0
 
 
 def load_model_or_explain(checkpoint: Path | None) -> LoadedModel:
-    """Load `checkpoint` (None: the shipped model); a missing default model says how to pass one."""
+    """Load `checkpoint` (None: the shipped model); a missing default model says how to pass one,
+    and statistics that cannot undo the normalisation (NaN, infinite or negative std) are refused."""
     if checkpoint is None and not DEFAULT_MODEL.is_file():
         raise ValueError(f"the default model {DEFAULT_MODEL} is not installed; pass --checkpoint PATH "
                          "(a handwriting checkpoint from training)")
-    return load_handwriting_model(checkpoint)
+    loaded = load_handwriting_model(checkpoint)
+    try:
+        denormalise(np.zeros((1, 3)), loaded.stats)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {checkpoint or DEFAULT_MODEL}: {error}") from None
+    return loaded
 
 
 def format_counts(sample: Sample) -> str:

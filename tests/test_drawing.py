@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from handwriting_hm import drawing
+from handwriting_hm.sample import Sample
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -349,17 +350,49 @@ def test_json_refuses_extra_fields_that_clash():
         drawing.to_json(make_offsets(), points=[])
 
 
-def test_save_drawing_picks_the_format_from_the_extension(tmp_path):
-    offsets, boundaries = make_offsets(), make_boundaries()
-    drawing.save_drawing(tmp_path / "a.svg", offsets, boundaries, colour_by="layer2", marker_layer=1)
-    drawing.save_drawing(tmp_path / "a.PNG", offsets, boundaries, colour_by="layer1")
-    drawing.save_drawing(tmp_path / "a.json", offsets, boundaries, operations=np.ones((T, 3), dtype=int))
-    assert len(list(parse_svg((tmp_path / "a.svg").read_text()).iter(f"{SVG}circle"))) == boundaries[:, 0].sum()
+def make_sample(offsets=None, boundaries=None) -> Sample:
+    offsets = make_offsets() if offsets is None else offsets
+    boundaries = make_boundaries().astype(np.int64) if boundaries is None else boundaries
+    operations = np.ones((len(offsets), 3), dtype=np.int64)
+    counts = np.stack([np.bincount(operations[:, layer], minlength=3) for layer in range(3)])
+    return Sample(offsets=offsets, boundaries=boundaries, operations=operations, counts=counts)
+
+
+def test_save_samples_picks_the_format_from_the_extension(tmp_path):
+    samples, parameters = [make_sample()], {"seed": 3}
+    drawing.save_samples(tmp_path / "a.svg", samples, parameters, colour_by="layer2", marker_layer=1)
+    drawing.save_samples(tmp_path / "a.PNG", samples, parameters, colour_by="layer1")
+    drawing.save_samples(tmp_path / "a.json", samples, parameters, straighten=True)
+    assert len(list(parse_svg((tmp_path / "a.svg").read_text()).iter(f"{SVG}circle"))) == make_boundaries()[:, 0].sum()
     assert (tmp_path / "a.PNG").read_bytes().startswith(PNG_SIGNATURE)
-    assert json.loads((tmp_path / "a.json").read_text())["operations"][0] == [1, 1, 1]
+    document = json.loads((tmp_path / "a.json").read_text())
+    assert document["parameters"] == parameters
+    assert document["drawing"] == {"colour_by": "ink", "marker_layer": None, "straighten": True}
+    assert document["samples"][0]["operations"][0] == [1, 1, 1]
+    np.testing.assert_allclose(document["samples"][0]["offsets"], make_offsets())  # raw, never straightened
+    assert document["samples"][0]["operation_counts"]["layer1"] == {"COPY": 0, "UPDATE": T, "FLUSH": 0}
     with pytest.raises(ValueError, match=r"\.svg, \.png, \.json"):
-        drawing.save_drawing(tmp_path / "a.pdf", offsets)
+        drawing.save_samples(tmp_path / "a.pdf", samples, parameters)
     assert sorted(os.listdir(tmp_path)) == ["a.PNG", "a.json", "a.svg"], "no temp files, nothing for .pdf"
+
+
+def test_several_samples_go_into_one_file_of_each_format(tmp_path):
+    samples = [make_sample(), make_sample(make_offsets()[:5], make_boundaries()[:5].astype(np.int64))]
+    svg = parse_svg(drawing.render_samples(".svg", samples, {}).decode())
+    assert len(svg.findall(f"{SVG}svg")) == 2
+    one_row = decode_png(drawing.render_samples(".png", samples[:1], {}))
+    two_rows = decode_png(drawing.render_samples(".png", samples, {}))
+    assert two_rows.shape[0] > one_row.shape[0]
+    assert len(json.loads(drawing.render_samples(".json", samples, {}))["samples"]) == 2
+
+
+def test_stack_svgs_makes_one_valid_document():
+    one = '<svg xmlns="http://www.w3.org/2000/svg" width="30px" height="10px" viewBox="0 0 30 10"><path d="M0,0 L1,1"/></svg>'
+    two = one.replace('width="30px"', 'width="50px"').replace('height="10px"', 'height="20px"')
+    assert drawing.stack_svgs([one]) == one
+    root = ET.fromstring(drawing.stack_svgs([one, two]))
+    assert (root.get("width"), root.get("height")) == ("50px", "30px")
+    assert [inner.get("y") for inner in root.findall(f"{SVG}svg")] == ["0.00", "10.00"]
 
 
 def test_failed_save_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
@@ -371,6 +404,54 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkey
 
     monkeypatch.setattr(drawing.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        drawing.save_drawing(path, make_offsets())
+        drawing.save_samples(path, [make_sample()], {})
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["line.svg"]
+
+
+# --- straightening ----------------------------------------------------------------------
+
+
+def slanted_writing(degrees: float) -> np.ndarray:
+    """Offsets of a level 'handwriting' line (loops along y = 0, strokes of 20 points) turned by `degrees`."""
+    x = np.linspace(0, 400, 200)
+    points = np.stack([x + 8 * np.cos(x), 10 * np.sin(x), np.zeros_like(x)], axis=1)
+    points[19::20, 2] = 1.0
+    turn = np.radians(degrees)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    points[:, :2] = points[:, :2] @ rotation.T
+    offsets = points.copy()
+    offsets[1:, :2] = np.diff(points[:, :2], axis=0)
+    return offsets
+
+
+def test_a_slanted_straight_line_comes_out_level():
+    x = np.arange(50.0)
+    points = np.stack([x, 0.4 * x + 3, (x % 10 == 9).astype(float)], axis=1)
+    level = drawing.straighten_baseline(points)
+    assert np.ptp(level[:, 1]) == pytest.approx(0, abs=1e-9)
+    np.testing.assert_array_equal(level[:, 2], points[:, 2])  # pen lifts kept
+    # a rotation: the line keeps its length
+    assert np.hypot(*(level[-1, :2] - level[0, :2])) == pytest.approx(np.hypot(*(points[-1, :2] - points[0, :2])))
+
+
+@pytest.mark.parametrize("degrees", [-20.0, 15.0, 35.0])
+def test_slanted_writing_comes_out_as_the_level_original(degrees):
+    original = drawing.offsets_to_points(slanted_writing(0.0))
+    level = drawing.straighten_baseline(drawing.offsets_to_points(slanted_writing(degrees)))
+    level_original = drawing.straighten_baseline(original)  # the fit is rotation-equivariant
+    np.testing.assert_allclose(level[:, :2] - level[:, :2].mean(axis=0),
+                               level_original[:, :2] - level_original[:, :2].mean(axis=0), atol=1e-6)
+    assert np.ptp(level[:, 1]) < 0.5 * np.ptp(drawing.offsets_to_points(slanted_writing(degrees))[:, 1])
+
+
+def test_straighten_changes_the_drawing_not_the_data():
+    offsets = slanted_writing(25.0)
+    before = offsets.copy()
+    slanted, level = (parse_svg(drawing.render_svg(offsets, straighten=flag)) for flag in (False, True))
+    width_of = lambda root: float(root.get("width").removesuffix("px"))  # noqa: E731
+    # the same ink height: a level line is a longer, flatter picture
+    assert width_of(level) > width_of(slanted)
+    png_slanted, png_level = (decode_png(drawing.render_png(offsets, straighten=flag)) for flag in (False, True))
+    assert png_level.shape[1] > png_slanted.shape[1]
+    np.testing.assert_array_equal(offsets, before)

@@ -77,19 +77,34 @@ def test_out_of_range_parameters_name_the_parameter_and_its_range(tiny, name, va
         sample_handwriting(tiny, **{name: value})
 
 
-def test_cli_writes_numbered_files_in_the_chosen_format(tmp_path, capsys):
+def test_cli_writes_every_sample_into_one_file_of_the_chosen_format(tmp_path, capsys):
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
     assert main(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "hand.svg"),
                  "--n-samples", "2", "--n-points", "50", "--colour-by", "layer1", "--marker-layer", "2"]) == 0
-    for i in (1, 2):
-        root = ET.parse(tmp_path / f"hand-{i}.svg").getroot()
-        assert root.tag.endswith("svg") and len(list(root.iter("{http://www.w3.org/2000/svg}path"))) > 0
-    assert "layer1:" in capsys.readouterr().out
+    root = ET.parse(tmp_path / "hand.svg").getroot()
+    assert len(root.findall("{http://www.w3.org/2000/svg}svg")) == 2  # two drawings, stacked
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}path"))) > 0
+    out = capsys.readouterr().out
+    assert "sample 1:" in out and "sample 2:" in out and "layer1:" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hand.svg", "tiny.pt"]
 
     assert main(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "hand.json"),
-                 "--n-points", "30", "--seed", "3"]) == 0
+                 "--n-points", "30", "--seed", "3", "--straighten"]) == 0
     document = json.loads((tmp_path / "hand.json").read_text())
-    assert len(document["offsets"]) == 30 and len(document["operations"][0]) == 3
+    assert document["parameters"] == {"n_points": 30, "n_samples": 1, "bias": 0.0, "temperature": 1.0, "seed": 3}
+    assert document["drawing"]["straighten"] is True
+    [drawn] = document["samples"]
+    assert len(drawn["offsets"]) == 30 and len(drawn["operations"][0]) == 3
+    raw = sample_handwriting(load_handwriting_model(checkpoint), n_points=30, seed=3)[0].offsets
+    np.testing.assert_allclose(drawn["offsets"], raw)  # the JSON keeps the raw strokes
+
+
+def test_a_checkpoint_whose_std_is_nan_is_refused_in_one_line(tmp_path, capsys):
+    checkpoint = write_tiny_checkpoint(tmp_path / "nan.pt", {"mean": [0.0, 0.0], "std": [float("nan"), 1.0]})
+    assert main(["sample", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.svg")]) == 2
+    error = capsys.readouterr().err
+    assert "nan.pt: normalisation std of dx is nan" in error and error.count("\n") == 1
+    assert not (tmp_path / "x.svg").exists()
 
 
 @pytest.mark.parametrize("arguments, message", [
