@@ -3,7 +3,13 @@ on tiny fixtures built here."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +280,85 @@ def test_worker_pool_gives_the_same_file(tmp_path, iam_small):
     two, _ = load_prepared(tmp_path / "two.npz")
     for name, array in one.items():
         np.testing.assert_array_equal(array, two[name])
+
+
+# A child process runs `handwriting-hm prepare` with parse_strokes replaced by `PARSE_HOOK`, in
+# its own process group, so that a hang is a test failure (the group is killed) and not a hung test.
+CHILD_PREPARE = """
+import os, signal, sys, time
+import data_prep.line_parsing as line_parsing
+from handwriting_hm.cli import main
+real_parse = line_parsing.parse_strokes
+def hooked_parse(data):
+{hook}
+    return real_parse(data)
+line_parsing.parse_strokes = hooked_parse
+sys.exit(main(["prepare", "--strokes", {strokes!r}, "--ascii", {ascii!r}, "--out", {out!r},
+               "--no-progress", "--workers", "2"]))
+"""
+
+
+def start_child_prepare(paths: dict[str, Path], out: Path, hook: str) -> subprocess.Popen:
+    script = CHILD_PREPARE.format(hook=textwrap.indent(textwrap.dedent(hook), "    "), strokes=str(paths["strokes"]),
+                                  ascii=str(paths["ascii"]), out=str(out))
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def finish(child: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    """(exit code, stderr) of the child; kills its whole group and fails if it does not end in time."""
+    try:
+        _, error = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        pytest.fail(f"prepare still running after {timeout} s: it hangs")
+    return child.returncode, error
+
+
+def no_process_left(group: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(group, signal.SIGKILL)
+    return False
+
+
+def test_a_killed_worker_ends_the_run_with_one_line(tmp_path, iam_small):
+    victim = iam_small["strokes"] / "a01" / "a01-000" / "a01-000u-02.xml"
+    victim.write_text(victim.read_text().replace("<StrokeSet>", "<!-- kill the worker --><StrokeSet>"))
+    hook = """
+    if b"kill the worker" in data:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+    """
+    child = start_child_prepare(iam_small, tmp_path / "out.npz", hook)
+    code, error = finish(child)
+    assert code == 2 and error.count("\n") == 1, error
+    assert error.startswith("handwriting-hm: error: a parsing process died")
+    assert not (tmp_path / "out.npz").exists()
+    assert no_process_left(child.pid)
+
+
+def test_ctrl_c_ends_the_run_with_one_line_and_leaves_no_worker(tmp_path, iam_small):
+    started = tmp_path / "parsing-started"
+    hook = f"""
+    open({str(started)!r}, "a").close()
+    time.sleep(1.0)  # slow enough that Ctrl-C lands while the workers are busy
+    """
+    child = start_child_prepare(iam_small, tmp_path / "out.npz", hook)
+    deadline = time.monotonic() + 60
+    while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), child.communicate()
+    os.killpg(child.pid, signal.SIGINT)  # a terminal sends Ctrl-C to the whole foreground group
+    code, error = finish(child)
+    assert (code, error) == (130, "handwriting-hm: interrupted\n")
+    assert not (tmp_path / "out.npz").exists()
+    assert no_process_left(child.pid)
 
 
 # --- command line --------------------------------------------------------------------------------
