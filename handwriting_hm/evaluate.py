@@ -15,19 +15,26 @@ with the boundary slope stored in the checkpoint and step (deterministic) bounda
 Also reported: nats per point = sum_i LL_i / sum_i T_i, bits per point = that / ln 2, and a 95%
 confidence interval of the mean over lines, mean ± 1.96 · s / sqrt(N) with s the sample standard
 deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hundreds.
+
+A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
+bad) would make every number NaN: evaluation names it and stops instead. The command shows a
+progress bar on stderr (the test split takes minutes on a CPU).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from handwriting_hm.model import HandwritingModel, load_handwriting_model
+from handwriting_hm.hmlstm.atomic import atomic_write
 from handwriting_hm.hmlstm.device import resolve_device
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
@@ -66,18 +73,20 @@ def confidence_interval(values: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
-                             batch_size: int = 32, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                             batch_size: int = 32, device: torch.device | str = "cpu",
+                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Total log-likelihood (nats) of each line, in the given order, and the boundary counts.
 
     lines: normalised (T_i, 3) offsets. Lines are batched by length (less padding); padded
     steps count nothing. Returns (N,) float64 log-likelihoods and (L-1,) boundary firings summed
-    over all points.
+    over all points. `progress` shows a bar of lines scored on stderr.
     """
     was_training = model.training
     model.eval()
     order = np.argsort([len(line) for line in lines], kind="stable")
     totals = np.zeros(len(lines), dtype=np.float64)
     fired = None
+    bar = tqdm(total=len(lines), unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
     for begin in range(0, len(order), batch_size):
         chosen = order[begin:begin + batch_size]
         lengths = torch.tensor([len(lines[i]) for i in chosen])
@@ -88,6 +97,8 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
         totals[chosen] = log_likelihood.double().cpu().numpy()
         batch_fired = output.core.boundaries.sum(dim=(0, 1)).double().cpu().numpy()  # zeros at padding
         fired = batch_fired if fired is None else fired + batch_fired
+        bar.update(len(chosen))
+    bar.close()
     model.train(was_training)
     return totals, fired if fired is not None else np.zeros(0)
 
@@ -105,12 +116,33 @@ def summarise(totals: np.ndarray, points: int, fired: np.ndarray) -> Evaluation:
 
 
 def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
-                   batch_size: int = 32, device: torch.device | str = "cpu") -> Evaluation:
-    """The paper's metric over `lines` (normalised offsets), see the module docstring."""
+                   batch_size: int = 32, device: torch.device | str = "cpu",
+                   names: Sequence[str] | None = None, progress: bool = False) -> Evaluation:
+    """The paper's metric over `lines` (normalised offsets), see the module docstring.
+
+    Raises ValueError naming the first line (by `names`, else its index) whose log-likelihood
+    is not finite.
+    """
     if not lines:
         raise ValueError("nothing to evaluate: no lines")
-    totals, fired = sequence_log_likelihoods(model, lines, slope, batch_size, device)
+    totals, fired = sequence_log_likelihoods(model, lines, slope, batch_size, device, progress=progress)
+    check_finite(totals, lines, names)
     return summarise(totals, sum(len(line) for line in lines), fired)
+
+
+def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> None:
+    """Raise ValueError, naming the first line whose log-likelihood is NaN or infinite and why."""
+    bad = np.flatnonzero(~np.isfinite(totals))
+    if not len(bad):
+        return
+    first = int(bad[0])
+    name = names[first] if names is not None else f"number {first}"
+    values = lines[first]
+    broken = np.flatnonzero(~torch.isfinite(values).all(dim=-1).cpu().numpy())
+    cause = (f"its offsets hold NaN or infinite values (point {int(broken[0])}): prepare the data again"
+             if len(broken) else "its offsets are finite, so the model's weights are bad")
+    more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
+    raise ValueError(f"line {name}{more} has log-likelihood {totals[first]}; {cause}")
 
 
 def check_same_statistics(model_stats: dict, data_stats: dict, checkpoint: Path) -> None:
@@ -147,11 +179,13 @@ def run(args: argparse.Namespace) -> int:
     check_same_statistics(loaded.stats, dataset.stats, args.checkpoint)
     count = len(dataset) if args.max_lines is None else min(args.max_lines, len(dataset))
     lines = [dataset[i][0] for i in range(count)]
-    result = evaluate_lines(loaded.model.to(device), lines, loaded.slope, args.batch_size, device)
+    result = evaluate_lines(loaded.model.to(device), lines, loaded.slope, args.batch_size, device,
+                            names=dataset.line_ids[:count], progress=True)
     print(f"{args.checkpoint} on {args.scheme}/{args.split} (slope {loaded.slope:.3f})")
     print(result.format())
     if args.json is not None:
         record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,
                   "split": args.split, "slope": loaded.slope, **asdict(result)}
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        with atomic_write(args.json) as file:
+            file.write((json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return 0

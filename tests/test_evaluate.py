@@ -94,3 +94,41 @@ def test_other_normalisation_statistics_are_refused(prepared, model_file, tmp_pa
     other = make_prepared(tmp_path, n_forms=2)  # other lines, other mean and std
     assert main(["evaluate", str(path), "--data", str(other)]) == 2
     assert "normalisation" in capsys.readouterr().err
+
+
+def test_a_line_with_nan_is_named_and_fails_in_one_line(prepared, model_file, tmp_path, capsys, monkeypatch):
+    path, _ = model_file
+    dataset = HandwritingDataset(prepared, "test", "paper")
+    real_item = HandwritingDataset.__getitem__
+
+    def one_nan(self, index):
+        offsets, text = real_item(self, index)
+        if index == 1:
+            offsets = offsets.clone()
+            offsets[3, 0] = float("nan")
+        return offsets, text
+
+    monkeypatch.setattr(HandwritingDataset, "__getitem__", one_nan)
+    out = tmp_path / "result.json"
+    assert main(["evaluate", str(path), "--data", str(prepared), "--split", "test", "--device", "cpu",
+                 "--json", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"handwriting-hm: error: line {dataset.line_ids[1]} has log-likelihood nan; its offsets hold "
+                     "NaN or infinite values (point 3): prepare the data again")
+    assert not out.exists()  # never a JSON file with a bare NaN in it
+
+
+def test_the_command_shows_progress_on_stderr(prepared, model_file, capsys):
+    path, _ = model_file
+    lines = len(HandwritingDataset(prepared, "test", "paper"))
+    assert main(["evaluate", str(path), "--data", str(prepared), "--batch-size", "1", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "scoring: 100%" in captured.err and f"{lines}/{lines}" in captured.err
+    assert "log-likelihood per sequence" in captured.out
+
+
+def test_help_prints_the_percent_sign_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "95% CI" in text and "%%" not in text

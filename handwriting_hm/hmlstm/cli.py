@@ -22,8 +22,8 @@ def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | N
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in commands.items():
-        escaped = help_text.replace("%", "%%")  # argparse %-formats help texts
-        sub = subparsers.add_parser(name, help=escaped, description=escaped)
+        # argparse %-formats a subcommand's help but prints its description as it is
+        sub = subparsers.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(sub)
