@@ -1,11 +1,13 @@
 """Writing a given text with a synthesis model, one point at a time, until the text is written.
 
 Step t reads the previous point (a zero vector at t = 0), updates the core and the window, and
-draws point t. A row stops (Graves 2013 §5.2) as soon as the window has passed its last
-character: when phi(t, U), the weight of the position after the text (u counts from 0), exceeds
-phi(t, u) for every character u < U. The point that step would draw is not drawn, so nothing
-is written with the window past the text. A row whose window never gets there stops at a cap
-that scales with its text, `max_points_per_character` points per character.
+draws point t. A row stops when the window has passed its last character (Graves 2013 §5.2):
+phi(t, U), the weight of the position after the text (u counts from 0), exceeds phi(t, u) for
+every character u < U; and the pen is up, i.e. the last point drawn ended a stroke (or none was
+drawn). The pen-up condition is ours: the window leaves the last character while its last
+stroke is still being drawn, and Graves's rule alone cut that stroke short (on the toy font,
+most lines lost their last character so). A row whose window never gets past the text stops at
+a cap that scales with it, `max_points_per_character` points per character, so no row runs on.
 
 Rows are aligned as in generate.py: row j of the boundaries and of the window says what the
 model did while READING point j, and the stop rule is checked on that window.
@@ -25,7 +27,7 @@ from .synthesis import SynthesisModel, Window
 class Written(NamedTuple):
     offsets: Tensor  # (N, T, 3): dx, dy (normalised, as the model sees them), end_of_stroke; zeros past each length
     lengths: Tensor  # (N,) points written per row
-    finished: Tensor  # (N,) bool: the window passed the text (False: the cap stopped the row)
+    finished: Tensor  # (N,) bool: the window passed the text, pen up (False: the cap stopped the row)
     boundaries: Tensor  # (N, T, L-1): z of layers 1..L-1 while reading point t
     log_phi: Tensor  # (N, T, U_max + 1): log phi(u) while reading point t (which characters it attends to)
 
@@ -57,7 +59,7 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     caps = text_lengths * max_points_per_character
     n = len(texts)
     state, _, window = model.step(text.new_zeros(n, 3), text, model.initial_state(n), slope)  # reads the zero vector
-    passed = window_passed_text(window, text_lengths)
+    passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     points, boundaries, log_phis = [], [], []
     for _ in range(int(caps.max())):
@@ -71,7 +73,7 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
         points.append(x)
         boundaries.append(z * writing[:, None])
         log_phis.append(window.log_phi)
-        passed = passed | (writing & window_passed_text(window, text_lengths))
+        passed = passed | (writing & window_passed_text(window, text_lengths) & (x[:, 2] > 0.5))
     stacked = [torch.stack(values, dim=1) if values else text.new_zeros(n, 0, size)
                for values, size in ((points, 3), (boundaries, model.core.num_detectors), (log_phis, text.shape[1] + 1))]
     return Written(stacked[0], lengths, passed, stacked[1], stacked[2])

@@ -105,7 +105,7 @@ def test_writing_stops_at_once_when_the_window_is_already_past_the_text():
     assert written.offsets.shape == (2, 0, 3)
 
 
-def test_writing_stops_when_the_window_passes_the_last_character():
+def test_writing_stops_at_the_first_pen_up_after_the_window_passes_the_last_character():
     model = tiny()
     fix_window_step(model, 0.25)  # four points per character
     written = write_texts(model, ["abc", "hijabj"], max_points_per_character=40,
@@ -113,12 +113,21 @@ def test_writing_stops_when_the_window_passes_the_last_character():
     assert written.finished.all()
     for row, characters in enumerate((3, 6)):
         length = int(written.lengths[row])
-        assert 3 * characters <= length <= 5 * characters  # about 4 per character, nowhere near the cap
+        assert 3 * characters <= length <= 6 * characters  # about 4 per character and a pen-up, far below the cap
         assert bool((written.offsets[row, length:] == 0).all())  # nothing written after the stop
-        # the stop rule held at the last point read, and not before it
         log_phi = written.log_phi[row, :length, :characters + 1]
         past = log_phi[:, characters] > log_phi[:, :characters].max(dim=-1).values
-        assert past[-1] and not past[:-1].any()
+        stop = past & (written.offsets[row, :length, 2] > 0.5)
+        assert stop[-1] and not stop[:-1].any()  # the rule held at the last point, and never before
+
+
+def test_a_pen_that_never_lifts_stops_at_the_cap():
+    model = tiny()
+    fix_window_step(model, 0.25)
+    with torch.no_grad():
+        model.head.linear.bias[-1] = -1e4  # end_of_stroke never drawn
+    written = write_texts(model, ["abc"], max_points_per_character=8)
+    assert written.lengths.tolist() == [24] and not written.finished.any()
 
 
 def test_a_window_that_never_moves_stops_at_the_cap():
