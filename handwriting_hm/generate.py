@@ -45,10 +45,10 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
                        generator: torch.Generator | None = None) -> Generated:
     """The plain loop: every gate of every layer at every step. The specification for faster samplers."""
     check_generation_args(n_points, n_samples)
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
     core = model.core
-    state = core.initial_state(n_samples, device=device)
-    x = torch.zeros(n_samples, 3, device=device)
+    state = core.initial_state(n_samples)
+    x = weight.new_zeros(n_samples, 3)
     points, boundaries = [], []
     for t in range(n_points + 1):
         state, z = core.step(x, state, slope)
@@ -66,11 +66,11 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
 # ----------------------------------------------------------------------------- the fast sampler
 #
 # generate() does what generate_reference() does, with the reference's own operations in the
-# same order, so that its results are the same bit for bit; it only leaves out work whose
-# result the reference throws away:
+# same order; it only leaves out work whose result the reference throws away:
 # - a layer that COPYs in every row computes nothing (the reference computes all its gates,
 #   then multiplies them by zero);
-# - a top-down or bottom-up term whose boundary is 0 in every row is not computed;
+# - where rows differ, a layer computes only its rows that FLUSH or UPDATE, and its top-down
+#   term only for the rows that FLUSH (gathered, computed, scattered back);
 # - the output module's W^e_l h^l is recomputed only when layer l's h changed;
 # - torch.multinomial's one draw is made the way it makes it (argmax of p / Exp(1)), without
 #   its argument checks, which cost more than the rest of the draw at this size.
@@ -83,7 +83,8 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
     """Sample `n_samples` sequences of `n_points` points; the same contract as generate_reference.
 
     With step boundaries (the default) the result equals generate_reference's for the same
-    model and generator. With Bernoulli boundaries it is the same distribution, but a skipped
+    model and generator: bit for bit for one sample; for a batch, products over fewer rows may
+    round differently (in float64 the points agree to 1e-10 and the boundaries exactly). With Bernoulli boundaries it is the same distribution, but a skipped
     layer draws no boundary, so the global random stream differs. Soft boundaries mix the three
     operations and leave nothing to skip: they run the reference loop.
     """
@@ -162,41 +163,49 @@ class _HMLSTMStepper:
                 fired.append((False, False))
                 h_below, z_below = self.h[l], z_t[:, l:l + 1]
                 continue
-            # Eq. 5, term by term as in HMLSTM.step; a term gated by zero in every row adds zero there
-            s = F.linear(self.h[l], *self.recurrent[l])
-            if prev_any:
-                s = s + z_prev * F.linear(self.h[l + 1], self.top_down[l])
-            bottom_up = F.linear(h_below, self.bottom_up[l])
-            s = s + (bottom_up if z_below is None else z_below * bottom_up)
+            # the rows that compute: all, or, where rows differ, those that FLUSH (z^l_{t-1} = 1) or
+            # UPDATE (z^{l-1}_t = 1); the others COPY and keep h, c and z (= 0) as they are
+            rows = None if prev_all or below_all else (z_below if top else z_prev + z_below).flatten().nonzero().flatten()
+            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
+            # Eq. 5, term by term as in HMLSTM.step; a term gated by zero adds zero, so it is computed
+            # only for the rows whose gate is one
+            s = F.linear(pick(self.h[l]), *self.recurrent[l])
+            if prev_all:
+                s = s + F.linear(self.h[l + 1], self.top_down[l])
+            elif prev_any:
+                flushing = pick(z_prev).flatten().nonzero().flatten()
+                s.index_add_(0, flushing, F.linear(pick(self.h[l + 1]).index_select(0, flushing), self.top_down[l]))
+            bottom_up = F.linear(pick(h_below), self.bottom_up[l])
+            s = s + (bottom_up if z_below is None else pick(z_below) * bottom_up)
             if self.norms is not None:
                 s = F.layer_norm(s, *self.norms[l])
             f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
             f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)
-            if prev_all:  # FLUSH in every row
+            if prev_all:  # Eq. 2, FLUSH
                 c = i * g
-                h = o * torch.tanh(c)
-            elif not prev_any and below_all:  # UPDATE in every row
-                c = f * self.c[l] + i * g
-                h = o * torch.tanh(c)
-            else:  # rows differ: HMLSTM.step's own blend of the three rules
-                flush = self.c[l].new_zeros(self.c[l].shape[0], 1) if top else z_prev
-                below = self.c[l].new_ones(self.c[l].shape[0], 1) if z_below is None else z_below
-                update = (1 - flush) * below
-                copy = (1 - flush) * (1 - below)
-                c = flush * (i * g) + update * (f * self.c[l] + i * g) + copy * self.c[l]
-                h = copy * self.h[l] + (1 - copy) * (o * torch.tanh(c))
+            elif not prev_any:  # UPDATE in every computing row
+                c = f * pick(self.c[l]) + i * g
+            else:  # FLUSH where z^l_{t-1} = 1, UPDATE in the other computing rows
+                flush = pick(z_prev)
+                c = flush * (i * g) + (1 - flush) * (f * pick(self.c[l]) + i * g)
+            h = o * torch.tanh(c)  # Eq. 3
             changed.append(True)
             if not top:
                 z_tilde = hard_sigmoid(self.slope * s[:, 4 * size:])  # Eq. 8-9
                 z = (z_tilde > 0.5).to(z_tilde.dtype) if self.mode == "step" else torch.bernoulli(z_tilde)
-                if not prev_all and not below_all:  # some rows COPY, and keep their z (= 0)
-                    z = copy * z_prev + (1 - copy) * z
-                z_t[:, l:l + 1] = z
-                fired.append(_any_all(z))
+                if rows is None:
+                    z_t[:, l:l + 1] = z
+                else:  # the COPY rows keep z = 0, as z_t already holds
+                    z_t[:, l:l + 1].index_copy_(0, rows, z)
+                fired.append(_any_all(z_t[:, l:l + 1]))
                 below_any, below_all = fired[-1]
                 h_below, z_below = self.h[l], z_t[:, l:l + 1]
-            self.c[l] = c
-            self.h[l].copy_(h)
+            if rows is None:
+                self.c[l] = c
+                self.h[l].copy_(h)
+            else:
+                self.c[l].index_copy_(0, rows, c)
+                self.h[l].index_copy_(0, rows, h)
         self.z, self.fired = z_t, fired
         return changed
 

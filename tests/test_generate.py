@@ -34,13 +34,25 @@ def never_fire(model):
 
 @pytest.mark.parametrize("cell", ["hm-lstm", "lstm"])
 @pytest.mark.parametrize("layer_norm", [True, False])
-@pytest.mark.parametrize("n_samples", [1, 4])
-def test_equals_the_reference_bit_for_bit(cell, layer_norm, n_samples):
+def test_one_sample_equals_the_reference_bit_for_bit(cell, layer_norm):
     model = small_model(cell, layer_norm)
-    reference, fast = both(model, n_samples, bias=0.5, temperature=0.8, slope=1.5)
+    reference, fast = both(model, 1, bias=0.5, temperature=0.8, slope=1.5)
     for name in reference._fields:
         assert torch.equal(getattr(fast, name), getattr(reference, name)), name
-    if cell == "hm-lstm" and n_samples > 1:  # rows that disagree at one step took the blending path
+
+
+@pytest.mark.parametrize("cell", ["hm-lstm", "lstm"])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_a_batch_equals_the_reference(cell, layer_norm):
+    """Rows that COPY are left out of the products, so a product has fewer rows than the
+    reference's, and its sums may round differently: in float64 the points agree to 1e-10 and
+    every boundary and operation is the same."""
+    model = small_model(cell, layer_norm).double()
+    reference, fast = both(model, 4, bias=0.5, temperature=0.8, slope=1.5)
+    for name in ("boundaries", "operations", "counts"):
+        assert torch.equal(getattr(fast, name), getattr(reference, name)), name
+    torch.testing.assert_close(fast.offsets, reference.offsets, rtol=0, atol=1e-10)
+    if cell == "hm-lstm":  # rows that disagree at one step took the row-gathering path
         layer_2 = fast.operations[:, :, 1]
         assert ((layer_2 == COPY).any(dim=0) & (layer_2 != COPY).any(dim=0)).any()
 
