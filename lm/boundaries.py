@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from handwriting_hm.hmlstm.atomic import atomic_write
 
@@ -63,15 +65,27 @@ def analyse(loaded: LoadedLM, text: str) -> BoundaryAnalysis:
 
 
 def draw(analysis: BoundaryAnalysis, path: Path, width: int = 60, show_norms: bool = False, title: str = "") -> None:
-    """Write the PNG: panels of `width` steps, the text along the bottom of each."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Write the PNG of `boundary_figure`."""
+    figure = boundary_figure(analysis, width, show_norms, title)
+    with atomic_write(path) as file:
+        figure.savefig(file, format="png", dpi=110)
 
+
+def boundary_figure(analysis: BoundaryAnalysis, width: int = 60, show_norms: bool = False, title: str = "") -> Figure:
+    """Panels of `width` steps, the text along the bottom of each, under a heading that fits."""
     steps, layers = analysis.norms.shape
     detectors = analysis.boundaries.shape[1]
     rows = layers if show_norms else detectors
     panels = max(1, -(-steps // width))
-    figure = Figure(figsize=(1.2 + 0.17 * min(width, steps), 0.5 + panels * (0.3 * rows + 0.55)))
+    columns = max(1, min(width, steps))  # every panel has this many step slots, the last one maybe fewer used
+    fractions = ", ".join(f"layer {l + 1} {f:.0%}" for l, f in enumerate(analysis.update_fraction))
+    heading = [title] if title else []
+    heading += ["red: z fires (boundary)" + ("; blue: ||h|| per layer" if show_norms else ""),
+                f"steps updated: {fractions}"]
+    # wide enough for the steps and for the heading (about 0.075 in per character at 9 pt), with the labels' margin
+    figure_width = max(1.2 + 0.17 * columns, 0.6 + 0.075 * max(map(len, heading)))
+    figure = Figure(figsize=(figure_width, 0.2 * len(heading) + 0.3 + panels * (0.3 * rows + 0.55)),
+                    layout="constrained")  # keeps the heading and the tick labels inside the figure
     FigureCanvasAgg(figure)
     axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
     scale = np.maximum(analysis.norms.max(axis=0), 1e-9)
@@ -83,7 +97,7 @@ def draw(analysis: BoundaryAnalysis, path: Path, width: int = 60, show_norms: bo
                       origin="lower", extent=(-0.5, n - 0.5, -0.5, rows - 0.5), interpolation="nearest")
         fired_t, fired_layer = np.nonzero(analysis.boundaries[span] > 0.5)
         ax.scatter(fired_t, fired_layer, marker="s", s=60, color="tab:red", label="z fires")
-        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_xlim(-0.5, columns - 0.5)
         ax.set_ylim(-0.5, rows - 0.5)
         ax.set_yticks(range(rows))
         ax.set_yticklabels([f"z{l + 1}" if l < detectors and not show_norms else f"layer {l + 1}" for l in range(rows)],
@@ -95,12 +109,8 @@ def draw(analysis: BoundaryAnalysis, path: Path, width: int = 60, show_norms: bo
         ax.grid(axis="x", which="minor", color="0.9", linewidth=0.5)
         for spine in ("top", "right"):
             ax.spines[spine].set_visible(False)
-    fractions = ", ".join(f"layer {l + 1} {f:.0%}" for l, f in enumerate(analysis.update_fraction))
-    figure.suptitle((title + "\n" if title else "") + f"red: z fires (boundary); steps updated: {fractions}"
-                    + ("; blue: ||h|| per layer" if show_norms else ""), fontsize=9)
-    figure.tight_layout()
-    with atomic_write(path) as file:
-        figure.savefig(file, format="png", dpi=110)
+    figure.suptitle("\n".join(heading), fontsize=9)
+    return figure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
