@@ -10,13 +10,16 @@
   6. put the lines end to end into the prepared file's arrays;
   7. count the splits and compute each scheme's training statistics;
 then it writes the prepared file atomically (see `prepared_file.py` for its layout). Bad items
-are skipped and listed in the report; only an unreadable source or no usable line at all is fatal.
+are skipped and listed in the report. Fatal: an unreadable source, no usable line at all, and an
+incomplete input (an archive that is damaged or ends early, a listed form whose line files or
+transcription are missing) unless `allow_partial`, which keeps what could be read and warns.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +34,8 @@ from data_prep.prepared_file import FORMAT_VERSION, write_prepared
 from data_prep.sources import Source
 from data_prep.splits import OFFICIAL_LISTS, PAPER_MIN_POINTS, PAPER_SEED, SCHEMES, paper_split, parse_split_list, select
 
+_NAMED_IN_A_WARNING = 5  # a warning or error line names this many items, then counts the rest
+
 
 @dataclass
 class PrepareReport:
@@ -43,11 +48,14 @@ class PrepareReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, why), item left out
     untranscribed: list[tuple[str, str]] = field(default_factory=list)  # kept with text ""
     cleaning: dict[str, int] = field(default_factory=dict)
+    incomplete: list[tuple[str, str]] = field(default_factory=list)  # (item, what is missing), allow_partial
+    warnings: list[str] = field(default_factory=list)  # one line each, also printed to stderr
     seconds: float = 0.0
 
     def format(self) -> str:
         """A human-readable summary, every skipped item included."""
         out = [f"wrote {self.output}: {self.lines} lines, {self.points} points in {self.seconds:.1f} s"]
+        out.extend(f"  warning: {warning}" for warning in self.warnings)
         for scheme, counts in self.split_counts.items():
             out.append(f"  {scheme}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
         if self.cleaning:
@@ -70,28 +78,34 @@ def prepare(
     seed: int = PAPER_SEED,
     workers: int | None = None,
     progress: bool = True,
+    allow_partial: bool = False,
 ) -> PrepareReport:
     """Prepare IAM-OnDB into the single file `out` and return the report.
 
     `strokes` and `transcriptions` are `lineStrokes` and `ascii` archives (.tar, .tar.gz, .tar.xz)
     or folders; `splits` is a folder with the task-1 lists (trainset.txt, testset_v.txt, ...),
     without which only the `paper` scheme is available. `min_points` and `seed` define the paper
-    split. Raises ValueError/OSError for fatal problems; nothing is written then.
+    split. `allow_partial` prepares from what could be read of an incomplete input, with a
+    warning that lists what is missing. Raises ValueError/OSError for fatal problems; nothing is
+    written then.
     """
     started = time.perf_counter()
     out = Path(out)
     _check_paths(out, splits)
     report = PrepareReport(output=str(out), lines=0, points=0, split_counts={})
     stroke_source, text_source = Source(Path(strokes)), Source(Path(transcriptions))
-    texts = _read_transcriptions(text_source, report)
-    lines = _read_lines(stroke_source, cleaning, workers or min(os.cpu_count() or 1, 8), progress, report)
+    texts = _read_transcriptions(text_source, report, allow_partial)
+    lines = _read_lines(stroke_source, cleaning, workers or min(os.cpu_count() or 1, 8), progress, report, allow_partial)
     forms = np.array([line.form for line in lines])
-    paper_codes, official_codes, split_checksums = _assign_splits(lines, forms, splits, min_points, seed, report)
+    paper_codes, official_codes, split_checksums = _assign_splits(
+        lines, forms, set(texts), splits, min_points, seed, report, allow_partial)
     keep = _drop_lines_cleaning_removed(lines, report)
     lines = [line for line, kept in zip(lines, keep) if kept]
     line_texts = _match_transcriptions(lines, texts, report)
     arrays = _line_arrays(lines, line_texts, forms[keep], paper_codes[keep], official_codes[keep])
     stats = _scheme_statistics(arrays, splits is not None, report)
+    if report.incomplete:
+        report.warnings.append(f"incomplete input, prepared from what could be read: {_name_items(report.incomplete)}")
 
     report.lines, report.points = len(lines), int(len(arrays["offsets"]))
     report.seconds = time.perf_counter() - started
@@ -119,7 +133,23 @@ def _check_paths(out: Path, splits: str | os.PathLike | None) -> None:
         raise OSError(f"{splits}: no such folder of split lists")
 
 
-def _read_transcriptions(source: Source, report: PrepareReport) -> dict[str, list[str]]:
+def _accept_partial(missing: list[tuple[str, str]], allow_partial: bool, report: PrepareReport) -> None:
+    """An incomplete input is an error naming what is missing, unless `allow_partial`: then it
+    goes into `report.incomplete`, which `prepare` turns into one warning line."""
+    if missing and not allow_partial:
+        raise ValueError(f"{_name_items(missing)} (pass --allow-partial to prepare from what could be read)")
+    report.incomplete.extend(missing)
+
+
+def _name_items(items: list[tuple[str, str]]) -> str:
+    """`item: why; ...` for the first few items, then how many more, to fit one line."""
+    named = "; ".join(f"{item}: {why}" for item, why in items[:_NAMED_IN_A_WARNING])
+    if len(items) > _NAMED_IN_A_WARNING:
+        named += f"; and {len(items) - _NAMED_IN_A_WARNING} more"
+    return named
+
+
+def _read_transcriptions(source: Source, report: PrepareReport, allow_partial: bool) -> dict[str, list[str]]:
     """Stage 1: every form's written lines, by form id; unusable files are skipped and listed."""
     texts: dict[str, list[str]] = {}
     for name, data in source.files(".txt"):
@@ -127,6 +157,7 @@ def _read_transcriptions(source: Source, report: PrepareReport) -> dict[str, lis
             texts[Path(name).stem] = parse_transcription(data.decode("latin-1"))
         except ValueError as error:
             report.skipped.append((name, f"transcription file unusable: {error}"))
+    _accept_partial(source.problems, allow_partial, report)
     report.skipped.extend(source.problems)
     if not texts:
         raise ValueError(f"{source.path}: no usable transcription (.txt) files")
@@ -134,7 +165,7 @@ def _read_transcriptions(source: Source, report: PrepareReport) -> dict[str, lis
 
 
 def _read_lines(
-    source: Source, cleaning: CleaningConfig, workers: int, progress: bool, report: PrepareReport
+    source: Source, cleaning: CleaningConfig, workers: int, progress: bool, report: PrepareReport, allow_partial: bool
 ) -> list[ParsedLine]:
     """Stage 2: parse and clean every line file; the usable ones sorted by line id.
 
@@ -153,6 +184,7 @@ def _read_lines(
         report.skipped.extend((line.line_id, problem) for problem in line.problems)
         for key, value in line.cleaning.items():
             report.cleaning[key] = report.cleaning.get(key, 0) + value
+    _accept_partial(source.problems, allow_partial, report)
     report.skipped.extend(source.problems)
     if not parsed:
         raise ValueError(f"{source.path}: no usable line stroke (.xml) files")
@@ -160,28 +192,32 @@ def _read_lines(
 
 
 def _assign_splits(
-    lines: list[ParsedLine], forms: np.ndarray, splits: str | os.PathLike | None,
-    min_points: int, seed: int, report: PrepareReport,
+    lines: list[ParsedLine], forms: np.ndarray, transcribed: set[str], splits: str | os.PathLike | None,
+    min_points: int, seed: int, report: PrepareReport, allow_partial: bool,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Stage 3: per-line paper split codes, official list codes, and the lists' checksums.
 
     Splits are drawn over every parsed line in id order, before cleaning may drop some, so the
-    same raw files always give the same split whatever the cleaning settings.
+    same raw files always give the same split whatever the cleaning settings. A listed form
+    with line files but no transcription, or the reverse, means a source is incomplete.
     """
     paper_codes = paper_split(np.array([line.raw_points for line in lines]), min_points, seed)
     if splits is None:
         return paper_codes, np.full(len(lines), -1, dtype=np.int8), {}
-    official_codes, checksums = _read_official_lists(Path(splits), forms, report)
+    official_codes, checksums, missing = _read_official_lists(Path(splits), forms, transcribed, report)
+    _accept_partial(missing, allow_partial, report)
     return paper_codes, official_codes, checksums
 
 
 def _read_official_lists(
-    splits_dir: Path, forms: np.ndarray, report: PrepareReport
-) -> tuple[np.ndarray, dict[str, str]]:
-    """Per-line list codes (-1 = in no list) and the lists' checksums."""
+    splits_dir: Path, forms: np.ndarray, transcribed: set[str], report: PrepareReport
+) -> tuple[np.ndarray, dict[str, str], list[tuple[str, str]]]:
+    """Per-line list codes (-1 = in no list), the lists' checksums, and the listed forms that
+    have only one of their line files and their transcription."""
     known_forms = set(forms.tolist())
     form_code: dict[str, int] = {}
     checksums: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []
     for code, name in enumerate(OFFICIAL_LISTS):
         path = splits_dir / f"{name}.txt"
         try:
@@ -193,12 +229,16 @@ def _read_official_lists(
         for form in parse_split_list(data.decode("latin-1")):
             if form not in known_forms:
                 report.skipped.append((f"{name}.txt: {form}", "form has no line files"))
+                if form in transcribed:
+                    missing.append((f"{name}.txt: {form}", "listed form has a transcription but no line files"))
             elif form in form_code:
                 report.skipped.append((f"{name}.txt: {form}", f"form already in {OFFICIAL_LISTS[form_code[form]]}"))
             else:
                 form_code[form] = code
+                if form not in transcribed:
+                    missing.append((f"{name}.txt: {form}", "listed form has line files but no transcription file"))
     codes = np.array([form_code.get(form, -1) for form in forms.tolist()], dtype=np.int8)
-    return codes, checksums
+    return codes, checksums, missing
 
 
 def _drop_lines_cleaning_removed(lines: list[ParsedLine], report: PrepareReport) -> np.ndarray:
@@ -286,6 +326,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=PAPER_SEED, help="paper split shuffle seed (default %(default)s)")
     parser.add_argument("--workers", type=int, default=None, help="parsing processes (default: CPU count, at most 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="prepare from what could be read of an incomplete input (an archive that is damaged "
+                             "or ends early, listed forms missing their line files or transcription), with a "
+                             "warning listing what is missing; without it that is an error")
     cleaning = parser.add_argument_group("cleaning (all off by default: they change the paper's data)")
     cleaning.add_argument("--drop-duplicates", action="store_true",
                           help="drop a sample identical to the previous one of its stroke")
@@ -308,7 +352,9 @@ def run(args: argparse.Namespace) -> int:
     report = prepare(
         args.strokes, args.ascii, args.out, args.splits,
         cleaning=cleaning, min_points=args.min_points, seed=args.seed,
-        workers=args.workers, progress=not args.no_progress,
+        workers=args.workers, progress=not args.no_progress, allow_partial=args.allow_partial,
     )
     print(report.format())
+    for warning in report.warnings:
+        print(f"handwriting-hm prepare: warning: {warning}", file=sys.stderr)
     return 0

@@ -2,10 +2,18 @@
 
 Archives are streamed member by member, so nothing is unpacked to disk. A source that breaks
 part-way (a truncated archive) yields what it could read and then records the problem, so the
-caller can go on with the lines it has and report the rest.
+caller decides whether a partial source is an error (the default of `prepare`) or not.
+
+A cut archive must not pass as a short complete one. tarfile in stream mode ends an archive
+quietly at a missing, short or garbled header block, which is where a cut often lands, and a
+compressed stream cut short decodes without complaint as far as it goes. So the decompressor is
+ours (chosen by magic number) and is read to its end, which raises if the stream was cut, and
+only the end-of-archive block of zeros ends the tar stream (`_CheckedTarInfo`).
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import lzma
 import os
@@ -15,6 +23,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+_DECOMPRESSORS = {  # magic number -> reader of the decompressed stream
+    b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    b"\xfd7zXZ\x00": lzma.LZMAFile,
+    b"BZh": bz2.BZ2File,
+}
+_READ_ERRORS = (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, OSError)
+
+
+class _DamagedTar(tarfile.TarError):
+    """A tar stream that ends, or breaks, where a member header should be."""
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Tar headers that tell a damaged or missing header from the end-of-archive block: tarfile
+    itself takes both for the end of the archive when it reads a stream."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as error:
+            raise _DamagedTar(f"no valid member header where one should be: {error}") from None
 
 
 class _CountingReader:
@@ -84,10 +115,14 @@ class Source:
 
     def _archive_files(self, suffix: str) -> Iterator[tuple[str, bytes]]:
         with open(self.path, "rb") as raw:
+            head = raw.read(8)
+            raw.seek(0)
+            decompress = next((opener for magic, opener in _DECOMPRESSORS.items() if head.startswith(magic)), None)
             reader = _CountingReader(raw)
+            stream = decompress(reader) if decompress else reader  # no known magic: a plain tar
             try:
-                archive = tarfile.open(fileobj=reader, mode="r|*")  # type: ignore[arg-type]
-            except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError) as error:
+                archive = tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedTarInfo)  # type: ignore[arg-type]
+            except _READ_ERRORS as error:
                 raise ValueError(f"{self.path}: not a readable tar archive ({error})") from None
             yielded = 0
             try:
@@ -100,7 +135,9 @@ class Source:
                     data = handle.read()
                     yielded += 1
                     yield member.name, data
-            except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, OSError) as error:
+                while stream.read(1 << 20):  # to the end of the compressed stream: raises if it was cut
+                    pass
+            except _READ_ERRORS as error:
                 reason = (
                     f"archive is damaged or ends early after {yielded} {suffix} files "
                     f"({error or type(error).__name__}); the rest cannot be read"

@@ -227,13 +227,78 @@ def test_bad_items_are_skipped_and_listed(tmp_path, iam_small):
     assert "a01-000u-09: a01-000u.txt has no CSR line 9 (it has 3)" in report.format()
 
 
-def test_truncated_archive_keeps_what_it_could_read(tmp_path, iam_small):
+def test_truncated_archive_is_an_error_unless_partial_is_allowed(tmp_path, iam_small):
     archive = pack(iam_small["strokes"], tmp_path / "lineStrokes.tar.gz")
     data = archive.read_bytes()
     archive.write_bytes(data[: len(data) // 2])
-    report = run_prepare(dict(iam_small, strokes=archive), tmp_path / "out.npz", min_points=0)
+    with pytest.raises(ValueError, match=f"{archive}: archive is damaged or ends early.*--allow-partial"):
+        run_prepare(dict(iam_small, strokes=archive), tmp_path / "out.npz", min_points=0)
+    assert not (tmp_path / "out.npz").exists()
+    report = run_prepare(dict(iam_small, strokes=archive), tmp_path / "out.npz", min_points=0, allow_partial=True)
     assert 0 < report.lines < 6
     assert any("damaged or ends early" in why for item, why in report.skipped if item == str(archive))
+    assert len(report.warnings) == 1 and str(archive) in report.warnings[0]
+
+
+def xz_tar_cuts(archive: Path) -> list[bytes]:
+    """The archive cut at 12 places from a tenth of it to its last byte."""
+    data = archive.read_bytes()
+    return [data[:cut] for cut in np.linspace(len(data) // 10, len(data) - 1, 12).astype(int)]
+
+
+def plain_tar_cuts(archive: Path) -> list[bytes]:
+    """The archive cut at every member header: tarfile reading a stream takes that for the end."""
+    data = archive.read_bytes()
+    with tarfile.open(archive) as tar:
+        return [data[:member.offset] for member in tar.getmembers()[1:]]
+
+
+@pytest.mark.parametrize("suffix, cuts", [(".tar.xz", xz_tar_cuts), (".tar", plain_tar_cuts)])
+def test_an_archive_cut_anywhere_is_an_error_naming_it(tmp_path, iam_small, suffix, cuts):
+    archive = tmp_path / f"lineStrokes{suffix}"
+    with tarfile.open(archive, "w:xz" if suffix == ".tar.xz" else "w") as tar:
+        tar.add(iam_small["strokes"], arcname="lineStrokes")
+    for cut in cuts(archive):
+        archive.write_bytes(cut)
+        with pytest.raises(ValueError, match=f"{archive}: (archive is damaged or ends early|not a readable tar)"):
+            run_prepare(dict(iam_small, strokes=archive), tmp_path / "out.npz", min_points=0)
+
+
+def test_ascii_archive_cut_in_half_is_an_error_and_allow_partial_keeps_lines_untranscribed(tmp_path, iam_small, capsys):
+    rng = np.random.default_rng(0)
+    for k in range(40):  # forms without lines, archived between a01's and b02's: the cut lands in them
+        filler = iam_small["ascii"] / "a50" / f"a50-{k:03d}" / f"a50-{k:03d}u.txt"
+        filler.parent.mkdir(parents=True)
+        filler.write_text(transcription(["".join(rng.choice(list("abcdefghij klmnop"), 2000))]))
+    archive = pack(iam_small["ascii"], tmp_path / "ascii.tar.xz")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    command = ["prepare", "--strokes", str(iam_small["strokes"]), "--ascii", str(archive), "--splits",
+               str(iam_small["splits"]), "--out", str(tmp_path / "out.npz"), "--no-progress", "--workers", "1"]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{archive}: archive is damaged or ends early" in error
+    assert not (tmp_path / "out.npz").exists()
+    assert main(command + ["--allow-partial"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count("\n") == 1 and printed.err.startswith("handwriting-hm prepare: warning: incomplete input")
+    arrays, metadata = load_prepared(tmp_path / "out.npz")
+    assert arrays["texts"].tolist() == ["first line", "second, line", "third", "", "", ""]
+    assert metadata["report"]["warnings"] and ["testset_v.txt: b02-010x", "listed form has line files but no "
+                                               "transcription file"] in metadata["report"]["incomplete"]
+
+
+@pytest.mark.parametrize("missing", ["transcription", "line files"])
+def test_a_listed_form_missing_its_transcription_or_lines_is_an_error(tmp_path, iam_small, missing):
+    if missing == "transcription":
+        (iam_small["ascii"] / "b02" / "b02-010" / "b02-010x.txt").unlink()
+    else:
+        for line in (iam_small["strokes"] / "b02" / "b02-010").iterdir():
+            line.unlink()
+    with pytest.raises(ValueError, match=f"testset_v.txt: b02-010x: listed form has .*{missing}.*--allow-partial"):
+        run_prepare(iam_small, tmp_path / "out.npz", min_points=0)
+    report = run_prepare(iam_small, tmp_path / "out.npz", min_points=0, allow_partial=True)
+    assert report.lines == (6 if missing == "transcription" else 3)
+    assert len(report.warnings) == 1 and "b02-010x" in report.warnings[0]
 
 
 @pytest.mark.parametrize("problem", ["garbage archive", "no lines", "missing source", "missing split lists"])

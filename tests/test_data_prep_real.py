@@ -95,3 +95,16 @@ def test_fast_parser_agrees_with_the_strict_parser_on_real_files():
                 if checked == 200:
                     break
     assert checked == 200
+
+
+@pytest.mark.parametrize("which, cut", [("strokes", 1 << 20), ("ascii", ASCII.stat().st_size // 2 if ASCII.exists() else 0)])
+def test_a_cut_real_archive_is_an_error_naming_it(tmp_path, which, cut):
+    """The probe's cases: the strokes archive cut early, and the ascii archive cut in half."""
+    source = STROKES if which == "strokes" else ASCII
+    cut_archive = tmp_path / source.name
+    with open(source, "rb") as file:
+        cut_archive.write_bytes(file.read(cut))
+    strokes, ascii_ = (cut_archive, ASCII) if which == "strokes" else (STROKES, cut_archive)
+    with pytest.raises(ValueError, match=f"{cut_archive}: archive is damaged or ends early"):
+        prepare(strokes, ascii_, tmp_path / "out.npz", SPLITS, progress=False)
+    assert not (tmp_path / "out.npz").exists()
