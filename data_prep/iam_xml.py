@@ -25,6 +25,11 @@ _MARKUP = (b"</Stroke>", b'<Point x="', b'" y="', b'" time="', b'"/>')
 _NUMBER_CHARACTERS = b"0123456789.-+eE \t\r\n"
 _LINE_NAME = re.compile(r"^(?P<form>[A-Za-z0-9]+-[A-Za-z0-9]+)-(?P<index>\d+)$")
 
+# A coordinate beyond this many sensor units is a recording error, not handwriting: the release's
+# samples lie within x -51..7,224 and y 93..9,181 (the whiteboard is about 7,000 units wide), so
+# the bound is over 100 times that; below it float32 offsets still hold whole units exactly (2^24).
+MAX_COORDINATE = 1_000_000
+
 
 def line_id_from_path(path: str) -> tuple[str, str, int]:
     """`.../a01-000u-01.xml` -> ("a01-000u-01", "a01-000u", 1); ValueError if not that shape."""
@@ -103,6 +108,18 @@ def _parse_strict(data: bytes) -> tuple[np.ndarray, list[str]]:
             rows[-1] = rows[-1][:2] + (1.0,)
     points = np.array(rows, dtype=np.float64).reshape(-1, 3)
     return points, problems
+
+
+def implausible_coordinate(points: np.ndarray) -> str | None:
+    """Why `points` (from `parse_strokes`) cannot be handwriting, or None: the first coordinate
+    that is not finite (nan, inf) or lies beyond +-MAX_COORDINATE, which would otherwise turn the
+    training statistics into NaN or inf (1e300 becomes inf in the float32 offsets)."""
+    bad = ~(np.abs(points[:, :2]) <= MAX_COORDINATE)  # NaN compares False, so it is bad too
+    if not bad.any():
+        return None
+    row, column = (int(i) for i in np.argwhere(bad)[0])
+    return (f"sample {row + 1}: {'xy'[column]} = {float(points[row, column])!r} is non-finite or beyond "
+            f"+-{MAX_COORDINATE:,} sensor units; line dropped")
 
 
 def parse_transcription(text: str) -> list[str]:

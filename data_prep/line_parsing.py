@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.cleaning import CleaningConfig, clean, to_offsets
-from data_prep.iam_xml import line_id_from_path, parse_strokes
+from data_prep.iam_xml import implausible_coordinate, line_id_from_path, parse_strokes
 from data_prep.sources import Source
 
 # Files in flight between the reading process and the workers: enough to keep every worker busy,
@@ -48,7 +48,8 @@ class ParsedLine:
     index: int = 0
     offsets: np.ndarray | None = None  # None: skipped (error) or dropped by cleaning
     raw_points: int = 0
-    error: str = ""
+    error: str = ""  # why the file is unusable
+    implausible: bool = False  # unusable because a coordinate is non-finite or absurd
     problems: list[str] = field(default_factory=list)
     cleaning: dict[str, int] = field(default_factory=dict)
 
@@ -62,6 +63,10 @@ def parse_line(item: tuple[str, bytes], cleaning: CleaningConfig) -> ParsedLine:
         points, line.problems = parse_strokes(data)
     except ValueError as error:
         line.error = str(error)
+        return line
+    implausible = implausible_coordinate(points)
+    if implausible is not None:
+        line.error, line.implausible = implausible, True
         return line
     line.raw_points = len(points)
     cleaned, line.cleaning = clean(points, cleaning)

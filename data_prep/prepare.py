@@ -169,13 +169,17 @@ def _read_lines(
 ) -> list[ParsedLine]:
     """Stage 2: parse and clean every line file; the usable ones sorted by line id.
 
-    Files that cannot be parsed and second copies of a line are skipped and listed; the
-    cleaning counts of all lines are added up into the report.
+    Files that cannot be parsed and second copies of a line are skipped and listed; lines with
+    a non-finite or absurd coordinate also get one warning line. The cleaning counts of all
+    lines are added up into the report.
     """
     parsed: dict[str, ParsedLine] = {}
+    implausible: list[tuple[str, str]] = []
     for line in parse_lines(source, cleaning, workers, progress):
         if line.error:
             report.skipped.append((line.name, line.error))
+            if line.implausible:
+                implausible.append((line.name, line.error))
             continue
         if line.line_id in parsed:
             report.skipped.append((line.name, f"line {line.line_id} already read from {parsed[line.line_id].name}"))
@@ -186,6 +190,9 @@ def _read_lines(
             report.cleaning[key] = report.cleaning.get(key, 0) + value
     _accept_partial(source.problems, allow_partial, report)
     report.skipped.extend(source.problems)
+    if implausible:
+        report.warnings.append(f"dropped {len(implausible)} line file(s) with a non-finite or absurd coordinate: "
+                               + _name_items(implausible))
     if not parsed:
         raise ValueError(f"{source.path}: no usable line stroke (.xml) files")
     return [parsed[line_id] for line_id in sorted(parsed)]

@@ -301,6 +301,27 @@ def test_a_listed_form_missing_its_transcription_or_lines_is_an_error(tmp_path, 
     assert len(report.warnings) == 1 and "b02-010x" in report.warnings[0]
 
 
+def test_lines_with_non_finite_or_absurd_coordinates_are_dropped_listed_and_warned(tmp_path, iam_small, capsys):
+    folder = iam_small["strokes"] / "a01" / "a01-000"
+    for name, value in [("a01-000u-01.xml", "nan"), ("a01-000u-02.xml", "1e300")]:
+        xml = (folder / name).read_text()
+        (folder / name).write_text(xml.replace('<Point x="', f'<Point x="{value}" y="5" time="1.00"/><Point x="', 1))
+    out = tmp_path / "out.npz"
+    code = main(["prepare", "--strokes", str(iam_small["strokes"]), "--ascii", str(iam_small["ascii"]),
+                 "--splits", str(iam_small["splits"]), "--out", str(out), "--no-progress", "--workers", "1",
+                 "--min-points", "0"])
+    printed = capsys.readouterr()
+    assert code == 0
+    assert printed.err.count("\n") == 1 and printed.err.startswith(
+        "handwriting-hm prepare: warning: dropped 2 line file(s) with a non-finite or absurd coordinate")
+    assert "a01-000u-01.xml: sample 1: x = nan" in printed.err and "a01-000u-02.xml: sample 1: x = 1e+300" in printed.err
+    assert "a01/a01-000/a01-000u-01.xml: sample 1: x = nan is non-finite" in printed.out  # the summary lists them
+    arrays, metadata = load_prepared(out)
+    assert arrays["line_ids"].tolist() == ["a01-000u-03", "b02-010x-01", "b02-010x-02", "b02-010x-03"]
+    assert np.isfinite(arrays["offsets"]).all()
+    assert all(np.isfinite(stats["mean"] + stats["std"]).all() for stats in metadata["stats"].values())
+
+
 @pytest.mark.parametrize("problem", ["garbage archive", "no lines", "missing source", "missing split lists"])
 def test_fatal_problems_raise_and_leave_the_old_file_alone(tmp_path, iam_small, problem):
     out = tmp_path / "out.npz"
