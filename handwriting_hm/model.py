@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .hmlstm.checkpoint import StoredConfig, load_checkpoint
+from .hmlstm.checkpoint import StoredConfig, check_config_fits_weights, load_checkpoint
 from .hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
@@ -103,6 +103,7 @@ def load_handwriting_model(path: str | Path | None = None, map_location: Any = "
     checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
     try:
         config = HandwritingConfig.from_dict(checkpoint["config"])
+        check_config_fits_weights(lambda: HandwritingModel(config), checkpoint["model"])  # before allocating
         model = HandwritingModel(config)
         model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
         stats = checkpoint["metadata"]["stats"]

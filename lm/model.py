@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from handwriting_hm.hmlstm.checkpoint import StoredConfig, export_checkpoint, load_checkpoint
+from handwriting_hm.hmlstm.checkpoint import StoredConfig, check_config_fits_weights, export_checkpoint, load_checkpoint
 from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
@@ -88,7 +88,9 @@ def load_lm(path: str | Path | None = None, map_location: Any = "cpu") -> Loaded
     path = resolve_model_path(path)
     checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
     try:
-        model = LanguageModel(LMConfig.from_dict(checkpoint["config"]))
+        config = LMConfig.from_dict(checkpoint["config"])
+        check_config_fits_weights(lambda: LanguageModel(config), checkpoint["model"])  # before allocating
+        model = LanguageModel(config)
         model.load_state_dict({name: value.float() for name, value in checkpoint["model"].items()})
         metadata = dict(checkpoint["metadata"])
         vocab = [str(symbol) for symbol in metadata["vocab"]]

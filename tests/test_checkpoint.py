@@ -1,9 +1,13 @@
-"""The one checkpoint format, and the files written before it: shipped models load, runs resume."""
+"""The one checkpoint format, and the files written before it: shipped models load, runs resume;
+the files the loader and the exporter refuse."""
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
-from handwriting_hm.hmlstm.checkpoint import FORMAT, LEGACY_FORMAT, export_checkpoint, load_checkpoint
+from handwriting_hm.hmlstm.checkpoint import (FORMAT, LEGACY_FORMAT, checkpoint_payload, export_checkpoint,
+                                              load_checkpoint, save_checkpoint)
 from handwriting_hm.model import DEFAULT_MODEL as HANDWRITING_MODEL, load_handwriting_model
 from lm.model import DEFAULT_MODEL as LM_MODEL, load_lm
 from test_trainer import make_trainer  # tests/ is on sys.path under pytest's default import mode
@@ -58,3 +62,79 @@ def test_export_keeps_config_slope_and_metadata_and_drops_resume_state(tmp_path)
     assert exported["format"] == FORMAT and exported["slope"] == 1.0 and exported["metadata"] == metadata
     assert {"optimizer", "scheduler", "rng", "task", "train_config"}.isdisjoint(exported)
     assert all(value.dtype == torch.bfloat16 for value in exported["model"].values())
+
+
+# ---- refusals: what safe loading refuses, configs that do not fit, exports over what they must not replace
+
+
+class RunsACommand:
+    """What a malicious checkpoint smuggles in: unpickling it would call os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_pickle_is_reported_as_refused_by_safe_loading_not_as_corrupt(tmp_path):
+    path, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"format": FORMAT, "model": RunsACommand(marker)}, path)
+    with pytest.raises(ValueError) as raised:
+        load_checkpoint(path)
+    message = str(raised.value)
+    # Before: torch words a blocked module's refusal differently, and the file was called "corrupt".
+    assert f"({os.system.__module__}.system) that safe loading refuses" in message and "weights_only" in message
+    assert "corrupt" not in message and "\n" not in message and not marker.exists()
+
+
+def claim_huge_layers(path: Path) -> None:
+    """Rewrite a checkpoint's config to claim 60,000 units a layer, keeping its small weights."""
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["hidden_sizes"] = [60000] * len(payload["config"]["hidden_sizes"])
+    torch.save(payload, path)
+
+
+def test_a_config_that_does_not_fit_the_weights_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    from factories import write_tiny_checkpoint
+    from handwriting_hm.model import HandwritingModel
+    from lm.model import LanguageModel, LMConfig
+
+    lm_path = tmp_path / "lm.pt"
+    torch.manual_seed(0)
+    small = LanguageModel(LMConfig(vocab_size=5, input_embedding=4, hidden_sizes=(8, 8), embedding_size=8))
+    save_checkpoint(lm_path, checkpoint_payload("lm", small.config.to_dict(), small.state_dict(), 1.0,
+                                                {"dataset": "ptb", "vocab": list("abcde")}))
+    cases = [(write_tiny_checkpoint(tmp_path / "handwriting.pt"), HandwritingModel, load_handwriting_model),
+             (lm_path, LanguageModel, load_lm)]
+    for path, model_class, load in cases:
+        claim_huge_layers(path)
+        real_init = model_class.__init__
+
+        def meta_only_init(self, *args, real_init=real_init, **kwargs):
+            # Before: the loader built the model for real, trying to allocate tens of gigabytes.
+            assert torch.get_default_device().type == "meta", "the claimed model was built for real"
+            real_init(self, *args, **kwargs)
+
+        monkeypatch.setattr(model_class, "__init__", meta_only_init)
+        with pytest.raises(ValueError) as raised:
+            load(path)
+        message = str(raised.value)
+        assert str(path) in message and "config does not match its weights" in message and "\n" not in message
+        assert "60000" in message
+
+
+def test_export_refuses_to_overwrite_its_input_or_a_training_checkpoint(tmp_path):
+    make_trainer(tmp_path / "run", max_steps=6).fit()
+    latest, best = tmp_path / "run" / "latest.pt", tmp_path / "run" / "best.pt"
+    before = latest.read_bytes()
+    with pytest.raises(ValueError, match="is the checkpoint being exported"):
+        export_checkpoint(latest, latest, "toy")
+    with pytest.raises(ValueError, match="is a training checkpoint"):
+        export_checkpoint(best, latest, "toy")
+    assert latest.read_bytes() == before  # before: replaced by an inference copy that could not resume
+    export_checkpoint(latest, tmp_path / "model.pt", "toy")
+    export_checkpoint(best, tmp_path / "model.pt", "toy")  # an earlier export may be replaced
+    with pytest.raises(ValueError) as raised:
+        load_checkpoint(tmp_path / "model.pt", kind="toy", resumable=True)
+    assert "exported model" in str(raised.value) and "--init-from" in str(raised.value)

@@ -10,7 +10,13 @@ checks this before writing; `load_checkpoint` turns every way a file can be wron
 ("handwriting", "lm", ...), the model `config` (a plain dict), the weights (`model`), the
 boundary `slope` the weights were trained at, `metadata` (what a user of the model needs:
 normalisation statistics, a vocabulary), and whatever resume state a trainer adds (see
-`trainer.Trainer`). `export_checkpoint` writes the inference-only copy of one.
+`trainer.Trainer`: RESUME_STATE and more). `export_checkpoint` writes the inference-only copy of
+one; it never overwrites its input or a training checkpoint, and an exported copy given to resume
+is refused in one line (`load_checkpoint(..., resumable=True)`).
+
+A config is only a claim: `check_config_fits_weights` builds the model on the meta device (no
+memory) and compares its tensors' shapes with the stored ones, so that a small file claiming
+60,000 units a layer is refused before the loader tries to allocate tens of gigabytes.
 
 Files written before the library had its own name carry the format "handwriting-hm-checkpoint"
 and keep the slope under task.slope (training runs, lm exports) or metadata.slope (handwriting
@@ -20,11 +26,12 @@ format has it, so shipped models load and runs in progress resume.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections import OrderedDict
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +41,7 @@ FORMAT = "hmlstm-checkpoint"
 LEGACY_FORMAT = "handwriting-hm-checkpoint"  # same layout, but the slope lived under task or metadata
 FORMAT_VERSION = 1
 EXPORTED_PROGRESS = ("step", "epoch", "best_metric", "elapsed_s")  # what an inference copy keeps of training
+RESUME_STATE = ("train_config", "optimizer", "scheduler", "progress", "rng", "task")  # a training checkpoint's; no export's
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None), torch.dtype, torch.device)
 _PLAIN_CONTAINERS = (dict, OrderedDict, list, tuple, torch.Size)
@@ -88,12 +96,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any = "cpu") -> dict:
+def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any = "cpu",
+                    resumable: bool = False) -> dict:
     """Load one of our checkpoints with `weights_only=True`.
 
     Raises ValueError, with one line naming the file, when the file is missing, corrupt or
     truncated, holds objects safe loading refuses, is not one of our checkpoints, has an
-    unsupported format version, or (when `kind` is given) was written for another kind.
+    unsupported format version, (when `kind` is given) was written for another kind, or (when
+    `resumable`) lacks the resume state of a training checkpoint, as an exported model does.
     """
     path = Path(path)
     if not path.is_file():
@@ -101,9 +111,10 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # pickle, zip and EOF errors all mean the same thing to a user
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        refused = _refused_object(error)
         if refused:
-            problem = f"holds a Python object ({refused.group(1)}) that safe loading refuses; not one of our checkpoints"
+            problem = (f"holds a Python object ({refused}) that safe loading refuses (torch.load with "
+                       "weights_only=True); not one of our checkpoints, and nothing in it was run")
         else:
             problem = f"cannot be read (corrupt, truncated or not a PyTorch file: {type(error).__name__})"
         raise ValueError(f"checkpoint {path}: {problem}") from None
@@ -116,9 +127,46 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: Any
         )
     if kind is not None and payload.get("kind") != kind:
         raise ValueError(f"checkpoint {path}: holds a {payload.get('kind')!r} model, expected a {kind!r} model")
+    if resumable and not is_training_checkpoint(payload):
+        raise ValueError(f"checkpoint {path}: an exported model (weights only, no optimiser or progress) cannot be "
+                         f"resumed; start a new run from its weights with --init-from {path}")
     if "slope" not in payload:
         payload["slope"] = _legacy_slope(payload)
     return payload
+
+
+def is_training_checkpoint(payload: dict) -> bool:
+    """Whether `payload` holds a trainer's resume state (an exported model does not)."""
+    return all(key in payload for key in RESUME_STATE)
+
+
+def _refused_object(error: Exception) -> str | None:
+    """The Python object (a class, a function) whose loading safe loading refused, if that is why
+    `error` was raised. torch words the refusal in several ways ("Unsupported global: GLOBAL x",
+    "unsupported GLOBAL x whose module is blocked", "... but got <class x>"); an unknown pickle
+    opcode ("Unsupported operand") means a damaged file, not a refusal."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    found = (re.search(r"GLOBAL ([\w.]+)", str(error))
+             or re.search(r"but got <class '([\w.]+)'>", str(error)))
+    return found.group(1) if found else None
+
+
+def check_config_fits_weights(build: Callable[[], torch.nn.Module], weights: dict) -> None:
+    """Raise ValueError (one line, no path: the caller names the file) unless the model `build`
+    makes has exactly the tensors in `weights`, with the same shapes. `build` runs on the meta
+    device, so a config claiming huge layers costs nothing here."""
+    with torch.device("meta"):
+        expected = {name: tuple(value.shape) for name, value in build().state_dict().items()}
+    stored = {name: tuple(value.shape) for name, value in weights.items()}
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"its config does not match its weights: {len(missing)} tensors missing "
+                         f"({', '.join(missing[:3]) or '-'}), {len(unexpected)} unexpected ({', '.join(unexpected[:3]) or '-'})")
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise ValueError(f"its config does not match its weights: {name} is stored as {list(stored[name])}, "
+                             f"the config needs {list(shape)}")
 
 
 def _legacy_slope(payload: dict) -> float:
@@ -138,7 +186,9 @@ def export_checkpoint(source: str | Path, destination: str | Path, kind: str,
                       dtype: torch.dtype = torch.float16) -> dict:
     """Write an inference-only copy of a `kind` checkpoint (floating weights stored as `dtype`; the
     loaders cast back to float32) and return its metadata. No optimiser, schedule or random
-    state: the copy can be used, not resumed."""
+    state: the copy can be used, not resumed. ValueError if `destination` is `source` or holds a
+    training checkpoint: an export must never replace what a run resumes from."""
+    check_export_destination(source, destination)
     checkpoint = load_checkpoint(source, kind=kind)
     progress = checkpoint.get("progress", {})
     weights = {name: value.to(dtype) if value.is_floating_point() else value
@@ -149,6 +199,23 @@ def export_checkpoint(source: str | Path, destination: str | Path, kind: str,
         kind, checkpoint["config"], weights, checkpoint["slope"], metadata,
         progress={key: progress[key] for key in EXPORTED_PROGRESS if key in progress}))
     return metadata
+
+
+def check_export_destination(source: str | Path, destination: str | Path) -> None:
+    """ValueError, in one line, if writing an export to `destination` would destroy its input or a
+    training checkpoint. A destination that is not one of our readable checkpoints may be replaced."""
+    source, destination = Path(source), Path(destination)
+    if not destination.exists():
+        return
+    if source.exists() and destination.samefile(source):
+        raise ValueError(f"export: {destination} is the checkpoint being exported; write the copy to another file")
+    try:
+        existing = load_checkpoint(destination)
+    except ValueError:
+        return
+    if is_training_checkpoint(existing):
+        raise ValueError(f"export: {destination} is a training checkpoint (a run resumes from it); refusing to "
+                         "replace it with an inference copy: write the copy to another file")
 
 
 class StoredConfig:
