@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import math
 import random
+import signal
 import socket
 from collections import namedtuple
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.trainer import (
+    NonFiniteValidation,
     TrainConfig,
     Trainer,
     TrainingDiverged,
@@ -204,6 +207,144 @@ def test_consecutive_nonfinite_steps_stop_training(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(initial, trainer.model.parameters()))
     assert not trainer.optimizer.state  # Adam never stepped
     assert read_log(tmp_path / "log.jsonl")[-1]["type"] == "diverged"
+
+
+def test_divergence_names_latest_pt_only_when_one_was_written(tmp_path):
+    never = ToyTask(bad_steps={step: "nan" for step in range(1, 100)})
+    with pytest.raises(TrainingDiverged) as raised:
+        make_trainer(tmp_path / "fresh", never, max_nonfinite=2).fit()  # before the first validation, at step 3
+    assert "no checkpoint was written yet" in str(raised.value) and "latest.pt" not in str(raised.value)
+    assert not (tmp_path / "fresh" / "latest.pt").exists()
+    later = ToyTask(bad_steps={step: "nan" for step in range(4, 100)})  # validation at step 3 saves latest.pt
+    with pytest.raises(TrainingDiverged, match=r"the last good checkpoint is .*latest\.pt"):
+        make_trainer(tmp_path / "later", later, max_nonfinite=2).fit()
+    assert load_checkpoint(tmp_path / "later" / "latest.pt")["progress"]["step"] == 3
+
+
+def test_a_non_finite_validation_stops_the_run_in_one_line(tmp_path):
+    # Before: the plateau schedule cut the rate at every validation, best.pt was never written
+    # and fit() returned normally.
+    task = ToyTask(metrics=[1.0, math.nan, 0.5])
+    trainer = make_trainer(tmp_path, task, max_steps=9, eval_every=3)
+    with pytest.raises(NonFiniteValidation) as raised:
+        trainer.fit()
+    message = str(raised.value)
+    assert isinstance(raised.value, ValueError) and "\n" not in message
+    assert "step 6" in message and "val_loss = nan" in message and "latest.pt" in message
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.05  # the NaN never reached the schedule
+    assert load_checkpoint(tmp_path / "latest.pt")["progress"]["step"] == 3  # the last good one stays
+    assert read_log(tmp_path / "log.jsonl")[-1]["type"] == "invalid_validation"
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------
+
+
+class InterruptedToyTask(ToyTask):
+    """Ctrl-C arrives while step `at` is computed (the signal itself, as a terminal sends it)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def loss(self, model, batch):
+        if self.seen + 1 == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return super().loss(model, batch)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    straight = make_trainer(tmp_path / "straight")
+    straight.fit()
+    interrupted = make_trainer(tmp_path / "split", InterruptedToyTask(at=5))
+    summary = interrupted.fit()
+    # Before: KeyboardInterrupt escaped fit() and latest.pt held step 3, the last validation.
+    assert summary["stopped"] == "interrupted" and summary["steps"] == 5  # the step under way was finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert load_checkpoint(tmp_path / "split" / "latest.pt")["progress"]["step"] == 5
+    assert [r["step"] for r in read_log(tmp_path / "split" / "log.jsonl") if r["type"] == "val"] == [3]
+    resumed = make_trainer(tmp_path / "split")
+    assert resumed.fit(resume=True)["steps"] == 13
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
+    class TwiceInterrupted(ToyTask):
+        def loss(self, model, batch):
+            if self.seen == 1:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+            return super().loss(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path, TwiceInterrupted()).fit()
+    assert not (tmp_path / "latest.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---- resume settings and starting from other weights ---------------------------------------------
+
+
+def test_resume_applies_new_learning_rate_settings_and_records_them(tmp_path):
+    make_trainer(tmp_path, max_steps=6).fit()
+    resumed = make_trainer(tmp_path, max_steps=6, lr=0.01, min_lr=0.001, plateau_patience=5, plateau_factor=0.2)
+    resumed.fit(resume=True)  # the step limit is already reached: nothing trains
+    # Before: the optimiser and the schedule kept the saved lr 0.05, patience 0, factor 0.5, min_lr 0.
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.01
+    assert (resumed.scheduler.patience, resumed.scheduler.factor, resumed.scheduler.min_lrs) == (5, 0.2, [0.001])
+    make_trainer(tmp_path, max_steps=7, lr=0.01, min_lr=0.001, plateau_patience=5, plateau_factor=0.2).fit(resume=True)
+    saved = load_checkpoint(tmp_path / "latest.pt")
+    assert saved["optimizer"]["param_groups"][0]["lr"] == 0.01
+    assert (saved["scheduler"]["patience"], saved["scheduler"]["factor"], saved["scheduler"]["min_lrs"]) == (5, 0.2, [0.001])
+    assert (saved["train_config"]["lr"], saved["train_config"]["min_lr"]) == (0.01, 0.001)
+
+
+def test_resume_with_the_saved_lr_keeps_the_rate_the_schedule_reached(tmp_path):
+    make_trainer(tmp_path, ToyTask(metrics=[1.0, 1.0]), max_steps=6).fit()  # patience 0: the rate halves once
+    assert load_checkpoint(tmp_path / "latest.pt")["optimizer"]["param_groups"][0]["lr"] == 0.025
+    resumed = make_trainer(tmp_path, max_steps=6)  # lr 0.05, as saved
+    resumed.fit(resume=True)
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.025
+
+
+def test_resume_refuses_an_exported_model_in_one_line(tmp_path):
+    from handwriting_hm.hmlstm.checkpoint import export_checkpoint
+
+    make_trainer(tmp_path / "run", max_steps=3).fit()
+    export_checkpoint(tmp_path / "run" / "latest.pt", tmp_path / "exported" / "latest.pt", "toy")
+    with pytest.raises(ValueError, match="exported model .* cannot be resumed.*--init-from"):  # before: KeyError
+        make_trainer(tmp_path / "exported").fit(resume=True)
+
+
+def test_resume_refuses_a_new_seed(tmp_path):
+    make_trainer(tmp_path, max_steps=3).fit()
+    with pytest.raises(ValueError, match="seed 1: the run's random streams continue"):
+        make_trainer(tmp_path, seed=1).fit(resume=True)
+
+
+def test_init_from_starts_a_new_run_from_the_weights_with_a_fresh_optimiser(tmp_path):
+    source = make_trainer(tmp_path / "source", ToyTask(metrics=[1.0, 1.0]), max_steps=6)
+    source.fit()
+    assert source.optimizer.param_groups[0]["lr"] == 0.025
+    task = ToyTask()
+    started = make_trainer(tmp_path / "new", task, max_steps=4)
+    summary = started.fit(init_from=tmp_path / "source" / "latest.pt")
+    assert all(torch.equal(a, b) for a, b in zip(task.params_before_step[1], source.model.parameters()))
+    assert summary["steps"] == 4 and started.epoch == 0
+    assert all(int(state["step"]) == 4 for state in started.optimizer.state.values())  # Adam from zero
+    assert [r["lr"] for r in read_log(tmp_path / "new" / "log.jsonl") if r["type"] == "train"][0] == 0.05
+    assert read_log(tmp_path / "new" / "log.jsonl")[0]["init_from"] == str(tmp_path / "source" / "latest.pt")
+
+
+def test_init_from_refuses_another_model_or_a_resume(tmp_path):
+    make_trainer(tmp_path / "source", max_steps=3).fit()
+    seed_everything(0)
+    other = Trainer(make_model(), ToyTask(), config(), tmp_path / "new", kind="toy",
+                    model_config={**MODEL_CONFIG, "hidden": 32})
+    with pytest.raises(ValueError, match="cannot start from .*differs in hidden"):
+        other.fit(init_from=tmp_path / "source" / "latest.pt")
+    with pytest.raises(ValueError, match="give one of them"):
+        make_trainer(tmp_path / "source").fit(resume=True, init_from=tmp_path / "source" / "latest.pt")
 
 
 # ---- schedule, best checkpoint, logs and pictures ---------------------------------------------

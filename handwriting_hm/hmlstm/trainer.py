@@ -8,7 +8,7 @@ progress bar, logs and plots are the same for every task:
     model = build_model(...)
     trainer = Trainer(model, task, TrainConfig(lr=1e-3, max_epochs=50), run_dir,
                       kind="lm", model_config=asdict(model_config), metadata={"vocab": ...})
-    summary = trainer.fit(resume=args.resume)
+    summary = trainer.fit(resume=args.resume)     # or fit(init_from=path): another run's weights
 
 What the task provides (see `TrainingTask`):
   batches(epoch)       the epoch's batches, the same every time it is called with that epoch
@@ -27,7 +27,9 @@ What the task provides (see `TrainingTask`):
 Command line: `add_train_arguments(parser, TrainConfig(...task defaults...))` adds the shared
 flags (--lr, --clip, --max-epochs, --max-steps, --max-minutes, --eval-every, --log-every,
 --plateau-factor, --plateau-patience, --min-lr, --max-nonfinite, --seed, --device, --bf16,
---quiet, --resume); `train_config_from_args(args, defaults)` turns them back into a TrainConfig.
+--quiet, --resume, --init-from); `train_config_from_args(args, defaults)` turns them back into a
+TrainConfig. With defaults None a flag left out is absent from `args`, and `defaults` (a
+preset's, a resumed run's) fills it in: see `presets.py`, which both trainers use.
 
 The run folder holds `latest.pt` (saved at every validation and when training stops),
 `best.pt` (lowest `config.metric` so far), `log.jsonl` (one JSON record per line, appended
@@ -55,13 +57,23 @@ Steps, epochs and stopping:
     validating: a time-limited session resumes later from there.
   * `fit(resume=True)` restores model, optimiser, schedule, step/epoch/position (the batches
     of the current epoch already done are skipped), task state and the python/numpy/torch
-    RNG states, so N steps + resume + M steps gives the same weights as N+M steps. Values
-    from the new TrainConfig apply only to limits and intervals; the learning rate and the
-    schedule come from the checkpoint. Validation and sample pictures run with the RNG
-    states saved and restored around them, so they do not change the training stream.
+    RNG states, so N steps + resume + M steps gives the same weights as N+M steps.
+    Validation and sample pictures run with the RNG states saved and restored around them,
+    so they do not change the training stream. Every field of the new TrainConfig applies:
+    limits, intervals, clipping and the plateau schedule's factor, patience and min_lr at
+    once; an lr different from the run's saved one replaces the current learning rate (one
+    equal to it keeps the rate the schedule has reached). A different seed is refused: the
+    random streams continue from the checkpoint, so a new seed could not take effect.
+  * `fit(init_from=path)` starts a new run (step 0, a fresh optimiser and schedule) from the
+    weights of another checkpoint of the same kind and model config, a run's or an export's.
+  * Ctrl-C (SIGINT) stops the run after the current step: latest.pt is saved at that step
+    (resumable, written atomically, no validation) and fit() returns with stopped
+    "interrupted". A second Ctrl-C interrupts at once, without saving.
   * A step whose loss or gradient norm is not finite is skipped (gradients dropped, weights
     and optimiser untouched) and counted; `max_nonfinite` in a row raise TrainingDiverged
     (a ValueError, so the CLI prints one line). latest.pt stays the last good checkpoint.
+  * A validation whose metric is not finite stops the run with a ValueError: the schedule
+    and best.pt cannot use it, and it usually means bad validation data (see the task's message).
 
 Several GPUs: launch with `torchrun --nproc_per_node=N ...`. The trainer reads WORLD_SIZE,
 RANK and LOCAL_RANK, joins the process group, wraps the model in DistributedDataParallel and
@@ -80,7 +92,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,6 +118,10 @@ CURVES = "curves.png"
 
 class TrainingDiverged(ValueError):
     """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class NonFiniteValidation(ValueError):
+    """Validation gave a metric that is NaN or infinite."""
 
 
 @dataclass
@@ -163,24 +181,31 @@ _FLAGS: dict[str, tuple[type, str]] = {
 }
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
-    """Add the shared training flags (--lr, --max-steps, ..., --resume), defaulting to `defaults`."""
+def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None,
+                        unset_help: str = "from the preset") -> None:
+    """Add the shared training flags (--lr, --max-steps, ..., --resume, --init-from), defaulting to
+    `defaults`; with None, a flag left out is absent from the parsed namespace and its help says
+    `unset_help`."""
     group = parser.add_argument_group("training")
     for name, (kind, help_text) in _FLAGS.items():
         flag = "--" + name.replace("_", "-")
-        default = getattr(defaults, name)
+        default = argparse.SUPPRESS if defaults is None else getattr(defaults, name)
+        shown = unset_help if defaults is None else default
         if kind is bool:
-            group.add_argument(flag, action="store_true", default=default, help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                               help=f"{help_text} (default: {shown})")
         else:
-            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {shown})")
     group.add_argument("--resume", action="store_true", help="continue the run folder's latest.pt exactly where it stopped")
+    group.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                       help="start a new run (step 0, fresh optimiser) from the weights of CHECKPOINT, another "
+                            "run's best.pt/latest.pt or an exported model; the model config is CHECKPOINT's")
 
 
 def train_config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """The TrainConfig that `add_train_arguments`' flags describe. A flag left at None, and every
-    other field, takes its value from `defaults`: a trainer whose defaults depend on a preset sets
-    its flags' parser defaults to None and passes the preset's TrainConfig here."""
-    given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name) is not None}
+    """The TrainConfig that `add_train_arguments`' flags describe. A flag absent from `args` or left
+    at None, and every other field, takes its value from `defaults` (a preset's or a resumed run's)."""
+    given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name, None) is not None}
     return dataclasses.replace(defaults, **given)
 
 
@@ -453,24 +478,30 @@ class Trainer:
 
     # ---- the run -------------------------------------------------------------------------
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train until a limit in the config is reached; return a summary of the run.
+    def fit(self, resume: bool = False, init_from: str | Path | None = None) -> dict:
+        """Train until a limit in the config is reached, or Ctrl-C; return a summary of the run.
 
-        resume=True continues from `run_dir/latest.pt`; resume=False refuses a run folder
-        that already holds one, so a finished run is never overwritten by accident.
+        resume=True continues from `run_dir/latest.pt`; otherwise a run folder that already
+        holds one is refused, so a finished run is never overwritten by accident. `init_from`
+        starts the new run from that checkpoint's weights (same kind and model config).
         """
         latest = self.run_dir / LATEST
+        if resume and init_from is not None:
+            raise ValueError("--resume continues a run and --init-from starts a new one: give one of them")
         if resume:
-            self._restore(load_checkpoint(latest, kind=self.kind))
+            self._restore(load_checkpoint(latest, kind=self.kind, resumable=True))
         elif latest.exists():
             raise ValueError(f"{latest} already exists: resume that run or choose another run folder")
         else:
+            if init_from is not None:
+                self._load_weights(Path(init_from))
             seed_everything(self.config.seed + self.dist.rank)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._log({
                 "type": "start", "resumed": resume, "step": self.step, "epoch": self.epoch,
                 "device": str(self.device), "world_size": self.dist.world_size, "bf16": self.bf16,
+                **({"init_from": str(init_from)} if init_from is not None else {}),
             })
         self._started = time.monotonic()
         self._reset_interval()
@@ -478,7 +509,8 @@ class Trainer:
         self._bar = tqdm(total=self.config.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=not show_bar)
         self._print_lines = self.dist.is_main and not self.config.quiet and not show_bar
         try:
-            stopped = self._run()
+            with self._stop_on_interrupt():
+                stopped = self._run()
         finally:
             self._bar.close()
             if self._owns_process_group:
@@ -493,13 +525,34 @@ class Trainer:
             "wall_s": time.monotonic() - self._started,
         }
 
+    @contextlib.contextmanager
+    def _stop_on_interrupt(self) -> Iterator[None]:
+        """Turn the first Ctrl-C into a request to stop after the current step, so that the step,
+        the optimiser and the checkpoint written for it are whole; the handler then steps aside,
+        and a second Ctrl-C raises KeyboardInterrupt at once. Signals reach only the main thread."""
+        self._interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def request_stop(signum, frame) -> None:
+            self._interrupted = True
+            signal.signal(signal.SIGINT, previous)
+
+        signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def _run(self) -> str:
         while (stopped := self._limit_reached()) is None:
             stopped = self._run_epoch()
             if stopped is not None:
                 break
         if self.last_validated_step != self.step:  # a validation already saved this step
-            if stopped == "max_minutes":
+            if stopped in ("max_minutes", "interrupted"):  # the user is waiting: save, do not validate
                 self._save_checkpoints(improved=False)
             else:
                 self._validate(scheduled=False)
@@ -532,14 +585,16 @@ class Trainer:
             return "max_steps"
         if config.max_epochs is not None and self.epoch >= config.max_epochs:
             return "max_epochs"
-        if config.max_minutes is not None:
-            out_of_time = time.monotonic() - self._started >= 60 * config.max_minutes
-            if self.dist.world_size > 1:  # clocks differ: all ranks must stop at the same step
-                flag = torch.tensor(float(out_of_time), device=self.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
-            if out_of_time:
-                return "max_minutes"
+        out_of_time = config.max_minutes is not None and time.monotonic() - self._started >= 60 * config.max_minutes
+        interrupted = self._interrupted
+        if self.dist.world_size > 1:  # clocks and signals differ: all ranks must stop at the same step
+            flags = torch.tensor([float(out_of_time), float(interrupted)], device=self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            out_of_time, interrupted = bool(flags[0].item()), bool(flags[1].item())
+        if interrupted:
+            return "interrupted"
+        if out_of_time:
+            return "max_minutes"
         return None
 
     # ---- one step ------------------------------------------------------------------------
@@ -571,9 +626,11 @@ class Trainer:
         self._interval_items += int(items)
         self._bar.update(1)
         if self.consecutive_nonfinite >= self.config.max_nonfinite:
+            latest = self.run_dir / LATEST
+            saved = f"the last good checkpoint is {latest}" if latest.exists() else "no checkpoint was written yet"
             message = (
                 f"training diverged: {self.consecutive_nonfinite} consecutive steps had a non-finite loss or "
-                f"gradient (step {self.step}); the last good checkpoint is {self.run_dir / LATEST}"
+                f"gradient (step {self.step}); {saved}"
             )
             if self.dist.is_main:
                 self._log({"type": "diverged", "step": self.step, "epoch": self.epoch,
@@ -629,6 +686,13 @@ class Trainer:
         if self.config.metric not in metrics:
             raise ValueError(f"validate() returned {sorted(metrics)}, without the tracked metric {self.config.metric!r}")
         value = metrics[self.config.metric]
+        if not math.isfinite(value):  # would halve the rate at every validation and never write best.pt
+            latest = self.run_dir / LATEST
+            saved = f"the last checkpoint is {latest}" if latest.exists() else "no checkpoint was written yet"
+            message = f"validation at step {self.step} gave {self.config.metric} = {value}; {saved}"
+            if self.dist.is_main:
+                self._log({"type": "invalid_validation", "step": self.step, "epoch": self.epoch, "message": message})
+            raise NonFiniteValidation(message)
         if scheduled:
             self.scheduler.step(value)
         improved = value < self.best_metric
@@ -685,18 +749,34 @@ class Trainer:
         if improved:
             save_checkpoint(self.run_dir / BEST, payload)
 
-    def _restore(self, checkpoint: dict) -> None:
+    def _check_model_config(self, checkpoint: dict, path: Path, use: str) -> None:
         if checkpoint["config"] != self.model_config:
             differing = sorted(
                 key for key in set(checkpoint["config"]) | set(self.model_config)
                 if checkpoint["config"].get(key) != self.model_config.get(key)
             )
-            raise ValueError(
-                f"cannot resume {self.run_dir / LATEST}: its model config differs in {', '.join(differing)}"
-            )
+            raise ValueError(f"cannot {use} {path}: its model config differs in {', '.join(differing)}")
+
+    def _load_weights(self, path: Path) -> None:
+        """Start from another checkpoint's weights (an export's may be half precision)."""
+        checkpoint = load_checkpoint(path, kind=self.kind)
+        self._check_model_config(checkpoint, path, "start from")
+        try:
+            self.model.load_state_dict({name: value.float() if value.is_floating_point() else value
+                                        for name, value in checkpoint["model"].items()})
+        except RuntimeError:  # torch's message lists every tensor, over many lines
+            raise ValueError(f"cannot start from {path}: its weights do not fit its model config") from None
+
+    def _restore(self, checkpoint: dict) -> None:
+        self._check_model_config(checkpoint, self.run_dir / LATEST, "resume")
+        saved = checkpoint["train_config"]
+        if self.config.seed != saved["seed"]:
+            raise ValueError(f"cannot resume {self.run_dir / LATEST} with seed {self.config.seed}: the run's random "
+                             f"streams continue from the checkpoint (seed {saved['seed']}); leave --seed out")
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self._apply_schedule_settings(saved)
         self.task.load_state_dict(checkpoint["task"])
         progress = checkpoint["progress"]
         self.step = progress["step"]
@@ -713,6 +793,17 @@ class Trainer:
             restore_rng_state(rng[self.dist.rank])
         else:  # more ranks than when saved: a fresh, distinct stream for the new ones
             seed_everything(self.config.seed + self.dist.rank + self.step)
+
+    def _apply_schedule_settings(self, saved: dict) -> None:
+        """Make the learning-rate settings of this config hold, not the ones the restored optimiser
+        and schedule were saved with (the other fields are read from the config at each use)."""
+        if self.config.lr != saved["lr"]:  # an equal lr keeps the rate the schedule has reached
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr
+        self.scheduler.factor = self.config.plateau_factor
+        self.scheduler.patience = self.config.plateau_patience
+        self.scheduler.default_min_lr = self.config.min_lr
+        self.scheduler.min_lrs = [self.config.min_lr] * len(self.optimizer.param_groups)
 
     def _log(self, record: dict) -> None:
         append_log(self.run_dir / LOG, record)
