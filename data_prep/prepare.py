@@ -91,7 +91,7 @@ def prepare(
     """
     started = time.perf_counter()
     out = Path(out)
-    _check_paths(out, splits)
+    _check_paths(out, [Path(strokes), Path(transcriptions)], None if splits is None else Path(splits))
     report = PrepareReport(output=str(out), lines=0, points=0, split_counts={})
     stroke_source, text_source = Source(Path(strokes)), Source(Path(transcriptions))
     texts = _read_transcriptions(text_source, report, allow_partial)
@@ -125,12 +125,19 @@ def prepare(
     return report
 
 
-def _check_paths(out: Path, splits: str | os.PathLike | None) -> None:
-    """Fail before any reading when the output or the split folder cannot be what they should."""
+def _check_paths(out: Path, sources: list[Path], splits: Path | None) -> None:
+    """Fail before any reading when the split folder is missing or the output cannot be written
+    without harm. The output must not replace an input: not an input file (symbolic links
+    resolved), nor any file inside an input folder."""
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; give the prepared file's name, e.g. {out / 'iam_ondb.npz'}")
-    if splits is not None and not Path(splits).is_dir():
+    if splits is not None and not splits.is_dir():
         raise OSError(f"{splits}: no such folder of split lists")
+    if not out.exists():
+        return  # a new file cannot be an input
+    for source in sources + ([splits] if splits is not None else []):
+        if (source.is_file() and out.samefile(source)) or (source.is_dir() and out.resolve().is_relative_to(source.resolve())):
+            raise ValueError(f"{out}: is the input {source}, or inside it; write the prepared file elsewhere")
 
 
 def _accept_partial(missing: list[tuple[str, str]], allow_partial: bool, report: PrepareReport) -> None:

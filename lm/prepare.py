@@ -22,6 +22,7 @@ def prepare(dataset: str, output: Path, path: Path | None = None, cache: Path | 
     else:
         files = fetch(dataset, Path(cache or Path.home() / ".cache" / "hm-lm"), url, expected_sha256)
         sources = {name: sha256_file(file) for name, file in files.items()}
+    _refuse_to_overwrite_an_input(Path(output), list(files.values()))
     vocab, splits = corpus_from_files(dataset, files)
     metadata = {
         "format_version": FORMAT_VERSION,
@@ -33,6 +34,13 @@ def prepare(dataset: str, output: Path, path: Path | None = None, cache: Path | 
     prepared = PreparedText(vocab, splits, metadata)
     write_prepared_text(Path(output), prepared)
     return prepared
+
+
+def _refuse_to_overwrite_an_input(output: Path, inputs: list[Path]) -> None:
+    """The prepared file must not replace a data file it is read from (symbolic links resolved)."""
+    for source in inputs:
+        if output.exists() and output.samefile(source):
+            raise ValueError(f"{output}: is the input {source}; write the prepared file elsewhere")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

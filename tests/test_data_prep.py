@@ -343,6 +343,28 @@ def test_fatal_problems_raise_and_leave_the_old_file_alone(tmp_path, iam_small, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.parametrize("target", ["strokes archive", "link to the ascii archive", "split list", "file in a source folder"])
+def test_output_onto_an_input_is_refused_and_the_input_kept(tmp_path, iam_small, capsys, target):
+    packed = dict(iam_small, strokes=pack(iam_small["strokes"], tmp_path / "lineStrokes.tar.xz"),
+                  ascii=pack(iam_small["ascii"], tmp_path / "ascii.tar.xz"))
+    if target == "strokes archive":
+        out = packed["strokes"]
+    elif target == "link to the ascii archive":
+        out = tmp_path / "link.npz"
+        out.symlink_to(packed["ascii"])
+    elif target == "split list":
+        out = packed["splits"] / "trainset.txt"
+    else:
+        packed["ascii"] = iam_small["ascii"]
+        out = iam_small["ascii"] / "a01" / "a01-000" / "a01-000u.txt"
+    before = out.read_bytes()
+    code = main(["prepare", "--strokes", str(packed["strokes"]), "--ascii", str(packed["ascii"]),
+                 "--splits", str(packed["splits"]), "--out", str(out), "--no-progress", "--workers", "1"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and f"{out}: is the input" in error
+    assert out.read_bytes() == before
+
+
 def test_interrupted_write_leaves_no_partial_file(tmp_path, iam_small, monkeypatch):
     out = tmp_path / "out.npz"
     run_prepare(iam_small, out)
