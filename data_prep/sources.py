@@ -9,6 +9,9 @@ quietly at a missing, short or garbled header block, which is where a cut often 
 compressed stream cut short decodes without complaint as far as it goes. So the decompressor is
 ours (chosen by magic number) and is read to its end, which raises if the stream was cut, and
 only the end-of-archive block of zeros ends the tar stream (`_CheckedTarInfo`).
+
+A file is read whole, so its size is checked first (the tar header's, or the folder entry's):
+one over MAX_FILE_BYTES is an error that names it, whatever an archive's compressed size.
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ _DECOMPRESSORS = {  # magic number -> reader of the decompressed stream
     b"BZh": bz2.BZ2File,
 }
 _READ_ERRORS = (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, OSError)
+
+# The largest file of the release is a 105 KB line stroke file; 16 MiB is over 150 times that,
+# and small enough that a few in flight to the parsing workers cannot exhaust memory.
+MAX_FILE_BYTES = 16 << 20
 
 
 class _DamagedTar(tarfile.TarError):
@@ -105,6 +112,7 @@ class Source:
         digest = hashlib.sha256()
         for self.progress_done, name in enumerate(names, start=1):
             try:
+                self._check_size(name, (self.path / name).stat().st_size)
                 data = (self.path / name).read_bytes()
             except OSError as error:
                 self.problems.append((name, f"unreadable ({error.strerror or error})"))
@@ -130,6 +138,7 @@ class Source:
                     self.progress_done = reader.position
                     if not member.isfile() or not member.name.endswith(suffix):
                         continue
+                    self._check_size(member.name, member.size)
                     handle = archive.extractfile(member)
                     assert handle is not None  # regular files always have contents
                     data = handle.read()
@@ -149,3 +158,8 @@ class Source:
                 pass
             self.progress_done = reader.position
         self.sha256 = reader.sha256.hexdigest()
+
+    def _check_size(self, name: str, size: int) -> None:
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"{self.path}: {name} is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit for one "
+                             "file (the release's largest is 105 KB): not an IAM-OnDB file")

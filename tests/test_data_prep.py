@@ -2,8 +2,10 @@
 on tiny fixtures built here."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -363,6 +365,27 @@ def test_output_onto_an_input_is_refused_and_the_input_kept(tmp_path, iam_small,
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1 and f"{out}: is the input" in error
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["archive", "header only", "folder"])
+def test_a_file_over_the_size_limit_is_an_error_naming_it(tmp_path, iam_small, where):
+    """A few KB of xz can hold hundreds of MB of zeros: the size is checked before reading."""
+    size = (400 << 20) if where == "header only" else (17 << 20)
+    if where == "folder":
+        strokes, name = iam_small["strokes"], "a01/a01-000/a01-000u-04.xml"
+        (strokes / name).write_bytes(bytes(size))
+    else:
+        strokes, name = tmp_path / "lineStrokes.tar.xz", "lineStrokes/a01/a01-000/a01-000u-04.xml"
+        header = tarfile.TarInfo(name)
+        header.size = size
+        with tarfile.open(strokes, "w:xz", preset=0) as tar:
+            tar.add(iam_small["strokes"], arcname="lineStrokes")
+            if where == "archive":
+                tar.addfile(header, io.BytesIO(bytes(size)))
+            else:  # the header alone, then the archive's end: none of the 400 MiB is there to read
+                tar.fileobj.write(header.tobuf())
+    with pytest.raises(ValueError, match=re.escape(f"{strokes}: {name} is {size:,} bytes, over the 16,777,216-byte limit")):
+        run_prepare(dict(iam_small, strokes=strokes), tmp_path / "out.npz", min_points=0)
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path, iam_small, monkeypatch):
