@@ -82,7 +82,7 @@ class Defaults:
         """One paragraph on why the page opens as it does."""
         if self.detectors == 0:
             return "This model is a plain LSTM: it has no boundary detectors, so the page colours pen-up strokes."
-        fired = ", ".join(f"layer {k} {n} times" for k, n in enumerate(self.firings, start=1))
+        fired = ", ".join(f"layer {k}: {n} times" for k, n in enumerate(self.firings, start=1))
         silent = [k for k, n in enumerate(self.firings, start=1) if n == 0]
         said = f"In a {PROBE_POINTS}-point test sample at start-up the detectors fired: {fired}. "
         if self.marker_layer == 0:
@@ -142,8 +142,8 @@ def build_app(model: LoadedModel) -> gr.Blocks:
                     bias = _number("Bias (higher: neater)", 0.0, "bias", step=0.1)
                     temperature = _number("Temperature", 1.0, "temperature", step=0.05)
                 seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0, elem_id="seed")
-                colour_by = gr.Radio(defaults.colour_choices(), value=defaults.colour_by, label="Colour by",
-                                     elem_id="colour_by")
+                colour_by = gr.Dropdown(defaults.colour_choices(), value=defaults.colour_by, label="Colour by",
+                                        elem_id="colour_by")
                 marker_layer = gr.Dropdown(defaults.marker_choices(), value=defaults.marker_layer, label="Markers",
                                            elem_id="marker_layer")
                 straighten = gr.Checkbox(False, label="Straighten the baseline", elem_id="straighten",
@@ -259,6 +259,6 @@ def _card(index: int, svg: str, sample: Sample) -> str:
         f"{rows}</table><p class='hm-note'>A stacked LSTM computes all {n_layers} layers at all "
         f"{n_points} points ({n_layers * n_points} layer-steps). This HM-LSTM computed {computed} and "
         f"copied the rest: <b>{html.escape(f'{sample.copied_fraction():.0%}')} saved</b>. Boundaries fired: "
-        + ", ".join(f"layer {k} {n} times" for k, n in enumerate(sample.firings(), start=1))
+        + ", ".join(f"layer {k}: {n} times" for k, n in enumerate(sample.firings(), start=1))
         + f".{silent}</p></div></div>"
     )

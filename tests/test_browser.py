@@ -52,7 +52,9 @@ def test_pressing_generate_draws_handwriting(tmp_path):
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#drawings .hm-drawing svg path"))
         paths = browser.find_elements(By.CSS_SELECTOR, "#drawings .hm-drawing svg path")
         assert len(paths) > 0
-        assert "UPDATE" in browser.find_element(By.CSS_SELECTOR, "#drawings .hm-counts").text
+        assert "UPDATE" in browser.find_element(By.CSS_SELECTOR, "#drawings .hm-details").text
+        # the drawing uses the window's width (it used to sit in a box of about 600 of 1400 pixels)
+        assert browser.find_element(By.CSS_SELECTOR, "#drawings .hm-drawing svg").size["width"] > 800
         browser.execute_script("window.scrollTo(0, 0)")
         screenshot = tmp_path / "app.png"
         assert browser.save_screenshot(str(screenshot))
