@@ -37,6 +37,8 @@ _READ_ERRORS = (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, OSError)
 # The largest file of the release is a 105 KB line stroke file; 16 MiB is over 150 times that,
 # and small enough that a few in flight to the parsing workers cannot exhaust memory.
 MAX_FILE_BYTES = 16 << 20
+_EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                     tarfile.GNUTYPE_LONGLINK)
 
 
 class _DamagedTar(tarfile.TarError):
@@ -44,15 +46,19 @@ class _DamagedTar(tarfile.TarError):
 
 
 class _CheckedTarInfo(tarfile.TarInfo):
-    """Tar headers that tell a damaged or missing header from the end-of-archive block: tarfile
-    itself takes both for the end of the archive when it reads a stream."""
+    """Tar headers that tell a damaged or missing header from the end-of-archive block (tarfile
+    itself takes both for the end of the archive when it reads a stream), and that refuse an
+    extended header (long name, pax) over MAX_FILE_BYTES, which tarfile would read whole."""
 
     @classmethod
     def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
         try:
-            return super().frombuf(buf, encoding, errors)
+            header = super().frombuf(buf, encoding, errors)
         except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as error:
             raise _DamagedTar(f"no valid member header where one should be: {error}") from None
+        if header.type in _EXTENDED_HEADERS and header.size > MAX_FILE_BYTES:
+            raise _DamagedTar(f"an extended header of {header.size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit")
+        return header
 
 
 class _CountingReader:

@@ -367,6 +367,18 @@ def test_output_onto_an_input_is_refused_and_the_input_kept(tmp_path, iam_small,
     assert out.read_bytes() == before
 
 
+def test_an_extended_header_over_the_size_limit_is_an_error(tmp_path, iam_small):
+    strokes = tmp_path / "lineStrokes.tar.xz"
+    pax = tarfile.TarInfo("PaxHeader/a01-000u-04.xml")
+    pax.type, pax.size = tarfile.XHDTYPE, 400 << 20  # tarfile would read all of it into memory
+    with tarfile.open(strokes, "w:xz", preset=0) as tar:
+        tar.add(iam_small["strokes"], arcname="lineStrokes")
+        tar.fileobj.write(pax.tobuf())
+    with pytest.raises(ValueError, match=re.escape(f"{strokes}: archive is damaged or ends early after 6 .xml files "
+                                                   "(an extended header of 419,430,400 bytes, over the 16,777,216")):
+        run_prepare(dict(iam_small, strokes=strokes), tmp_path / "out.npz", min_points=0)
+
+
 @pytest.mark.parametrize("where", ["archive", "header only", "folder"])
 def test_a_file_over_the_size_limit_is_an_error_naming_it(tmp_path, iam_small, where):
     """A few KB of xz can hold hundreds of MB of zeros: the size is checked before reading."""
