@@ -1,9 +1,9 @@
 """`handwriting-hm summary`: what a prepared IAM-OnDB file holds, in words and in a picture.
 
 Prints the lines per split of every scheme, samples per line (min / mean / max), the
-transcription alphabet and the preparation report's skipped items; `--png` draws a few random
-lines from the file (offsets summed back into pen positions), titled with their text, so a person
-can see that preparation went right.
+transcription alphabet and the preparation report's warnings and skipped items; `--png` draws a
+few random lines from the file (offsets summed back into pen positions), titled with their text,
+so a person can see that preparation went right.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def summarise(path: str | os.PathLike) -> str:
     report = metadata["report"]
     if report["cleaning"]:
         out.append("cleaning: " + ", ".join(f"{name} {n}" for name, n in report["cleaning"].items()))
+    out.extend(f"warning at preparation: {warning}" for warning in report.get("warnings", []))  # absent before
     out.append(f"skipped at preparation: {len(report['skipped'])}")
     out.extend(f"  {item}: {why}" for item, why in report["skipped"])
     return "\n".join(out)

@@ -322,6 +322,7 @@ def test_lines_with_non_finite_or_absurd_coordinates_are_dropped_listed_and_warn
     assert arrays["line_ids"].tolist() == ["a01-000u-03", "b02-010x-01", "b02-010x-02", "b02-010x-03"]
     assert np.isfinite(arrays["offsets"]).all()
     assert all(np.isfinite(stats["mean"] + stats["std"]).all() for stats in metadata["stats"].values())
+    assert "warning at preparation: dropped 2 line file(s) with a non-finite or absurd coordinate" in summarise(out)
 
 
 @pytest.mark.parametrize("problem", ["garbage archive", "no lines", "missing source", "missing split lists"])
