@@ -157,7 +157,7 @@ def load_model_or_explain(checkpoint: Path | None) -> LoadedModel:
         raise ValueError(f"the default model {DEFAULT_MODEL} is not installed; pass --checkpoint PATH "
                          "(a handwriting checkpoint from training)")
     loaded = load_handwriting_model(checkpoint)
-    try:
+    try:  # now, not after generating: the check `denormalise` makes on every sample
         denormalise(np.zeros((1, 3)), loaded.stats)
     except ValueError as error:
         raise ValueError(f"checkpoint {checkpoint or DEFAULT_MODEL}: {error}") from None
