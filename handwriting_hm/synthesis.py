@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from .alphabet import Alphabet
-from .hmlstm.checkpoint import StoredConfig
+from .hmlstm.checkpoint import StoredConfig, load_checkpoint
 from .hmlstm.core import HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask, stack_time
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
@@ -207,3 +208,31 @@ class SynthesisModel(nn.Module):
             valid = torch.arange(offsets.shape[1], device=offsets.device)[None, :] < lengths.to(offsets.device)[:, None]
             per_step = per_step * valid
         return per_step.sum(dim=1), output
+
+
+# ----------------------------------------------------------------------------- loading
+
+KIND = "synthesis"  # the checkpoint kind of this model
+
+
+class LoadedSynthesisModel(NamedTuple):
+    model: SynthesisModel  # in eval mode, float32
+    stats: dict[str, tuple[float, float]]  # {"mean": (dx, dy), "std": (dx, dy)}: raw units of the training data
+    slope: float  # the boundary slope at the time of the checkpoint
+    metadata: dict[str, Any]
+
+
+def load_synthesis_model(path: str | Path, map_location: Any = "cpu") -> LoadedSynthesisModel:
+    """Load a synthesis checkpoint for inference. Raises ValueError with one line for a missing,
+    corrupt or incompatible file. Without normalisation stats in its metadata (the toy font's
+    data is not normalised) the offsets are taken as they are: mean 0, std 1."""
+    checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
+    try:
+        model = SynthesisModel(SynthesisConfig.from_dict(checkpoint["config"]))
+        model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
+        stats = checkpoint["metadata"].get("stats", {"mean": (0.0, 0.0), "std": (1.0, 1.0)})
+        stats = {"mean": tuple(map(float, stats["mean"])), "std": tuple(map(float, stats["std"]))}
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path}: not a usable synthesis model ({first_line})") from None
+    return LoadedSynthesisModel(model.eval(), stats, float(checkpoint["slope"]), dict(checkpoint["metadata"]))

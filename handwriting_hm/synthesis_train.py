@@ -15,9 +15,6 @@ from torch import Tensor
 
 from .alphabet import Alphabet
 from .hmlstm.trainer import TrainingTask, distributed_from_env, shard_batches
-from .synthesis import SynthesisModel
-
-KIND = "synthesis"  # the checkpoint kind of a synthesis model
 
 
 @dataclass

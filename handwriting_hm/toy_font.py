@@ -22,9 +22,9 @@ from torch import Tensor
 
 from .alphabet import Alphabet
 from .hmlstm.trainer import TrainConfig, Trainer
-from .synthesis import SynthesisConfig, SynthesisModel
+from .synthesis import KIND, SynthesisConfig, SynthesisModel
 from .synthesis_generate import write_texts
-from .synthesis_train import KIND, SynthesisTask
+from .synthesis_train import SynthesisTask
 
 
 @dataclass

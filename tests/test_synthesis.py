@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
 from handwriting_hm.alphabet import Alphabet, UnknownCharacters
-from handwriting_hm.synthesis import SynthesisConfig, SynthesisModel
+from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
+from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
+from handwriting_hm.write import write
 
 ALPHABET = "abcdefghij"
 
@@ -137,3 +141,24 @@ def test_a_window_that_never_moves_stops_at_the_cap():
     assert written.lengths.tolist() == [10, 25] and not written.finished.any()
     with pytest.raises(ValueError, match="bias"):
         write_texts(model, ["ab"], bias=-1.0)
+
+
+def test_write_returns_the_ink_in_raw_units_with_what_each_point_attends_to(tmp_path):
+    model = tiny()
+    fix_window_step(model, 0.25)
+    stats = {"mean": [3.0, -1.0], "std": [10.0, 20.0]}
+    path = tmp_path / "synthesis.pt"
+    save_checkpoint(path, checkpoint_payload(KIND, model.config.to_dict(), model.state_dict(), 1.0, {"stats": stats}))
+    written = write("hij", path, bias=1.0, seed=3)
+    again = write("hij", path, bias=1.0, seed=3)
+    assert written.finished and np.array_equal(written.offsets, again.offsets)
+    normalised = write_texts(model, ["hij"], bias=1.0, generator=torch.Generator().manual_seed(3))
+    length = int(normalised.lengths[0])
+    assert len(written.offsets) == length == len(written.attended) == len(written.boundaries)
+    assert np.allclose(written.offsets[:, 0], normalised.offsets[0, :length, 0].numpy() * 10.0 + 3.0, atol=1e-5)
+    assert written.attended[0] == 0 and written.attended[-1] == 2 and bool((np.diff(written.attended) >= 0).all())
+    assert sum(len(stroke) for stroke in written.strokes) == length
+    with pytest.raises(UnknownCharacters, match="'Q'"):
+        write("hiQ", path)
+    with pytest.raises(ValueError, match="expected a 'synthesis' model"):
+        write("hij", write_tiny_checkpoint(tmp_path / "unconditional.pt"))
