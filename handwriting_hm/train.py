@@ -3,12 +3,18 @@
     handwriting-hm train --preset paper-hm-anneal --data iam.npz --run-dir runs/hm-anneal
     handwriting-hm train --preset tiny --data iam.npz --run-dir runs/tiny --max-steps 200
     handwriting-hm train --data iam.npz --run-dir runs/hm-anneal --resume
+    handwriting-hm train --preset tiny --data iam.npz --run-dir runs/warm --init-from handwriting_hm/models/handwriting-default.pt
 
 A preset fixes the model (HandwritingConfig), how batches are made and the slope schedule
 (TaskSettings), and the optimisation (TrainConfig of the shared trainer, `hmlstm/trainer.py`, which
-owns the loop, checkpoints, exact resume, the NaN guard, logs, curves and torchrun support).
-Every field can be overridden from the command line; on --resume, the model and task settings
-come from the run's checkpoint and only the trainer's limits and intervals can change.
+owns the loop, checkpoints, exact resume, the NaN guard, Ctrl-C, logs, curves and torchrun
+support). Every field can be overridden from the command line (`hmlstm/presets.py`). On --resume
+every setting comes from the run's checkpoint, not from a preset: training flags override it
+(a new --lr replaces the current learning rate, --min-lr and --plateau-* change the schedule),
+model and data flags may only repeat it. --init-from CHECKPOINT starts a new run, at step 0 with
+a fresh optimiser, from the weights of another run's checkpoint or of an exported model (the
+shipped one, say): the model config is that file's, the data must be normalised as it was, the
+rest comes from the preset and the flags.
 
 Loss: the mean negative log-likelihood per valid point (nats), i.e. the mixture-density
 log-likelihood with its end-of-stroke term, in the normalised offset space. Validation reports
@@ -27,28 +33,29 @@ its short run anneals too. The slope actually used is logged as `slope` in log.j
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.hmlstm.core import IMPLEMENTATIONS, SlopeSchedule
+from handwriting_hm.hmlstm.checkpoint import StoredConfig
+from handwriting_hm.hmlstm.core import SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
-from handwriting_hm.evaluate import check_same_statistics, evaluate_lines
+from handwriting_hm.evaluate import check_same_statistics, sequence_log_likelihoods, summarise
 from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
 from handwriting_hm.generate import generate
 from handwriting_hm.sample import raw_offsets
-from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments,
-                                     distributed_from_env, seed_everything, shard_batches, train_config_from_args)
+from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
+from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env,
+                                           seed_everything, shard_batches)
 
 
 @dataclass
-class TaskSettings:
+class TaskSettings(StoredConfig):
     """How training batches are made, what is validated, and the boundary slope schedule."""
 
     scheme: str = "paper"  # split scheme of the prepared file (see data_prep/splits.py)
@@ -75,17 +82,6 @@ class TaskSettings:
 
     def slope(self, step: int) -> float:
         return SlopeSchedule(self.slope_rate, self.slope_max)(step / self.slope_unit_steps)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "sample_biases": list(self.sample_biases)}
-
-
-@dataclass
-class Preset:
-    model: HandwritingConfig
-    task: TaskSettings
-    train: TrainConfig
-    description: str = ""
 
 
 def _paper(cell: str, annealed: bool, description: str) -> Preset:
@@ -127,10 +123,12 @@ class HandwritingTask(TrainingTask):
     """Batches of (cropped) lines, the masked per-point NLL, validation and sample pictures."""
 
     def __init__(self, settings: TaskSettings, train_set, validation_lines: list[torch.Tensor],
-                 stats: dict, seed: int) -> None:
+                 stats: dict, seed: int, validation_ids: list[str] | None = None) -> None:
+        """validation_ids: the lines' names in the prepared file, for messages (default: their positions)."""
         self.settings = settings
         self.train_set = train_set
         self.validation_lines = validation_lines
+        self.validation_ids = validation_ids or [f"#{i}" for i in range(len(validation_lines))]
         self.stats = stats
         self.seed = seed
         self.step = 0  # counts loss() calls, which is the trainer's step count (skipped steps included)
@@ -175,13 +173,29 @@ class HandwritingTask(TrainingTask):
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        result = evaluate_lines(model, self.validation_lines, self.slope, self.settings.batch_size, device)
+        totals, fired = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
+                                                 device)
+        self._check_finite(totals)
+        result = summarise(totals, sum(len(line) for line in self.validation_lines), fired)
         return {
             "val_loss": -result.nats_per_point,
             "val_ll_per_sequence": result.log_likelihood_per_sequence,
             "val_bits_per_point": result.bits_per_point,
             **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)},
         }
+
+    def _check_finite(self, totals: np.ndarray) -> None:
+        """One non-finite line would make every validation NaN: the plateau schedule would cut the
+        learning rate each time and best.pt never be written. Name the line and stop instead."""
+        bad = np.flatnonzero(~np.isfinite(totals))
+        if not len(bad):
+            return
+        first = int(bad[0])
+        cause = ("its offsets hold NaN or infinite values: prepare the data again" if
+                 not bool(torch.isfinite(self.validation_lines[first]).all()) else
+                 "its offsets are finite, so the model's weights have gone bad: resume from an earlier best.pt")
+        more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
+        raise ValueError(f"validation line {self.validation_ids[first]}{more} has log-likelihood {totals[first]}; {cause}")
 
     def scalars(self) -> dict[str, float]:
         values = {"slope": self.slope}
@@ -212,12 +226,6 @@ class HandwritingTask(TrainingTask):
 
 # ----------------------------------------------------------------------------- command line
 
-_MODEL_FLAGS = ("cell", "hidden_sizes", "embedding_size", "n_mixtures", "layer_norm", "boundary_mode")
-_TASK_FLAGS = ("scheme", "batch_size", "crop_points", "validation_lines", "slope_rate", "slope_max",
-               "slope_unit_steps", "sample_points")
-_TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "metric")
-
-
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
@@ -230,77 +238,64 @@ def _all_or_count(text: str) -> int | None:
     return None if value == 0 else value
 
 
+FLAGS = (
+    Flag("model", "cell", {"choices": ("hm-lstm", "lstm")}),
+    Flag("model", "hidden_sizes", {"type": _sizes, "help": "units per layer, e.g. 400,400,400"}),
+    Flag("model", "embedding_size", {"type": int}),
+    Flag("model", "n_mixtures", {"type": int}),
+    Flag("model", "layer_norm", {"action": argparse.BooleanOptionalAction}),
+    Flag("model", "boundary_mode", {"choices": ("step", "bernoulli", "soft")}),
+    Flag("task", "scheme", {"help": "split scheme of the prepared file: paper, official or graves"}),
+    Flag("task", "batch_size", {"type": int}),
+    Flag("task", "crop_points", {"type": _all_or_count, "help": "train on random windows of N points (0: whole lines)"}),
+    Flag("task", "validation_lines", {"type": _all_or_count, "help": "validate on N lines (0: all)"}),
+    Flag("task", "slope_rate", {"type": float, "help": "a = min(slope_max, 1 + rate * step / slope_unit_steps)"}),
+    Flag("task", "slope_max", {"type": float}),
+    Flag("task", "slope_unit_steps", {"type": int, "help": "optimiser steps per unit N of the slope schedule"}),
+    Flag("task", "sample_points", {"type": int, "help": "length of the sample pictures"}),
+)
+DEFAULT_PRESET = "paper-hm-anneal"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ((parser.description or "Train the handwriting model").rstrip(".") + ". Presets: "
-                          + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
-                          + ". Unset flags take the preset's value (shown defaults are paper-hm's).")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper-hm-anneal",
-                        help="named configuration (default: %(default)s)")
+    parser.description = parser.description or "Train the handwriting model"
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints, log, curves, samples")
-    model = parser.add_argument_group("model (ignored with --resume: the checkpoint's are used)")
-    model.add_argument("--cell", choices=("hm-lstm", "lstm"))
-    model.add_argument("--hidden-sizes", type=_sizes, help="units per layer, e.g. 400,400,400")
-    model.add_argument("--embedding-size", type=int)
-    model.add_argument("--n-mixtures", type=int)
-    model.add_argument("--layer-norm", action=argparse.BooleanOptionalAction)
-    model.add_argument("--boundary-mode", choices=("step", "bernoulli", "soft"))
-    task = parser.add_argument_group("data and slope (ignored with --resume: the checkpoint's are used)")
-    task.add_argument("--scheme", help="split scheme of the prepared file: paper, official or graves")
-    task.add_argument("--batch-size", type=int)
-    task.add_argument("--crop-points", type=_all_or_count, help="train on random windows of N points (0: whole lines)")
-    task.add_argument("--validation-lines", type=_all_or_count, help="validate on N lines (0: all)")
-    task.add_argument("--slope-rate", type=float, help="a = min(slope_max, 1 + rate * step / slope_unit_steps)")
-    task.add_argument("--slope-max", type=float)
-    task.add_argument("--slope-unit-steps", type=int, help="optimiser steps per unit N of the slope schedule")
-    task.add_argument("--sample-points", type=int, help="length of the sample pictures")
-    parser.add_argument("--impl", choices=IMPLEMENTATIONS, default="reference",
-                        help="how the HM-LSTM core runs: the reference loop (default), the fused path with its hand-written backward, or auto (not yet measured on a GPU)")
-    add_train_arguments(parser, PRESETS["paper-hm"].train)
-    # None marks "not given": the preset (or the resumed checkpoint) fills it in.
-    parser.set_defaults(**{name: None for name in _TRAIN_FLAGS})
-
-
-def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    add_preset_arguments(parser, PRESETS, DEFAULT_PRESET, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
 
-    if args.resume:
-        checkpoint = load_checkpoint(args.run_dir / LATEST, kind=KIND)
-        model_config = HandwritingConfig.from_dict(checkpoint["config"])
-        settings = TaskSettings(**checkpoint["metadata"]["task"])
-        train_defaults = TrainConfig(**checkpoint["train_config"])
-        preset_name = checkpoint["metadata"]["preset"]
-    else:
-        preset = PRESETS[args.preset]
-        model_config = dataclasses.replace(preset.model, **_given(args, _MODEL_FLAGS))
-        settings = dataclasses.replace(preset.task, **_given(args, _TASK_FLAGS))
-        train_defaults = preset.train
-        preset_name = args.preset
-    train_config = train_config_from_args(args, train_defaults)
+    start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=HandwritingModel)
+    model_config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
 
     train_set = HandwritingDataset(args.data, split="train", scheme=settings.scheme)
     validation_set = HandwritingDataset(args.data, split="validation", scheme=settings.scheme)
     stats = {"mean": [float(v) for v in train_set.stats["mean"]], "std": [float(v) for v in train_set.stats["std"]]}
-    if args.resume:
-        check_same_statistics(checkpoint["metadata"]["stats"], stats, args.run_dir / LATEST)
+    if start.checkpoint is not None:  # the weights mean something only on data normalised as they were trained
+        check_same_statistics(start.checkpoint["metadata"]["stats"], stats,
+                              args.run_dir / LATEST if args.resume else args.init_from)
     count = len(validation_set) if settings.validation_lines is None else min(settings.validation_lines, len(validation_set))
     chosen = np.linspace(0, len(validation_set) - 1, count).round().astype(int)  # spread over the split
     validation_lines = [validation_set[int(i)][0] for i in chosen]
+    validation_ids = [validation_set.line_ids[int(i)] for i in chosen]
 
     seed_everything(train_config.seed)  # the model's initial weights
     model = HandwritingModel(model_config, impl=args.impl)
-    task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed)
-    metadata = {"stats": stats, "preset": preset_name, "task": settings.to_dict(), "scheme": settings.scheme,
+    task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed, validation_ids)
+    metadata = {"stats": stats, "preset": start.preset, "task": settings.to_dict(), "scheme": settings.scheme,
                 "data": str(args.data)}
     trainer = Trainer(model, task, train_config, args.run_dir, kind=KIND, model_config=model_config.to_dict(),
                       metadata=metadata)
-    summary = trainer.fit(resume=args.resume)
-    if distributed_from_env().is_main:
-        print(f"{preset_name}: stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['epochs']} "
-              f"epochs, {summary['wall_s']:.0f} s; best val_loss {summary['best_metric']:.4f} nats/point "
-              f"at step {summary['best_step']}; run folder {args.run_dir}")
+    summary = trainer.fit(resume=args.resume, init_from=args.init_from)
+    if not distributed_from_env().is_main:
+        return 0
+    if summary["stopped"] == "interrupted":
+        print(f"handwriting-hm: interrupted at step {summary['steps']}; saved {args.run_dir / LATEST}: continue with "
+              f"--resume", file=sys.stderr)
+        return 130
+    print(f"{start.preset}: stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['epochs']} "
+          f"epochs, {summary['wall_s']:.0f} s; best val_loss {summary['best_metric']:.4f} nats/point "
+          f"at step {summary['best_step']}; run folder {args.run_dir}")
     return 0

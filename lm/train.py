@@ -23,11 +23,18 @@ within an epoch. The carried state and the slope are
 the task's state: they are saved in every checkpoint, so a resume continues exactly.
 A step whose loss is not finite is skipped by the Trainer; if the carried state itself became
 non-finite it is reset to zeros so that one bad window does not poison the rest of the epoch.
+
+Settings and flags work as for `handwriting-hm train` (`handwriting_hm/hmlstm/presets.py`): a flag
+left out takes the preset's value; on --resume every setting is the run's own (max_epochs and
+min_lr included, whatever --preset says), training flags override it and model and data flags
+may only repeat it; --init-from CHECKPOINT starts a new run from another run's (or an exported
+model's) weights, with that model's config and a fresh optimiser, on data of the same vocabulary.
 """
 from __future__ import annotations
 
 import argparse
-import re
+import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,18 +42,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.hmlstm.core import IMPLEMENTATIONS, SLOPE_PRESETS, HMLSTMState
+from handwriting_hm.hmlstm.checkpoint import StoredConfig
+from handwriting_hm.hmlstm.core import SLOPE_PRESETS, HMLSTMState
 from handwriting_hm.hmlstm.output import SoftmaxHead
-from handwriting_hm.hmlstm.trainer import (
-    TrainConfig,
-    Trainer,
-    TrainingTask,
-    add_train_arguments,
-    distributed_from_env,
-    seed_everything,
-    train_config_from_args,
-)
+from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
+from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything
 
 from .batches import bptt_rows, bptt_windows
 from .prepared_text import load_prepared_text as load_prepared
@@ -54,46 +54,46 @@ from .evaluate import split_bpc
 from .model import KIND, LanguageModel, LMConfig, carry
 
 
-@dataclass(frozen=True)
-class Preset:
-    """One row of the paper's settings: the model, the batches and the optimiser's schedule."""
-
-    cell: str
-    hidden_sizes: tuple[int, ...]
-    embedding_size: int
-    batch_size: int
-    lr: float
-    slope_schedule: str  # a key of handwriting_hm.hmlstm.core.SLOPE_PRESETS
-    max_epochs: int
-
-
-PRESETS: dict[str, Preset] = {
-    "ptb": Preset("hm-lstm", (512, 512, 512), 512, 64, 0.002, "ptb", 100),
-    "ptb-no-anneal": Preset("hm-lstm", (512, 512, 512), 512, 64, 0.002, "constant", 100),
-    "ptb-lstm": Preset("lstm", (512, 512, 512), 512, 64, 0.002, "constant", 100),
-    "text8": Preset("hm-lstm", (1024, 1024, 1024), 2048, 128, 0.001, "constant", 20),
-    "enwik8": Preset("hm-lstm", (1024, 1024, 1024), 2048, 128, 0.001, "constant", 20),
-    "tiny": Preset("hm-lstm", (128, 128, 128), 128, 32, 0.002, "ptb", 5),
-}
 BPTT = 100
 PLATEAU_FACTOR = 1 / 50
 PLATEAU_PATIENCE = 1
 MAX_DROPS = 2  # min_lr = lr * PLATEAU_FACTOR ** MAX_DROPS
 
-# TrainConfig fields whose defaults come from the preset rather than TrainConfig.
-_PRESET_FLAGS = ("lr", "max_epochs", "plateau_factor", "plateau_patience", "min_lr")
-
 
 @dataclass
-class TaskSettings:
+class TaskSettings(StoredConfig):
     """How the task cuts the data; saved in the checkpoint so that a resume uses the same."""
 
     batch_size: int
     bptt: int = BPTT
-    slope_schedule: str = "ptb"
+    slope_schedule: str = "ptb"  # a key of handwriting_hm.hmlstm.core.SLOPE_PRESETS
     train_symbols: int | None = None  # use only the first N training symbols (CPU slices)
     valid_symbols: int | None = None
     val_rows: int = 16
+
+
+def _preset(cell: str, hidden_size: int, embedding_size: int, batch_size: int, lr: float, slope_schedule: str,
+            max_epochs: int) -> Preset:
+    """One row of the paper's settings: the model, the batches and the optimiser's schedule."""
+    return Preset(
+        # vocab_size 0 stands for "the prepared file's": run() fills it in
+        model=LMConfig(vocab_size=0, cell=cell, hidden_sizes=(hidden_size,) * 3, embedding_size=embedding_size),
+        task=TaskSettings(batch_size=batch_size, slope_schedule=slope_schedule),
+        train=TrainConfig(lr=lr, max_epochs=max_epochs, plateau_factor=PLATEAU_FACTOR,
+                          plateau_patience=PLATEAU_PATIENCE, min_lr=lr * PLATEAU_FACTOR ** MAX_DROPS),
+        description=f"{cell} 3 x {hidden_size}, output embedding {embedding_size}, batch {batch_size}, lr {lr}, "
+                    f"slope schedule {slope_schedule}, {max_epochs} epochs",
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    "ptb": _preset("hm-lstm", 512, 512, 64, 0.002, "ptb", 100),
+    "ptb-no-anneal": _preset("hm-lstm", 512, 512, 64, 0.002, "constant", 100),
+    "ptb-lstm": _preset("lstm", 512, 512, 64, 0.002, "constant", 100),
+    "text8": _preset("hm-lstm", 1024, 2048, 128, 0.001, "constant", 20),
+    "enwik8": _preset("hm-lstm", 1024, 2048, 128, 0.001, "constant", 20),
+    "tiny": _preset("hm-lstm", 128, 128, 32, 0.002, "ptb", 5),
+}
 
 
 class LanguageModelTask(TrainingTask):
@@ -177,63 +177,53 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+FLAGS = (
+    Flag("model", "cell", {"choices": ("hm-lstm", "lstm")}),
+    Flag("model", "hidden_sizes", {"type": _sizes, "help": "units per layer, e.g. 512,512,512"}),
+    Flag("model", "embedding_size", {"type": int, "help": "output embedding size"}),
+    Flag("model", "boundary_mode", {"choices": ("step", "bernoulli", "soft")}),
+    Flag("model", "layer_norm", {"action": argparse.BooleanOptionalAction}),
+    Flag("task", "batch_size", {"type": int}),
+    Flag("task", "bptt", {"type": int, "help": "steps per window"}),
+    Flag("task", "slope_schedule", {"choices": tuple(SLOPE_PRESETS)}),
+    Flag("task", "train_symbols", {"type": int, "help": "train on the first N symbols only (a slice, for CPU runs)"}),
+    Flag("task", "valid_symbols", {"type": int, "help": "validate on the first N symbols only"}),
+    Flag("task", "val_rows", {"type": int, "help": "rows read side by side in validation"}),
+)
+DEFAULT_PRESET = "ptb"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared .npz from `hm-lm prepare`")
     parser.add_argument("--run-dir", required=True, help="folder for checkpoints, log.jsonl and curves.png")
-    parser.add_argument("--preset", choices=PRESETS, default="ptb", help="the paper's settings (default: ptb)")
-    model = parser.add_argument_group("model and data (default: from the preset)")
-    model.add_argument("--cell", choices=("hm-lstm", "lstm"))
-    model.add_argument("--hidden-sizes", type=_sizes, help="units per layer, e.g. 512,512,512")
-    model.add_argument("--embedding-size", type=int, help="output embedding size")
-    model.add_argument("--boundary-mode", choices=("step", "bernoulli", "soft"), default="step")
-    model.add_argument("--no-layer-norm", action="store_true")
-    model.add_argument("--batch-size", type=int)
-    model.add_argument("--bptt", type=int, default=BPTT, help=f"steps per window (default: {BPTT})")
-    model.add_argument("--slope-schedule", choices=tuple(SLOPE_PRESETS))
-    model.add_argument("--train-symbols", type=int, help="train on the first N symbols only (a slice, for CPU runs)")
-    model.add_argument("--valid-symbols", type=int, help="validate on the first N symbols only")
-    model.add_argument("--val-rows", type=int, default=16, help="rows read side by side in validation (default: 16)")
-    parser.add_argument("--impl", choices=IMPLEMENTATIONS, default="reference",
-                        help="how the HM-LSTM core runs: the reference loop (default), the fused path with its hand-written backward, or auto (not yet measured on a GPU)")
-    add_train_arguments(parser, TrainConfig(max_epochs=1))
-    for action in parser._actions:  # these defaults depend on --preset: resolved in run()
-        if action.dest in _PRESET_FLAGS:
-            action.default = None
-            action.help = re.sub(r"\(default: [^)]*\)", "(default: from the preset)", action.help or "")
+    add_preset_arguments(parser, PRESETS, DEFAULT_PRESET, FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     data = load_prepared(args.data)
-    preset = PRESETS[args.preset]
-    if args.resume:  # the model and the batches must be exactly those of the run being resumed
-        saved = load_checkpoint(run_dir / "latest.pt", kind=KIND)
-        config = LMConfig.from_dict(saved["config"])
-        settings = TaskSettings(**saved["metadata"]["task"])
-        if saved["metadata"]["vocab"] != data.vocab:
-            raise ValueError(f"{args.data}: its vocabulary differs from the one {run_dir} was trained on")
-    else:
-        config = LMConfig(
-            vocab_size=len(data.vocab), cell=args.cell or preset.cell,
-            hidden_sizes=args.hidden_sizes or preset.hidden_sizes,
-            embedding_size=args.embedding_size or preset.embedding_size,
-            layer_norm=not args.no_layer_norm, boundary_mode=args.boundary_mode)
-        settings = TaskSettings(batch_size=args.batch_size or preset.batch_size, bptt=args.bptt,
-                                slope_schedule=args.slope_schedule or preset.slope_schedule,
-                                train_symbols=args.train_symbols, valid_symbols=args.valid_symbols,
-                                val_rows=args.val_rows)
-    lr = args.lr if args.lr is not None else preset.lr
-    defaults = TrainConfig(lr=lr, max_epochs=preset.max_epochs, plateau_factor=PLATEAU_FACTOR,
-                           plateau_patience=PLATEAU_PATIENCE, min_lr=lr * PLATEAU_FACTOR ** MAX_DROPS)
-    train_config = train_config_from_args(args, defaults)
+    start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=LanguageModel)
+    config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
+    if start.checkpoint is None:
+        config = dataclasses.replace(config, vocab_size=len(data.vocab))
+        if hasattr(args, "lr") and not hasattr(args, "min_lr"):
+            # the presets' rule: the rate drops at most MAX_DROPS times from where it starts
+            train_config = dataclasses.replace(train_config, min_lr=train_config.lr * PLATEAU_FACTOR ** MAX_DROPS)
+    elif start.checkpoint["metadata"]["vocab"] != data.vocab:
+        source = run_dir / LATEST if args.resume else args.init_from
+        raise ValueError(f"{args.data}: its vocabulary differs from the one {source} was trained on")
     task = LanguageModelTask(data.splits["train"], data.splits["valid"], settings)
     seed_everything(train_config.seed)
     model = LanguageModel(config, impl=args.impl)
     trainer = Trainer(model, task, train_config, run_dir, kind=KIND, model_config=config.to_dict(),
                       metadata={"dataset": data.metadata["dataset"], "vocab": data.vocab,
-                                "task": vars(settings).copy(), "preset": args.preset,
+                                "task": settings.to_dict(), "preset": start.preset,
                                 "data_sha256": data.metadata["sources_sha256"]})
-    summary = trainer.fit(resume=args.resume)
+    summary = trainer.fit(resume=args.resume, init_from=args.init_from)
+    if summary["stopped"] == "interrupted":
+        print(f"hm-lm: interrupted at step {summary['steps']}; saved {run_dir / LATEST}: continue with --resume",
+              file=sys.stderr)
+        return 130
     print(f"stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['epochs']} epochs, "
           f"{summary['wall_s']:.0f} s; best val_loss {summary['best_metric']:.4f} nats "
           f"({summary['best_metric'] / np.log(2.0):.4f} BPC) at step {summary['best_step']}; run folder {run_dir}")

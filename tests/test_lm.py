@@ -248,6 +248,42 @@ def test_train_resume_continues_exactly_with_the_carried_state(tmp_path: Path, p
     assert any(r["type"] == "train" and "slope" in r for r in records)
 
 
+def test_resume_takes_every_setting_from_the_run_not_from_the_preset(tmp_path: Path, ptb_prepared: Path,
+                                                                       capsys) -> None:
+    run_dir = tmp_path / "run"
+    first = train_args(ptb_prepared, run_dir, "--max-steps", "5", "--lr", "0.01", "--min-lr", "0.001",
+                       "--max-epochs", "1", "--plateau-patience", "3")
+    assert run_cli(first, capsys)[0] == 0
+    # The tiny preset says 5 epochs, lr 0.002, min_lr 0.002 / 2500, patience 1; the run says otherwise.
+    code, out, _ = run_cli(train_args(ptb_prepared, run_dir, "--max-steps", "30", "--resume"), capsys)
+    saved = load_checkpoint(run_dir / "latest.pt", kind="lm")
+    # Before: max_epochs and min_lr came from --preset, so the run went on to step 30.
+    assert code == 0 and "10 steps, 1 epochs" in out  # 400 symbols / 4 rows / 10 steps = 10 batches an epoch
+    config = saved["train_config"]
+    assert (config["max_epochs"], config["min_lr"], config["lr"], config["plateau_patience"]) == (1, 0.001, 0.01, 3)
+    assert saved["scheduler"]["min_lrs"] == [0.001]
+
+
+def test_export_refuses_a_training_checkpoint_and_an_export_does_not_resume(tmp_path: Path, ptb_prepared: Path,
+                                                                           capsys) -> None:
+    run_dir = tmp_path / "run"
+    assert run_cli(train_args(ptb_prepared, run_dir, "--max-steps", "2"), capsys)[0] == 0
+    latest = run_dir / "latest.pt"
+    before = latest.read_bytes()
+    code, _, err = run_cli(["export", str(latest), str(latest)], capsys)
+    assert code == 2 and err.startswith("hm-lm: error: export:") and err.count("\n") == 1
+    assert latest.read_bytes() == before
+    exported = tmp_path / "exported" / "latest.pt"
+    assert run_cli(["export", str(latest), str(exported)], capsys)[0] == 0
+    # Before: KeyError: 'optimizer', with a traceback.
+    code, _, err = run_cli(train_args(ptb_prepared, exported.parent, "--resume"), capsys)
+    assert code == 2 and "exported model" in err and "--init-from" in err and err.count("\n") == 1
+    code, _, err = run_cli(train_args(ptb_prepared, tmp_path / "warm", "--max-steps", "1", "--init-from",
+                                      str(exported)), capsys)
+    assert code == 0
+    assert load_checkpoint(tmp_path / "warm" / "latest.pt")["config"] == load_checkpoint(latest)["config"]
+
+
 def test_each_row_starts_an_epoch_from_the_state_its_predecessor_row_ended_with() -> None:
     from handwriting_hm.hmlstm.core import HMLSTMState
     from lm.train import LanguageModelTask, TaskSettings
@@ -268,11 +304,11 @@ def test_presets_are_the_papers() -> None:
     from lm.train import PLATEAU_FACTOR, PRESETS
 
     ptb, text8 = PRESETS["ptb"], PRESETS["text8"]
-    assert (ptb.hidden_sizes, ptb.embedding_size, ptb.batch_size, ptb.lr, ptb.slope_schedule) == \
-        ((512,) * 3, 512, 64, 0.002, "ptb")
-    assert (text8.hidden_sizes, text8.embedding_size, text8.batch_size, text8.lr, text8.slope_schedule) == \
-        ((1024,) * 3, 2048, 128, 0.001, "constant")
-    assert PRESETS["ptb-lstm"].cell == "lstm" and PRESETS["ptb-no-anneal"].slope_schedule == "constant"
+    assert (ptb.model.hidden_sizes, ptb.model.embedding_size, ptb.task.batch_size, ptb.train.lr,
+            ptb.task.slope_schedule) == ((512,) * 3, 512, 64, 0.002, "ptb")
+    assert (text8.model.hidden_sizes, text8.model.embedding_size, text8.task.batch_size, text8.train.lr,
+            text8.task.slope_schedule) == ((1024,) * 3, 2048, 128, 0.001, "constant")
+    assert PRESETS["ptb-lstm"].model.cell == "lstm" and PRESETS["ptb-no-anneal"].task.slope_schedule == "constant"
     assert PLATEAU_FACTOR == pytest.approx(1 / 50)
 
 

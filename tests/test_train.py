@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,109 @@ def test_fused_impl_trains_to_the_same_weights(prepared, tmp_path, monkeypatch):
     assert runs["reference"].keys() == runs["fused"].keys()
     for name, weight in runs["reference"].items():
         torch.testing.assert_close(runs["fused"][name], weight, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- resume, init-from, Ctrl-C, export
+
+def test_resume_takes_every_setting_from_the_run_and_applies_training_flags(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(prepared, run_dir, "--max-steps", "2", "--eval-every", "2", "--clip", "0.5",
+                 "--plateau-patience", "7") == 0
+    # No --preset: the default preset (paper-hm-anneal, lr 3e-4, clip 1) must not leak into the tiny run.
+    assert main(["train", "--data", str(prepared), "--run-dir", str(run_dir), "--resume", "--max-steps", "3",
+                 "--lr", "0.01", "--min-lr", "0.001"]) == 0
+    saved = torch.load(run_dir / "latest.pt", weights_only=True)
+    config = saved["train_config"]
+    assert (config["clip"], config["plateau_patience"], config["eval_every"], config["log_every"]) == (0.5, 7, 2, 1)
+    assert (config["lr"], config["min_lr"], config["max_steps"]) == (0.01, 0.001, 3)
+    assert saved["metadata"]["preset"] == "tiny" and saved["config"]["hidden_sizes"] == [8, 8]
+    # Before: written into train_config but not applied; the optimiser went on at 2e-3.
+    assert saved["optimizer"]["param_groups"][0]["lr"] == 0.01
+    assert (saved["scheduler"]["min_lrs"], saved["scheduler"]["patience"]) == ([0.001], 7)
+
+
+def test_resume_refuses_flags_that_contradict_the_run_in_one_line(prepared, trained_run, capsys):
+    for extra, named in ((["--hidden-sizes", "16,16"], "--hidden-sizes 16,16 contradicts"),
+                         (["--batch-size", "4"], "--batch-size 4 contradicts"),
+                         (["--preset", "paper-hm"], "--preset paper-hm")):
+        assert main(["train", "--data", str(prepared), "--run-dir", str(trained_run), "--resume", *extra]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("handwriting-hm: error:") and named in error and "\n" not in error
+    # Repeating the run's own values is fine: the command that started a run resumes it with --resume.
+    assert train(prepared, trained_run, "--resume", "--max-steps", "4") == 0
+
+
+def test_ctrl_c_saves_latest_pt_says_so_and_exits_130(prepared, trained_run, tmp_path, monkeypatch, capsys):
+    real_loss = HandwritingTask.loss
+
+    def interrupted_at_step_3(self, model, batch):
+        if self.step == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real_loss(self, model, batch)
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(HandwritingTask, "loss", interrupted_at_step_3)
+    assert train(prepared, run_dir, "--max-steps", "4", "--eval-every", "2") == 130
+    error = capsys.readouterr().err.strip()
+    assert error == f"handwriting-hm: interrupted at step 3; saved {run_dir / 'latest.pt'}: continue with --resume"
+    monkeypatch.undo()
+    assert torch.load(run_dir / "latest.pt", weights_only=True)["progress"]["step"] == 3
+    assert main(["train", "--data", str(prepared), "--run-dir", str(run_dir), "--resume", "--quiet"]) == 0
+    straight = torch.load(trained_run / "latest.pt", weights_only=True)
+    resumed = torch.load(run_dir / "latest.pt", weights_only=True)
+    assert resumed["task"] == straight["task"]
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_export_over_a_training_checkpoint_is_refused_and_an_export_does_not_resume(trained_run, prepared,
+                                                                                   tmp_path, capsys):
+    latest = trained_run / "latest.pt"
+    before = latest.read_bytes()
+    for destination in (latest, trained_run / "best.pt"):
+        assert main(["export", str(latest), str(destination)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("handwriting-hm: error: export:") and "\n" not in error
+    assert latest.read_bytes() == before
+    exported = tmp_path / "exported" / "latest.pt"
+    assert main(["export", str(latest), str(exported)]) == 0
+    capsys.readouterr()
+    # Before: KeyError: 'train_config', with a traceback.
+    assert main(["train", "--data", str(prepared), "--run-dir", str(exported.parent), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "exported model" in error and f"--init-from {exported}" in error and "\n" not in error
+
+
+def test_init_from_starts_a_new_run_from_an_exported_model(trained_run, prepared, tmp_path, capsys):
+    exported = tmp_path / "model.pt"
+    assert main(["export", str(trained_run / "best.pt"), str(exported)]) == 0
+    run_dir = tmp_path / "warm"
+    assert train(prepared, run_dir, "--max-steps", "1", "--eval-every", "1", "--init-from", str(exported)) == 0
+    start = read_records(run_dir)[0]
+    assert start["init_from"] == str(exported) and start["step"] == 0 and not start["resumed"]
+    checkpoint = torch.load(run_dir / "latest.pt", weights_only=True)
+    assert checkpoint["progress"]["step"] == 1 and checkpoint["config"] == torch.load(exported, weights_only=True)["config"]
+    capsys.readouterr()
+    for extra, named in ((["--embedding-size", "16"], "--embedding-size 16 contradicts"),
+                         (["--resume"], "give one of them")):
+        assert train(prepared, tmp_path / "other", "--init-from", str(exported), *extra) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("handwriting-hm: error:") and named in error and "\n" not in error
+
+
+def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
+    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+
+    validation = HandwritingDataset(prepared, "validation", "paper")
+    lines = [validation[i][0].clone() for i in range(3)]
+    lines[1][4, 0] = float("nan")
+    task = HandwritingTask(TaskSettings(batch_size=2), validation, lines, validation.stats, seed=0,
+                           validation_ids=validation.line_ids[:3])
+    torch.manual_seed(0)
+    model = HandwritingModel(HandwritingConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2))
+    # Before: val_loss nan was returned; the schedule cut the rate at every validation.
+    with pytest.raises(ValueError) as raised:
+        task.validate(model)
+    message = str(raised.value)
+    assert f"validation line {validation.line_ids[1]} has log-likelihood nan" in message
+    assert "NaN or infinite values" in message and "\n" not in message
