@@ -4,7 +4,8 @@ The file keeps what `load_handwriting_model` needs: the model `config`, the weig
 default: half the size, and the loader casts back to float32), the boundary `slope` the model was
 trained to, and `metadata` (the normalisation `stats`, where it came from), written by the one
 checkpoint writer (`hmlstm.checkpoint.export_checkpoint`). No optimiser, schedule or random
-state: it cannot be resumed, only used.
+state: it cannot be resumed, only used (or trained on with `train --init-from`). The output may not be
+the input or any training checkpoint: an export never replaces what a run resumes from.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a training run's best.pt or latest.pt")
-    parser.add_argument("out", type=Path, help="inference model file to write")
+    parser.add_argument("out", type=Path, help="inference model file to write (never the input or a training checkpoint)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="weight storage (default: %(default)s)")
 
 

@@ -1,4 +1,8 @@
-"""`hm-lm export`: an inference-only copy of a training checkpoint (weights in half precision by default)."""
+"""`hm-lm export`: an inference-only copy of a training checkpoint (weights in half precision by default).
+
+The copy cannot be resumed, only used (or trained on with `hm-lm train --init-from`); the output may not be
+the input or any training checkpoint, so an export never replaces what a run resumes from.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +15,7 @@ from .model import export_model
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a run's best.pt or latest.pt")
-    parser.add_argument("output", help="the file to write, e.g. lm/models/ptb-tiny.pt")
+    parser.add_argument("output", help="the file to write, e.g. lm/models/ptb-tiny.pt (never the input or a training checkpoint)")
     parser.add_argument("--full-precision", action="store_true", help="keep float32 weights")
 
 
