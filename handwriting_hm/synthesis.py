@@ -51,7 +51,7 @@ from .model import shift_inputs
 class SynthesisConfig(StoredConfig):
     """Architecture. The core's defaults are the paper's handwriting model (§4.2); K = 10 is Graves's."""
 
-    alphabet: str = ""  # the characters the model writes, in id order (see Alphabet)
+    alphabet: str = ""  # the characters the model writes, in id order (see Alphabet); "" until the data gives it
     hidden_sizes: tuple[int, ...] = (400, 400, 400)
     embedding_size: int = 400
     n_mixtures: int = 20
@@ -67,7 +67,6 @@ class SynthesisConfig(StoredConfig):
         if self.n_window < 1 or not 0 < self.initial_window_step:
             raise ValueError(f"need n_window >= 1 and initial_window_step > 0, "
                              f"got {self.n_window}, {self.initial_window_step}")
-        Alphabet(self.alphabet)  # raises for an empty alphabet or repeats
 
 
 class Window(NamedTuple):

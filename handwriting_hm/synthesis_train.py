@@ -4,17 +4,26 @@
 line's end and the one-hot texts with zero rows after theirs, and the loss is the mean negative
 log-likelihood per valid point. Validation reports it per point and per sequence (nats, Graves's
 and the HM-LSTM paper's convention).
+
+On IAM-OnDB (`train_synthesis`, or `python -m handwriting_hm.synthesis_train --data FILE
+--run-dir DIR`): the alphabet is every character of the prepared file's transcriptions, lines
+without a transcription are left out (8 in the release), and `resume` continues a run exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from .alphabet import Alphabet
-from .hmlstm.trainer import TrainingTask, distributed_from_env, shard_batches
+from .alphabet import Alphabet, alphabet_of_prepared
+from .hmlstm.checkpoint import load_checkpoint
+from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments, distributed_from_env,
+                             seed_everything, shard_batches, train_config_from_args)
+from .synthesis import KIND, SynthesisConfig, SynthesisModel
 
 
 @dataclass
@@ -83,3 +92,73 @@ class SynthesisTask(TrainingTask):
             total += float(log_likelihood.sum())
             points += int(batch.lengths.sum())
         return {"val_loss": -total / points, "val_ll_per_sequence": total / len(self.validation_lines)}
+
+
+# ----------------------------------------------------------------------------- IAM-OnDB
+
+@dataclass
+class SynthesisPreset:
+    """The `synthesis` preset: the paper's handwriting core (3 x 400, batch 32, learning rate 3e-4,
+    §4.2) with Graves's window (K = 10) and mixture (M = 20); whole lines, the paper's split."""
+
+    model: SynthesisConfig
+    scheme: str = "paper"
+    batch_size: int = 32
+    validation_lines: int = 64  # spread over the validation split; validation runs the reference loop
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, max_epochs=50, eval_every=500))
+
+
+def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list[tuple[Tensor, str]], dict]:
+    """(offsets, text) of every transcribed line of one split, normalised with the scheme's
+    training statistics, and those statistics."""
+    from data_prep.dataset import HandwritingDataset  # data_prep is needed only to read the prepared file
+
+    dataset = HandwritingDataset(path, split=split, scheme=scheme)
+    lines = [dataset[i] for i in range(len(dataset)) if dataset.texts[i]]
+    stats = {"mean": [float(v) for v in dataset.stats["mean"]], "std": [float(v) for v in dataset.stats["std"]]}
+    return lines, stats
+
+
+def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False) -> dict:
+    """Train (or with `resume`, continue) a synthesis model on a prepared IAM-OnDB file; the Trainer's summary."""
+    model_config = preset.model
+    if resume:  # the run's own model, whatever the preset says now
+        model_config = SynthesisConfig.from_dict(load_checkpoint(Path(run_dir) / LATEST, kind=KIND)["config"])
+    elif not model_config.alphabet:
+        model_config = SynthesisConfig(**{**asdict(model_config), "alphabet": alphabet_of_prepared(data).characters})
+    alphabet = Alphabet(model_config.alphabet)
+    train_lines, stats = iam_lines(data, "train", preset.scheme)
+    validation, _ = iam_lines(data, "validation", preset.scheme)
+    step = max(1, len(validation) // preset.validation_lines)
+    seed_everything(preset.train.seed)  # the model's initial weights
+    model = SynthesisModel(model_config)
+    task = SynthesisTask(alphabet, train_lines, validation[::step][:preset.validation_lines], preset.batch_size,
+                         seed=preset.train.seed)
+    trainer = Trainer(model, task, preset.train, run_dir, kind=KIND, model_config=model_config.to_dict(),
+                      metadata={"stats": stats, "scheme": preset.scheme, "data": str(data)})
+    return trainer.fit(resume=resume)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    preset = SynthesisPreset(SynthesisConfig())
+    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.synthesis_train", description=SynthesisPreset.__doc__)
+    parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
+    parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints and the log")
+    parser.add_argument("--hidden-sizes", type=lambda text: tuple(int(part) for part in text.split(",")),
+                        default=preset.model.hidden_sizes, help="units per layer, e.g. 400,400,400")
+    parser.add_argument("--batch-size", type=int, default=preset.batch_size)
+    add_train_arguments(parser, preset.train)
+    args = parser.parse_args(argv)
+    model = SynthesisConfig(hidden_sizes=args.hidden_sizes, embedding_size=args.hidden_sizes[0])
+    preset = SynthesisPreset(model, batch_size=args.batch_size, train=train_config_from_args(args, preset.train))
+    try:
+        summary = train_synthesis(args.data, args.run_dir, preset, resume=args.resume)
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"synthesis_train: {error}\n")
+    print(f"synthesis: stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['wall_s']:.0f} s; "
+          f"best val_loss {summary['best_metric']:.4f} nats/point at step {summary['best_step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,10 +30,10 @@ from .synthesis_train import SynthesisTask
 @dataclass
 class ToyFontConfig:
     characters: str = "abcdefghij"
-    points_per_character: int = 6  # offsets per character stroke, the last one with the pen-up
+    points_per_character: int = 4  # offsets per character stroke, the last one with the pen-up
     noise: float = 0.05  # std of the noise on every offset (the templates' offsets have std 1)
-    min_characters: int = 3  # per line
-    max_characters: int = 7
+    min_characters: int = 2  # per line
+    max_characters: int = 5
     seed: int = 0
 
 
@@ -43,8 +43,8 @@ class ToyTrainingConfig:
     validation_lines: int = 64
     test_lines: int = 100
     hidden_sizes: tuple[int, ...] = (64, 64)
-    batch_size: int = 32
-    lr: float = 3e-3
+    batch_size: int = 64
+    lr: float = 5e-3
     max_steps: int = 600
     bias: float = 2.0  # Graves's sampling bias when writing the test lines: neat, near-mean strokes
 

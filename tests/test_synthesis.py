@@ -6,12 +6,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
+from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
 from handwriting_hm.alphabet import Alphabet, UnknownCharacters
-from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
+from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
+from handwriting_hm.hmlstm.trainer import TrainConfig
 from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
+from handwriting_hm.synthesis_train import SynthesisPreset, train_synthesis
 from handwriting_hm.write import write
 
 ALPHABET = "abcdefghij"
@@ -162,3 +164,22 @@ def test_write_returns_the_ink_in_raw_units_with_what_each_point_attends_to(tmp_
         write("hiQ", path)
     with pytest.raises(ValueError, match="expected a 'synthesis' model"):
         write("hij", write_tiny_checkpoint(tmp_path / "unconditional.pt"))
+
+
+def test_iam_training_keeps_checkpoints_and_resumes_exactly(tmp_path):
+    data = make_prepared(tmp_path, n_forms=2)
+    model = SynthesisConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2, n_window=2)
+
+    def preset(steps: int) -> SynthesisPreset:
+        return SynthesisPreset(model, batch_size=4, validation_lines=2,
+                               train=TrainConfig(lr=1e-2, max_steps=steps, eval_every=2, device="cpu", quiet=True))
+
+    train_synthesis(data, tmp_path / "straight", preset(3))
+    train_synthesis(data, tmp_path / "resumed", preset(2))
+    summary = train_synthesis(data, tmp_path / "resumed", preset(3), resume=True)
+    assert summary["steps"] == 3
+    straight, resumed = (load_checkpoint(tmp_path / run / "latest.pt", kind=KIND) for run in ("straight", "resumed"))
+    assert straight["config"]["alphabet"] == " 0123456789eiln"  # every character of the transcriptions
+    assert set(straight["metadata"]["stats"]) == {"mean", "std"}
+    for name, weight in straight["model"].items():
+        assert torch.equal(weight, resumed["model"][name]), name
