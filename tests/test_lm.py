@@ -264,6 +264,27 @@ def test_resume_takes_every_setting_from_the_run_not_from_the_preset(tmp_path: P
     assert saved["scheduler"]["min_lrs"] == [0.001]
 
 
+def test_ctrl_c_saves_latest_pt_and_exits_130(tmp_path: Path, ptb_prepared: Path, capsys, monkeypatch) -> None:
+    import signal
+
+    from lm.train import LanguageModelTask
+
+    real_loss = LanguageModelTask.loss
+    calls = []
+
+    def interrupted_at_step_3(self, model, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(LanguageModelTask, "loss", interrupted_at_step_3)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(train_args(ptb_prepared, run_dir, "--max-steps", "8"), capsys)
+    assert code == 130 and err == f"hm-lm: interrupted at step 3; saved {run_dir / 'latest.pt'}: continue with --resume\n"
+    assert load_checkpoint(run_dir / "latest.pt", kind="lm")["progress"]["step"] == 3
+
+
 def test_export_refuses_a_training_checkpoint_and_an_export_does_not_resume(tmp_path: Path, ptb_prepared: Path,
                                                                            capsys) -> None:
     run_dir = tmp_path / "run"
