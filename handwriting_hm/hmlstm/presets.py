@@ -102,7 +102,10 @@ def start_from_args(args: argparse.Namespace, presets: dict[str, Preset], defaul
     weights before anything is allocated. Every mistake is a ValueError of one line."""
     if args.resume and args.init_from is not None:
         raise ValueError("--resume continues a run and --init-from starts a new one: give one of them")
-    like = presets[default]
+    if not args.resume and args.init_from is None:
+        name = args.preset or default
+        return RunStart(name, _apply_flags(args, presets[name], flags, fixed={}), None)
+    like = presets[default]  # for the types of its model config and task settings
     if args.resume:
         path = Path(args.run_dir) / LATEST
         checkpoint = load_checkpoint(path, kind=kind, resumable=True)
@@ -114,16 +117,12 @@ def start_from_args(args: argparse.Namespace, presets: dict[str, Preset], defaul
                        type(like.task).from_dict(checkpoint["metadata"]["task"]),
                        TrainConfig(**checkpoint["train_config"]))
         settings = _apply_flags(args, saved, flags, fixed={"model": f"{path}'s", "task": f"{path}'s"})
-    elif args.init_from is not None:
+    else:
         path = Path(args.init_from)
         checkpoint = load_checkpoint(path, kind=kind)
         name = args.preset or default
-        preset = presets[name]
-        base = dataclasses.replace(preset, model=type(like.model).from_dict(checkpoint["config"]))
+        base = dataclasses.replace(presets[name], model=type(like.model).from_dict(checkpoint["config"]))
         settings = _apply_flags(args, base, flags, fixed={"model": f"{path}'s"})
-    else:
-        name, checkpoint = args.preset or default, None
-        return RunStart(name, _apply_flags(args, presets[name], flags, fixed={}), None)
     try:
         check_config_fits_weights(lambda: build(settings.model), checkpoint["model"])
     except ValueError as error:
