@@ -204,11 +204,11 @@ def run(args: argparse.Namespace) -> int:
     data = load_prepared(args.data)
     start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=LanguageModel)
     config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
+    if not args.resume and hasattr(args, "lr") and not hasattr(args, "min_lr"):
+        # the presets' rule for a new run: the rate drops at most MAX_DROPS times from where it starts
+        train_config = dataclasses.replace(train_config, min_lr=train_config.lr * PLATEAU_FACTOR ** MAX_DROPS)
     if start.checkpoint is None:
         config = dataclasses.replace(config, vocab_size=len(data.vocab))
-        if hasattr(args, "lr") and not hasattr(args, "min_lr"):
-            # the presets' rule: the rate drops at most MAX_DROPS times from where it starts
-            train_config = dataclasses.replace(train_config, min_lr=train_config.lr * PLATEAU_FACTOR ** MAX_DROPS)
     elif start.checkpoint["metadata"]["vocab"] != data.vocab:
         source = run_dir / LATEST if args.resume else args.init_from
         raise ValueError(f"{args.data}: its vocabulary differs from the one {source} was trained on")
