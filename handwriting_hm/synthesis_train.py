@@ -8,6 +8,7 @@ and the HM-LSTM paper's convention).
 On IAM-OnDB (`train_synthesis`, or `python -m handwriting_hm.synthesis_train --data FILE
 --run-dir DIR`): the alphabet is every character of the prepared file's transcriptions, lines
 without a transcription are left out (8 in the release), and `resume` continues a run exactly.
+`evaluate_synthesis` gives the paper's metric, the test log-likelihood per line, each given its text.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from torch import Tensor
 from .alphabet import Alphabet, alphabet_of_prepared
 from .hmlstm.checkpoint import load_checkpoint
 from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments, distributed_from_env,
-                             seed_everything, shard_batches, train_config_from_args)
-from .synthesis import KIND, SynthesisConfig, SynthesisModel
+                             move_to, seed_everything, shard_batches, train_config_from_args)
+from .mixture import mixture_log_likelihood
+from .model import shift_inputs
+from .synthesis import KIND, SynthesisConfig, SynthesisModel, load_synthesis_model
 
 
 @dataclass
@@ -78,20 +81,33 @@ class SynthesisTask(TrainingTask):
 
     def loss(self, model: torch.nn.Module, batch: SynthesisBatch) -> tuple[Tensor, int]:
         points = int(batch.lengths.sum())
-        log_likelihood, _ = model.sequence_log_likelihood(batch.offsets, batch.text, lengths=batch.lengths,
-                                                          slope=self.slope)
-        return -log_likelihood.sum() / points, points
+        return -line_log_likelihoods(model, batch, self.slope).sum() / points, points
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
-        device = next(model.parameters()).device
-        total, points = 0.0, 0
-        for begin in range(0, len(self.validation_lines), self.batch_size):
-            batch = collate_lines(self.validation_lines[begin:begin + self.batch_size], self.alphabet)
-            log_likelihood, _ = model.sequence_log_likelihood(batch.offsets.to(device), batch.text.to(device),
-                                                              lengths=batch.lengths.to(device), slope=self.slope)
-            total += float(log_likelihood.sum())
-            points += int(batch.lengths.sum())
-        return {"val_loss": -total / points, "val_ll_per_sequence": total / len(self.validation_lines)}
+        result = evaluate_lines(model, self.validation_lines, self.alphabet, self.batch_size, self.slope)
+        return {"val_loss": -result["nats_per_point"], "val_ll_per_sequence": result["log_likelihood_per_sequence"]}
+
+
+def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: float) -> Tensor:
+    """Each line's total log-likelihood given its text (B,), nats. Calls the module itself (not
+    sequence_log_likelihood), so that it also runs through the trainer's DDP wrapper."""
+    output = model(shift_inputs(batch.offsets), batch.text, lengths=batch.lengths, slope=slope)
+    per_point = mixture_log_likelihood(output.params, batch.offsets)
+    valid = torch.arange(batch.offsets.shape[1], device=per_point.device)[None, :] < batch.lengths[:, None]
+    return (per_point * valid).sum(dim=1)
+
+
+@torch.no_grad()
+def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet,
+                   batch_size: int, slope: float) -> dict[str, float]:
+    """The log-likelihood of `lines` given their texts: per line (the paper's metric, nats) and per point."""
+    device = next(model.parameters()).device
+    total, points = 0.0, 0
+    for begin in range(0, len(lines), batch_size):
+        batch = move_to(collate_lines(lines[begin:begin + batch_size], alphabet), device)
+        total += float(line_log_likelihoods(model, batch, slope).sum())
+        points += int(batch.lengths.sum())
+    return {"log_likelihood_per_sequence": total / len(lines), "nats_per_point": total / points, "lines": len(lines)}
 
 
 # ----------------------------------------------------------------------------- IAM-OnDB
@@ -137,6 +153,17 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
     trainer = Trainer(model, task, preset.train, run_dir, kind=KIND, model_config=model_config.to_dict(),
                       metadata={"stats": stats, "scheme": preset.scheme, "data": str(data)})
     return trainer.fit(resume=resume)
+
+
+def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "test",
+                       batch_size: int = 32) -> dict[str, float]:
+    """The paper's metric for a synthesis checkpoint: the mean log-likelihood per line of one split
+    (nats), each line given its text, on the scheme the checkpoint was trained on."""
+    loaded = load_synthesis_model(checkpoint)
+    lines, stats = iam_lines(data, split, loaded.metadata.get("scheme", "paper"))
+    if stats != {key: list(value) for key, value in loaded.stats.items()}:
+        raise ValueError(f"{data}: its normalisation statistics differ from those {checkpoint} was trained with")
+    return evaluate_lines(loaded.model, lines, loaded.model.alphabet, batch_size, loaded.slope)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint
 from handwriting_hm.hmlstm.trainer import TrainConfig
 from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
-from handwriting_hm.synthesis_train import SynthesisPreset, train_synthesis
+from handwriting_hm.synthesis_train import SynthesisPreset, evaluate_synthesis, train_synthesis
 from handwriting_hm.toy_font import ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, toy_accuracy, train_toy_model
 from handwriting_hm.write import write
 
@@ -184,6 +184,8 @@ def test_iam_training_keeps_checkpoints_and_resumes_exactly(tmp_path):
     assert set(straight["metadata"]["stats"]) == {"mean", "std"}
     for name, weight in straight["model"].items():
         assert torch.equal(weight, resumed["model"][name]), name
+    test = evaluate_synthesis(tmp_path / "straight" / "latest.pt", data, split="test")
+    assert test["lines"] == 1 and math.isfinite(test["log_likelihood_per_sequence"])  # 1 of 20 lines: the 5% test split
 
 
 def test_the_toy_font_reader_reads_the_font_and_counts_edits():
