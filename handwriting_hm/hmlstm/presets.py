@@ -70,8 +70,8 @@ class RunStart:
 
 def add_preset_arguments(parser: argparse.ArgumentParser, presets: dict[str, Preset], default: str,
                          flags: Sequence[Flag]) -> None:
-    """--preset, one flag per `Flag` (grouped as model and task), --impl, and the trainer's flags
-    (`add_train_arguments`), all without defaults of their own: see the module docstring."""
+    """--preset, one flag per `Flag` (grouped as model and task), --impl, the trainer's flags
+    (`add_train_arguments`) and --init-from, all without defaults of their own: see the module docstring."""
     listed = "; ".join(f"{name}: {preset.description}" for name, preset in presets.items())
     parser.description = (f"{(parser.description or 'Train a model').rstrip('.')}. Presets: {listed}. A flag left "
                           f"out takes the preset's value; with --resume, the run's own (--init-from: the model's)."
@@ -93,6 +93,9 @@ def add_preset_arguments(parser: argparse.ArgumentParser, presets: dict[str, Pre
                              "CUDA kernels; auto: on CUDA triton where installed, else fused; on the CPU sparse for "
                              "binary boundaries (step, bernoulli), else fused")
     add_train_arguments(parser, None, unset_help="the preset's; with --resume, the run's")
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                        help="start a new run (step 0, fresh optimiser) from the weights of CHECKPOINT, another "
+                             "run's best.pt/latest.pt or an exported model; the model config is CHECKPOINT's")
 
 
 def start_from_args(args: argparse.Namespace, presets: dict[str, Preset], default: str, flags: Sequence[Flag],

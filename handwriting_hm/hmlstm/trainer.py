@@ -27,9 +27,9 @@ What the task provides (see `TrainingTask`):
 Command line: `add_train_arguments(parser, TrainConfig(...task defaults...))` adds the shared
 flags (--lr, --clip, --max-epochs, --max-steps, --max-minutes, --eval-every, --log-every,
 --plateau-factor, --plateau-patience, --min-lr, --max-nonfinite, --seed, --device, --bf16,
---quiet, --resume, --init-from); `train_config_from_args(args, defaults)` turns them back into a
-TrainConfig. With defaults None a flag left out is absent from `args`, and `defaults` (a
-preset's, a resumed run's) fills it in: see `presets.py`, which both trainers use.
+--quiet, --resume); `train_config_from_args(args, defaults)` turns them back into a TrainConfig.
+With defaults None a flag left out is absent from `args`, and `defaults` (a preset's, a resumed
+run's) fills it in: see `presets.py`, which both trainers use and which adds --init-from.
 
 The run folder holds `latest.pt` (saved at every validation and when training stops),
 `best.pt` (lowest `config.metric` so far), `log.jsonl` (one JSON record per line, appended
@@ -183,9 +183,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
 
 def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None,
                         unset_help: str = "from the preset") -> None:
-    """Add the shared training flags (--lr, --max-steps, ..., --resume, --init-from), defaulting to
-    `defaults`; with None, a flag left out is absent from the parsed namespace and its help says
-    `unset_help`."""
+    """Add the shared training flags (--lr, --max-steps, ..., --resume), defaulting to `defaults`;
+    with None, a flag left out is absent from the parsed namespace and its help says `unset_help`."""
     group = parser.add_argument_group("training")
     for name, (kind, help_text) in _FLAGS.items():
         flag = "--" + name.replace("_", "-")
@@ -197,9 +196,6 @@ def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig |
         else:
             group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {shown})")
     group.add_argument("--resume", action="store_true", help="continue the run folder's latest.pt exactly where it stopped")
-    group.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
-                       help="start a new run (step 0, fresh optimiser) from the weights of CHECKPOINT, another "
-                            "run's best.pt/latest.pt or an exported model; the model config is CHECKPOINT's")
 
 
 def train_config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
