@@ -30,7 +30,7 @@ from handwriting_hm.hmlstm.device import resolve_device
 
 from .batches import evaluation_rows
 from .corpus import SPLITS
-from .prepared_text import load_prepared_text as load_prepared
+from .prepared_text import load_prepared_text
 from .model import DEFAULT_MODEL, carry, load_lm
 
 
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rows < 1 or args.bptt < 1 or (args.limit is not None and args.limit < 2):
         raise ValueError("--rows and --bptt must be >= 1 and --limit >= 2")
     loaded = load_lm(args.checkpoint)
-    data = load_prepared(args.data)
+    data = load_prepared_text(args.data)
     if data.vocab != loaded.vocab:
         raise ValueError(f"{args.data}: its vocabulary differs from the model's (prepared from another corpus?)")
     ids = data.splits[args.split][: args.limit]

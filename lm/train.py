@@ -49,7 +49,7 @@ from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, st
 from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything
 
 from .batches import bptt_rows, bptt_windows
-from .prepared_text import load_prepared_text as load_prepared
+from .prepared_text import load_prepared_text
 from .evaluate import split_bpc
 from .model import KIND, LanguageModel, LMConfig, carry
 
@@ -201,7 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    data = load_prepared(args.data)
+    data = load_prepared_text(args.data)
     start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=LanguageModel)
     config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
     if not args.resume and hasattr(args, "lr") and not hasattr(args, "min_lr"):

@@ -22,7 +22,7 @@ from lm.corpus import EOL, encode_text, ptb_symbols, split_sizes
 from lm.evaluate import split_bpc
 from lm.model import DEFAULT_MODEL, LanguageModel, LMConfig, load_lm
 from lm.prepare import prepare
-from lm.prepared_text import load_prepared_text as load_prepared
+from lm.prepared_text import load_prepared_text
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -65,7 +65,7 @@ def test_ptb_symbols_are_tokens_plus_one_end_of_line_per_line(ptb_prepared: Path
     text = ptb_char_text(WORDS)
     symbols = ptb_symbols(text)
     assert symbols == "".join("_".join(line.split()) + EOL for line in WORDS)
-    prepared = load_prepared(ptb_prepared)
+    prepared = load_prepared_text(ptb_prepared)
     expected_train = sum(len("_".join(line.split())) + 1 for line in WORDS) * 30
     assert prepared.metadata["counts"]["train"] == expected_train
     assert EOL in prepared.vocab and "_" in prepared.vocab
@@ -139,7 +139,7 @@ def test_download_is_verified_by_sha256(tmp_path: Path, ptb_folder: Path, monkey
     monkeypatch.setitem(lm_data.DOWNLOADS, "ptb", lm_data.Download(url, hashes))
     prepared = prepare("ptb", tmp_path / "p.npz", cache=tmp_path / "c2")
     assert prepared.metadata["sources_sha256"] == hashes
-    assert load_prepared(tmp_path / "p.npz").vocab == prepared.vocab
+    assert load_prepared_text(tmp_path / "p.npz").vocab == prepared.vocab
 
 
 def test_corrupt_download_and_offline_machine_give_one_line_errors(tmp_path: Path, capsys) -> None:
@@ -161,9 +161,9 @@ def test_wrong_sha256_for_a_local_file_is_an_error(tmp_path: Path) -> None:
 def test_a_file_that_is_not_prepared_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a prepared hm-lm file"):
-        load_prepared(tmp_path / "x.npz")
+        load_prepared_text(tmp_path / "x.npz")
     with pytest.raises(OSError, match="hm-lm prepare"):
-        load_prepared(tmp_path / "missing.npz")
+        load_prepared_text(tmp_path / "missing.npz")
 
 
 @pytest.mark.skipif(not (SHARED / "ptb_char").is_dir(), reason=f"real PTB char data not found at {SHARED / 'ptb_char'}")
@@ -343,7 +343,7 @@ def save_tiny(path: Path, model: LanguageModel, vocab: list[str], slope: float =
 
 
 def test_evaluate_cli_reports_the_bpc_of_the_whole_split(tmp_path: Path, ptb_prepared: Path, capsys) -> None:
-    prepared = load_prepared(ptb_prepared)
+    prepared = load_prepared_text(ptb_prepared)
     model = tiny_model(len(prepared.vocab)).eval()
     checkpoint = save_tiny(tmp_path / "m.pt", model, prepared.vocab)
     code, out, _ = run_cli(["evaluate", str(checkpoint), "--data", str(ptb_prepared), "--split", "test",
@@ -359,7 +359,7 @@ def test_evaluate_cli_reports_the_bpc_of_the_whole_split(tmp_path: Path, ptb_pre
 
 def test_boundaries_png_and_update_fractions_follow_the_boundaries(tmp_path: Path, ptb_prepared: Path,
                                                                    capsys) -> None:
-    vocab = load_prepared(ptb_prepared).vocab
+    vocab = load_prepared_text(ptb_prepared).vocab
     checkpoint = save_tiny(tmp_path / "m.pt", tiny_model(len(vocab)), vocab, slope=1.0)
     png = tmp_path / "b.png"
     code, out, _ = run_cli(["boundaries", str(checkpoint), "the cat sat\non the mat", "-o", str(png), "--norms"], capsys)
@@ -381,7 +381,7 @@ def test_boundaries_png_and_update_fractions_follow_the_boundaries(tmp_path: Pat
 
 def test_unknown_characters_and_bad_checkpoints_are_one_line_errors(tmp_path: Path, ptb_prepared: Path,
                                                                     capsys) -> None:
-    vocab = load_prepared(ptb_prepared).vocab
+    vocab = load_prepared_text(ptb_prepared).vocab
     checkpoint = save_tiny(tmp_path / "m.pt", tiny_model(len(vocab)), vocab)
     code, _, err = run_cli(["boundaries", str(checkpoint), "The cat!", "-o", str(tmp_path / "x.png")], capsys)
     assert code == 2 and err.count("\n") == 1 and "'!'" in err and "'T'" in err
