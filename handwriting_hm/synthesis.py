@@ -84,9 +84,6 @@ class SynthesisState(NamedTuple):
     kappa: Tensor  # (B, K): kappa_{t-1}
     window: Tensor  # (B, V): w_{t-1}, layer 1's input at t
 
-    def detach(self) -> "SynthesisState":
-        return SynthesisState(self.core.detach(), self.kappa.detach(), self.window.detach())
-
 
 class SynthesisOutput(NamedTuple):
     params: MixtureParams  # next-point distribution at each step, leading shape (B, T)
