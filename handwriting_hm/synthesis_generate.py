@@ -11,6 +11,11 @@ a cap that scales with it, `max_points_per_character` points per character, so n
 
 Rows are aligned as in generate.py: row j of the boundaries and of the window says what the
 model did while READING point j, and the stop rule is checked on that window.
+
+Style priming (Graves §5.5): given a primer, a real line's offsets and its text, the model first
+reads the primer's strokes with the window over the primer's text followed by the text to write
+(one string: the caller puts a space between them where one belongs), then writes on from there,
+in the state the primer left. Only the new points are returned; the cap counts the new text only.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from torch import Tensor
 
 from .hmlstm.core import check_slope
 from .mixture import adjust, sample_mixture
-from .synthesis import SynthesisModel, Window
+from .model import shift_inputs
+from .synthesis import SynthesisModel, SynthesisState, Window
 
 
 class Written(NamedTuple):
@@ -29,7 +35,8 @@ class Written(NamedTuple):
     lengths: Tensor  # (N,) points written per row
     finished: Tensor  # (N,) bool: the window passed the text, pen up (False: the cap stopped the row)
     boundaries: Tensor  # (N, T, L-1): z of layers 1..L-1 while reading point t
-    log_phi: Tensor  # (N, T, U_max + 1): log phi(u) while reading point t (which characters it attends to)
+    log_phi: Tensor  # (N, T, U_max + 1): log phi(u) while reading point t (which characters it attends to);
+    # with primers, u counts over the primer's text and the text together
 
 
 def window_passed_text(window: Window, text_lengths: Tensor) -> Tensor:
@@ -45,20 +52,31 @@ def window_passed_text(window: Window, text_lengths: Tensor) -> Tensor:
 @torch.inference_mode()
 def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, temperature: float = 1.0,
                 slope: float = 1.0, max_points_per_character: int = 40,
-                generator: torch.Generator | None = None) -> Written:
-    """Write each text once (one row per text). Raises UnknownCharacters (a ValueError, naming them)
-    for characters outside the model's alphabet; bias and temperature as in mixture.adjust."""
+                generator: torch.Generator | None = None,
+                primers: Sequence[tuple[Tensor, str]] | None = None) -> Written:
+    """Write each text once (one row per text), each after its primer if given: (offsets (T_i, 3),
+    normalised as the model sees them, and their text). Raises UnknownCharacters (a ValueError,
+    naming them) for characters outside the model's alphabet; bias and temperature as in mixture.adjust."""
     check_slope(slope)
     if not isinstance(max_points_per_character, int) or max_points_per_character < 1:
         raise ValueError(f"max_points_per_character must be a whole number >= 1, got {max_points_per_character!r}")
     device = model.window.weight.device
     # checks bias and temperature now, even where no point gets drawn
     adjust(model.head(torch.zeros(1, model.config.embedding_size, device=device)), bias, temperature)
+    if primers is not None and len(primers) != len(texts):
+        raise ValueError(f"give one primer per text: {len(primers)} primers for {len(texts)} texts")
+    for text in texts:
+        model.alphabet.check(text)  # an empty text is refused even after a primer
+    caps = torch.tensor([len(text) for text in texts], device=device) * max_points_per_character
+    if primers is not None:
+        texts = [primer_text + text for (_, primer_text), text in zip(primers, texts)]
     text, text_lengths = model.alphabet.one_hot(texts)
     text, text_lengths = text.to(device), text_lengths.to(device)
-    caps = text_lengths * max_points_per_character
     n = len(texts)
-    state, _, window = model.step(text.new_zeros(n, 3), text, model.initial_state(n), slope)  # reads the zero vector
+    if primers is None:
+        state, _, window = model.step(text.new_zeros(n, 3), text, model.initial_state(n), slope)  # reads the zero vector
+    else:
+        state, window = read_primers(model, [offsets.to(device) for offsets, _ in primers], text, slope)
     passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     points, boundaries, log_phis = [], [], []
@@ -77,3 +95,19 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     stacked = [torch.stack(values, dim=1) if values else text.new_zeros(n, 0, size)
                for values, size in ((points, 3), (boundaries, model.core.num_detectors), (log_phis, text.shape[1] + 1))]
     return Written(stacked[0], lengths, passed, stacked[1], stacked[2])
+
+
+def read_primers(model: SynthesisModel, primers: Sequence[Tensor], text: Tensor,
+                 slope: float) -> tuple[SynthesisState, Window]:
+    """Run the model over each primer's offsets (T_i, 3) with the window over `text` (B, U, V), up
+    to and including its last point: the state and window from which writing continues."""
+    lengths = torch.tensor([len(offsets) for offsets in primers], device=text.device)
+    if bool((lengths == 0).any()):
+        raise ValueError("a primer has no points: give a line of strokes, or no primer")
+    offsets = text.new_zeros(len(primers), int(lengths.max()), 3)
+    for row, primer in enumerate(primers):
+        offsets[row, :len(primer)] = primer
+    read = model(shift_inputs(offsets), text, lengths=lengths, slope=slope)  # every point but the last
+    last = offsets[torch.arange(len(primers), device=text.device), lengths - 1]
+    state, _, window = model.step(last, text, read.state, slope)
+    return state, window

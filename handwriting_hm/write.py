@@ -5,6 +5,10 @@ checkpoint (or takes a loaded model), seeds its own generator (same seed, same d
 turns the model's normalised offsets back into the raw units of its training data. Besides the
 ink, each point says what each boundary detector did and which character the window weighed most
 while the point was read: what a picture of the boundaries against the letters needs.
+
+`style` primes the model with a real line (Graves §5.5): its offsets in the training data's raw
+units and its text, e.g. `style_from_line("data/iam_ondb.npz", "a01-000u-01")`. The window then
+reads the style's text, a space where the alphabet has one, and the text.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from data_prep.dataset import coordinate_scale
 
 from .drawing import offsets_to_points, split_strokes
 from .sample import raw_offsets
@@ -34,21 +40,57 @@ class WrittenText:
         return split_strokes(offsets_to_points(self.offsets))
 
 
-def write(text: str, checkpoint: str | Path | LoadedSynthesisModel, *, bias: float = 0.0,
-          temperature: float = 1.0, seed: int = 0, max_points_per_character: int = 40) -> WrittenText:
-    """Write `text` with a synthesis checkpoint (a path, or what load_synthesis_model returned).
+def write(text: str, checkpoint: str | Path | LoadedSynthesisModel, *, style: tuple[np.ndarray, str] | None = None,
+          bias: float = 0.0, temperature: float = 1.0, seed: int = 0,
+          max_points_per_character: int = 40) -> WrittenText:
+    """Write `text` with a synthesis checkpoint (a path, or what load_synthesis_model returned),
+    in the hand of `style` if given: (offsets (T, 3) in raw units, their text).
 
     Raises UnknownCharacters (a ValueError naming them) for characters the model cannot write,
     and ValueError with one line for an unusable checkpoint or bad parameters.
     """
     loaded = checkpoint if isinstance(checkpoint, LoadedSynthesisModel) else load_synthesis_model(checkpoint)
+    primers, offset = None, 0
+    if style is not None:
+        style_offsets, style_text = style
+        if " " in loaded.model.alphabet.ids:
+            style_text += " "
+        primers, offset = [(normalised_offsets(style_offsets, loaded.stats), style_text)], len(style_text)
     generator = torch.Generator().manual_seed(seed)
     written = write_texts(loaded.model, [text], bias=bias, temperature=temperature, slope=loaded.slope,
-                          max_points_per_character=max_points_per_character, generator=generator)
+                          max_points_per_character=max_points_per_character, generator=generator, primers=primers)
     length = int(written.lengths[0])
-    log_phi = written.log_phi[0, :length, :len(text)]  # the characters only, not the position after them
+    log_phi = written.log_phi[0, :length, offset:offset + len(text)]  # the text's characters only
     return WrittenText(text=text,
                        offsets=raw_offsets(written.offsets[0, :length].numpy(), loaded.stats),
                        boundaries=written.boundaries[0, :length].round().long().numpy(),
                        attended=log_phi.argmax(dim=-1).numpy(),
                        finished=bool(written.finished[0]))
+
+
+def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> torch.Tensor:
+    """Raw (T, 3) offsets as the model reads them: dx, dy less the mean over the scale (the inverse of
+    `sample.raw_offsets`); end_of_stroke 0 or 1."""
+    offsets = np.asarray(offsets, dtype=np.float32)
+    if offsets.ndim != 2 or offsets.shape[1] != 3 or not np.isfinite(offsets).all():
+        raise ValueError(f"style strokes must be finite (points, 3) offsets dx, dy, end_of_stroke, got shape {offsets.shape}")
+    normalised = offsets.copy()
+    normalised[:, :2] = (offsets[:, :2] - np.asarray(stats["mean"], dtype=np.float32)) / np.asarray(
+        coordinate_scale(stats["std"]), dtype=np.float32)
+    normalised[:, 2] = offsets[:, 2] > 0.5
+    return torch.from_numpy(normalised)
+
+
+def style_from_line(data: str | Path, line_id: str) -> tuple[np.ndarray, str]:
+    """An IAM-OnDB line of a prepared file as a style: its raw offsets (T, 3) and its text."""
+    from data_prep.prepared_file import load_prepared  # data_prep is needed only to read the prepared file
+
+    arrays, _ = load_prepared(data)
+    found = np.flatnonzero(arrays["line_ids"] == line_id)
+    if len(found) == 0:
+        raise ValueError(f"{data}: no line {line_id!r} (ids look like a01-000u-01)")
+    index = int(found[0])
+    if not arrays["texts"][index]:
+        raise ValueError(f"{data}: line {line_id!r} has no transcription, so it cannot prime the window")
+    begin, end = arrays["starts"][index], arrays["starts"][index + 1]
+    return arrays["offsets"][begin:end].copy(), str(arrays["texts"][index])

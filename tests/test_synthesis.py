@@ -15,7 +15,7 @@ from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
 from handwriting_hm.synthesis_train import SynthesisPreset, evaluate_synthesis, train_synthesis
 from handwriting_hm.toy_font import ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, toy_accuracy, train_toy_model
-from handwriting_hm.write import write
+from handwriting_hm.write import style_from_line, write
 
 ALPHABET = "abcdefghij"
 
@@ -166,6 +166,22 @@ def test_write_returns_the_ink_in_raw_units_with_what_each_point_attends_to(tmp_
     with pytest.raises(ValueError, match="expected a 'synthesis' model"):
         write("hij", write_tiny_checkpoint(tmp_path / "unconditional.pt"))
 
+    # a style in raw units is normalised with the checkpoint's stats before it primes the model
+    style = np.array([[13.0, 19.0, 0.0], [-7.0, -1.0, 1.0], [3.0, 39.0, 1.0]], dtype=np.float32)
+    styled = write("hij", path, style=(style, "ab"), bias=50.0, temperature=1e-4)
+    primer = torch.tensor([[1.0, 1.0, 0.0], [-1.0, 0.0, 1.0], [0.0, 2.0, 1.0]])
+    expected = write_texts(model, ["hij"], primers=[(primer, "ab")], bias=50.0, temperature=1e-4)
+    assert np.allclose(styled.offsets[:, 0], expected.offsets[0, :, 0].numpy() * 10.0 + 3.0, atol=1e-3)
+    assert not np.allclose(styled.offsets[:3], written.offsets[:3])
+
+
+def test_a_style_comes_from_a_line_of_the_prepared_file(tmp_path):
+    data = make_prepared(tmp_path, n_forms=1)
+    offsets, text = style_from_line(data, "a00-000u-03")
+    assert text == "line 3" and offsets.shape[1] == 3 and 20 <= len(offsets) < 60
+    with pytest.raises(ValueError, match="no line 'a00-000u-99'"):
+        style_from_line(data, "a00-000u-99")
+
 
 def test_iam_training_keeps_checkpoints_and_resumes_exactly(tmp_path):
     data = make_prepared(tmp_path, n_forms=2)
@@ -198,9 +214,43 @@ def test_the_toy_font_reader_reads_the_font_and_counts_edits():
     assert character_accuracy(["abd", "x"], ["abc", ""]) == pytest.approx(1 - 2 / 3)
 
 
-def test_a_small_model_trained_on_the_toy_font_writes_held_out_strings_legibly(tmp_path):
-    """Issue 14, item 7: about 60 s of one CPU thread (600 steps), >= 90% of the characters read back."""
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    """Issue 14, item 7: a 2 x 64 model trained on the toy font for 600 steps (about 60 s of one CPU thread)."""
     font = ToyFont(ToyFontConfig())
-    model, texts = train_toy_model(font, ToyTrainingConfig(), tmp_path)
+    model, texts = train_toy_model(font, ToyTrainingConfig(), tmp_path_factory.mktemp("toy"))
+    return font, model, texts
+
+
+def test_a_small_model_trained_on_the_toy_font_writes_held_out_strings_legibly(toy_model):
+    font, model, texts = toy_model
     assert len(texts) == 100
-    assert toy_accuracy(font, model, texts, ToyTrainingConfig.bias) >= 0.90
+    assert toy_accuracy(font, model, texts, ToyTrainingConfig.bias) >= 0.90  # 94.9% when measured
+
+
+def test_primed_with_a_line_the_toy_model_writes_on_after_it(toy_model):
+    font, model, texts = toy_model
+    generator = torch.Generator().manual_seed(7)
+    primers = font.lines(font.random_texts(len(texts), generator), generator)
+    written = write_texts(model, texts, bias=ToyTrainingConfig.bias, primers=primers,
+                          generator=torch.Generator().manual_seed(0))
+    read = [font.read(offsets[:length]) for offsets, length in zip(written.offsets, written.lengths)]
+    assert character_accuracy(read, texts) >= 0.90  # the new text only, not the primer's again
+
+
+def test_primers_of_different_lengths_batch_as_they_run_alone():
+    model = tiny()
+    primers = [(random_points(1, 5)[0], "ab"), (random_points(1, 9)[0], "jjij")]
+    together = write_texts(model, ["cd", "e"], primers=primers, max_points_per_character=3, bias=50.0, temperature=1e-4)
+    for row, (primer, text) in enumerate(zip(primers, ["cd", "e"])):
+        alone = write_texts(model, [text], primers=[primer], max_points_per_character=3, bias=50.0, temperature=1e-4)
+        length = int(alone.lengths[0])
+        assert int(together.lengths[row]) == length
+        # bias 50 and temperature 1e-4 draw the likeliest mean and pen state, whatever the random numbers
+        assert torch.allclose(together.offsets[row, :length, :2], alone.offsets[0, :, :2], atol=1e-4)
+    unprimed = write_texts(model, ["cd"], max_points_per_character=3, bias=50.0, temperature=1e-4)
+    assert not torch.allclose(unprimed.offsets[0, :2, :2], together.offsets[0, :2, :2])  # the primer matters
+    with pytest.raises(UnknownCharacters, match="'Q'"):
+        write_texts(model, ["cd"], primers=[(primers[0][0], "aQ")])
+    with pytest.raises(ValueError, match="no points"):
+        write_texts(model, ["cd"], primers=[(torch.zeros(0, 3), "ab")])
