@@ -11,6 +11,7 @@ from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.p
 from handwriting_hm.alphabet import Alphabet, UnknownCharacters
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.trainer import TrainConfig
+from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits, word_ends
 from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
 from handwriting_hm.synthesis_train import SynthesisPreset, evaluate_synthesis, train_synthesis
@@ -254,3 +255,17 @@ def test_primers_of_different_lengths_batch_as_they_run_alone():
         write_texts(model, ["cd"], primers=[(primers[0][0], "aQ")])
     with pytest.raises(ValueError, match="no points"):
         write_texts(model, ["cd"], primers=[(torch.zeros(0, 3), "ab")])
+
+
+def test_firings_are_set_against_the_word_ends_and_the_chance_rate():
+    attended = np.array([0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4])  # "ab cd", one character after another
+    assert character_ends(attended).tolist() == [1, 4, 6, 8, 10]
+    assert word_ends(attended, "ab cd").tolist() == [4, 10]  # after "b" and after "d"
+    fired = np.zeros(11)
+    fired[[4, 7, 10]] = 1
+    exact = word_boundary_hits([(fired, attended, "ab cd")], tolerance=0)
+    assert (exact.firings, exact.hits, exact.near) == (3, 2, 2)
+    assert exact.hit_rate == pytest.approx(2 / 3) and exact.chance_rate == pytest.approx(2 / 11)
+    near = word_boundary_hits([(fired, attended, "ab cd")] * 2, tolerance=1)
+    assert (near.firings, near.hits, near.points, near.near) == (6, 4, 22, 10)
+    assert math.isnan(word_boundary_hits([(np.zeros(11), attended, "ab cd")]).hit_rate)
