@@ -15,13 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
 from .alphabet import Alphabet
 from .hmlstm.trainer import TrainConfig, Trainer
+from .letter_boundaries import BoundaryHits, boundary_hits, character_ends
 from .synthesis import KIND, SynthesisConfig, SynthesisModel
 from .synthesis_generate import write_texts
 from .synthesis_train import SynthesisTask
@@ -140,11 +141,21 @@ def train_toy_model(font: ToyFont, config: ToyTrainingConfig, run_dir: str | Pat
     return model.eval(), test_texts
 
 
-def toy_accuracy(font: ToyFont, model: SynthesisModel, texts: Sequence[str], bias: float) -> float:
-    """Write every text once and read it back; the character accuracy."""
+class ToyResult(NamedTuple):
+    accuracy: float  # of the characters read back from what the model wrote
+    layer1_at_character_ends: BoundaryHits  # z^1 firings on the last point of a character (the window's)
+
+
+def evaluate_toy(font: ToyFont, model: SynthesisModel, texts: Sequence[str], bias: float) -> ToyResult:
+    """Write every text once and read it back: the character accuracy, and where layer 1's boundaries fell."""
     written = write_texts(model, texts, bias=bias, generator=torch.Generator().manual_seed(0))
-    read = [font.read(offsets[:length]) for offsets, length in zip(written.offsets, written.lengths)]
-    return character_accuracy(read, texts)
+    read, lines = [], []
+    for offsets, length, boundaries, log_phi, text in zip(written.offsets, written.lengths, written.boundaries,
+                                                          written.log_phi, texts):
+        read.append(font.read(offsets[:length]))
+        attended = log_phi[:length, :len(text)].argmax(dim=-1).numpy()
+        lines.append(boundary_hits(boundaries[:length, 0].numpy(), character_ends(attended), tolerance=0))
+    return ToyResult(character_accuracy(read, texts), BoundaryHits(*(sum(column) for column in zip(*lines))))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,9 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as run_dir:
         model, texts = train_toy_model(font, config, run_dir, quiet=False)
     trained = time.monotonic() - started
-    accuracy = toy_accuracy(font, model, texts, config.bias)
+    result = evaluate_toy(font, model, texts, config.bias)
+    hits = result.layer1_at_character_ends
     print(f"toy font: {len(texts)} held-out lines written at bias {config.bias:g}, character accuracy "
-          f"{accuracy:.1%} (training {trained:.0f} s, {config.max_steps} steps, 1 thread)")
+          f"{result.accuracy:.1%} (training {trained:.0f} s, {config.max_steps} steps, 1 thread); "
+          f"z1 fired {hits.firings} times, {hits.hit_rate:.1%} of them on a character's last point (chance {hits.chance_rate:.1%})")
     return 0
 
 
