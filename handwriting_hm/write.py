@@ -7,8 +7,8 @@ ink, each point says what each boundary detector did and which character the win
 while the point was read: what a picture of the boundaries against the letters needs.
 
 `style` primes the model with a real line (Graves §5.5): its offsets in the training data's raw
-units and its text, e.g. `style_from_line("data/iam_ondb.npz", "a01-000u-01")`. The window then
-reads the style's text, a space where the alphabet has one, and the text.
+units and its text, from `styles.py` (an IAM-OnDB line id, strokes a person drew, a JSON or InkML
+file). The window then reads the style's text, a space where the alphabet has one, and the text.
 """
 from __future__ import annotations
 
@@ -80,17 +80,3 @@ def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]
     normalised[:, 2] = offsets[:, 2] > 0.5
     return torch.from_numpy(normalised)
 
-
-def style_from_line(data: str | Path, line_id: str) -> tuple[np.ndarray, str]:
-    """An IAM-OnDB line of a prepared file as a style: its raw offsets (T, 3) and its text."""
-    from data_prep.prepared_file import load_prepared  # data_prep is needed only to read the prepared file
-
-    arrays, _ = load_prepared(data)
-    found = np.flatnonzero(arrays["line_ids"] == line_id)
-    if len(found) == 0:
-        raise ValueError(f"{data}: no line {line_id!r} (ids look like a01-000u-01)")
-    index = int(found[0])
-    if not arrays["texts"][index]:
-        raise ValueError(f"{data}: line {line_id!r} has no transcription, so it cannot prime the window")
-    begin, end = arrays["starts"][index], arrays["starts"][index + 1]
-    return arrays["offsets"][begin:end].copy(), str(arrays["texts"][index])

@@ -1,6 +1,7 @@
 """The synthesis model: its window, how the window meets the boundaries, the alphabet, the stop rule."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,7 +17,8 @@ from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
 from handwriting_hm.synthesis_train import SynthesisPreset, evaluate_synthesis, train_synthesis
 from handwriting_hm.toy_font import ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy, train_toy_model
-from handwriting_hm.write import style_from_line, write
+from handwriting_hm.styles import style_from_file, style_from_line, style_from_strokes
+from handwriting_hm.write import write
 
 ALPHABET = "abcdefghij"
 
@@ -182,6 +184,26 @@ def test_a_style_comes_from_a_line_of_the_prepared_file(tmp_path):
     assert text == "line 3" and offsets.shape[1] == 3 and 20 <= len(offsets) < 60
     with pytest.raises(ValueError, match="no line 'a00-000u-99'"):
         style_from_line(data, "a00-000u-99")
+
+
+def test_a_style_comes_from_drawn_strokes_json_or_inkml(tmp_path):
+    offsets, text = style_from_strokes([[[10, 50], [12, 47]], [[20, 50], [21, 52], [25, 52]]], "hi")
+    assert text == "hi"
+    assert offsets.tolist() == [[0, 0, 0], [2, 3, 1], [8, -3, 0], [1, -2, 0], [4, 0, 1]]  # y up, pen-ups
+    (tmp_path / "style.json").write_text(json.dumps({"text": "hi", "strokes": [[[10, 50], [12, 47]],
+                                                                              [[20, 50], [21, 52], [25, 52]]]}))
+    assert style_from_file(tmp_path / "style.json")[0].tolist() == offsets.tolist()
+    (tmp_path / "style.inkml").write_text(
+        '<ink xmlns="http://www.w3.org/2003/InkML"><annotation type="transcription">hi</annotation>'
+        '<trace>10 50, 12 47</trace><trace>20 50 0.1, 21 52 0.2, 25 52 0.3</trace></ink>')
+    inkml_offsets, inkml_text = style_from_file(tmp_path / "style.inkml")
+    assert inkml_offsets.tolist() == offsets.tolist() and inkml_text == "hi"
+    assert style_from_file(tmp_path / "style.inkml", text="ho")[1] == "ho"
+    (tmp_path / "untitled.json").write_text(json.dumps({"strokes": [[[0, 0]]]}))
+    with pytest.raises(ValueError, match="does not say its text"):
+        style_from_file(tmp_path / "untitled.json")
+    with pytest.raises(ValueError, match="non-empty list"):
+        style_from_strokes([[]], "hi")
 
 
 def test_iam_training_keeps_checkpoints_and_resumes_exactly(tmp_path):

@@ -1,0 +1,96 @@
+"""Where a style (a real line to prime the synthesis model with, Graves §5.5) comes from.
+
+A style is `(offsets, text)`: the line's offsets (T, 3) = dx, dy, end_of_stroke in the raw units
+of the training data (IAM-OnDB sensor units, y up), and the text it says. Sources:
+
+- a line of a prepared IAM-OnDB file, by id (`style_from_line`);
+- strokes as a pen records them (`style_from_strokes`): a list of pen-down strokes, each a list
+  of (x, y) in screen coordinates (y down, as a canvas gives them), flipped to y up here;
+- a file of such strokes (`style_from_file`): JSON `{"text": "...", "strokes": [[[x, y], ...], ...]}`
+  or InkML (`<trace>` elements of "x y" pairs; the text from `<annotation type="transcription">`
+  or the `text` argument).
+
+The coordinates are used as they are: strokes in other units than the training data's (canvas
+pixels, say) should be scaled by the caller first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+INKML = "{http://www.w3.org/2003/InkML}"
+
+
+def style_from_line(data: str | os.PathLike, line_id: str) -> tuple[np.ndarray, str]:
+    """An IAM-OnDB line of a prepared file as a style: its raw offsets (T, 3) and its text."""
+    from data_prep.prepared_file import load_prepared  # data_prep is needed only to read the prepared file
+
+    arrays, _ = load_prepared(data)
+    found = np.flatnonzero(arrays["line_ids"] == line_id)
+    if len(found) == 0:
+        raise ValueError(f"{data}: no line {line_id!r} (ids look like a01-000u-01)")
+    index = int(found[0])
+    if not arrays["texts"][index]:
+        raise ValueError(f"{data}: line {line_id!r} has no transcription, so it cannot prime the window")
+    begin, end = arrays["starts"][index], arrays["starts"][index + 1]
+    return arrays["offsets"][begin:end].copy(), str(arrays["texts"][index])
+
+
+def style_from_strokes(strokes: Sequence[Sequence[Sequence[float]]], text: str) -> tuple[np.ndarray, str]:
+    """Pen-down strokes in screen coordinates (y down) -> offsets (T, 3), y up, the first offset (0, 0)
+    as in the prepared data, end_of_stroke on each stroke's last point."""
+    arrays = [np.asarray(stroke, dtype=np.float64) for stroke in strokes]
+    if not arrays or any(a.ndim != 2 or a.shape[1] != 2 or len(a) == 0 for a in arrays):
+        raise ValueError("a style needs at least one stroke, each a non-empty list of [x, y] points")
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("a style's points must be finite numbers")
+    if not text:
+        raise ValueError("a style needs the text its strokes say")
+    points = np.concatenate(arrays) * np.array([1.0, -1.0])  # y up, as the training data
+    offsets = np.zeros((len(points), 3), dtype=np.float32)
+    offsets[1:, :2] = np.diff(points, axis=0)
+    offsets[np.cumsum([len(a) for a in arrays]) - 1, 2] = 1.0
+    return offsets, text
+
+
+def style_from_file(path: str | os.PathLike, text: str | None = None) -> tuple[np.ndarray, str]:
+    """A JSON or InkML strokes file (by its suffix) as a style; `text` overrides the file's own."""
+    path = Path(path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the style file ({error})") from None
+    if path.suffix.lower() == ".json":
+        strokes, file_text = _json_strokes(path, content)
+    elif path.suffix.lower() in (".inkml", ".xml"):
+        strokes, file_text = _inkml_strokes(path, content)
+    else:
+        raise ValueError(f"{path}: a style file is .json or .inkml")
+    if not (text or file_text):
+        raise ValueError(f"{path}: the file does not say its text: give it")
+    return style_from_strokes(strokes, text or file_text)
+
+
+def _json_strokes(path: Path, content: str) -> tuple[list, str]:
+    try:
+        document = json.loads(content)
+        return document["strokes"], str(document.get("text", ""))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f'{path}: not a strokes file {{"text": ..., "strokes": [[[x, y], ...], ...]}} ({error})') from None
+
+
+def _inkml_strokes(path: Path, content: str) -> tuple[list, str]:
+    try:
+        root = ElementTree.fromstring(content)
+        strokes = [[[float(v) for v in point.split()[:2]] for point in trace.text.strip().split(",")]
+                   for trace in root.iter(INKML + "trace")]
+    except (ElementTree.ParseError, AttributeError, ValueError) as error:
+        raise ValueError(f"{path}: not an InkML file of 'x y' traces ({error})") from None
+    texts = [a.text.strip() for a in root.iter(INKML + "annotation")
+             if a.get("type") == "transcription" and a.text and a.text.strip()]
+    return strokes, texts[0] if texts else ""
