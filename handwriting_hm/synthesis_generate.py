@@ -65,18 +65,20 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     adjust(model.head(torch.zeros(1, model.config.embedding_size, device=device)), bias, temperature)
     if primers is not None and len(primers) != len(texts):
         raise ValueError(f"give one primer per text: {len(primers)} primers for {len(texts)} texts")
-    for text in texts:
-        model.alphabet.check(text)  # an empty text is refused even after a primer
-    caps = torch.tensor([len(text) for text in texts], device=device) * max_points_per_character
+    if not texts:
+        raise ValueError("give at least one text to write")
+    for line in texts:
+        model.alphabet.check(line)  # an empty text is refused even after a primer
+    caps = torch.tensor([len(line) for line in texts], device=device) * max_points_per_character
     if primers is not None:
-        texts = [primer_text + text for (_, primer_text), text in zip(primers, texts)]
-    text, text_lengths = model.alphabet.one_hot(texts)
-    text, text_lengths = text.to(device), text_lengths.to(device)
+        texts = [primer_text + line for (_, primer_text), line in zip(primers, texts)]
+    one_hot, text_lengths = model.alphabet.one_hot(texts)
+    one_hot, text_lengths = one_hot.to(device), text_lengths.to(device)
     n = len(texts)
     if primers is None:
-        state, _, window = model.step(text.new_zeros(n, 3), text, model.initial_state(n), slope)  # reads the zero vector
+        state, _, window = model.step(one_hot.new_zeros(n, 3), one_hot, model.initial_state(n), slope)  # reads the zero vector
     else:
-        state, window = read_primers(model, [offsets.to(device) for offsets, _ in primers], text, slope)
+        state, window = read_primers(model, [offsets.to(device) for offsets, _ in primers], one_hot, slope)
     passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     points, boundaries, log_phis = [], [], []
@@ -87,13 +89,13 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
         params = model.head(model.output(state.core.h + (state.window,)))
         x = sample_mixture(params, bias, temperature, generator) * writing[:, None]  # stopped rows write nothing
         lengths += writing.long()
-        state, z, window = model.step(x, text, state, slope)  # reads the point just drawn
+        state, z, window = model.step(x, one_hot, state, slope)  # reads the point just drawn
         points.append(x)
         boundaries.append(z * writing[:, None])
         log_phis.append(window.log_phi)
         passed = passed | (writing & window_passed_text(window, text_lengths) & (x[:, 2] > 0.5))
-    stacked = [torch.stack(values, dim=1) if values else text.new_zeros(n, 0, size)
-               for values, size in ((points, 3), (boundaries, model.core.num_detectors), (log_phis, text.shape[1] + 1))]
+    stacked = [torch.stack(values, dim=1) if values else one_hot.new_zeros(n, 0, size)
+               for values, size in ((points, 3), (boundaries, model.core.num_detectors), (log_phis, one_hot.shape[1] + 1))]
     return Written(stacked[0], lengths, passed, stacked[1], stacked[2])
 
 
