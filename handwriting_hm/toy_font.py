@@ -6,7 +6,7 @@ synthesis model is trained on them by the shared Trainer on the CPU; it then wri
 strings, and a nearest-template reader decodes what it wrote. Only a model that writes the
 character its window points at, and moves the window one character per stroke, reads back right.
 
-    python -m handwriting_hm.toy_font        # trains (about two minutes on one CPU thread), prints the accuracy
+    python -m handwriting_hm.toy_font        # trains (about a minute of one CPU thread), prints the accuracy
 """
 from __future__ import annotations
 
