@@ -115,7 +115,8 @@ def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], 
 @dataclass
 class SynthesisPreset:
     """The `synthesis` preset: the paper's handwriting core (3 x 400, batch 32, learning rate 3e-4,
-    §4.2) with Graves's window (K = 10) and mixture (M = 20); whole lines, the paper's split."""
+    §4.2) with Graves's window (K = 10) and mixture (M = 20); whole lines, the paper's split; the
+    boundary slope fixed at 1 (SynthesisTask has no annealing schedule yet)."""
 
     model: SynthesisConfig
     scheme: str = "paper"
@@ -138,12 +139,15 @@ def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list
 def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False) -> dict:
     """Train (or with `resume`, continue) a synthesis model on a prepared IAM-OnDB file; the Trainer's summary."""
     model_config = preset.model
+    train_lines, stats = iam_lines(data, "train", preset.scheme)
     if resume:  # the run's own model, whatever the preset says now
-        model_config = SynthesisConfig.from_dict(load_checkpoint(Path(run_dir) / LATEST, kind=KIND)["config"])
+        checkpoint = load_checkpoint(Path(run_dir) / LATEST, kind=KIND)
+        model_config = SynthesisConfig.from_dict(checkpoint["config"])
+        if checkpoint["metadata"].get("stats") != stats:  # the weights mean something only on data normalised so
+            raise ValueError(f"{data}: its normalisation statistics differ from those the run in {run_dir} trained with")
     elif not model_config.alphabet:
         model_config = SynthesisConfig(**{**asdict(model_config), "alphabet": alphabet_of_prepared(data).characters})
     alphabet = Alphabet(model_config.alphabet)
-    train_lines, stats = iam_lines(data, "train", preset.scheme)
     validation, _ = iam_lines(data, "validation", preset.scheme)
     step = max(1, len(validation) // preset.validation_lines)
     seed_everything(preset.train.seed)  # the model's initial weights
