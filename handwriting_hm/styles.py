@@ -81,7 +81,8 @@ def _json_strokes(path: Path, content: str) -> tuple[list, str]:
         document = json.loads(content)
         return document["strokes"], str(document.get("text", ""))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f'{path}: not a strokes file {{"text": ..., "strokes": [[[x, y], ...], ...]}} ({error})') from None
+        expected = '{"text": ..., "strokes": [[[x, y], ...], ...]}'
+        raise ValueError(f"{path}: not a strokes file {expected} ({error})") from None
 
 
 def _inkml_strokes(path: Path, content: str) -> tuple[list, str]:

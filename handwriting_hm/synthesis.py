@@ -142,8 +142,10 @@ class SynthesisModel(nn.Module):
         vector = torch.einsum("bu,buv->bv", log_phi[:, :-1].exp(), text)  # Eq. 47
         return Window(vector, kappa, log_phi)
 
-    def step(self, x: Tensor, text: Tensor, state: SynthesisState, slope: float = 1.0) -> tuple[SynthesisState, Tensor, Window]:
-        """One point: x (B, 3) the previous offset, text (B, U, V). Returns the new state, z_t (B, L-1) and the window."""
+    def step(self, x: Tensor, text: Tensor, state: SynthesisState,
+             slope: float = 1.0) -> tuple[SynthesisState, Tensor, Window]:
+        """One point: x (B, 3) the previous offset, text (B, U, V) one-hot.
+        Returns the new state, z_t (B, L-1) and the window."""
         core, mode = self.core, self.config.boundary_mode
         h1, c1, z1 = core.layer_step(0, torch.cat([x, state.window], dim=-1), x.new_ones(x.shape[0], 1),
                                      state.core, slope, mode)  # layer 1 reads [x_t; w_{t-1}] at every step

@@ -76,7 +76,8 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     one_hot, text_lengths = one_hot.to(device), text_lengths.to(device)
     n = len(texts)
     if primers is None:
-        state, _, window = model.step(one_hot.new_zeros(n, 3), one_hot, model.initial_state(n), slope)  # reads the zero vector
+        # reads the zero vector
+        state, _, window = model.step(one_hot.new_zeros(n, 3), one_hot, model.initial_state(n), slope)
     else:
         state, window = read_primers(model, [offsets.to(device) for offsets, _ in primers], one_hot, slope)
     passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
@@ -94,8 +95,8 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
         boundaries.append(z * writing[:, None])
         log_phis.append(window.log_phi)
         passed = passed | (writing & window_passed_text(window, text_lengths) & (x[:, 2] > 0.5))
-    stacked = [torch.stack(values, dim=1) if values else one_hot.new_zeros(n, 0, size)
-               for values, size in ((points, 3), (boundaries, model.core.num_detectors), (log_phis, one_hot.shape[1] + 1))]
+    sizes = ((points, 3), (boundaries, model.core.num_detectors), (log_phis, one_hot.shape[1] + 1))
+    stacked = [torch.stack(values, dim=1) if values else one_hot.new_zeros(n, 0, size) for values, size in sizes]
     return Written(stacked[0], lengths, passed, stacked[1], stacked[2])
 
 

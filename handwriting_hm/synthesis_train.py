@@ -144,7 +144,7 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
         checkpoint = load_checkpoint(Path(run_dir) / LATEST, kind=KIND)
         model_config = SynthesisConfig.from_dict(checkpoint["config"])
         if checkpoint["metadata"].get("stats") != stats:  # the weights mean something only on data normalised so
-            raise ValueError(f"{data}: its normalisation statistics differ from those the run in {run_dir} trained with")
+            raise ValueError(f"{data}: its normalisation statistics differ from those of the run in {run_dir}")
     elif not model_config.alphabet:
         model_config = SynthesisConfig(**{**asdict(model_config), "alphabet": alphabet_of_prepared(data).characters})
     alphabet = Alphabet(model_config.alphabet)
@@ -172,7 +172,8 @@ def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "t
 
 def main(argv: Sequence[str] | None = None) -> int:
     preset = SynthesisPreset(SynthesisConfig())
-    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.synthesis_train", description=SynthesisPreset.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.synthesis_train",
+                                     description=SynthesisPreset.__doc__)
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints and the log")
     parser.add_argument("--hidden-sizes", type=lambda text: tuple(int(part) for part in text.split(",")),

@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     hits = result.layer1_at_character_ends
     print(f"toy font: {len(texts)} held-out lines written at bias {config.bias:g}, character accuracy "
           f"{result.accuracy:.1%} (training {trained:.0f} s, {config.max_steps} steps, 1 thread); "
-          f"z1 fired {hits.firings} times, {hits.hit_rate:.1%} of them on a character's last point (chance {hits.chance_rate:.1%})")
+          f"z1 fired {hits.firings} times, {hits.hit_rate:.1%} of them on a character's last point "
+          f"(chance {hits.chance_rate:.1%})")
     return 0
 
 

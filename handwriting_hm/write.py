@@ -73,7 +73,8 @@ def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]
     `sample.raw_offsets`); end_of_stroke 0 or 1."""
     offsets = np.asarray(offsets, dtype=np.float32)
     if offsets.ndim != 2 or offsets.shape[1] != 3 or not np.isfinite(offsets).all():
-        raise ValueError(f"style strokes must be finite (points, 3) offsets dx, dy, end_of_stroke, got shape {offsets.shape}")
+        raise ValueError(f"style strokes must be finite (points, 3) offsets dx, dy, end_of_stroke, "
+                         f"got shape {offsets.shape}")
     normalised = offsets.copy()
     normalised[:, :2] = (offsets[:, :2] - np.asarray(stats["mean"], dtype=np.float32)) / np.asarray(
         coordinate_scale(stats["std"]), dtype=np.float32)

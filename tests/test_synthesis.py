@@ -16,7 +16,8 @@ from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits,
 from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
 from handwriting_hm.synthesis_train import SynthesisPreset, evaluate_synthesis, train_synthesis
-from handwriting_hm.toy_font import ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy, train_toy_model
+from handwriting_hm.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
+                                     train_toy_model)
 from handwriting_hm.styles import style_from_file, style_from_line, style_from_strokes
 from handwriting_hm.write import write
 
