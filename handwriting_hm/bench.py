@@ -140,7 +140,7 @@ def whole_step_rows(device: torch.device, precision: str, repeats: int) -> list[
     the handwriting model with an nn.LSTM core (cuDNN on a GPU; no layer norm, which cuDNN lacks)
     against the same model with the layer-normalised HM-LSTM core (impl "auto"), its detectors set
     to fire at the paper's rates. On a GPU each step is one CUDA graph (GraphedStep), where capture
-    works; the row says when it ran eagerly. CPU rows are CPU seconds of this process."""
+    works; the row says when it ran eagerly. CPU rows with one thread are CPU seconds of this process."""
     shape = WHOLE_STEP_SHAPES[device.type]
     torch.manual_seed(0)
     offsets = torch.randn(shape.batch, shape.steps, 3, device=device)
@@ -164,7 +164,7 @@ def whole_step_rows(device: torch.device, precision: str, repeats: int) -> list[
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the row says whether the graph was used
             wall, cpu = best_times(lambda: step(offsets), device, repeats)
-        seconds = cpu if device.type == "cpu" else wall
+        seconds = cpu if device.type == "cpu" and torch.get_num_threads() == 1 else wall
         lstm_seconds = lstm_seconds or seconds
         how = "CUDA graph" if step.graph is not None else "eager"
         impl = "" if config.cell == "lstm" else f", {resolve_impl('auto', device)}"
@@ -246,7 +246,8 @@ def calibrate_firing(core: HMLSTM, x: torch.Tensor, firing: tuple[float, ...], i
 def sparse_rows(repeats: int) -> list[list[str]]:
     """The issue's table: 3x400 layer-normalised HM-LSTM, B=32, T=100, forward + backward of the
     core, sparse and fused paths at the paper's and at dense firing rates, against nn.LSTM(3, 400, 3)
-    on the same input, in one run (CPU seconds of this process, so that other jobs on the machine
+    on the same input, in one run (with one thread CPU seconds of this process, so that other jobs on
+    the machine count less; with more, wall-clock seconds, as CPU time would add the threads up)
     count less)."""
     shape, device = SPARSE_SHAPE, torch.device("cpu")
     torch.manual_seed(0)
@@ -260,12 +261,13 @@ def sparse_rows(repeats: int) -> list[list[str]]:
     def hm_step(impl: str) -> Callable[[], None]:
         return lambda: sum(h.sum() for h in core(x, impl=impl).hidden).backward()
 
-    lstm_seconds = best_times(lstm_step, device, repeats)[1]
+    clock = 1 if torch.get_num_threads() == 1 else 0  # best_times gives (wall, CPU)
+    lstm_seconds = best_times(lstm_step, device, repeats)[clock]
     rows = [["nn.LSTM", "–", str(shape), f"{shape.batch * shape.steps / lstm_seconds:,.0f} points/s", "1.00x"]]
     for name, firing in (("paper's", PAPER_FIRING), ("dense", DENSE_FIRING)):
         rates = calibrate_firing(core, x, firing)
         for impl in ("sparse", "fused"):
-            seconds = best_times(hm_step(impl), device, repeats)[1]
+            seconds = best_times(hm_step(impl), device, repeats)[clock]
             rows.append([f"HM-LSTM {impl}", f"{name}: " + " / ".join(f"{rate:.2f}" for rate in rates), str(shape),
                          f"{shape.batch * shape.steps / seconds:,.0f} points/s", f"{lstm_seconds / seconds:.2f}x"])
     return rows
@@ -341,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{markdown(header, step_rows)}\n", flush=True)
     if not args.no_sparse:
         header = ["implementation", "z^1 / z^2 firing rates", "shape", "fwd+bwd", "vs nn.LSTM"]
-        print(f"Sparse training path, {describe(torch.device('cpu'))}, layer norm, CPU seconds of this process\n\n"
+        clock = "CPU seconds of this process" if torch.get_num_threads() == 1 else "wall-clock seconds"
+        print(f"Sparse training path, {describe(torch.device('cpu'))}, layer norm, {clock}\n\n"
               f"{markdown(header, sparse_rows(args.repeats))}\n", flush=True)
     if not args.no_sampler:
         header = ["model", "batch", "active steps per layer", "reference", "fast", "fast (CPU time)",
