@@ -13,6 +13,10 @@ continuous while the colour changes exactly at the boundary.
 
 `save_samples` writes what `handwriting-hm sample` and the app both offer: one SVG, PNG or JSON
 file holding every sample of a request, so the same seed gives the same file from either.
+
+For a synthesis model's writing (`handwriting-hm write`): `render_plotter_svg`, one single-stroke
+path per pen-down stroke for pen plotters, and the letters picture (`render_letters_svg`/`_png`),
+where the boundaries fall against the characters the window attended to.
 """
 from __future__ import annotations
 
@@ -32,8 +36,9 @@ from matplotlib.figure import Figure
 
 from handwriting_hm.hmlstm.atomic import atomic_write
 
-if TYPE_CHECKING:  # the sampler is upstream of drawing; at run time only its attributes are used
+if TYPE_CHECKING:  # the samplers are upstream of drawing; at run time only their attributes are used
     from handwriting_hm.sample import Sample
+    from handwriting_hm.write import WrittenText
 
 COLOUR_MODES = ("ink", "strokes", "layer1", "layer2")
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
@@ -53,6 +58,9 @@ BACKGROUND = "white"
 SVG_PIXELS_PER_INCH = 100.0
 INK_HEIGHT = 120.0  # pixels from the lowest to the highest ink of an upright drawing
 STROKE_WIDTH = 3.0  # pixels; pages scale a long line down to their width, so not too thin
+PLOTTER_STROKE_WIDTH = 1.0  # pixels: about a fine pen's line at the plotter's usual 96 px per inch
+LETTERS_TITLE_BAND = 24.0  # pixels above each line of the letters picture, for its text and legend
+LETTERS_LABEL_BAND = 26.0  # pixels below it, for the character labels
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 
@@ -139,8 +147,13 @@ def coloured_pieces(
     colour_ids = _colour_ids(offsets[:, 2], boundaries, colour_by)
     if colour_by == "ink":
         palette = (INK_COLOUR,) if colours is None else palette[:1]
+    return _pieces(offsets[:, 2], colour_ids, palette)
+
+
+def _pieces(end_of_stroke: np.ndarray, colour_ids: np.ndarray, palette: Sequence[str]) -> list[Piece]:
+    """Cut the pen-down strokes wherever the colour id changes; id i is drawn in palette[i % len]."""
     pieces = []
-    for start, stop in _stroke_spans(offsets[:, 2]):
+    for start, stop in _stroke_spans(end_of_stroke):
         ids = colour_ids[start:stop]
         # first own point of every piece: the stroke start, then each colour change
         firsts = [start] + (start + 1 + np.flatnonzero(ids[1:] != ids[:-1])).tolist()
@@ -265,6 +278,151 @@ def _margin(stroke_width: float, marker_radius: float | None) -> float:
     """Room round the ink for the line caps and marker dots, plus some air."""
     radius = marker_radius if marker_radius is not None else 1.5 * stroke_width
     return max(stroke_width, radius) + 8.0
+
+
+def render_plotter_svg(
+    offsets: np.ndarray,
+    ink_height: float = INK_HEIGHT,
+    stroke_width: float = PLOTTER_STROKE_WIDTH,
+    colour: str = "black",
+    straighten: bool = False,
+) -> str:
+    """An SVG for pen plotters: one single-stroke <path> per pen-down stroke, in drawing order, each
+    with its own stroke and fill="none" (a plotter follows paths; a fill, a background or a path cut
+    at colour changes would make it draw twice or lift the pen mid-stroke). Sizes as `render_svg`."""
+    offsets = _check_offsets(offsets)
+    layout = _layout(_drawn_points(offsets, straighten), ink_height, margin=_margin(stroke_width, 0.0))
+    drawing = svgwrite.Drawing(size=(f"{layout.width:.0f}px", f"{layout.height:.0f}px"),
+                               viewBox=f"0 0 {layout.width:.2f} {layout.height:.2f}", debug=False)
+    for start, stop in _stroke_spans(offsets[:, 2]):
+        xy = layout.screen[start:stop]
+        if len(xy) == 1:
+            xy = np.repeat(xy, 2, axis=0)  # a dot: a zero-length line, which round caps draw
+        coordinates = " L".join(f"{x:.2f},{y:.2f}" for x, y in xy)
+        drawing.add(drawing.path(d=f"M{coordinates}", fill="none", stroke=colour, stroke_width=stroke_width,
+                                 stroke_linecap="round", stroke_linejoin="round"))
+    return drawing.tostring()
+
+
+# ---------------------------------------------------------------------------------------
+# Boundaries against the letters (a synthesis model's writing)
+
+
+@dataclass(frozen=True)
+class _LettersRow:
+    """One written line laid out for the letters picture: a title band, the ink, a label band."""
+
+    screen: np.ndarray  # (T, 2) pixels, y downward
+    width: float
+    height: float
+    pieces: list[Piece]  # the ink, one colour per attended character
+    firings: list[np.ndarray]  # per detector (z1, z2), the points where it fired
+    word_ends: list[float]  # x of each word end, between the word's last point and the next
+    labels: list[tuple[float, str, str]]  # (x, character, colour) under each written character
+    title: str
+
+
+def _letters_row(line: WrittenText, ink_height: float, stroke_width: float) -> _LettersRow:
+    from handwriting_hm.letter_boundaries import word_ends  # the boundaries' definition lives there
+
+    offsets = _check_offsets(line.offsets)
+    boundaries = _check_boundaries(line.boundaries, len(offsets))
+    attended = np.asarray(line.attended, dtype=np.int64)
+    if attended.shape != (len(offsets),):
+        raise ValueError(f"attended must have one character index per point ({len(offsets)}); got {attended.shape}")
+    layout = _layout(offsets_to_points(offsets), ink_height, margin=_margin(stroke_width, None))
+    screen = layout.screen + np.array([0.0, LETTERS_TITLE_BAND])
+    # alternate colours along the text, so neighbouring characters always differ
+    pieces = _pieces(offsets[:, 2], attended, PALETTE)
+    detectors = 0 if boundaries is None else min(2, boundaries.shape[1])  # z1 and z2
+    firings = [np.flatnonzero(boundaries[:, k]) for k in range(detectors)]
+    ends = [float(screen[e:e + 2, 0].mean()) for e in word_ends(attended, line.text)]
+    labels = [(float(screen[attended == u, 0].mean()), line.text[u], PALETTE[u % len(PALETTE)])
+              for u in np.unique(attended) if line.text[u] != " "]
+    legend = "  ·  ".join(f"{name} fired: {how}" for name, how in zip(("z1", "z2"), ("dots", "red rings")))
+    title = f"{line.text!r}   {legend}   dashed: word ends" if len(firings) else f"{line.text!r}   dashed: word ends"
+    width = max(layout.width, 8.0 * len(title))  # room for the title
+    return _LettersRow(screen, width, layout.height + LETTERS_TITLE_BAND + LETTERS_LABEL_BAND, pieces, firings,
+                       ends, labels, title)
+
+
+def render_letters_svg(lines: Sequence[WrittenText], ink_height: float = INK_HEIGHT,
+                       stroke_width: float = STROKE_WIDTH) -> str:
+    """Where the boundaries fall on the letters: per written line (anything with offsets, boundaries,
+    attended and text, as write.WrittenText), the ink coloured by the character the window attends to
+    most, that character as a label under it, dashed lines at word ends, z1's firings as dots and
+    z2's as red rings. Lines are stacked top to bottom."""
+    if len(lines) == 0:
+        raise ValueError("render_letters_svg needs at least one written line")
+    return stack_svgs([_letters_svg(_letters_row(line, ink_height, stroke_width), stroke_width) for line in lines])
+
+
+def _letters_svg(row: _LettersRow, stroke_width: float) -> str:
+    drawing = svgwrite.Drawing(size=(f"{row.width:.0f}px", f"{row.height:.0f}px"),
+                               viewBox=f"0 0 {row.width:.2f} {row.height:.2f}", debug=False)
+    drawing.add(drawing.rect(insert=(0, 0), size=("100%", "100%"), fill=BACKGROUND))
+    drawing.add(drawing.text(row.title, insert=(6, LETTERS_TITLE_BAND - 6), font_size=12, fill=INK_COLOUR,
+                             font_family="sans-serif"))
+    words = drawing.add(drawing.g(stroke="#999999", stroke_width=1, stroke_dasharray="4,3", class_="word-ends"))
+    for x in row.word_ends:
+        words.add(drawing.line((round(x, 2), LETTERS_TITLE_BAND), (round(x, 2), row.height - LETTERS_LABEL_BAND)))
+    ink = drawing.add(drawing.g(fill="none", stroke_width=stroke_width, stroke_linecap="round",
+                                stroke_linejoin="round"))
+    for piece in row.pieces:
+        xy = row.screen[piece.indices]
+        xy = np.repeat(xy, 2, axis=0) if len(xy) == 1 else xy
+        ink.add(drawing.path(d="M" + " L".join(f"{x:.2f},{y:.2f}" for x, y in xy), stroke=piece.colour))
+    for layer, fired in enumerate(row.firings, start=1):
+        style = ({"fill": INK_COLOUR} if layer == 1 else
+                 {"fill": "none", "stroke": MARKER_COLOUR, "stroke_width": 1.5})
+        group = drawing.add(drawing.g(class_=f"z{layer}-firings", **style))
+        for x, y in row.screen[fired]:
+            group.add(drawing.circle(center=(round(x, 2), round(y, 2)), r=1.5 if layer == 1 else 2.5 * stroke_width))
+    labels = drawing.add(drawing.g(font_size=14, font_family="sans-serif", text_anchor="middle", class_="letters"))
+    for x, character, colour in row.labels:
+        labels.add(drawing.text(character, insert=(round(x, 2), row.height - 8), fill=colour))
+    return drawing.tostring()
+
+
+def render_letters_png(lines: Sequence[WrittenText], path: str | os.PathLike | None = None,
+                       ink_height: float = INK_HEIGHT, stroke_width: float = STROKE_WIDTH,
+                       dpi: float = SVG_PIXELS_PER_INCH) -> bytes:
+    """The picture of `render_letters_svg` as PNG bytes (written atomically to `path` if given)."""
+    if len(lines) == 0:
+        raise ValueError("render_letters_png needs at least one written line")
+    rows = [_letters_row(line, ink_height, stroke_width) for line in lines]
+    width, height = max(row.width for row in rows), sum(row.height for row in rows)
+    figure = Figure(figsize=(width / SVG_PIXELS_PER_INCH, height / SVG_PIXELS_PER_INCH))
+    points_per_pixel = 72.0 / SVG_PIXELS_PER_INCH  # matplotlib sizes lines and text in points
+    top = height
+    for row in rows:
+        axes = figure.add_axes((0, (top - row.height) / height, row.width / width, row.height / height))
+        top -= row.height
+        axes.text(6, LETTERS_TITLE_BAND - 6, row.title, fontsize=12 * points_per_pixel, color=INK_COLOUR)
+        for x in row.word_ends:
+            axes.plot([x, x], [LETTERS_TITLE_BAND, row.height - LETTERS_LABEL_BAND], color="#999999",
+                      linewidth=points_per_pixel, linestyle=(0, (4, 3)))
+        axes.add_collection(LineCollection([row.screen[piece.indices] for piece in row.pieces],
+                                           colors=[piece.colour for piece in row.pieces],
+                                           linewidths=stroke_width * points_per_pixel, capstyle="round"))
+        for layer, fired in enumerate(row.firings, start=1):
+            xy = row.screen[fired]
+            if layer == 1:
+                axes.scatter(xy[:, 0], xy[:, 1], s=(3 * points_per_pixel) ** 2, c=INK_COLOUR, linewidths=0, zorder=3)
+            else:
+                axes.scatter(xy[:, 0], xy[:, 1], s=(5 * stroke_width * points_per_pixel) ** 2, facecolors="none",
+                             edgecolors=MARKER_COLOUR, linewidths=1.5 * points_per_pixel, zorder=4)
+        for x, character, colour in row.labels:
+            axes.text(x, row.height - 8, character, fontsize=14 * points_per_pixel, color=colour, ha="center")
+        axes.set_xlim(0, row.width)
+        axes.set_ylim(row.height, 0)
+        axes.set_aspect("equal")
+        axes.set_axis_off()
+    data = _figure_png(figure, dpi, BACKGROUND)
+    if path is not None:
+        with atomic_write(path) as file:
+            file.write(data)
+    return data
 
 
 # ---------------------------------------------------------------------------------------
