@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("handwriting_hm.evaluate", "Average log-likelihood per test sequence (paper Table 3), per point, 95% CI"),
     "export": ("handwriting_hm.export", "Checkpoint -> compact half-precision inference model (as shipped by default)"),
     "sample": ("handwriting_hm.sample", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
+    "write": ("handwriting_hm.write", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
+              "JSON; multi-line layout; --boundaries draws z1 and z2 against the letters"),
+    "letters": ("handwriting_hm.letter_boundaries", "Over a set of texts: the share of z1 firings at character ends "
+                "and of z2 firings at word ends, against chance"),
     "app": ("app.cli", "Serve the Gradio page: generate handwriting and see the HM-LSTM's boundaries (127.0.0.1 by default)"),
     "bench": ("handwriting_hm.bench", "Benchmark the HM-LSTM training paths against nn.LSTM, and the sampler"),
 }

@@ -9,20 +9,32 @@ while the point was read: what a picture of the boundaries against the letters n
 `style` primes the model with a real line (Graves §5.5): its offsets in the training data's raw
 units and its text, from `styles.py` (an IAM-OnDB line id, strokes a person drew, a JSON or InkML
 file). The window then reads the style's text, a space where the alphabet has one, and the text.
+
+`write_each` writes several texts in one batch of the sampler; `write_lines` writes a text of
+several lines (its newlines, and wrapping at a width in characters) and lays them out on a page
+(left-aligned or centred, a line spacing, baselines levelled if asked): a `WrittenPage`, whose
+`offsets` every drawing function of drawing.py draws. `handwriting-hm write` is its command.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from data_prep.dataset import coordinate_scale
 
-from .drawing import offsets_to_points, split_strokes
+from .alphabet import UnknownCharacters
+from .hmlstm.atomic import atomic_write
+from .drawing import offsets_to_points, split_strokes, straighten_baseline
 from .sample import raw_offsets
-from .synthesis import LoadedSynthesisModel, load_synthesis_model
+from .hmlstm.checkpoint import load_checkpoint
+from .synthesis import KIND, LoadedSynthesisModel, load_synthesis_model
 from .synthesis_generate import write_texts
 
 
@@ -49,23 +61,132 @@ def write(text: str, checkpoint: str | Path | LoadedSynthesisModel, *, style: tu
     Raises UnknownCharacters (a ValueError naming them) for characters the model cannot write,
     and ValueError with one line for an unusable checkpoint or bad parameters.
     """
+    return write_each([text], checkpoint, style=style, bias=bias, temperature=temperature, seed=seed,
+                      max_points_per_character=max_points_per_character)[0]
+
+
+def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisModel, *,
+               style: tuple[np.ndarray, str] | None = None, bias: float = 0.0, temperature: float = 1.0,
+               seed: int = 0, max_points_per_character: int = 40) -> list[WrittenText]:
+    """`write` for several texts at once: one batch of the sampler, one WrittenText per text, each
+    primed with the same style. One text gives exactly what `write` gives."""
     loaded = checkpoint if isinstance(checkpoint, LoadedSynthesisModel) else load_synthesis_model(checkpoint)
     primers, offset = None, 0
     if style is not None:
         style_offsets, style_text = style
         if " " in loaded.model.alphabet.ids:
             style_text += " "
-        primers, offset = [(normalised_offsets(style_offsets, loaded.stats), style_text)], len(style_text)
+        primer = normalised_offsets(style_offsets, loaded.stats)
+        primers, offset = [(primer, style_text)] * len(texts), len(style_text)
     generator = torch.Generator().manual_seed(seed)
-    written = write_texts(loaded.model, [text], bias=bias, temperature=temperature, slope=loaded.slope,
+    written = write_texts(loaded.model, list(texts), bias=bias, temperature=temperature, slope=loaded.slope,
                           max_points_per_character=max_points_per_character, generator=generator, primers=primers)
-    length = int(written.lengths[0])
-    log_phi = written.log_phi[0, :length, offset:offset + len(text)]  # the text's characters only
-    return WrittenText(text=text,
-                       offsets=raw_offsets(written.offsets[0, :length].numpy(), loaded.stats),
-                       boundaries=written.boundaries[0, :length].round().long().numpy(),
-                       attended=log_phi.argmax(dim=-1).numpy(),
-                       finished=bool(written.finished[0]))
+    lines = []
+    for row, text in enumerate(texts):
+        length = int(written.lengths[row])
+        log_phi = written.log_phi[row, :length, offset:offset + len(text)]  # the text's characters only
+        lines.append(WrittenText(text=text,
+                                 offsets=raw_offsets(written.offsets[row, :length].numpy(), loaded.stats),
+                                 boundaries=written.boundaries[row, :length].round().long().numpy(),
+                                 attended=log_phi.argmax(dim=-1).numpy(),
+                                 finished=bool(written.finished[row])))
+    return lines
+
+
+# ----------------------------------------------------------------------------- layout
+
+ALIGNMENTS = ("left", "centre")
+
+
+def wrap_text(text: str, width: int | None = None) -> list[str]:
+    """The lines to write: `text` split at its newlines and, with `width`, each wrapped at word
+    boundaries to at most `width` characters (a longer word keeps a line of its own). The width
+    counts characters, not ink: so the lines are known before any is written, and all go to the
+    sampler in one batch. An empty line stays, as a blank line of the page."""
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise ValueError(f"width must be a whole number of characters >= 1, got {width!r}")
+    lines = []
+    for paragraph in text.split("\n"):
+        if width is None or not paragraph.strip():
+            lines.append(paragraph.strip())
+        else:
+            lines += textwrap.wrap(paragraph, width, break_long_words=False, break_on_hyphens=False)
+    return lines
+
+
+def lay_out(lines: Sequence[np.ndarray], line_spacing: float = 1.5, align: str = "left",
+            straighten: bool = False) -> list[np.ndarray]:
+    """Place written lines (raw offsets (T_i, 3) each; (0, 3) for a blank line) on one page: the
+    absolute points (T_i, 3) of each, y up, line i below line i - 1.
+
+    Each line is first levelled if `straighten` (drawing.straighten_baseline). Horizontally, its
+    leftmost ink goes to x = 0 ("left") or the middle of its ink to x = 0 ("centre"). Vertically,
+    the median height of its points (the middle of the letters' body, which descenders and
+    ascenders barely move) goes to y = -i * pitch, pitch = line_spacing times the tallest line's ink
+    height: line_spacing 1 lets the tallest line's ink touch the next one.
+    """
+    if align not in ALIGNMENTS:
+        raise ValueError(f"align must be one of {', '.join(ALIGNMENTS)}, got {align!r}")
+    if not np.isfinite(line_spacing) or line_spacing <= 0:
+        raise ValueError(f"line_spacing must be a number > 0, got {line_spacing!r}")
+    placed = []
+    for offsets in lines:
+        points = offsets_to_points(offsets)
+        placed.append(straighten_baseline(points) if straighten else points)
+    heights = [np.ptp(points[:, 1]) for points in placed if len(points)]
+    pitch = line_spacing * max(max(heights, default=0.0), 1e-6)
+    for row, points in enumerate(placed):
+        if not len(points):
+            continue
+        points[-1, 2] = 1.0  # the pen is up between lines (a line the step cap stopped may end mid-stroke)
+        left, right = points[:, 0].min(), points[:, 0].max()
+        points[:, 0] -= left if align == "left" else (left + right) / 2
+        points[:, 1] += -row * pitch - np.median(points[:, 1])
+    return placed
+
+
+@dataclass
+class WrittenPage:
+    """Several written lines laid out on one page (`lay_out`); `offsets` draws it as one pen sequence."""
+
+    lines: list[WrittenText | None]  # None: a blank line
+    points: list[np.ndarray]  # per line, (T_i, 3) absolute x, y (y up) on the page, end_of_stroke
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(T, 3) the whole page as one pen sequence: each line's points, and a pen-up jump between lines
+        (every written line ends with a pen-up), so any drawing function of drawing.py draws the page."""
+        points = np.concatenate([np.zeros((0, 3))] + self.points)
+        offsets = points.copy()
+        offsets[1:, :2] = np.diff(points[:, :2], axis=0)
+        return offsets
+
+    @property
+    def boundaries(self) -> np.ndarray:
+        """(T, L-1) z of every point of the page, in the order of `offsets`."""
+        written = [line.boundaries for line in self.lines if line is not None]
+        return np.concatenate(written) if written else np.zeros((0, 0), dtype=np.int64)
+
+
+def write_lines(text: str, checkpoint: str | Path | LoadedSynthesisModel, *,
+                style: tuple[np.ndarray, str] | None = None, bias: float = 0.0, temperature: float = 1.0,
+                seed: int = 0, width: int | None = None, line_spacing: float = 1.5, align: str = "left",
+                straighten: bool = False, max_points_per_character: int = 40) -> WrittenPage:
+    """Write a text of one or more lines (`wrap_text`: its newlines, and `width` in characters) in one
+    batch of the sampler, and lay them out (`lay_out`: left-aligned or centred, `line_spacing`,
+    `straighten`). Other arguments as `write`."""
+    lines = wrap_text(text, width)
+    texts = [line for line in lines if line]
+    if not texts:
+        raise UnknownCharacters("the text is empty: give at least one character to write")
+    lay_out([], line_spacing, align)  # check the layout's arguments before anything is written
+    written = iter(write_each(texts, checkpoint, style=style, bias=bias, temperature=temperature, seed=seed,
+                              max_points_per_character=max_points_per_character))
+    page_lines = [next(written) if line else None for line in lines]
+    blank = np.zeros((0, 3))
+    points = lay_out([blank if line is None else line.offsets for line in page_lines], line_spacing, align,
+                     straighten)
+    return WrittenPage(page_lines, points)
 
 
 def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> torch.Tensor:
@@ -81,3 +202,94 @@ def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]
     normalised[:, 2] = offsets[:, 2] > 0.5
     return torch.from_numpy(normalised)
 
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", help="what to write; a newline (or a typed \\n) starts a new line")
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="a synthesis model (a run's best.pt, or exported)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help=".svg (one single-stroke path per pen-down stroke, no fill: for pen plotters), "
+                             ".png, or .json (the raw strokes, the text, and per point the attended character)")
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument("--style", metavar="LINE_ID", help="write in the hand of this IAM-OnDB line (needs --data)")
+    style.add_argument("--style-file", type=Path, help="write in the hand of these strokes: a .json or .inkml file")
+    parser.add_argument("--data", type=Path, help="prepared IAM-OnDB file holding the --style line")
+    parser.add_argument("--style-text", help="the text of the --style-file strokes, where the file does not say it")
+    parser.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias, 0 = none (default 0)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same drawing")
+    parser.add_argument("--width", type=int, default=None,
+                        help="wrap lines at word boundaries to at most this many CHARACTERS (default: no wrapping)")
+    parser.add_argument("--line-spacing", type=float, default=1.5,
+                        help="distance between lines, in heights of the tallest line's ink (default 1.5)")
+    parser.add_argument("--align", choices=ALIGNMENTS, default="left", help="line alignment (default left)")
+    parser.add_argument("--straighten", action="store_true", help="level each line's baseline (for drifting models)")
+    parser.add_argument("--boundaries", action="store_true",
+                        help="draw where the boundaries fall on the letters instead (.svg/.png): the ink coloured "
+                             "by the attended character, its label below, z1 and z2 firings, word ends")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .drawing import (INK_HEIGHT, SAVE_FORMATS, render_letters_png, render_letters_svg, render_plotter_svg,
+                          render_png)
+    from .styles import style_from_file, style_from_line
+
+    suffix = args.out.suffix.lower()
+    if suffix not in SAVE_FORMATS:
+        raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+    if args.style is not None and args.data is None:
+        raise ValueError("--style LINE_ID needs --data, the prepared IAM-OnDB file that holds the line")
+    style = (style_from_line(args.data, args.style) if args.style is not None else
+             style_from_file(args.style_file, args.style_text) if args.style_file is not None else None)
+    text = args.text.replace("\\n", "\n")
+    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint))
+    parameters = {"bias": args.bias, "temperature": args.temperature, "seed": args.seed, "width": args.width,
+                  "line_spacing": args.line_spacing, "align": args.align, "straighten": args.straighten,
+                  "style": args.style or (str(args.style_file) if args.style_file else None)}
+    page = write_lines(text, loaded, style=style, bias=args.bias, temperature=args.temperature,
+                       seed=args.seed, width=args.width, line_spacing=args.line_spacing, align=args.align,
+                       straighten=args.straighten)
+    written = [line for line in page.lines if line is not None]
+    ink_height = INK_HEIGHT * len(page.lines)  # about INK_HEIGHT pixels a line
+    if suffix == ".json":
+        data = json.dumps(page_document(text, page, parameters), allow_nan=False).encode("utf-8")
+    elif suffix == ".svg":
+        svg = render_letters_svg(written) if args.boundaries else render_plotter_svg(page.offsets, ink_height)
+        data = svg.encode("utf-8")
+    else:
+        data = render_letters_png(written) if args.boundaries else render_png(page.offsets, ink_height=ink_height)
+    with atomic_write(args.out) as file:
+        file.write(data)
+    print(f"{args.out}: {len(written)} line(s), {sum(len(line.offsets) for line in written)} points")
+    for number, line in enumerate(written, start=1):
+        if not line.finished:
+            print(f"line {number} ({line.text!r}) stopped at the step cap before the window passed its text")
+    return 0
+
+
+def page_document(text: str, page: WrittenPage, parameters: dict) -> dict:
+    """The JSON file of `handwriting-hm write`: the text, the parameters, and per line its raw strokes
+    (offsets and points in the training data's units, as written), z per point, the attended
+    character per point (index into the line's text, and the character), and its points on the page."""
+    from .drawing import drawing_record
+
+    lines = []
+    for line, points in zip(page.lines, page.points):
+        lines.append(None if line is None else drawing_record(
+            line.offsets, line.boundaries, text=line.text, finished=line.finished, attended=line.attended.tolist(),
+            attended_characters=[line.text[u] for u in line.attended], page_points=points.tolist()))
+    return {"text": text, "parameters": parameters, "lines": lines}
+
+
+def check_synthesis_checkpoint(path: Path) -> Path:
+    """`path`, if it holds a synthesis model; else one line saying which command its model is for."""
+    kind = load_checkpoint(path)["kind"]
+    if kind != KIND:
+        command = "handwriting-hm sample" if kind == "handwriting" else "another command"
+        raise ValueError(f"checkpoint {path}: holds a {kind!r} model, which writes no given text (use {command}); "
+                         f"`write` needs a synthesis model, e.g. from `handwriting-hm train --preset synthesis`")
+    return path
