@@ -1,8 +1,8 @@
-"""`handwriting-hm app`: load the model, then build and serve the page.
+"""`handwriting-hm app`: load the models, then build and serve the page.
 
-The model is loaded before Gradio is imported, so a missing, corrupt or incompatible
-checkpoint is reported (one line, by `handwriting_hm.cli`) within a few seconds instead of
-after Gradio's long import.
+The models are loaded before Gradio is imported, so a missing, corrupt or incompatible
+checkpoint (or a missing data file) is reported (one line, by `handwriting_hm.cli`) within a
+few seconds instead of after Gradio's long import.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from handwriting_hm.model import DEFAULT_MODEL
 from handwriting_hm.sample import load_model_or_explain
+from handwriting_hm.synthesis import load_synthesis_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,11 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
+    parser.add_argument("--synthesis", type=Path, default=None, metavar="CKPT",
+                        help="a synthesis checkpoint for the Write view (without one the view says how to train one)")
+    parser.add_argument("--data", type=Path, default=None, metavar="PREPARED",
+                        help="a prepared IAM-OnDB file (handwriting-hm prepare): its lines can lend the Write view "
+                             "their style by line id")
 
 
 def run(args: argparse.Namespace) -> int:
     model = load_model_or_explain(args.checkpoint)
-    from .main import build_app, launch_app  # imports Gradio: seconds, so only once the model is known good
+    synthesis = load_synthesis_model(args.synthesis) if args.synthesis is not None else None
+    if args.data is not None and not args.data.is_file():
+        raise ValueError(f"--data {args.data}: no such file (a prepared IAM-OnDB .npz from handwriting-hm prepare)")
+    from .main import build_app, launch_app  # imports Gradio: seconds, so only once the models are known good
 
-    launch_app(build_app(model), host=args.host, port=args.port, share=args.share)
+    launch_app(build_app(model, synthesis, args.data), host=args.host, port=args.port, share=args.share)
     return 0

@@ -18,6 +18,7 @@ traceback).
 from __future__ import annotations
 
 import html
+import inspect
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from gradio.utils import get_upload_folder
 from handwriting_hm.drawing import render_svg, save_samples
 from handwriting_hm.model import LoadedModel
 from handwriting_hm.sample import LIMITS, Sample, sample_handwriting, sampling_parameters
+from handwriting_hm.synthesis import LoadedSynthesisModel
+
+from . import canvas
+from .write_view import build_write_view
 
 COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments",
                 "layer2": "layer-2 segments"}
@@ -98,7 +103,7 @@ class Page(gr.Blocks):
 
     def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
         if len(inputs) != len(block_fn.inputs):
-            names = ", ".join(str(block.elem_id) for block in block_fn.inputs)
+            names = ", ".join(inspect.signature(block_fn.fn).parameters)  # the API's keywords
             raise gr.Error(f"/{block_fn.api_name} takes {len(block_fn.inputs)} inputs ({names}), got {len(inputs)}",
                            print_exception=False)
 
@@ -113,8 +118,10 @@ def model_defaults(model: LoadedModel) -> Defaults:
                     detectors=len(firings), firings=firings)
 
 
-def build_app(model: LoadedModel) -> gr.Blocks:
-    """The page, bound to one loaded model. Launch it with `launch_app`."""
+def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,
+              style_data: Path | None = None) -> gr.Blocks:
+    """The page, bound to one loaded model, and the Write view to a synthesis model if given (with
+    `style_data`, a prepared IAM-OnDB file whose lines can lend their style). Launch it with `launch_app`."""
     defaults = model_defaults(model)
     choices = {"colour_by": [value for _, value in defaults.colour_choices()],
                "marker_layer": [value for _, value in defaults.marker_choices()]}
@@ -131,41 +138,44 @@ def build_app(model: LoadedModel) -> gr.Blocks:
     # delete_cache: every 10 minutes, drop the download files older than an hour
     with Page(title="HM-LSTM handwriting", analytics_enabled=False, fill_width=True,
                    delete_cache=(600, 3600)) as app:
-        gr.Markdown(INTRO)
-        gr.Markdown(defaults.explain(), elem_classes="hm-note")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=280):
-                with gr.Row():
-                    n_points = _number("Length (points)", 700, "n_points")
-                    n_samples = _number("Samples", 1, "n_samples")
-                with gr.Row():
-                    bias = _number("Bias (higher: neater)", 0.0, "bias", step=0.1)
-                    temperature = _number("Temperature", 1.0, "temperature", step=0.05)
-                seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0, elem_id="seed")
-                colour_by = gr.Dropdown(defaults.colour_choices(), value=defaults.colour_by, label="Colour by",
-                                        elem_id="colour_by")
-                marker_layer = gr.Dropdown(defaults.marker_choices(), value=defaults.marker_layer, label="Markers",
-                                           elem_id="marker_layer")
-                straighten = gr.Checkbox(False, label="Straighten the baseline", elem_id="straighten",
-                                         info="drawing only; the JSON keeps the raw strokes")
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=5):
-                drawings = gr.HTML("<p class='hm-note'>Press Generate to make the model write.</p>",
-                                   label="drawings", elem_id="drawings")
-                with gr.Row():
-                    svg_file = gr.DownloadButton("Download SVG", size="sm")
-                    png_file = gr.DownloadButton("Download PNG", size="sm")
-                    json_file = gr.DownloadButton("Download JSON", size="sm")
-                with gr.Accordion("Operation counts as JSON", open=False):
-                    counts = gr.JSON(label="counts")
-        button.click(
-            generate,
-            inputs=[n_points, n_samples, bias, temperature, seed, colour_by, marker_layer, straighten],
-            outputs=[drawings, counts, svg_file, png_file, json_file],
-            api_name="generate",
-            concurrency_limit=1,
-            preprocess=False,  # the handler checks the raw values and names the parameter (see the docstring)
-        )
+        with gr.Tab("Generate", id="generate_tab"):
+            gr.Markdown(INTRO)
+            gr.Markdown(defaults.explain(), elem_classes="hm-note")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=280):
+                    with gr.Row():
+                        n_points = _number("Length (points)", 700, "n_points")
+                        n_samples = _number("Samples", 1, "n_samples")
+                    with gr.Row():
+                        bias = _number("Bias (higher: neater)", 0.0, "bias", step=0.1)
+                        temperature = _number("Temperature", 1.0, "temperature", step=0.05)
+                    seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0, elem_id="seed")
+                    colour_by = gr.Dropdown(defaults.colour_choices(), value=defaults.colour_by, label="Colour by",
+                                            elem_id="colour_by")
+                    marker_layer = gr.Dropdown(defaults.marker_choices(), value=defaults.marker_layer, label="Markers",
+                                               elem_id="marker_layer")
+                    straighten = gr.Checkbox(False, label="Straighten the baseline", elem_id="straighten",
+                                             info="drawing only; the JSON keeps the raw strokes")
+                    button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column(scale=5):
+                    drawings = gr.HTML("<p class='hm-note'>Press Generate to make the model write.</p>",
+                                       label="drawings", elem_id="drawings")
+                    with gr.Row():
+                        svg_file = gr.DownloadButton("Download SVG", size="sm")
+                        png_file = gr.DownloadButton("Download PNG", size="sm")
+                        json_file = gr.DownloadButton("Download JSON", size="sm")
+                    with gr.Accordion("Operation counts as JSON", open=False):
+                        counts = gr.JSON(label="counts")
+            button.click(
+                generate,
+                inputs=[n_points, n_samples, bias, temperature, seed, colour_by, marker_layer, straighten],
+                outputs=[drawings, counts, svg_file, png_file, json_file],
+                api_name="generate",
+                concurrency_limit=1,
+                preprocess=False,  # the handler checks the raw values and names the parameter (see the docstring)
+            )
+        with gr.Tab("Write", id="write_tab"):
+            build_write_view(synthesis, style_data, _cache_folder, _number)
     app.queue(max_size=QUEUE_SIZE)
     return app
 
@@ -174,16 +184,16 @@ def launch_app(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
                prevent_thread_lock: bool = False) -> None:
     """Serve `app` on host:port (port None: Gradio picks a free one)."""
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
-               theme=THEME, css=CSS, footer_links=["api"])
+               theme=THEME, css=CSS + canvas.CSS, footer_links=["api"])
 
 
-def _number(label: str, value: float, name: str, step: float = 1) -> gr.Number:
+def _number(label: str, value: float, name: str, step: float = 1, elem_id: str | None = None) -> gr.Number:
     """A number box whose range is checked by `sampling_parameters`, so the UI and the API give the
     same message (Gradio's own bounds check would not say which parameter is out of range)."""
     low, high = LIMITS[name]
     whole = isinstance(low, int)
     return gr.Number(value=value, label=label, info=f"{low} to {high}", step=step,
-                     precision=0 if whole else None, min_width=100, elem_id=name)
+                     precision=0 if whole else None, min_width=100, elem_id=elem_id or name)
 
 
 def _generate(model: LoadedModel, choices: dict[str, list], n_points: Any, n_samples: Any, bias: Any,

@@ -1,0 +1,252 @@
+"""The Write view: type a text, and a synthesis model writes it, with its boundaries on the letters.
+
+Each line of the text is written on its own (`handwriting_hm.write.write`, line i with seed + i,
+so that two equal lines are not drawn alike), then the lines are stacked top to bottom, left
+aligned, into one pen sequence: one picture at one scale, drawn like the unconditional view's,
+layer-1 segments in colours and red dots where layer 2 fires by default. A line ends when the
+window has passed its last character, or at a cap of points per character; the view says which.
+
+A style (Graves §5.5) primes every line: a line of the prepared IAM-OnDB file given to the app
+(`--data`), or what a person draws on the canvas (`canvas.py`) together with the text they wrote.
+
+As in the unconditional view, the handler takes the raw inputs and checks them itself, so a wrong
+value through the page or the API gets one line naming the parameter and no traceback in the log.
+"""
+from __future__ import annotations
+
+import html
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+
+from handwriting_hm.alphabet import UnknownCharacters
+from handwriting_hm.drawing import drawing_record, offsets_to_points, render_png, render_svg, straighten_baseline
+from handwriting_hm.hmlstm.atomic import atomic_write
+from handwriting_hm.sample import LIMITS
+from handwriting_hm.styles import style_from_line, style_from_strokes
+from handwriting_hm.synthesis import LoadedSynthesisModel
+from handwriting_hm.write import WrittenText, write
+
+from . import canvas
+
+MAX_LINES = 8
+MAX_CHARACTERS = 300  # over all lines: at the cap of 40 points a character, a minute or so on a CPU
+MAX_POINTS_PER_CHARACTER = 40  # write()'s cap
+LINE_GAP = 0.3  # space between stacked lines, as a fraction of the tallest line's height
+TRAIN_COMMAND = ("`python -m handwriting_hm.synthesis_train --data data/iam_ondb.npz --run-dir runs/synthesis`, "
+                 "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
+NO_MODEL = f"No synthesis model is loaded, so this view cannot write: train one with {TRAIN_COMMAND}."
+COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments (z¹)",
+                "layer2": "layer-2 segments (z²)"}
+STYLE_NAMES = {"none": "none (the model's own hand)", "line": "an IAM-OnDB line", "canvas": "what you draw below"}
+
+INTRO = """
+### Write a text
+A synthesis model reads the text through an attention window and writes it point by point. The colours
+are layer 1's segments (z¹: a new colour where layer 1's detector fires) and the red dots where layer 2's
+detector fires (z²), so you can see where the network's boundaries fall on the letters.
+"""
+
+
+def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | None, cache_folder: Callable[[], str],
+                     number: Callable[..., gr.Number]) -> None:
+    """The Write tab's contents and its `/write` endpoint, inside the page's Blocks. Without a model
+    the tab shows one sentence, and /write answers it in one line."""
+    sources = ["none", "canvas"] + (["line"] if style_data is not None else [])
+    detectors = synthesis.model.core.num_detectors if synthesis is not None else 2
+    colour_choices = ["ink", "strokes"] + [f"layer{k}" for k in range(1, min(detectors, 2) + 1)]
+    marker_choices = list(range(detectors + 1))
+    choices = {"style": sources, "colour_by": colour_choices, "marker_layer": marker_choices}
+
+    # the parameter names are the API's (gradio_client keywords); the values arrive unchecked
+    def write_text(text: Any, bias: Any, temperature: Any, seed: Any, style: Any, style_line: Any, style_strokes: Any,
+                   style_text: Any, colour_by: Any, marker_layer: Any,
+                   straighten: Any) -> tuple[str, str, str, str, str]:
+        try:
+            if synthesis is None:
+                raise ValueError(NO_MODEL)
+            return _write(synthesis, style_data, choices, Path(tempfile.mkdtemp(prefix="write-", dir=cache_folder())),
+                          text, bias, temperature, seed, style, style_line, style_strokes, style_text, colour_by,
+                          marker_layer, straighten)
+        except ValueError as error:  # UnknownCharacters included
+            raise gr.Error(str(error), print_exception=False) from None
+
+    gr.Markdown(INTRO if synthesis is not None else NO_MODEL, elem_id="write_intro")
+    with gr.Row(equal_height=False, visible=synthesis is not None):
+        with gr.Column(scale=1, min_width=280):
+            text = gr.Textbox("hello world", label="Text", lines=3, elem_id="text",
+                              info=f"each line is written on its own; up to {MAX_LINES} lines, "
+                                   f"{MAX_CHARACTERS} characters")
+            with gr.Row():
+                bias = number("Bias (higher: neater)", 1.0, "bias", step=0.1, elem_id="write_bias")
+                temperature = number("Temperature", 1.0, "temperature", step=0.05, elem_id="write_temperature")
+            seed = gr.Number(value=0, label="Seed", info="same seed, same writing", precision=0,
+                             elem_id="write_seed")
+            colour_by = gr.Dropdown([(COLOUR_NAMES[c], c) for c in colour_choices],
+                                    value="layer1" if detectors else "strokes", label="Colour by",
+                                    elem_id="write_colour_by")
+            marker_layer = gr.Dropdown([("none", 0)] + [(f"layer {k} fires", k) for k in marker_choices[1:]],
+                                       value=min(2, detectors), label="Markers", elem_id="write_marker_layer")
+            straighten = gr.Checkbox(False, label="Straighten each line's baseline", elem_id="write_straighten")
+            button = gr.Button("Write", variant="primary", elem_id="write")
+        with gr.Column(scale=5):
+            with gr.Group():
+                style = gr.Radio([(STYLE_NAMES[s], s) for s in sources], value="none", label="Style (whose hand)",
+                                 elem_id="style")
+                style_line = gr.Textbox(label="IAM-OnDB line id", placeholder="a01-000u-01", elem_id="style_line",
+                                        visible=style_data is not None)
+                gr.HTML(canvas.HTML, js_on_load=canvas.SCRIPT, elem_id="style_canvas", padding=True)
+                style_text = gr.Textbox(label="The text you drew on the canvas (required: priming reads the "
+                                              "strokes together with their text)", elem_id="style_text",
+                                        placeholder="e.g. the quick brown fox")
+                # filled by the canvas's script; visible="hidden" keeps it in the page, out of sight
+                style_strokes = gr.Textbox("", visible="hidden", elem_id="style_strokes")
+            drawing = gr.HTML("<p class='hm-note'>Type a text and press Write.</p>", elem_id="write_drawing")
+            finished = gr.Textbox(label="Did the window finish the text?", interactive=False, elem_id="finished")
+            with gr.Row():
+                svg_file = gr.DownloadButton("Download SVG", size="sm")
+                png_file = gr.DownloadButton("Download PNG", size="sm")
+                json_file = gr.DownloadButton("Download JSON", size="sm")
+    button.click(
+        write_text,
+        inputs=[text, bias, temperature, seed, style, style_line, style_strokes, style_text, colour_by,
+                marker_layer, straighten],
+        outputs=[drawing, finished, svg_file, png_file, json_file],
+        api_name="write",
+        concurrency_limit=1,
+        preprocess=False,  # the handler checks the raw values and names the parameter
+    )
+
+
+def _write(synthesis: LoadedSynthesisModel, style_data: Path | None, choices: dict[str, list], folder: Path,
+           text: Any, bias: Any, temperature: Any, seed: Any, style: Any, style_line: Any, style_strokes: Any,
+           style_text: Any, colour_by: Any, marker_layer: Any, straighten: Any) -> tuple[str, str, str, str, str]:
+    """Check, write each line, stack, render; returns (drawing HTML, finished line, SVG, PNG, JSON paths)."""
+    lines = _lines(text)
+    synthesis.model.alphabet.check("".join(lines))  # every unknown character of every line, named at once
+    parameters = {"bias": _in_range(bias, "bias"), "temperature": _in_range(temperature, "temperature"),
+                  "seed": _seed(seed)}
+    for name, value in (("style", style), ("colour_by", colour_by), ("marker_layer", marker_layer)):
+        if isinstance(value, bool) or value not in choices[name]:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices[name]))}, got {value!r}")
+    if not isinstance(straighten, bool):
+        raise ValueError(f"straighten must be true or false, got {straighten!r}")
+    primer = _style(synthesis, style_data, style, style_line, style_strokes, style_text)
+
+    started = time.perf_counter()
+    written = [write(line, synthesis, style=primer, seed=(parameters["seed"] + i) % 2**63,
+                     bias=parameters["bias"], temperature=parameters["temperature"],
+                     max_points_per_character=MAX_POINTS_PER_CHARACTER) for i, line in enumerate(lines)]
+    offsets, boundaries = stack_lines(written, straighten)
+    look = {"colour_by": colour_by, "marker_layer": marker_layer or None}
+    svg = render_svg(offsets, boundaries, **look)
+    seconds = time.perf_counter() - started
+
+    files = [folder / f"writing.{ext}" for ext in ("svg", "png", "json")]
+    document = {"parameters": {"text": "\n".join(lines), **parameters, "style": style,
+                               "style_text": primer[1] if primer else None},
+                "drawing": {**look, "straighten": straighten},
+                "lines": [drawing_record(w.offsets, w.boundaries, text=w.text, attended=w.attended,
+                                         finished=w.finished) for w in written]}
+    for path, data in zip(files, (svg.encode("utf-8"), render_png(offsets, boundaries, **look),
+                                  json.dumps(document, allow_nan=False, default=_plain).encode("utf-8"))):
+        with atomic_write(path) as file:
+            file.write(data)
+
+    header = (f"<p class='hm-note'>{len(lines)} line{'s' if len(lines) > 1 else ''}, {len(offsets)} points, "
+              f"seed {parameters['seed']}, written and drawn in {seconds:.2f} s</p>")
+    return header + f"<div class='hm-drawing'>{svg}</div>", finished_line(written), *map(str, files)
+
+
+def stack_lines(lines: list[WrittenText], straighten: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One pen sequence (offsets, boundaries) of the written lines, each below the last, left aligned.
+    A line the cap stopped mid-stroke still lifts the pen, so the move to the next line is never inked."""
+    drawn = [offsets_to_points(line.offsets) for line in lines if len(line.offsets)]
+    if straighten:
+        drawn = [straighten_baseline(points) for points in drawn]
+    if not drawn:
+        return np.zeros((0, 3)), np.zeros((0, lines[0].boundaries.shape[1]), dtype=np.int64)
+    gap = LINE_GAP * max(np.ptp(points[:, 1]) for points in drawn)
+    top = 0.0
+    for points in drawn:  # y up: each line's highest ink goes where the last line's lowest ended, less a gap
+        points[-1, 2] = 1.0
+        points[:, 0] -= points[:, 0].min()
+        points[:, 1] += top - points[:, 1].max()
+        top = points[:, 1].min() - gap
+    points = np.concatenate(drawn)
+    offsets = points.copy()
+    offsets[1:, :2] = np.diff(points[:, :2], axis=0)
+    return offsets, np.concatenate([line.boundaries for line in lines])
+
+
+def finished_line(lines: list[WrittenText]) -> str:
+    """One sentence: whether the window got past every line's text, or which lines the cap stopped."""
+    capped = [f"line {i} ({line.text!r})" for i, line in enumerate(lines, start=1) if not line.finished]
+    if not capped:
+        return "Finished: the window passed the end of the text" + (" on every line." if len(lines) > 1 else ".")
+    return (f"Stopped at the cap of {MAX_POINTS_PER_CHARACTER} points per character before the window passed "
+            f"the end of {', '.join(capped)}.")
+
+
+def _lines(text: Any) -> list[str]:
+    """The text's non-blank lines, trailing spaces dropped; checked against the limits."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, got {text!r:.80}")
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("text is empty: type something to write")
+    if len(lines) > MAX_LINES or sum(map(len, lines)) > MAX_CHARACTERS:
+        raise ValueError(f"text may have up to {MAX_LINES} lines and {MAX_CHARACTERS} characters, "
+                         f"got {len(lines)} lines and {sum(map(len, lines))} characters")
+    return lines
+
+
+def _style(synthesis: LoadedSynthesisModel, style_data: Path | None, style: str, style_line: Any,
+           style_strokes: Any, style_text: Any) -> tuple[np.ndarray, str] | None:
+    """The primer the chosen style source gives, (raw offsets, text), or None for the model's own hand."""
+    if style == "none":
+        return None
+    if style == "line":
+        if not isinstance(style_line, str) or not style_line.strip():
+            raise ValueError(f"style_line must be an IAM-OnDB line id such as a01-000u-01, got {style_line!r:.80}")
+        primer, name = style_from_line(style_data, style_line.strip()), f"style_line {style_line.strip()}'s text"
+    else:
+        if style_strokes in ("", None):
+            raise ValueError("style_strokes is empty: draw a line of handwriting on the canvas first")
+        strokes = canvas.strokes_from_json(style_strokes)
+        if not isinstance(style_text, str) or not style_text.strip():
+            raise ValueError("style_text is empty: type the text you drew on the canvas "
+                             "(priming reads it with the strokes)")
+        primer, name = style_from_strokes(strokes, style_text.strip()), "style_text"
+    try:  # the window reads the style's text too, so the model must know its characters
+        synthesis.model.alphabet.check(primer[1])
+    except UnknownCharacters as error:
+        raise ValueError(f"{name}: {error}") from None
+    return primer
+
+
+def _in_range(value: Any, name: str) -> float:
+    low, high = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number between {low} and {high}, got {value!r:.80}")
+    return float(value)
+
+
+def _seed(value: Any) -> int:
+    low, high = LIMITS["seed"]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer()
+            or not low <= value <= high):
+        raise ValueError(f"seed must be a whole number between {low} and {high}, got {value!r:.80}")
+    return int(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars in the JSON document as lists and numbers."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

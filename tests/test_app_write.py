@@ -1,0 +1,187 @@
+"""Tests for the app's Write view: /write driven over real HTTP by gradio_client, with a tiny random
+synthesis model; the canvas's strokes as a style; one-line errors; the page without a synthesis model."""
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app import canvas
+from app.main import build_app, launch_app
+from app.write_view import NO_MODEL, finished_line, stack_lines
+from handwriting_hm.alphabet import alphabet_of_prepared
+from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
+from handwriting_hm.model import load_handwriting_model
+from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel, load_synthesis_model
+from handwriting_hm.write import WrittenText
+from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
+
+SVG = "{http://www.w3.org/2000/svg}"
+STROKES = json.dumps([[[10, 140], [30, 90], [50, 140]], [[20, 115], [40, 115]], [[70, 140]]])  # "nil", say
+DEFAULTS = {"text": "line 12", "bias": 1.0, "temperature": 1.0, "seed": 0, "style": "none", "style_line": "",
+            "style_strokes": "", "style_text": "", "colour_by": "layer1", "marker_layer": 2, "straighten": False}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("data"), n_forms=1)  # lines "line 1" .. "line 10"
+
+
+@pytest.fixture(scope="module")
+def synthesis(data, tmp_path_factory):
+    """A tiny random synthesis model over the prepared file's alphabet, saved and loaded as the app loads it."""
+    torch.manual_seed(0)
+    config = SynthesisConfig(alphabet=alphabet_of_prepared(data).characters, hidden_sizes=(12, 10, 8),
+                             embedding_size=12, n_mixtures=3, n_window=4, initial_window_step=0.2)
+    model = SynthesisModel(config)
+    path = tmp_path_factory.mktemp("model") / "synthesis.pt"
+    stats = {"mean": [8.0, 0.0], "std": [40.0, 37.0]}  # about IAM-OnDB's, so canvas units make sense
+    save_checkpoint(path, checkpoint_payload(KIND, config.to_dict(), model.state_dict(), 1.0, {"stats": stats}))
+    return load_synthesis_model(path)
+
+
+def serve(page, tmp_path_factory):
+    port = free_port()
+    launch_app(page, port=port, prevent_thread_lock=True)
+    return Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path_factory.mktemp("dl")))
+
+
+@pytest.fixture(scope="module")
+def client(synthesis, data, tmp_path_factory):
+    unconditional = load_handwriting_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt"))
+    page = build_app(unconditional, synthesis, data)
+    try:
+        yield serve(page, tmp_path_factory)
+    finally:
+        page.close()
+
+
+def write(client: Client, **overrides):
+    return client.predict(**{**DEFAULTS, **overrides}, api_name="/write")
+
+
+def test_write_returns_a_drawing_the_finished_line_and_files(client):
+    drawing, finished, svg_path, png_path, json_path = write(client, text="line 1\nline 22")
+    assert drawing.count("<svg") == 1 and "2 lines" in drawing
+    assert finished.startswith(("Finished: the window passed the end of the text", "Stopped at the cap of 40"))
+    assert ET.parse(svg_path).getroot().findall(f".//{SVG}path")
+    with open(png_path, "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    document = json.load(open(json_path))
+    assert [line["text"] for line in document["lines"]] == ["line 1", "line 22"]
+    for line in document["lines"]:
+        assert len(line["attended"]) == len(line["offsets"]) == len(line["boundaries"])
+        assert isinstance(line["finished"], bool)
+    assert document["parameters"]["text"] == "line 1\nline 22"
+    assert write(client, text="line 1\nline 22")[1] == finished  # same seed, same writing
+
+
+def test_the_canvas_strokes_prime_the_model(client):
+    plain = json.load(open(write(client)[4]))
+    primed = write(client, style="canvas", style_strokes=STROKES, style_text="nil")
+    document = json.load(open(primed[4]))
+    assert document["parameters"]["style"] == "canvas" and document["parameters"]["style_text"] == "nil"
+    assert document["lines"][0]["offsets"] != plain["lines"][0]["offsets"]  # same seed, another hand
+
+
+def test_a_line_of_the_prepared_file_primes_the_model(client):
+    plain = json.load(open(write(client)[4]))
+    primed = json.load(open(write(client, style="line", style_line="a00-000u-03")[4]))
+    assert primed["parameters"]["style_text"] == "line 3"
+    assert primed["lines"][0]["offsets"] != plain["lines"][0]["offsets"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"text": "line Q!"}, r"the model cannot write '!', 'Q': its alphabet is"),
+    ({"text": " \n "}, "text is empty: type something to write"),
+    ({"text": "line\n" * 9}, "text may have up to 8 lines and 300 characters, got 9 lines"),
+    ({"text": 5}, "text must be a string, got 5"),
+    ({"bias": -1}, "bias must be a number between 0.0 and 10.0, got -1"),
+    ({"temperature": "1"}, "temperature must be a number between 0.05 and 2.0, got '1'"),
+    ({"seed": 1.5}, "seed must be a whole number between 0 and"),
+    ({"style": "photo"}, "style must be one of 'none', 'canvas', 'line', got 'photo'"),
+    ({"marker_layer": 5}, "marker_layer must be one of 0, 1, 2, got 5"),
+    ({"straighten": "no"}, "straighten must be true or false, got 'no'"),
+    ({"style": "canvas"}, "style_strokes is empty: draw a line of handwriting on the canvas first"),
+    ({"style": "canvas", "style_strokes": "[[10, 20"}, "style_strokes must be a JSON list of strokes.*not JSON"),
+    ({"style": "canvas", "style_strokes": '[[["a", 1]]]'}, "style_strokes must be a JSON list of strokes"),
+    ({"style": "canvas", "style_strokes": "[[]]"}, "style_strokes must be a JSON list of strokes"),
+    ({"style": "canvas", "style_strokes": STROKES}, "style_text is empty: type the text you drew on the canvas"),
+    ({"style": "canvas", "style_strokes": STROKES, "style_text": "Q"}, "style_text: the model cannot write 'Q'"),
+    ({"style": "line", "style_line": ""}, "style_line must be an IAM-OnDB line id such as a01-000u-01"),
+    ({"style": "line", "style_line": "z99-999z-99"}, "no line 'z99-999z-99'"),
+])
+def test_a_wrong_input_gets_one_line_naming_it(client, overrides, message, capfd):
+    with pytest.raises(AppError, match=message) as error:
+        write(client, **overrides)
+    assert "\n" not in str(error.value).strip()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_wrong_number_of_inputs_is_named(client):
+    request = urllib.request.Request(f"{client.src}gradio_api/call/write", data=json.dumps({"data": ["hi"]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
+    reply = urllib.request.urlopen(f"{client.src}gradio_api/call/write/{event}", timeout=60).read().decode()
+    assert ("/write takes 11 inputs (text, bias, temperature, seed, style, style_line, style_strokes, style_text, "
+            "colour_by, marker_layer, straighten), got 1") in reply
+
+
+def test_without_a_synthesis_model_the_view_says_how_to_train_one(tmp_path_factory):
+    page = build_app(load_handwriting_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")))
+    try:
+        client = serve(page, tmp_path_factory)
+        assert ". " not in NO_MODEL and "synthesis_train" in NO_MODEL  # one sentence, with the command
+        components = page.config["components"]
+        assert [c["props"]["value"] for c in components if c["props"].get("elem_id") == "write_intro"] == [NO_MODEL]
+        with pytest.raises(AppError, match="No synthesis model is loaded") as error:
+            write(client)
+        assert str(error.value).strip() == NO_MODEL
+        assert client.predict(80, 1, 0.0, 1.0, 0, "layer1", 1, False, api_name="/generate")  # still there
+    finally:
+        page.close()
+
+
+def test_canvas_pixels_become_sensor_units_resampled_at_the_data_pace():
+    (stroke,) = canvas.strokes_from_json(json.dumps([[[0, 100], [36, 100]]]))  # 36 px = 180 units
+    assert stroke.shape == (11, 2)  # every 18 units, both ends kept
+    assert np.allclose(stroke[:, 0], np.arange(0, 181, 18)) and np.allclose(stroke[:, 1], 500)
+    dot, line = canvas.strokes_from_json(json.dumps([[[4, 4]], [[0, 0], [0, 1], [0, 2]]]))
+    assert dot.tolist() == [[20, 20]] and line.tolist() == [[0, 0], [0, 10]]
+
+
+def written(text: str, xs: list[float], finished: bool = True) -> WrittenText:
+    """A made-up line: one stroke through (x, 0) for each x, no boundaries fired."""
+    offsets = np.zeros((len(xs), 3))
+    offsets[:, 0] = np.diff([0.0, *xs])
+    offsets[:, 1] = [0, 10, 0, -10][:len(xs)]
+    return WrittenText(text, offsets, np.zeros((len(xs), 2), dtype=np.int64), np.zeros(len(xs), int), finished)
+
+
+def test_lines_are_stacked_top_to_bottom_left_aligned_with_the_pen_up_between():
+    offsets, boundaries = stack_lines([written("ab", [5, 7, 9, 11]), written("c", [30, 31, 32])], straighten=False)
+    points = np.cumsum(offsets[:, :2], axis=0)
+    first, second = points[:4], points[4:]
+    assert first[:, 0].min() == 0 == second[:, 0].min()
+    assert second[:, 1].max() < first[:, 1].min()  # below, with a gap
+    assert offsets[3, 2] == 1 and offsets[-1, 2] == 1  # each line lifts the pen at its end
+    assert boundaries.shape == (7, 2)
+
+
+def test_the_finished_line_names_the_lines_the_cap_stopped():
+    assert finished_line([written("ab", [1, 2])]) == "Finished: the window passed the end of the text."
+    said = finished_line([written("ab", [1, 2]), written("cd", [1, 2], finished=False)])
+    assert said == "Stopped at the cap of 40 points per character before the window passed the end of line 2 ('cd')."
