@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -17,11 +16,12 @@ from app import canvas
 from app.main import build_app, launch_app
 from app.write_view import NO_MODEL, finished_line, stack_lines
 from handwriting_hm.alphabet import alphabet_of_prepared
-from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
+from handwriting_hm.cli import main
 from handwriting_hm.model import load_handwriting_model
-from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel, load_synthesis_model
+from handwriting_hm.synthesis import load_synthesis_model
 from handwriting_hm.write import WrittenText
 from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
+from write_factory import write_tiny_synthesis_checkpoint
 
 SVG = "{http://www.w3.org/2000/svg}"
 STROKES = json.dumps([[[10, 140], [30, 90], [50, 140]], [[20, 115], [40, 115]], [[70, 140]]])  # "nil", say
@@ -42,15 +42,9 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synthesis(data, tmp_path_factory):
-    """A tiny random synthesis model over the prepared file's alphabet, saved and loaded as the app loads it."""
-    torch.manual_seed(0)
-    config = SynthesisConfig(alphabet=alphabet_of_prepared(data).characters, hidden_sizes=(12, 10, 8),
-                             embedding_size=12, n_mixtures=3, n_window=4, initial_window_step=0.2)
-    model = SynthesisModel(config)
+    """A tiny random synthesis model over the prepared file's alphabet, loaded as the app loads it."""
     path = tmp_path_factory.mktemp("model") / "synthesis.pt"
-    stats = {"mean": [8.0, 0.0], "std": [40.0, 37.0]}  # about IAM-OnDB's, so canvas units make sense
-    save_checkpoint(path, checkpoint_payload(KIND, config.to_dict(), model.state_dict(), 1.0, {"stats": stats}))
-    return load_synthesis_model(path)
+    return load_synthesis_model(write_tiny_synthesis_checkpoint(path, alphabet_of_prepared(data).characters))
 
 
 def serve(page, tmp_path_factory):
@@ -185,3 +179,14 @@ def test_the_finished_line_names_the_lines_the_cap_stopped():
     assert finished_line([written("ab", [1, 2])]) == "Finished: the window passed the end of the text."
     said = finished_line([written("ab", [1, 2]), written("cd", [1, 2], finished=False)])
     assert said == "Stopped at the cap of 40 points per character before the window passed the end of line 2 ('cd')."
+
+
+def test_app_command_gives_a_one_line_error_for_a_bad_synthesis_checkpoint_or_data_file(tmp_path, capsys):
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert main(["app", "--synthesis", str(tmp_path / "bad.pt"), "--port", str(free_port())]) == 2
+    error = capsys.readouterr().err
+    assert "bad.pt: cannot be read" in error and error.count("\n") == 1
+    good = write_tiny_synthesis_checkpoint(tmp_path / "synthesis.pt", "ab")
+    assert main(["app", "--synthesis", str(good), "--data", str(tmp_path / "none.npz"), "--port", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "--data " in error and "none.npz: no such file" in error and error.count("\n") == 1
