@@ -14,7 +14,8 @@ from handwriting_hm.hmlstm.cli import run_cli
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("data_prep.prepare", "Prepare IAM-OnDB: lineStrokes + ascii archives -> one training-ready .npz"),
     "summary": ("data_prep.summary", "Summarise a prepared IAM-OnDB file: counts, lengths, alphabet, a PNG of lines"),
-    "train": ("handwriting_hm.train", "Train the handwriting model (presets paper-hm, paper-hm-anneal, paper-lstm, tiny)"),
+    "train": ("handwriting_hm.train", "Train the handwriting model (presets paper-hm, paper-hm-anneal, paper-lstm, tiny) "
+              "or the text-conditioned one (preset synthesis)"),
     "evaluate": ("handwriting_hm.evaluate", "Average log-likelihood per test sequence (paper Table 3), per point, 95% CI"),
     "export": ("handwriting_hm.export", "Checkpoint -> compact half-precision inference model (as shipped by default)"),
     "sample": ("handwriting_hm.sample", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),

@@ -19,6 +19,10 @@ deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hu
 A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
 bad) would make every number NaN: evaluation names it and stops instead. The command shows a
 progress bar on stderr (the test split takes minutes on a CPU).
+
+A synthesis checkpoint (kind "synthesis") gets the same metric with each line given its text
+(`synthesis_train.evaluate_synthesis`), on the split scheme it was trained on; it reports the mean
+per line and per point (no confidence interval or boundary rates yet).
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ from tqdm import tqdm
 
 from handwriting_hm.model import HandwritingModel, load_handwriting_model
 from handwriting_hm.hmlstm.atomic import atomic_write
+from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND
 from handwriting_hm.hmlstm.device import resolve_device
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
@@ -161,7 +167,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a training run's best.pt/latest.pt or an exported model")
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--split", default="test", help="split to score (default: %(default)s)")
-    parser.add_argument("--scheme", default="paper", help="split scheme, as in training (default: %(default)s)")
+    parser.add_argument("--scheme", default="paper", help="split scheme, as in training (default: %(default)s; a "
+                        "synthesis checkpoint uses its own)")
     parser.add_argument("--batch-size", type=int, default=32, help="lines per forward pass (default: %(default)s)")
     parser.add_argument("--max-lines", type=int, default=None, help="score only the first N lines of the split")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
@@ -174,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or (args.max_lines is not None and args.max_lines < 1):
         raise ValueError("--batch-size and --max-lines must be at least 1")
     device = resolve_device(args.device)
+    if load_checkpoint(args.checkpoint)["kind"] == SYNTHESIS_KIND:
+        return run_synthesis(args, device)
     loaded = load_handwriting_model(args.checkpoint)
     dataset = HandwritingDataset(args.data, split=args.split, scheme=args.scheme)
     check_same_statistics(loaded.stats, dataset.stats, args.checkpoint)
@@ -184,8 +193,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint} on {args.scheme}/{args.split} (slope {loaded.slope:.3f})")
     print(result.format())
     if args.json is not None:
-        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,
-                  "split": args.split, "slope": loaded.slope, **asdict(result)}
-        with atomic_write(args.json) as file:
-            file.write((json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+        write_json(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,
+                               "split": args.split, "slope": loaded.slope, **asdict(result)})
     return 0
+
+
+def run_synthesis(args: argparse.Namespace, device: torch.device) -> int:
+    """A synthesis checkpoint: the same metric with each line given its text, on the checkpoint's own scheme."""
+    from handwriting_hm.synthesis_train import evaluate_synthesis  # reads the prepared file through data_prep
+
+    result = evaluate_synthesis(args.checkpoint, args.data, args.split, args.batch_size, args.max_lines, device)
+    print(f"{args.checkpoint} (synthesis, each line given its text) on {args.split}")
+    print(f"{result['lines']} lines\nlog-likelihood per sequence: {result['log_likelihood_per_sequence']:.2f} nats\n"
+          f"per point: {result['nats_per_point']:.4f} nats")
+    if args.json is not None:
+        write_json(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+                               "kind": SYNTHESIS_KIND, **result})
+    return 0
+
+
+def write_json(path: Path, record: dict) -> None:
+    with atomic_write(path) as file:
+        file.write((json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8"))

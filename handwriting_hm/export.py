@@ -1,5 +1,8 @@
 """`handwriting-hm export`: a training checkpoint -> a compact inference model file.
 
+Handwriting and synthesis checkpoints both export (the file keeps its kind: `write` reads an
+exported synthesis model as it reads a run's best.pt).
+
 The file keeps what `load_handwriting_model` needs: the model `config`, the weights (float16 by
 default: half the size, and the loader casts back to float32), the boundary `slope` the model was
 trained to, and `metadata` (the normalisation `stats`, where it came from), written by the one
@@ -14,16 +17,24 @@ from pathlib import Path
 
 import torch
 
-from handwriting_hm.hmlstm.checkpoint import export_checkpoint
+from handwriting_hm.hmlstm.checkpoint import export_checkpoint, load_checkpoint
 from handwriting_hm.model import KIND, load_handwriting_model
+from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND, load_synthesis_model
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> dict:
-    """Write the inference file for `source` to `destination` (atomically); return its metadata."""
-    load_handwriting_model(source)  # refuse, in one line, a checkpoint whose config, weights or stats are unusable
-    return export_checkpoint(source, destination, KIND, dtype)
+    """Write the inference file for `source`, a handwriting or synthesis checkpoint, to `destination`
+    (atomically); return its metadata."""
+    kind = load_checkpoint(source)["kind"]
+    # refuse, in one line, a checkpoint whose config, weights or stats are unusable
+    if kind == SYNTHESIS_KIND:
+        load_synthesis_model(source)
+    else:
+        load_handwriting_model(source)
+        kind = KIND
+    return export_checkpoint(source, destination, kind, dtype)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,14 +5,17 @@ line's end and the one-hot texts with zero rows after theirs, and the loss is th
 log-likelihood per valid point. Validation reports it per point and per sequence (nats, Graves's
 and the HM-LSTM paper's convention).
 
-On IAM-OnDB (`train_synthesis`, or `python -m handwriting_hm.synthesis_train --data FILE
---run-dir DIR`): the alphabet is every character of the prepared file's transcriptions, lines
-without a transcription are left out (8 in the release), and `resume` continues a run exactly.
-`evaluate_synthesis` gives the paper's metric, the test log-likelihood per line, each given its text.
+On IAM-OnDB (`train_synthesis`, or `handwriting-hm train --preset synthesis --data FILE --run-dir
+DIR`, whose flags `train.py` shares with the handwriting presets through `hmlstm/presets.py`): the
+alphabet is every character of the prepared file's transcriptions, lines without a transcription
+are left out (8 in the release), `resume` continues a run exactly and `init_from` starts one from
+another synthesis model's weights. `evaluate_synthesis` gives the paper's metric, the test
+log-likelihood per line, each given its text (`handwriting-hm evaluate` runs it for a synthesis
+checkpoint).
 """
 from __future__ import annotations
 
-import argparse
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,9 +24,10 @@ import torch
 from torch import Tensor
 
 from .alphabet import Alphabet, alphabet_of_prepared
-from .hmlstm.checkpoint import load_checkpoint
-from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, add_train_arguments, distributed_from_env,
-                             move_to, seed_everything, shard_batches, train_config_from_args)
+from .hmlstm.checkpoint import StoredConfig, load_checkpoint
+from .hmlstm.presets import Preset
+from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
+                             shard_batches)
 from .mixture import mixture_log_likelihood
 from .model import shift_inputs
 from .synthesis import KIND, SynthesisConfig, SynthesisModel, load_synthesis_model
@@ -113,6 +117,20 @@ def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], 
 # ----------------------------------------------------------------------------- IAM-OnDB
 
 @dataclass
+class SynthesisTaskSettings(StoredConfig):
+    """The task part of a SynthesisPreset, as `hmlstm/presets.py` stores and restores it on --resume."""
+
+    scheme: str = "paper"
+    batch_size: int = 32
+    validation_lines: int | None = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or (self.validation_lines is not None and self.validation_lines < 1):
+            raise ValueError(f"batch_size and validation_lines must be at least 1, got {self.batch_size}, "
+                             f"{self.validation_lines}")
+
+
+@dataclass
 class SynthesisPreset:
     """The `synthesis` preset: the paper's handwriting core (3 x 400, batch 32, learning rate 3e-4,
     §4.2) with Graves's window (K = 10) and mixture (M = 20); whole lines, the paper's split; the
@@ -121,8 +139,24 @@ class SynthesisPreset:
     model: SynthesisConfig
     scheme: str = "paper"
     batch_size: int = 32
-    validation_lines: int = 64  # spread over the validation split; validation runs the reference loop
+    validation_lines: int | None = 64  # spread over the validation split (None: all); it runs the reference loop
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, max_epochs=50, eval_every=500))
+
+    def task(self) -> SynthesisTaskSettings:
+        return SynthesisTaskSettings(self.scheme, self.batch_size, self.validation_lines)
+
+    @classmethod
+    def from_preset(cls, preset: Preset) -> SynthesisPreset:
+        """The preset as `hmlstm/presets.py` gives it (model, task settings, train) -> a SynthesisPreset."""
+        task = preset.task
+        return cls(preset.model, task.scheme, task.batch_size, task.validation_lines, preset.train)
+
+
+PRESET_NAME = "synthesis"  # its name among `handwriting-hm train`'s presets
+_DEFAULT = SynthesisPreset(SynthesisConfig())
+PRESETS = {PRESET_NAME: Preset(_DEFAULT.model, _DEFAULT.task(), _DEFAULT.train,
+                               "text-conditioned writing: the paper's 3x400 core with Graves's window (K = 10), "
+                               "M = 20, batch 32, lr 3e-4, slope 1, whole lines")}
 
 
 def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list[tuple[Tensor, str]], dict]:
@@ -136,60 +170,54 @@ def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list
     return lines, stats
 
 
-def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False) -> dict:
-    """Train (or with `resume`, continue) a synthesis model on a prepared IAM-OnDB file; the Trainer's summary."""
+def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False,
+                    init_from: str | Path | None = None) -> dict:
+    """Train (with `resume`, continue; with `init_from`, start from that synthesis model's weights) a
+    synthesis model on a prepared IAM-OnDB file; the Trainer's summary."""
     model_config = preset.model
     train_lines, stats = iam_lines(data, "train", preset.scheme)
-    if resume:  # the run's own model, whatever the preset says now
-        checkpoint = load_checkpoint(Path(run_dir) / LATEST, kind=KIND)
+    source = Path(run_dir) / LATEST if resume else init_from
+    if source is not None:  # its own model, whatever the preset says now
+        checkpoint = load_checkpoint(source, kind=KIND)
         model_config = SynthesisConfig.from_dict(checkpoint["config"])
         if checkpoint["metadata"].get("stats") != stats:  # the weights mean something only on data normalised so
-            raise ValueError(f"{data}: its normalisation statistics differ from those of the run in {run_dir}")
+            raise ValueError(f"{data}: its normalisation statistics differ from those {source} was trained with")
     elif not model_config.alphabet:
         model_config = SynthesisConfig(**{**asdict(model_config), "alphabet": alphabet_of_prepared(data).characters})
     alphabet = Alphabet(model_config.alphabet)
     validation, _ = iam_lines(data, "validation", preset.scheme)
-    step = max(1, len(validation) // preset.validation_lines)
+    count = min(preset.validation_lines or len(validation), len(validation))
+    step = max(1, len(validation) // count)
     seed_everything(preset.train.seed)  # the model's initial weights
     model = SynthesisModel(model_config)
-    task = SynthesisTask(alphabet, train_lines, validation[::step][:preset.validation_lines], preset.batch_size,
-                         seed=preset.train.seed)
+    task = SynthesisTask(alphabet, train_lines, validation[::step][:count], preset.batch_size, seed=preset.train.seed)
+    metadata = {"stats": stats, "scheme": preset.scheme, "data": str(data), "preset": PRESET_NAME,
+                "task": preset.task().to_dict()}  # what `handwriting-hm train --resume` restores
     trainer = Trainer(model, task, preset.train, run_dir, kind=KIND, model_config=model_config.to_dict(),
-                      metadata={"stats": stats, "scheme": preset.scheme, "data": str(data)})
-    return trainer.fit(resume=resume)
+                      metadata=metadata)
+    return trainer.fit(resume=resume, init_from=init_from)
 
 
-def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "test",
-                       batch_size: int = 32) -> dict[str, float]:
+def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "test", batch_size: int = 32,
+                       max_lines: int | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
     """The paper's metric for a synthesis checkpoint: the mean log-likelihood per line of one split
-    (nats), each line given its text, on the scheme the checkpoint was trained on."""
+    (nats; of its first `max_lines` transcribed lines if given), each line given its text, on the
+    scheme the checkpoint was trained on."""
     loaded = load_synthesis_model(checkpoint)
     lines, stats = iam_lines(data, split, loaded.metadata.get("scheme", "paper"))
     if stats != {key: list(value) for key, value in loaded.stats.items()}:
         raise ValueError(f"{data}: its normalisation statistics differ from those {checkpoint} was trained with")
-    return evaluate_lines(loaded.model, lines, loaded.model.alphabet, batch_size, loaded.slope)
+    lines = lines[:max_lines]
+    if not lines:
+        raise ValueError(f"{data}: no transcribed lines in the {split} split to evaluate")
+    return evaluate_lines(loaded.model.to(device), lines, loaded.model.alphabet, batch_size, loaded.slope)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    preset = SynthesisPreset(SynthesisConfig())
-    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.synthesis_train",
-                                     description=SynthesisPreset.__doc__)
-    parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
-    parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints and the log")
-    parser.add_argument("--hidden-sizes", type=lambda text: tuple(int(part) for part in text.split(",")),
-                        default=preset.model.hidden_sizes, help="units per layer, e.g. 400,400,400")
-    parser.add_argument("--batch-size", type=int, default=preset.batch_size)
-    add_train_arguments(parser, preset.train)
-    args = parser.parse_args(argv)
-    model = SynthesisConfig(hidden_sizes=args.hidden_sizes, embedding_size=args.hidden_sizes[0])
-    preset = SynthesisPreset(model, batch_size=args.batch_size, train=train_config_from_args(args, preset.train))
-    try:
-        summary = train_synthesis(args.data, args.run_dir, preset, resume=args.resume)
-    except (OSError, ValueError) as error:
-        parser.exit(2, f"synthesis_train: {error}\n")
-    print(f"synthesis: stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['wall_s']:.0f} s; "
-          f"best val_loss {summary['best_metric']:.4f} nats/point at step {summary['best_step']}")
-    return 0
+    """`python -m handwriting_hm.synthesis_train ARGS`: the same as `handwriting-hm train --preset synthesis ARGS`."""
+    from .cli import main as handwriting_hm
+
+    return handwriting_hm(["train", "--preset", PRESET_NAME, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

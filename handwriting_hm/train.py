@@ -4,6 +4,12 @@
     handwriting-hm train --preset tiny --data iam.npz --run-dir runs/tiny --max-steps 200
     handwriting-hm train --data iam.npz --run-dir runs/hm-anneal --resume
     handwriting-hm train --preset tiny --data iam.npz --run-dir runs/warm --init-from handwriting_hm/models/handwriting-default.pt
+    handwriting-hm train --preset synthesis --data iam.npz --run-dir runs/synthesis
+
+The `synthesis` preset trains the text-conditioned model of `synthesis.py` instead (see
+`synthesis_train.py`): the same trainer and the same --resume and --init-from rules, with the flags
+that are settings of that model and task (a handwriting-only flag such as --cell is refused in one
+line). --resume and --init-from find out from the checkpoint which of the two models a run trains.
 
 A preset fixes the model (HandwritingConfig), how batches are made and the slope schedule
 (TaskSettings), and the optimisation (TrainConfig of the shared trainer, `hmlstm/trainer.py`, which
@@ -34,14 +40,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from handwriting_hm.hmlstm.checkpoint import StoredConfig
+from handwriting_hm import synthesis_train
+from handwriting_hm.hmlstm.checkpoint import StoredConfig, load_checkpoint
 from handwriting_hm.hmlstm.core import SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_same_statistics, sequence_log_likelihoods, summarise
@@ -50,6 +57,7 @@ from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
 from handwriting_hm.generate import generate
 from handwriting_hm.sample import raw_offsets
 from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
+from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env,
                                            seed_everything, shard_batches)
 
@@ -254,6 +262,11 @@ FLAGS = (
     Flag("task", "slope_unit_steps", {"type": int, "help": "optimiser steps per unit N of the slope schedule"}),
     Flag("task", "sample_points", {"type": int, "help": "length of the sample pictures"}),
 )
+N_WINDOW = Flag("model", "n_window", {"type": int, "help": "synthesis: K Gaussians in the attention window"})
+# the flags that are settings of the synthesis model or its task; the others are the handwriting model's only
+SYNTHESIS_FIELDS = {field.name for config in (SynthesisConfig, synthesis_train.SynthesisTaskSettings)
+                    for field in fields(config)}
+SYNTHESIS_FLAGS = tuple(flag for flag in FLAGS if flag.name in SYNTHESIS_FIELDS) + (N_WINDOW,)
 DEFAULT_PRESET = "paper-hm-anneal"
 
 
@@ -261,12 +274,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = parser.description or "Train the handwriting model"
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints, log, curves, samples")
-    add_preset_arguments(parser, PRESETS, DEFAULT_PRESET, FLAGS)
+    add_preset_arguments(parser, {**PRESETS, **synthesis_train.PRESETS}, DEFAULT_PRESET, FLAGS + (N_WINDOW,))
 
 
 def run(args: argparse.Namespace) -> int:
+    if trains_synthesis(args):
+        return run_synthesis(args)
+    return run_handwriting(args)
+
+
+def trains_synthesis(args: argparse.Namespace) -> bool:
+    """--preset synthesis, or a --resume / --init-from checkpoint that holds a synthesis model."""
+    if args.preset is not None:
+        return args.preset in synthesis_train.PRESETS
+    source = args.run_dir / LATEST if args.resume else args.init_from
+    return source is not None and Path(source).is_file() and load_checkpoint(source)["kind"] == SYNTHESIS_KIND
+
+
+def refuse_flags(args: argparse.Namespace, flags: tuple[Flag, ...], what: str) -> None:
+    given = [flag.option for flag in flags if hasattr(args, flag.name)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not a setting of {what}; leave it out")
+
+
+def run_synthesis(args: argparse.Namespace) -> int:
+    if args.impl != "reference":
+        raise ValueError(f"--impl {args.impl}: the synthesis model runs the reference loop only (its window sits "
+                         "between layer 1 and layer 2 inside every step)")
+    refuse_flags(args, tuple(flag for flag in FLAGS if flag not in SYNTHESIS_FLAGS), "the synthesis model")
+    start = start_from_args(args, synthesis_train.PRESETS, synthesis_train.PRESET_NAME, SYNTHESIS_FLAGS,
+                            SYNTHESIS_KIND, build=SynthesisModel)
+    summary = synthesis_train.train_synthesis(args.data, args.run_dir,
+                                              synthesis_train.SynthesisPreset.from_preset(start.settings),
+                                              resume=args.resume, init_from=args.init_from)
+    return report(summary, start.preset, args.run_dir)
+
+
+def run_handwriting(args: argparse.Namespace) -> int:
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
 
+    refuse_flags(args, (N_WINDOW,), "the handwriting model")
     start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=HandwritingModel)
     model_config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
 
@@ -289,13 +336,18 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(model, task, train_config, args.run_dir, kind=KIND, model_config=model_config.to_dict(),
                       metadata=metadata)
     summary = trainer.fit(resume=args.resume, init_from=args.init_from)
+    return report(summary, start.preset, args.run_dir)
+
+
+def report(summary: dict, preset: str, run_dir: Path) -> int:
+    """One line on how the run ended (from the main process only); the exit code."""
     if not distributed_from_env().is_main:
         return 0
     if summary["stopped"] == "interrupted":
-        print(f"handwriting-hm: interrupted at step {summary['steps']}; saved {args.run_dir / LATEST}: continue with "
+        print(f"handwriting-hm: interrupted at step {summary['steps']}; saved {run_dir / LATEST}: continue with "
               f"--resume", file=sys.stderr)
         return 130
-    print(f"{start.preset}: stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['epochs']} "
+    print(f"{preset}: stopped ({summary['stopped']}) after {summary['steps']} steps, {summary['epochs']} "
           f"epochs, {summary['wall_s']:.0f} s; best val_loss {summary['best_metric']:.4f} nats/point "
-          f"at step {summary['best_step']}; run folder {args.run_dir}")
+          f"at step {summary['best_step']}; run folder {run_dir}")
     return 0

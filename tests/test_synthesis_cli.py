@@ -1,0 +1,72 @@
+"""`handwriting-hm train --preset synthesis`, and `evaluate` and `export` of a synthesis checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from factories import make_prepared  # tests/ is on sys.path under pytest's default import mode
+
+from handwriting_hm.cli import main
+from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+from handwriting_hm.synthesis import KIND
+from handwriting_hm.synthesis_train import evaluate_synthesis
+from handwriting_hm.write import write
+
+TINY = ["--hidden-sizes", "8,8", "--embedding-size", "8", "--n-mixtures", "2", "--n-window", "2",
+        "--batch-size", "4", "--validation-lines", "2", "--eval-every", "2", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A 3-step run, and a 2-step run resumed to 3 steps, both through `handwriting-hm train`."""
+    folder = tmp_path_factory.mktemp("synthesis-runs")
+    data = make_prepared(folder, n_forms=2)
+    train = ["train", "--data", str(data)]
+    for run, steps in (("straight", "3"), ("resumed", "2")):
+        assert main([*train, "--preset", "synthesis", "--run-dir", str(folder / run), *TINY, "--max-steps", steps]) == 0
+    assert load_checkpoint(folder / "resumed" / "latest.pt", kind=KIND)["progress"]["step"] == 2
+    # --resume finds the synthesis run by itself and keeps its settings: only the step limit is given
+    assert main([*train, "--run-dir", str(folder / "resumed"), "--resume", "--max-steps", "3"]) == 0
+    return data, folder
+
+
+def test_train_preset_synthesis_runs_and_resumes_exactly(runs):
+    data, folder = runs
+    straight, resumed = (load_checkpoint(folder / run / "latest.pt", kind=KIND) for run in ("straight", "resumed"))
+    assert resumed["progress"]["step"] == 3 and straight["config"]["hidden_sizes"] == [8, 8]
+    assert straight["config"]["alphabet"] == " 0123456789eiln" and straight["metadata"]["preset"] == "synthesis"
+    assert resumed["metadata"]["task"] == {"scheme": "paper", "batch_size": 4, "validation_lines": 2}
+    for name, weight in straight["model"].items():
+        assert torch.equal(weight, resumed["model"][name]), name
+
+
+def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys):
+    data, folder = runs
+    base = ["train", "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    assert main([*base, "--preset", "synthesis", "--cell", "lstm"]) == 2
+    assert main([*base, "--preset", "tiny", "--n-window", "3"]) == 2
+    assert main([*base, "--preset", "synthesis", "--impl", "sparse"]) == 2
+    assert main(["train", "--data", str(data), "--run-dir", str(folder / "resumed"), "--resume",
+                 "--batch-size", "8"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 4
+    assert "--cell: not a setting of the synthesis model" in errors[0]
+    assert "--n-window: not a setting of the handwriting model" in errors[1]
+    assert "reference loop" in errors[2] and "contradicts" in errors[3]
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_and_export_take_a_synthesis_checkpoint(runs, tmp_path, capsys):
+    data, folder = runs
+    best = folder / "straight" / "latest.pt"
+    report = tmp_path / "evaluation.json"
+    assert main(["evaluate", str(best), "--data", str(data), "--json", str(report)]) == 0
+    expected = evaluate_synthesis(best, data)
+    assert json.loads(report.read_text())["log_likelihood_per_sequence"] == pytest.approx(
+        expected["log_likelihood_per_sequence"])
+    assert "synthesis" in capsys.readouterr().out
+    exported = tmp_path / "synthesis-model.pt"
+    assert main(["export", str(best), str(exported), "--dtype", "float32"]) == 0
+    assert load_checkpoint(exported, kind=KIND)["metadata"]["preset"] == "synthesis"
+    assert (write("line 1", exported, seed=5).offsets == write("line 1", best, seed=5).offsets).all()
