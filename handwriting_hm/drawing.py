@@ -339,8 +339,7 @@ def _letters_row(line: WrittenText, ink_height: float, stroke_width: float) -> _
     ends = [float(screen[e:e + 2, 0].mean()) for e in word_ends(attended, line.text)]
     labels = [(float(screen[attended == u, 0].mean()), line.text[u], PALETTE[u % len(PALETTE)])
               for u in np.unique(attended) if line.text[u] != " "]
-    legend = "  ·  ".join(f"{name} fired: {how}" for name, how in zip(("z1", "z2"), ("dots", "red rings")))
-    title = f"{line.text!r}   {legend}   dashed: word ends" if len(firings) else f"{line.text!r}   dashed: word ends"
+    title = "   ".join([repr(line.text), *("z1 fired: dots", "z2 fired: red rings")[:detectors], "dashed: word ends"])
     width = max(layout.width, 8.0 * len(title))  # room for the title
     return _LettersRow(screen, width, layout.height + LETTERS_TITLE_BAND + LETTERS_LABEL_BAND, pieces, firings,
                        ends, labels, title)
