@@ -241,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
     suffix = args.out.suffix.lower()
     if suffix not in SAVE_FORMATS:
         raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+    if args.boundaries and suffix == ".json":
+        raise ValueError("--boundaries draws a picture: give --out a .svg or .png (the JSON always holds them)")
     if args.style is not None and args.data is None:
         raise ValueError("--style LINE_ID needs --data, the prepared IAM-OnDB file that holds the line")
     style = (style_from_line(args.data, args.style) if args.style is not None else

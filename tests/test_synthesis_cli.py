@@ -10,6 +10,7 @@ from factories import make_prepared  # tests/ is on sys.path under pytest's defa
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
 from handwriting_hm.synthesis import KIND
+from handwriting_hm import synthesis_train
 from handwriting_hm.synthesis_train import evaluate_synthesis
 from handwriting_hm.write import write
 
@@ -49,8 +50,10 @@ def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys
     assert main([*base, "--preset", "synthesis", "--impl", "sparse"]) == 2
     assert main(["train", "--data", str(data), "--run-dir", str(folder / "resumed"), "--resume",
                  "--batch-size", "8"]) == 2
+    # the module's own entry is the same command
+    assert synthesis_train.main(["--data", str(data), "--run-dir", str(tmp_path / "run"), "--cell", "lstm"]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 4
+    assert len(errors) == 5 and errors[4] == errors[0]
     assert "--cell: not a setting of the synthesis model" in errors[0]
     assert "--n-window: not a setting of the handwriting model" in errors[1]
     assert "reference loop" in errors[2] and "contradicts" in errors[3]

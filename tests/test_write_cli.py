@@ -111,6 +111,7 @@ def test_user_errors_are_one_line(checkpoint, tmp_path, capsys):
     assert "needs --data" in error("abc", "--checkpoint", str(checkpoint), "--out", out, "--style", "a01-000u-01")
     assert "extension" in error("abc", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.gif"))
     assert "width" in error("abc", "--checkpoint", str(checkpoint), "--out", out, "--width", "0")
+    assert "picture" in error("abc", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.json"), "--boundaries")
     assert not (tmp_path / "x.svg").exists()
 
 
