@@ -106,12 +106,16 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                                         placeholder="e.g. the quick brown fox")
                 # filled by the canvas's script; visible="hidden" keeps it in the page, out of sight
                 style_strokes = gr.Textbox("", visible="hidden", elem_id="style_strokes")
-            drawing = gr.HTML("<p class='hm-note'>Type a text and press Write.</p>", elem_id="write_drawing")
             finished = gr.Textbox(label="Did the window finish the text?", interactive=False, elem_id="finished")
+            drawing = gr.HTML("<p class='hm-note'>Type a text and press Write.</p>", elem_id="write_drawing")
             with gr.Row():
                 svg_file = gr.DownloadButton("Download SVG", size="sm")
                 png_file = gr.DownloadButton("Download PNG", size="sm")
                 json_file = gr.DownloadButton("Download JSON", size="sm")
+    # drawing on the canvas, or typing a line id, picks that style; emptying it again drops it (in the browser only)
+    for source, box in (("canvas", style_strokes), ("line", style_line)):
+        box.change(None, [box, style], style, api_visibility="private",
+                  js=f"(value, style) => value.trim() ? '{source}' : (style === '{source}' ? 'none' : style)")
     button.click(
         write_text,
         inputs=[text, bias, temperature, seed, style, style_line, style_strokes, style_text, colour_by,

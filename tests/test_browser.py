@@ -105,7 +105,8 @@ def test_drawing_on_the_canvas_records_strokes_that_prime_the_writing(tmp_path):
         assert [len(stroke) for stroke in strokes][0] >= 6 and len(strokes) == 2
         assert all(len(point) == 2 for stroke in strokes for point in stroke)
 
-        browser.find_element(By.XPATH, "//label[normalize-space()='what you draw below']").click()
+        chosen = browser.find_element(By.CSS_SELECTOR, "#style input[value='canvas']")
+        wait.until(lambda b: chosen.is_selected())  # drawing picked the canvas as the style
         browser.find_element(By.CSS_SELECTOR, "#style_text textarea, #style_text input").send_keys("hi")
         browser.find_element(By.ID, "write").click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#write_drawing .hm-drawing svg path"))
@@ -114,6 +115,8 @@ def test_drawing_on_the_canvas_records_strokes_that_prime_the_writing(tmp_path):
 
         browser.find_element(By.CSS_SELECTOR, "#style_canvas .hm-clear").click()
         wait.until(lambda b: b.execute_script(strokes_box) == "")
+        none = browser.find_element(By.CSS_SELECTOR, "#style input[value='none']")
+        wait.until(lambda b: none.is_selected())
     finally:
         browser.quit()
         app.close()
