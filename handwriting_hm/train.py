@@ -284,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def trains_synthesis(args: argparse.Namespace) -> bool:
-    """--preset synthesis, or a --resume / --init-from checkpoint that holds a synthesis model."""
+    """--preset synthesis, or a --resume / --init-from checkpoint that holds a synthesis model (read once more
+    here, only for its kind: a small cost next to a training run)."""
     if args.preset is not None:
         return args.preset in synthesis_train.PRESETS
     source = args.run_dir / LATEST if args.resume else args.init_from
@@ -292,12 +293,14 @@ def trains_synthesis(args: argparse.Namespace) -> bool:
 
 
 def refuse_flags(args: argparse.Namespace, flags: tuple[Flag, ...], what: str) -> None:
+    """One line naming the given `flags`, which are no settings of `what`: a flag is never ignored silently."""
     given = [flag.option for flag in flags if hasattr(args, flag.name)]
     if given:
         raise ValueError(f"{', '.join(given)}: not a setting of {what}; leave it out")
 
 
 def run_synthesis(args: argparse.Namespace) -> int:
+    """`train` for the synthesis model: the same preset rules (`hmlstm/presets.py`), `synthesis_train`'s run."""
     if args.impl != "reference":
         raise ValueError(f"--impl {args.impl}: the synthesis model runs the reference loop only (its window sits "
                          "between layer 1 and layer 2 inside every step)")
