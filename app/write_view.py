@@ -1,10 +1,13 @@
 """The Write view: type a text, and a synthesis model writes it, with its boundaries on the letters.
 
-Each line of the text is written on its own (`handwriting_hm.write.write`, line i with seed + i,
-so that two equal lines are not drawn alike), then the lines are stacked top to bottom, left
-aligned, into one pen sequence: one picture at one scale, drawn like the unconditional view's,
-layer-1 segments in colours and red dots where layer 2 fires by default. A line ends when the
-window has passed its last character, or at a cap of points per character; the view says which.
+The text goes to `handwriting_hm.write.write_lines`, as `handwriting-hm write` sends it: each of
+its lines is written (one batch of the sampler, one seed), and the lines are laid out on one page,
+left-aligned or centred. The page is drawn like the unconditional view's samples (by default
+layer-1 segments in colours, red dots where layer 2 fires), and below it the picture of where the
+boundaries fall on the letters (`drawing.render_letters_svg`: the ink coloured by the character
+the window attends to, word ends, z¹ and z² firings). A line ends when the window has passed its
+last character, or at a cap of points per character; the view says which. The downloads are the
+picture (SVG, PNG), an SVG for pen plotters, and the JSON `handwriting-hm write` writes.
 
 A style (Graves §5.5) primes every line: a line of the prepared IAM-OnDB file given to the app
 (`--data`), or what a person draws on the canvas (`canvas.py`) together with the text they wrote.
@@ -14,7 +17,6 @@ value through the page or the API gets one line naming the parameter and no trac
 """
 from __future__ import annotations
 
-import html
 import json
 import tempfile
 import time
@@ -25,19 +27,18 @@ import gradio as gr
 import numpy as np
 
 from handwriting_hm.alphabet import UnknownCharacters
-from handwriting_hm.drawing import drawing_record, offsets_to_points, render_png, render_svg, straighten_baseline
+from handwriting_hm.drawing import INK_HEIGHT, render_letters_svg, render_plotter_svg, render_png, render_svg
 from handwriting_hm.hmlstm.atomic import atomic_write
 from handwriting_hm.sample import LIMITS
 from handwriting_hm.styles import style_from_line, style_from_strokes
 from handwriting_hm.synthesis import LoadedSynthesisModel
-from handwriting_hm.write import WrittenText, write
+from handwriting_hm.write import ALIGNMENTS, WrittenText, page_document, wrap_text, write_lines
 
 from . import canvas
 
 MAX_LINES = 8
 MAX_CHARACTERS = 300  # over all lines: at the cap of 40 points a character, a minute or so on a CPU
-MAX_POINTS_PER_CHARACTER = 40  # write()'s cap
-LINE_GAP = 0.3  # space between stacked lines, as a fraction of the tallest line's height
+MAX_POINTS_PER_CHARACTER = 40  # write_lines's cap
 TRAIN_COMMAND = ("`python -m handwriting_hm.synthesis_train --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
 NO_MODEL = f"No synthesis model is loaded, so this view cannot write: train one with {TRAIN_COMMAND}."
@@ -61,18 +62,19 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
     detectors = synthesis.model.core.num_detectors if synthesis is not None else 2
     colour_choices = ["ink", "strokes"] + [f"layer{k}" for k in range(1, min(detectors, 2) + 1)]
     marker_choices = list(range(detectors + 1))
-    choices = {"style": sources, "colour_by": colour_choices, "marker_layer": marker_choices}
+    choices = {"style": sources, "colour_by": colour_choices, "marker_layer": marker_choices,
+               "align": list(ALIGNMENTS)}
 
     # the parameter names are the API's (gradio_client keywords); the values arrive unchecked
     def write_text(text: Any, bias: Any, temperature: Any, seed: Any, style: Any, style_line: Any, style_strokes: Any,
-                   style_text: Any, colour_by: Any, marker_layer: Any,
-                   straighten: Any) -> tuple[str, str, str, str, str]:
+                   style_text: Any, align: Any, colour_by: Any, marker_layer: Any,
+                   straighten: Any) -> tuple[str, str, str, str, str, str]:
         try:
             if synthesis is None:
                 raise ValueError(NO_MODEL)
             return _write(synthesis, style_data, choices, Path(tempfile.mkdtemp(prefix="write-", dir=cache_folder())),
-                          text, bias, temperature, seed, style, style_line, style_strokes, style_text, colour_by,
-                          marker_layer, straighten)
+                          text, bias, temperature, seed, style, style_line, style_strokes, style_text, align,
+                          colour_by, marker_layer, straighten)
         except ValueError as error:  # UnknownCharacters included
             raise gr.Error(str(error), print_exception=False) from None
 
@@ -80,8 +82,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
     with gr.Row(equal_height=False, visible=synthesis is not None):
         with gr.Column(scale=1, min_width=280):
             text = gr.Textbox("hello world", label="Text", lines=3, elem_id="text",
-                              info=f"each line is written on its own; up to {MAX_LINES} lines, "
-                                   f"{MAX_CHARACTERS} characters")
+                              info=f"up to {MAX_LINES} lines and {MAX_CHARACTERS} characters")
             with gr.Row():
                 bias = number("Bias (higher: neater)", 1.0, "bias", step=0.1, elem_id="write_bias")
                 temperature = number("Temperature", 1.0, "temperature", step=0.05, elem_id="write_temperature")
@@ -92,6 +93,8 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                                     elem_id="write_colour_by")
             marker_layer = gr.Dropdown([("none", 0)] + [(f"layer {k} fires", k) for k in marker_choices[1:]],
                                        value=min(2, detectors), label="Markers", elem_id="write_marker_layer")
+            align = gr.Radio([("left", "left"), ("centred", "centre")], value="left", label="Lines",
+                             elem_id="align")
             straighten = gr.Checkbox(False, label="Straighten each line's baseline", elem_id="write_straighten")
             button = gr.Button("Write", variant="primary", elem_id="write")
         with gr.Column(scale=5):
@@ -111,6 +114,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
             with gr.Row():
                 svg_file = gr.DownloadButton("Download SVG", size="sm")
                 png_file = gr.DownloadButton("Download PNG", size="sm")
+                plotter_file = gr.DownloadButton("Download plotter SVG", size="sm")
                 json_file = gr.DownloadButton("Download JSON", size="sm")
     # drawing on the canvas, or typing a line id, picks that style; emptying it again drops it (in the browser only)
     for source, box in (("canvas", style_strokes), ("line", style_line)):
@@ -118,9 +122,9 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                   js=f"(value, style) => value.trim() ? '{source}' : (style === '{source}' ? 'none' : style)")
     button.click(
         write_text,
-        inputs=[text, bias, temperature, seed, style, style_line, style_strokes, style_text, colour_by,
+        inputs=[text, bias, temperature, seed, style, style_line, style_strokes, style_text, align, colour_by,
                 marker_layer, straighten],
-        outputs=[drawing, finished, svg_file, png_file, json_file],
+        outputs=[drawing, finished, svg_file, png_file, plotter_file, json_file],
         api_name="write",
         concurrency_limit=1,
         preprocess=False,  # the handler checks the raw values and names the parameter
@@ -129,13 +133,14 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
 
 def _write(synthesis: LoadedSynthesisModel, style_data: Path | None, choices: dict[str, list], folder: Path,
            text: Any, bias: Any, temperature: Any, seed: Any, style: Any, style_line: Any, style_strokes: Any,
-           style_text: Any, colour_by: Any, marker_layer: Any, straighten: Any) -> tuple[str, str, str, str, str]:
-    """Check, write each line, stack, render; returns (drawing HTML, finished line, SVG, PNG, JSON paths)."""
-    lines = _lines(text)
-    synthesis.model.alphabet.check("".join(lines))  # every unknown character of every line, named at once
+           style_text: Any, align: Any, colour_by: Any, marker_layer: Any,
+           straighten: Any) -> tuple[str, str, str, str, str, str]:
+    """Check, write, lay out, draw; returns (drawing HTML, finished line, SVG, PNG, plotter SVG, JSON paths)."""
+    text = _text(text)
+    synthesis.model.alphabet.check(text.replace("\n", ""))  # every unknown character of every line, named at once
     parameters = {"bias": _in_range(bias, "bias"), "temperature": _in_range(temperature, "temperature"),
                   "seed": _seed(seed)}
-    for name, value in (("style", style), ("colour_by", colour_by), ("marker_layer", marker_layer)):
+    for name, value in (("style", style), ("align", align), ("colour_by", colour_by), ("marker_layer", marker_layer)):
         if isinstance(value, bool) or value not in choices[name]:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, choices[name]))}, got {value!r}")
     if not isinstance(straighten, bool):
@@ -143,49 +148,32 @@ def _write(synthesis: LoadedSynthesisModel, style_data: Path | None, choices: di
     primer = _style(synthesis, style_data, style, style_line, style_strokes, style_text)
 
     started = time.perf_counter()
-    written = [write(line, synthesis, style=primer, seed=(parameters["seed"] + i) % 2**63,
-                     bias=parameters["bias"], temperature=parameters["temperature"],
-                     max_points_per_character=MAX_POINTS_PER_CHARACTER) for i, line in enumerate(lines)]
-    offsets, boundaries = stack_lines(written, straighten)
-    look = {"colour_by": colour_by, "marker_layer": marker_layer or None}
-    svg = render_svg(offsets, boundaries, **look)
+    page = write_lines(text, synthesis, style=primer, align=align, straighten=straighten,
+                       max_points_per_character=MAX_POINTS_PER_CHARACTER, **parameters)
+    written = [line for line in page.lines if line is not None]
+    look = {"colour_by": colour_by, "marker_layer": marker_layer or None,
+            "ink_height": INK_HEIGHT * len(page.lines)}  # about INK_HEIGHT pixels a line, as the CLI draws it
+    svg = render_svg(page.offsets, page.boundaries, **look)
+    letters = render_letters_svg(written)
     seconds = time.perf_counter() - started
 
-    files = [folder / f"writing.{ext}" for ext in ("svg", "png", "json")]
-    document = {"parameters": {"text": "\n".join(lines), **parameters, "style": style,
-                               "style_text": primer[1] if primer else None},
-                "drawing": {**look, "straighten": straighten},
-                "lines": [drawing_record(w.offsets, w.boundaries, text=w.text, attended=w.attended,
-                                         finished=w.finished) for w in written]}
-    for path, data in zip(files, (svg.encode("utf-8"), render_png(offsets, boundaries, **look),
-                                  json.dumps(document, allow_nan=False, default=_plain).encode("utf-8"))):
-        with atomic_write(path) as file:
+    parameters |= {"align": align, "straighten": straighten, "style": style,
+                   "style_text": primer[1] if primer else None, "colour_by": colour_by, "marker_layer": marker_layer}
+    contents = {"svg": svg.encode("utf-8"), "png": render_png(page.offsets, page.boundaries, **look),
+                "plotter.svg": render_plotter_svg(page.offsets, look["ink_height"]).encode("utf-8"),
+                "json": json.dumps(page_document(text, page, parameters), allow_nan=False).encode("utf-8")}
+    files = []
+    for suffix, data in contents.items():
+        files.append(folder / f"writing.{suffix}")
+        with atomic_write(files[-1]) as file:
             file.write(data)
 
-    header = (f"<p class='hm-note'>{len(lines)} line{'s' if len(lines) > 1 else ''}, {len(offsets)} points, "
-              f"seed {parameters['seed']}, written and drawn in {seconds:.2f} s</p>")
-    return header + f"<div class='hm-drawing'>{svg}</div>", finished_line(written), *map(str, files)
-
-
-def stack_lines(lines: list[WrittenText], straighten: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One pen sequence (offsets, boundaries) of the written lines, each below the last, left aligned.
-    A line the cap stopped mid-stroke still lifts the pen, so the move to the next line is never inked."""
-    drawn = [offsets_to_points(line.offsets) for line in lines if len(line.offsets)]
-    if straighten:
-        drawn = [straighten_baseline(points) for points in drawn]
-    if not drawn:
-        return np.zeros((0, 3)), np.zeros((0, lines[0].boundaries.shape[1]), dtype=np.int64)
-    gap = LINE_GAP * max(np.ptp(points[:, 1]) for points in drawn)
-    top = 0.0
-    for points in drawn:  # y up: each line's highest ink goes where the last line's lowest ended, less a gap
-        points[-1, 2] = 1.0
-        points[:, 0] -= points[:, 0].min()
-        points[:, 1] += top - points[:, 1].max()
-        top = points[:, 1].min() - gap
-    points = np.concatenate(drawn)
-    offsets = points.copy()
-    offsets[1:, :2] = np.diff(points[:, :2], axis=0)
-    return offsets, np.concatenate([line.boundaries for line in lines])
+    header = (f"<p class='hm-note'>{len(written)} line{'s' if len(written) > 1 else ''}, {len(page.offsets)} "
+              f"points, seed {parameters['seed']}, written and drawn in {seconds:.2f} s</p>")
+    figure = (f"<p class='hm-note'>Where the boundaries fall on the letters: each character the window attends to "
+              f"in its own colour and named below, dashed lines at word ends, z¹'s firings as dots, z²'s as red "
+              f"rings.</p><div class='hm-drawing hm-letters'>{letters}</div>")
+    return (header + f"<div class='hm-drawing'>{svg}</div>" + figure, finished_line(written), *map(str, files))
 
 
 def finished_line(lines: list[WrittenText]) -> str:
@@ -197,17 +185,19 @@ def finished_line(lines: list[WrittenText]) -> str:
             f"the end of {', '.join(capped)}.")
 
 
-def _lines(text: Any) -> list[str]:
-    """The text's non-blank lines, trailing spaces dropped; checked against the limits."""
+def _text(text: Any) -> str:
+    """The text, checked against the limits: at least one character, at most MAX_LINES lines and
+    MAX_CHARACTERS characters."""
     if not isinstance(text, str):
         raise ValueError(f"text must be a string, got {text!r:.80}")
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    if not lines:
+    text = text.strip("\n")
+    lines = wrap_text(text)
+    if not any(lines):
         raise ValueError("text is empty: type something to write")
     if len(lines) > MAX_LINES or sum(map(len, lines)) > MAX_CHARACTERS:
         raise ValueError(f"text may have up to {MAX_LINES} lines and {MAX_CHARACTERS} characters, "
                          f"got {len(lines)} lines and {sum(map(len, lines))} characters")
-    return lines
+    return text
 
 
 def _style(synthesis: LoadedSynthesisModel, style_data: Path | None, style: str, style_line: Any,
@@ -247,10 +237,3 @@ def _seed(value: Any) -> int:
             or not low <= value <= high):
         raise ValueError(f"seed must be a whole number between {low} and {high}, got {value!r:.80}")
     return int(value)
-
-
-def _plain(value: Any) -> Any:
-    """numpy arrays and scalars in the JSON document as lists and numbers."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -14,7 +14,7 @@ from gradio_client.exceptions import AppError
 
 from app import canvas
 from app.main import build_app, launch_app
-from app.write_view import NO_MODEL, finished_line, stack_lines
+from app.write_view import NO_MODEL, finished_line
 from handwriting_hm.alphabet import alphabet_of_prepared
 from handwriting_hm.cli import main
 from handwriting_hm.model import load_handwriting_model
@@ -26,7 +26,7 @@ from write_factory import write_tiny_synthesis_checkpoint
 SVG = "{http://www.w3.org/2000/svg}"
 STROKES = json.dumps([[[10, 140], [30, 90], [50, 140]], [[20, 115], [40, 115]], [[70, 140]]])  # "nil", say
 DEFAULTS = {"text": "line 12", "bias": 1.0, "temperature": 1.0, "seed": 0, "style": "none", "style_line": "",
-            "style_strokes": "", "style_text": "", "colour_by": "layer1", "marker_layer": 2, "straighten": False}
+            "style_strokes": "", "style_text": "", "align": "left", "colour_by": "layer1", "marker_layer": 2, "straighten": False}
 
 
 def free_port() -> int:
@@ -68,32 +68,47 @@ def write(client: Client, **overrides):
 
 
 def test_write_returns_a_drawing_the_finished_line_and_files(client):
-    drawing, finished, svg_path, png_path, json_path = write(client, text="line 1\nline 22")
-    assert drawing.count("<svg") == 1 and "2 lines" in drawing
+    drawing, finished, svg_path, png_path, plotter_path, json_path = write(client, text="line 1\n\nline 22")
+    assert "2 lines" in drawing and "<div class='hm-drawing'><svg" in drawing  # the page
+    assert "<div class='hm-drawing hm-letters'><svg" in drawing  # and the letters picture
+    assert "class=\"z1-firings\"" in drawing and "class=\"word-ends\"" in drawing
     assert finished.startswith(("Finished: the window passed the end of the text", "Stopped at the cap of 40"))
     assert ET.parse(svg_path).getroot().findall(f".//{SVG}path")
     with open(png_path, "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    plotter = ET.parse(plotter_path).getroot().findall(f".//{SVG}path")  # one path per pen-down stroke
+    assert plotter and all(path.get("fill") == "none" for path in plotter)
     document = json.load(open(json_path))
-    assert [line["text"] for line in document["lines"]] == ["line 1", "line 22"]
-    for line in document["lines"]:
+    assert document["text"] == "line 1\n\nline 22"
+    assert document["lines"][1] is None  # the blank line stays a blank line of the page
+    for line in (document["lines"][0], document["lines"][2]):
         assert len(line["attended"]) == len(line["offsets"]) == len(line["boundaries"])
         assert isinstance(line["finished"], bool)
-    assert document["parameters"]["text"] == "line 1\nline 22"
-    assert write(client, text="line 1\nline 22")[1] == finished  # same seed, same writing
+        assert min(x for x, _, _ in line["page_points"]) == 0  # left-aligned
+    top, bottom = (np.array(document["lines"][k]["page_points"])[:, 1] for k in (0, 2))
+    assert np.median(bottom) < np.median(top)  # the third line below the first
+    assert document["parameters"]["align"] == "left" and document["parameters"]["seed"] == 0
+    assert write(client, text="line 1\n\nline 22")[1] == finished  # same seed, same writing
+
+
+def test_centred_lines_are_centred(client):
+    document = json.load(open(write(client, text="line 1\nline 22", align="centre")[5]))
+    for line in document["lines"]:
+        xs = [x for x, _, _ in line["page_points"]]
+        assert min(xs) == pytest.approx(-max(xs))
 
 
 def test_the_canvas_strokes_prime_the_model(client):
-    plain = json.load(open(write(client)[4]))
+    plain = json.load(open(write(client)[5]))
     primed = write(client, style="canvas", style_strokes=STROKES, style_text="nil")
-    document = json.load(open(primed[4]))
+    document = json.load(open(primed[5]))
     assert document["parameters"]["style"] == "canvas" and document["parameters"]["style_text"] == "nil"
     assert document["lines"][0]["offsets"] != plain["lines"][0]["offsets"]  # same seed, another hand
 
 
 def test_a_line_of_the_prepared_file_primes_the_model(client):
-    plain = json.load(open(write(client)[4]))
-    primed = json.load(open(write(client, style="line", style_line="a00-000u-03")[4]))
+    plain = json.load(open(write(client)[5]))
+    primed = json.load(open(write(client, style="line", style_line="a00-000u-03")[5]))
     assert primed["parameters"]["style_text"] == "line 3"
     assert primed["lines"][0]["offsets"] != plain["lines"][0]["offsets"]
 
@@ -107,6 +122,7 @@ def test_a_line_of_the_prepared_file_primes_the_model(client):
     ({"temperature": "1"}, "temperature must be a number between 0.05 and 2.0, got '1'"),
     ({"seed": 1.5}, "seed must be a whole number between 0 and"),
     ({"style": "photo"}, "style must be one of 'none', 'canvas', 'line', got 'photo'"),
+    ({"align": "right"}, "align must be one of 'left', 'centre', got 'right'"),
     ({"marker_layer": 5}, "marker_layer must be one of 0, 1, 2, got 5"),
     ({"straighten": "no"}, "straighten must be true or false, got 'no'"),
     ({"style": "canvas"}, "style_strokes is empty: draw a line of handwriting on the canvas first"),
@@ -130,8 +146,8 @@ def test_a_wrong_number_of_inputs_is_named(client):
                                      headers={"Content-Type": "application/json"})
     event = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
     reply = urllib.request.urlopen(f"{client.src}gradio_api/call/write/{event}", timeout=60).read().decode()
-    assert ("/write takes 11 inputs (text, bias, temperature, seed, style, style_line, style_strokes, style_text, "
-            "colour_by, marker_layer, straighten), got 1") in reply
+    assert ("/write takes 12 inputs (text, bias, temperature, seed, style, style_line, style_strokes, style_text, "
+            "align, colour_by, marker_layer, straighten), got 1") in reply
 
 
 def test_without_a_synthesis_model_the_view_says_how_to_train_one(tmp_path_factory):
@@ -157,27 +173,14 @@ def test_canvas_pixels_become_sensor_units_resampled_at_the_data_pace():
     assert dot.tolist() == [[20, 20]] and line.tolist() == [[0, 0], [0, 10]]
 
 
-def written(text: str, xs: list[float], finished: bool = True) -> WrittenText:
-    """A made-up line: one stroke through (x, 0) for each x, no boundaries fired."""
-    offsets = np.zeros((len(xs), 3))
-    offsets[:, 0] = np.diff([0.0, *xs])
-    offsets[:, 1] = [0, 10, 0, -10][:len(xs)]
-    return WrittenText(text, offsets, np.zeros((len(xs), 2), dtype=np.int64), np.zeros(len(xs), int), finished)
-
-
-def test_lines_are_stacked_top_to_bottom_left_aligned_with_the_pen_up_between():
-    offsets, boundaries = stack_lines([written("ab", [5, 7, 9, 11]), written("c", [30, 31, 32])], straighten=False)
-    points = np.cumsum(offsets[:, :2], axis=0)
-    first, second = points[:4], points[4:]
-    assert first[:, 0].min() == 0 == second[:, 0].min()
-    assert second[:, 1].max() < first[:, 1].min()  # below, with a gap
-    assert offsets[3, 2] == 1 and offsets[-1, 2] == 1  # each line lifts the pen at its end
-    assert boundaries.shape == (7, 2)
+def written(text: str, finished: bool = True) -> WrittenText:
+    """A made-up written line of two points."""
+    return WrittenText(text, np.zeros((2, 3)), np.zeros((2, 2), dtype=np.int64), np.zeros(2, int), finished)
 
 
 def test_the_finished_line_names_the_lines_the_cap_stopped():
-    assert finished_line([written("ab", [1, 2])]) == "Finished: the window passed the end of the text."
-    said = finished_line([written("ab", [1, 2]), written("cd", [1, 2], finished=False)])
+    assert finished_line([written("ab")]) == "Finished: the window passed the end of the text."
+    said = finished_line([written("ab"), written("cd", finished=False)])
     assert said == "Stopped at the cap of 40 points per character before the window passed the end of line 2 ('cd')."
 
 
