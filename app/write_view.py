@@ -39,7 +39,7 @@ from . import canvas
 MAX_LINES = 8
 MAX_CHARACTERS = 300  # over all lines: at the cap of 40 points a character, a minute or so on a CPU
 MAX_POINTS_PER_CHARACTER = 40  # write_lines's cap
-TRAIN_COMMAND = ("`python -m handwriting_hm.synthesis_train --data data/iam_ondb.npz --run-dir runs/synthesis`, "
+TRAIN_COMMAND = ("`handwriting-hm train --preset synthesis --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
 NO_MODEL = f"No synthesis model is loaded, so this view cannot write: train one with {TRAIN_COMMAND}."
 COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments (z¹)",

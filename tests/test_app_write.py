@@ -154,7 +154,7 @@ def test_without_a_synthesis_model_the_view_says_how_to_train_one(tmp_path_facto
     page = build_app(load_handwriting_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")))
     try:
         client = serve(page, tmp_path_factory)
-        assert ". " not in NO_MODEL and "synthesis_train" in NO_MODEL  # one sentence, with the command
+        assert ". " not in NO_MODEL and "train --preset synthesis" in NO_MODEL  # one sentence, with the command
         components = page.config["components"]
         assert [c["props"]["value"] for c in components if c["props"].get("elem_id") == "write_intro"] == [NO_MODEL]
         with pytest.raises(AppError, match="No synthesis model is loaded") as error:
