@@ -34,7 +34,7 @@ from handwriting_hm.sample import LIMITS, Sample, sample_handwriting, sampling_p
 from handwriting_hm.synthesis import LoadedSynthesisModel
 
 from . import canvas
-from .write_view import build_write_view
+from .write_view import CSS as WRITE_CSS, build_write_view
 
 COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments",
                 "layer2": "layer-2 segments"}
@@ -184,7 +184,7 @@ def launch_app(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
                prevent_thread_lock: bool = False) -> None:
     """Serve `app` on host:port (port None: Gradio picks a free one)."""
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
-               theme=THEME, css=CSS + canvas.CSS, footer_links=["api"])
+               theme=THEME, css=CSS + canvas.CSS + WRITE_CSS, footer_links=["api"])
 
 
 def _number(label: str, value: float, name: str, step: float = 1, elem_id: str | None = None) -> gr.Number:

@@ -46,6 +46,12 @@ COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "laye
                 "layer2": "layer-2 segments (z²)"}
 STYLE_NAMES = {"none": "none (the model's own hand)", "line": "an IAM-OnDB line", "canvas": "what you draw below"}
 
+# the page and the letters picture at their own size (about 120 pixels a line), not stretched to the
+# window's width as a long unconditional sample is: a short text would fill the screen
+CSS = """
+#write_drawing .hm-drawing svg {width: auto; max-width: 100%; height: auto; max-height: none;}
+"""
+
 INTRO = """
 ### Write a text
 A synthesis model reads the text through an attention window and writes it point by point. The colours
