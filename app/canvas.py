@@ -30,6 +30,8 @@ BASELINE, TOP_LINE = 140, 80  # the guide lines' heights in canvas pixels
 
 HTML = f"""
 <div class="hm-canvas">
+  <p class="hm-note">Write a line in your own hand here, sitting on the lower guide line, capitals up to the
+  upper one; then type what it says in the box below.</p>
   <canvas width="{WIDTH}" height="{HEIGHT}" aria-label="drawing canvas: write a line of text here"></canvas>
   <button type="button" class="hm-clear">Clear</button>
 </div>

@@ -37,7 +37,7 @@ from handwriting_hm.write import ALIGNMENTS, WrittenText, page_document, wrap_te
 from . import canvas
 
 MAX_LINES = 8
-MAX_CHARACTERS = 300  # over all lines: at the cap of 40 points a character, a minute or so on a CPU
+MAX_CHARACTERS = 300  # over all lines: at most 12,000 steps of the sampler at the cap, for one request
 MAX_POINTS_PER_CHARACTER = 40  # write_lines's cap
 TRAIN_COMMAND = ("`handwriting-hm train --preset synthesis --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
@@ -56,7 +56,8 @@ INTRO = """
 ### Write a text
 A synthesis model reads the text through an attention window and writes it point by point. The colours
 are layer 1's segments (z¹: a new colour where layer 1's detector fires) and the red dots where layer 2's
-detector fires (z²), so you can see where the network's boundaries fall on the letters.
+detector fires (z²); the picture below the writing sets those firings against the letters and words.
+To write in your own hand, write a line on the canvas and type what it says.
 """
 
 
