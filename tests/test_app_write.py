@@ -24,9 +24,11 @@ from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.p
 from write_factory import write_tiny_synthesis_checkpoint
 
 SVG = "{http://www.w3.org/2000/svg}"
-STROKES = json.dumps([[[10, 140], [30, 90], [50, 140]], [[20, 115], [40, 115]], [[70, 140]]])  # "nil", say
+# three strokes in canvas pixels, as the canvas's script sends them (what they say is given as style_text)
+STROKES = json.dumps([[[10, 140], [30, 90], [50, 140]], [[20, 115], [40, 115]], [[70, 140]]])
 DEFAULTS = {"text": "line 12", "bias": 1.0, "temperature": 1.0, "seed": 0, "style": "none", "style_line": "",
-            "style_strokes": "", "style_text": "", "align": "left", "colour_by": "layer1", "marker_layer": 2, "straighten": False}
+            "style_strokes": "", "style_text": "", "align": "left", "colour_by": "layer1", "marker_layer": 2,
+            "straighten": False}
 
 
 def free_port() -> int:
