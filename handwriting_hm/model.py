@@ -30,6 +30,7 @@ class HandwritingConfig(StoredConfig):
     n_mixtures: int = 20
     layer_norm: bool = True
     boundary_mode: str = "step"
+    copy_gradient: str = "straight"  # what a COPY row passes back: see hmlstm/core.py (an LSTM core ignores it)
 
 
 
@@ -49,7 +50,8 @@ class HandwritingModel(nn.Module):
         super().__init__()
         self.config = config
         self.core = make_core(config.cell, self.input_size, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl)
+                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl,
+                              copy_gradient=config.copy_gradient)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 

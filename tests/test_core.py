@@ -387,3 +387,22 @@ def test_layer_norm_keeps_straight_through_gradients_bounded():
         out = model(x)
         sum(h.pow(2).mean() for h in out.hidden).backward()
         assert torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9).item() < 100.0
+
+
+def test_copy_gradient_reaches_the_core_from_the_model_config():
+    from handwriting_hm.hmlstm.core import make_core
+    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+
+    config = HandwritingConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2, copy_gradient="mixed")
+    assert HandwritingModel(config).core.copy_gradient == "mixed"
+    assert HandwritingModel(HandwritingConfig.from_dict({"hidden_sizes": [8, 8]})).core.copy_gradient == "straight"
+    with pytest.raises(ValueError, match="copy_gradient"):
+        make_core("hm-lstm", 3, (8, 8), copy_gradient="sideways")
+
+
+@pytest.mark.parametrize("boundary_mode, copy_gradient", [("soft", "straight"), ("step", "mixed")])
+def test_the_sparse_path_refuses_what_it_cannot_compute(boundary_mode, copy_gradient):
+    """It would otherwise run with binary, straight gradients whatever was asked for."""
+    core = HMLSTM(3, (8, 8), boundary_mode=boundary_mode, copy_gradient=copy_gradient, impl="sparse")
+    with pytest.raises(ValueError, match="impl='sparse' needs"):
+        core(torch.randn(2, 5, 3))

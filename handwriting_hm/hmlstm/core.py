@@ -368,6 +368,9 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
     it can run (binary boundaries, copy_gradient "straight"), else the fused path; on a GPU the Triton
     kernels where triton is installed (not yet measured on a GPU), else the fused path."""
     check_impl(impl)
+    if impl == "sparse" and (boundary_mode == "soft" or copy_gradient != "straight"):
+        raise ValueError(f"impl='sparse' needs binary boundaries and copy_gradient='straight' "
+                         f"(here {boundary_mode!r}, {copy_gradient!r}): use impl='fused' or 'auto'")
     if impl != "auto":
         return impl, f"impl={impl!r} was asked for"
     device = torch.device(device)
@@ -507,12 +510,17 @@ CELLS = {"hm-lstm": HMLSTM, "lstm": StackedLSTM}
 
 
 def make_core(cell: str, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
-              boundary_mode: str = "step", impl: str = "reference") -> HMLSTM | StackedLSTM:
-    """Build the recurrent core by name: "hm-lstm" or "lstm". `impl` picks how an HM-LSTM runs
-    (see HMLSTM); the LSTM has one way only, so it is checked and otherwise unused there."""
+              boundary_mode: str = "step", impl: str = "reference",
+              copy_gradient: str = "straight") -> HMLSTM | StackedLSTM:
+    """Build the recurrent core by name: "hm-lstm" or "lstm". `impl` and `copy_gradient` say how an
+    HM-LSTM runs and learns (see HMLSTM); the LSTM has one way only, so they are checked and otherwise
+    unused there."""
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
     check_impl(impl)
+    if copy_gradient not in COPY_GRADIENTS:
+        raise ValueError(f"unknown copy_gradient {copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
     if cell == "hm-lstm":
-        return HMLSTM(input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode, impl=impl)
+        return HMLSTM(input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode, impl=impl,
+                      copy_gradient=copy_gradient)
     return CELLS[cell](input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode)
