@@ -25,12 +25,19 @@ def as_legacy(path: Path, slope_under: str) -> None:
     torch.save(payload, path)
 
 
-def test_shipped_models_are_legacy_files_and_still_load():
-    handwriting = torch.load(HANDWRITING_MODEL, weights_only=True)
+# the handwriting model shipped until 2026-11-23 (3 x 128), in the legacy format, kept to show it still loads
+LEGACY_HANDWRITING_MODEL = Path(__file__).parent / "fixtures" / "legacy-handwriting-3x128.pt"
+
+
+def test_shipped_models_load_the_legacy_ones_too():
+    handwriting = torch.load(LEGACY_HANDWRITING_MODEL, weights_only=True)
     lm = torch.load(LM_MODEL, weights_only=True)
     assert handwriting["format"] == lm["format"] == LEGACY_FORMAT
-    assert load_handwriting_model(HANDWRITING_MODEL).slope == handwriting["metadata"]["slope"] == 3.0
+    assert load_handwriting_model(LEGACY_HANDWRITING_MODEL).slope == handwriting["metadata"]["slope"] == 3.0
     assert load_lm(LM_MODEL).slope == lm["task"]["slope"]
+    shipped = torch.load(HANDWRITING_MODEL, weights_only=True)
+    assert shipped["format"] == FORMAT
+    assert load_handwriting_model(HANDWRITING_MODEL).slope == shipped["slope"] == 3.0
 
 
 def test_a_legacy_training_checkpoint_resumes_to_the_same_weights(tmp_path):
