@@ -445,8 +445,11 @@ sys.exit(main(["prepare", "--strokes", {strokes!r}, "--ascii", {ascii!r}, "--out
 def start_child_prepare(paths: dict[str, Path], out: Path, hook: str) -> subprocess.Popen:
     script = CHILD_PREPARE.format(hook=textwrap.indent(textwrap.dedent(hook), "    "), strokes=str(paths["strokes"]),
                                   ascii=str(paths["ascii"]), out=str(out))
+    # Ctrl-C's default disposition in the child, as in a terminal: a shell's background job (CI under
+    # nohup, say) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            text=True, start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(child: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:

@@ -264,6 +264,7 @@ def test_resume_takes_every_setting_from_the_run_not_from_the_preset(tmp_path: P
     assert saved["scheduler"]["min_lrs"] == [0.001]
 
 
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_ctrl_c_saves_latest_pt_and_exits_130(tmp_path: Path, ptb_prepared: Path, capsys, monkeypatch) -> None:
     import signal
 

@@ -196,6 +196,7 @@ def test_resume_refuses_flags_that_contradict_the_run_in_one_line(prepared, trai
     assert train(prepared, trained_run, "--resume", "--max-steps", "4") == 0
 
 
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_ctrl_c_saves_latest_pt_says_so_and_exits_130(prepared, trained_run, tmp_path, monkeypatch, capsys):
     real_loss = HandwritingTask.loss
 

@@ -252,6 +252,7 @@ class InterruptedToyTask(ToyTask):
         return super().loss(model, batch)
 
 
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     straight = make_trainer(tmp_path / "straight")
     straight.fit()
@@ -268,6 +269,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
     class TwiceInterrupted(ToyTask):
         def loss(self, model, batch):
@@ -280,6 +282,17 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
         make_trainer(tmp_path, TwiceInterrupted()).fit()
     assert not (tmp_path / "latest.pt").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
+    """A run started with SIGINT ignored (nohup, a background job) is not made interruptible."""
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        summary = make_trainer(tmp_path, InterruptedToyTask(at=5)).fit()
+        assert summary["stopped"] != "interrupted" and summary["steps"] == 13
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 # ---- resume settings and starting from other weights ---------------------------------------------

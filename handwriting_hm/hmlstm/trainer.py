@@ -525,12 +525,13 @@ class Trainer:
     def _stop_on_interrupt(self) -> Iterator[None]:
         """Turn the first Ctrl-C into a request to stop after the current step, so that the step,
         the optimiser and the checkpoint written for it are whole; the handler then steps aside,
-        and a second Ctrl-C raises KeyboardInterrupt at once. Signals reach only the main thread."""
+        and a second Ctrl-C raises KeyboardInterrupt at once. Signals reach only the main thread, and
+        a process told to ignore SIGINT (a background job, nohup) keeps ignoring it."""
         self._interrupted = False
-        if threading.current_thread() is not threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+        if previous in (None, signal.SIG_IGN):
             yield
             return
-        previous = signal.getsignal(signal.SIGINT)
 
         def request_stop(signum, frame) -> None:
             self._interrupted = True
