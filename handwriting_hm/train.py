@@ -96,12 +96,9 @@ def _paper(cell: str, annealed: bool, description: str) -> Preset:
     # Paper §4.2: 3 x 400 units, output embedding 400, batch 32, lr 0.0003, layer norm; Graves's
     # 20 mixtures; Adam, gradient-norm clip 1 and "divide the learning rate by 50 on a plateau"
     # as in the paper's other experiments. Budget: 100 epochs of the paper split, the same for all three.
-    # copy_gradient "mixed": the straight-through gradient through Eq. 2 at every row. With "straight"
-    # a detector learns nothing from the COPY steps it chose, and on IAM-OnDB z^1 stayed near 2 % (and
-    # died at 3 x 256) where "mixed" fired at 11-26 % and scored higher (README, Speed).
     return Preset(
         model=HandwritingConfig(cell=cell, hidden_sizes=(400, 400, 400), embedding_size=400, n_mixtures=20,
-                                layer_norm=True, boundary_mode="step", copy_gradient="mixed"),
+                                layer_norm=True, boundary_mode="step"),
         task=TaskSettings(scheme="paper", batch_size=32,
                           slope_rate=0.004 if annealed else 0.0, slope_max=3.0 if annealed else 1.0,
                           slope_unit_steps=50 if annealed else 1),
@@ -120,7 +117,7 @@ PRESETS: dict[str, Preset] = {
     # The shipped default model is this preset's run (handwriting_hm/models/MODEL_CARD.md).
     "tiny": Preset(
         model=HandwritingConfig(cell="hm-lstm", hidden_sizes=(128, 128, 128), embedding_size=128, n_mixtures=10,
-                                layer_norm=True, boundary_mode="step", copy_gradient="mixed"),
+                                layer_norm=True, boundary_mode="step"),
         task=TaskSettings(scheme="paper", batch_size=64, crop_points=100, validation_lines=64,
                           slope_rate=0.004, slope_max=3.0, slope_unit_steps=1, sample_points=300),
         train=TrainConfig(lr=2e-3, clip=1.0, max_steps=1000, eval_every=100, log_every=10,
