@@ -35,6 +35,25 @@ def hmlstm_fused(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | Non
     outputs = _FusedHMLSTM.apply(core.hidden_sizes, slope, mode, core.copy_gradient == "straight", eps, valid, x,
                                  core.bottom_up[0].weight, *state.h, *state.c, state.z, *concatenated_weights(core),
                                  *[layer.bias for layer in core.recurrent], *norm_weights, *norm_biases)
+    return unpack_outputs(outputs, L)
+
+
+def pack_outputs(h_states: Sequence[Tensor], c_states: Sequence[Tensor], z_states: Tensor, boundaries: Tensor,
+                 keep: Tensor | None, steps: int) -> tuple[Tensor, ...]:
+    """What the fast paths' autograd Functions return, from their time-major tensors (the states hold steps
+    0..T, `boundaries` (T, B, L-1) z_1..z_T): every layer's h and the boundaries batch-first, zero where
+    keep (B, T) is 0 (padding), then the final h, c and z."""
+    hidden = [h[1:].transpose(0, 1) for h in h_states]
+    boundaries = boundaries.transpose(0, 1)
+    if keep is not None:
+        hidden = [h * keep.unsqueeze(-1) for h in hidden]
+        boundaries = boundaries * keep.unsqueeze(-1)
+    return (*[h.contiguous() for h in hidden], boundaries.contiguous(),
+            *[h[steps].clone() for h in h_states], *[c[steps].clone() for c in c_states], z_states[steps].clone())
+
+
+def unpack_outputs(outputs: Sequence[Tensor], L: int) -> HMLSTMOutput:
+    """pack_outputs' tuple, as returned by an autograd Function of L layers, as an HMLSTMOutput."""
     hidden, boundaries = outputs[:L], outputs[L]
     h, c, z = outputs[L + 1:2 * L + 1], outputs[2 * L + 1:3 * L + 1], outputs[3 * L + 1]
     return HMLSTMOutput(tuple(hidden), boundaries, HMLSTMState(tuple(h), tuple(c), z))
@@ -150,13 +169,7 @@ class _FusedHMLSTM(torch.autograd.Function):
         ctx.save_for_backward(time_major_valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs,
                               *h_states, *c_states, *inputs, *activations, *weights, *norm_weights,
                               *normalised, *inverse_std)
-        hidden = [h[1:].transpose(0, 1) for h in h_states]
-        boundaries = z_steps.transpose(0, 1)
-        if valid is not None:
-            hidden = [h * valid.unsqueeze(-1) for h in hidden]
-            boundaries = boundaries * valid.unsqueeze(-1)
-        return (*[h.contiguous() for h in hidden], boundaries.contiguous(),
-                *[h[steps].clone() for h in h_states], *[c[steps].clone() for c in c_states], z_states[steps].clone())
+        return pack_outputs(h_states, c_states, z_states, z_steps, valid, steps)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):  # type: ignore[override]

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
-from .fused import norm_parameters
+from .fused import norm_parameters, pack_outputs, unpack_outputs
 
 BINARY_MODES = ("step", "bernoulli")
 
@@ -49,9 +49,7 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
                                       *[layer.weight for layer in core.recurrent], *[layer.bias for layer in core.recurrent],
                                       *[layer.weight for layer in core.top_down], *[layer.weight for layer in core.bottom_up],
                                       *norm_weights, *norm_biases)
-    hidden, boundaries = outputs[:L], outputs[L]
-    h, c, z = outputs[L + 1:2 * L + 1], outputs[2 * L + 1:3 * L + 1], outputs[3 * L + 1]
-    return HMLSTMOutput(tuple(hidden), boundaries, HMLSTMState(tuple(h), tuple(c), z))
+    return unpack_outputs(outputs, L)
 
 
 class _Saved(NamedTuple):
@@ -202,14 +200,8 @@ class _SparseHMLSTM(torch.autograd.Function):
         ctx.saved = saved
         ctx.save_for_backward(mask, x, z_states, *h_states, *c_states, *recurrent, *top_down, *bottom_up,
                               *norm_weights)
-        hidden = [h[1:].transpose(0, 1) for h in h_states]
-        boundaries = z_states[1:].transpose(0, 1)
-        if mask is not None:
-            keep = mask.unsqueeze(-1).to(x.dtype)
-            hidden = [h * keep for h in hidden]
-            boundaries = boundaries * keep
-        return (*[h.contiguous() for h in hidden], boundaries.contiguous(),
-                *[h[steps].clone() for h in h_states], *[c[steps].clone() for c in c_states], z_states[steps].clone())
+        keep = None if mask is None else mask.to(x.dtype)
+        return pack_outputs(h_states, c_states, z_states, z_states[1:], keep, steps)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):  # type: ignore[override]

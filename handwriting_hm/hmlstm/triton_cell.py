@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState
-from .fused import concatenated_weights, norm_parameters
+from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_outputs
 
 try:  # the kernels need triton; without it the path reports itself unavailable
     import triton
@@ -74,9 +74,7 @@ def hmlstm_triton(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
         outputs = _TritonHMLSTM.apply(core.hidden_sizes, slope, mode, straight, eps, valid, uniforms, matmul_dtype, x,
                                       core.bottom_up[0].weight, *state.h, *state.c, state.z, *concatenated,
                                       *biases, *norm_weights, *norm_biases)
-    hidden, boundaries = outputs[:L], outputs[L]
-    h, c, z = outputs[L + 1:2 * L + 1], outputs[2 * L + 1:3 * L + 1], outputs[3 * L + 1]
-    return HMLSTMOutput(tuple(hidden), boundaries, HMLSTMState(tuple(h), tuple(c), z))
+    return unpack_outputs(outputs, L)
 
 
 def _matmul(a: Tensor, b: Tensor, dtype: torch.dtype | None, out: Tensor | None = None) -> Tensor:
@@ -167,14 +165,7 @@ class _TritonHMLSTM(torch.autograd.Function):
         ctx.sizes, ctx.slope, ctx.matmul_dtype, ctx.straight = tuple(sizes), float(slope), matmul_dtype, bool(straight)
         ctx.save_for_backward(time_major_valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs,
                               *inputs, *c_states, *activations, *weights, *norm_weights, *normalised, *inverse_std)
-        hidden = [h[1:].transpose(0, 1) for h in h_states]
-        boundaries = z_steps.transpose(0, 1)
-        if valid is not None:
-            hidden = [h * valid.unsqueeze(-1) for h in hidden]
-            boundaries = boundaries * valid.unsqueeze(-1)
-        return (*[h.contiguous() for h in hidden], boundaries.contiguous(),
-                *[h[steps].clone() for h in h_states], *[c[steps].clone() for c in c_states],
-                z_states[steps].clone())
+        return pack_outputs(h_states, c_states, z_states, z_steps, valid, steps)
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
