@@ -184,16 +184,28 @@ def sparse_boundaries(model: HandwritingModel, firing: tuple[float, ...] = PAPER
     that layer's FLUSH count; the detectors are calibrated bottom up, those above silenced.
     """
     core = model.core
-    rows = [4 * size for size in core.hidden_sizes[:-1]]
+
+    def flush_rate(l: int) -> float:
+        counts = generate(model, points, generator=torch.Generator().manual_seed(0)).counts[0]
+        return counts[l, FLUSH].item() / points
+
+    bisect_detector_biases([layer.bias for layer in core.recurrent], core.hidden_sizes, firing, flush_rate,
+                           bound=10.0, iterations=iterations)
+
+
+def bisect_detector_biases(biases: list[torch.Tensor], hidden_sizes: tuple[int, ...], firing: tuple[float, ...],
+                           rate: Callable[[int], float], bound: float, iterations: int) -> None:
+    """Set each detector's bias (row 4H of biases[l]) in [-bound, bound] by bisection so that rate(l) is
+    about firing[l]; bottom up, with the detectors above silenced (bias -10 * bound) until their turn."""
+    rows = [4 * size for size in hidden_sizes[:-1]]
     with torch.no_grad():
         for l, row in enumerate(rows):
-            core.recurrent[l].bias[row] = -100.0
+            biases[l][row] = -10 * bound
         for l, (row, target) in enumerate(zip(rows, firing)):
-            low, high = -10.0, 10.0
-            for _ in range(iterations):  # bisection: a higher bias fires more often
-                core.recurrent[l].bias[row] = (low + high) / 2
-                counts = generate(model, points, generator=torch.Generator().manual_seed(0)).counts[0]
-                if counts[l, FLUSH].item() / points > target:
+            low, high = -bound, bound
+            for _ in range(iterations):  # a higher bias fires more often
+                biases[l][row] = (low + high) / 2
+                if rate(l) > target:
                     high = (low + high) / 2
                 else:
                     low = (low + high) / 2
@@ -228,18 +240,12 @@ DENSE_FIRING = (0.5, 0.5)  # an untrained model's detectors fire at about half t
 def calibrate_firing(core: HMLSTM, x: torch.Tensor, firing: tuple[float, ...], iterations: int = 14) -> list[float]:
     """Set each detector's layer-norm bias (the boundary unit's) by bisection so that z^l fires at about
     the given fraction of the steps of x, bottom up with the detectors above silenced; return the rates."""
-    rows = [4 * size for size in core.hidden_sizes[:-1]]
+    def boundary_rate(l: int) -> float:
+        return core(x, impl="auto").boundaries[..., l].mean().item()
+
+    bisect_detector_biases([norm.bias for norm in core.norms], core.hidden_sizes, firing, boundary_rate,
+                           bound=5.0, iterations=iterations)
     with torch.no_grad():
-        for l, row in enumerate(rows):
-            core.norms[l].bias[row] = -50.0
-        for l, (row, target) in enumerate(zip(rows, firing)):
-            low, high = -5.0, 5.0
-            for _ in range(iterations):  # a higher bias fires more often
-                core.norms[l].bias[row] = (low + high) / 2
-                if core(x, impl="auto").boundaries[..., l].mean().item() > target:
-                    high = (low + high) / 2
-                else:
-                    low = (low + high) / 2
         return core(x, impl="auto").boundaries.mean(dim=(0, 1)).tolist()
 
 
