@@ -136,8 +136,10 @@ def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: fl
     return summarise(totals, sum(len(line) for line in lines), fired)
 
 
-def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> None:
-    """Raise ValueError, naming the first line whose log-likelihood is NaN or infinite and why."""
+def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Sequence[str] | None = None,
+                 kind: str = "line", weights_remedy: str | None = None) -> None:
+    """Raise ValueError, naming the first line whose log-likelihood is NaN or infinite and why (`kind`
+    names what the lines are; `weights_remedy` is said when the weights, not the data, are at fault)."""
     bad = np.flatnonzero(~np.isfinite(totals))
     if not len(bad):
         return
@@ -146,9 +148,10 @@ def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Seque
     values = lines[first]
     broken = np.flatnonzero(~torch.isfinite(values).all(dim=-1).cpu().numpy())
     cause = (f"its offsets hold NaN or infinite values (point {int(broken[0])}): prepare the data again"
-             if len(broken) else "its offsets are finite, so the model's weights are bad")
+             if len(broken) else "its offsets are finite, so the model's weights are bad"
+             + (f": {weights_remedy}" if weights_remedy else ""))
     more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
-    raise ValueError(f"line {name}{more} has log-likelihood {totals[first]}; {cause}")
+    raise ValueError(f"{kind} {name}{more} has log-likelihood {totals[first]}; {cause}")
 
 
 def check_same_statistics(model_stats: dict, data_stats: dict, checkpoint: Path) -> None:

@@ -51,7 +51,7 @@ from handwriting_hm import synthesis_train
 from handwriting_hm.hmlstm.checkpoint import StoredConfig, load_checkpoint
 from handwriting_hm.hmlstm.core import SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
-from handwriting_hm.evaluate import check_same_statistics, sequence_log_likelihoods, summarise
+from handwriting_hm.evaluate import check_finite, check_same_statistics, sequence_log_likelihoods, summarise
 from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
 from handwriting_hm.generate import generate
@@ -183,7 +183,10 @@ class HandwritingTask(TrainingTask):
         device = next(model.parameters()).device
         totals, fired = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
                                                  device)
-        self._check_finite(totals)
+        # One non-finite line would make every validation NaN: the plateau schedule would cut the
+        # learning rate each time and best.pt never be written. Name the line and stop instead.
+        check_finite(totals, self.validation_lines, self.validation_ids, kind="validation line",
+                     weights_remedy="resume from an earlier best.pt")
         result = summarise(totals, sum(len(line) for line in self.validation_lines), fired)
         return {
             "val_loss": -result.nats_per_point,
@@ -191,19 +194,6 @@ class HandwritingTask(TrainingTask):
             "val_bits_per_point": result.bits_per_point,
             **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)},
         }
-
-    def _check_finite(self, totals: np.ndarray) -> None:
-        """One non-finite line would make every validation NaN: the plateau schedule would cut the
-        learning rate each time and best.pt never be written. Name the line and stop instead."""
-        bad = np.flatnonzero(~np.isfinite(totals))
-        if not len(bad):
-            return
-        first = int(bad[0])
-        cause = ("its offsets hold NaN or infinite values: prepare the data again" if
-                 not bool(torch.isfinite(self.validation_lines[first]).all()) else
-                 "its offsets are finite, so the model's weights have gone bad: resume from an earlier best.pt")
-        more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
-        raise ValueError(f"validation line {self.validation_ids[first]}{more} has log-likelihood {totals[first]}; {cause}")
 
     def scalars(self) -> dict[str, float]:
         values = {"slope": self.slope}
