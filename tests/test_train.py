@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -183,6 +184,17 @@ def test_resume_takes_every_setting_from_the_run_and_applies_training_flags(prep
     # Before: written into train_config but not applied; the optimiser went on at 2e-3.
     assert saved["optimizer"]["param_groups"][0]["lr"] == 0.01
     assert (saved["scheduler"]["min_lrs"], saved["scheduler"]["patience"]) == ([0.001], 7)
+
+
+def test_a_run_saved_before_a_config_setting_existed_resumes_with_its_own_command(prepared, trained_run, tmp_path):
+    """A run written before copy_gradient joined the model config (as every run before 2026-11-23 was)."""
+    run_dir = tmp_path / "old"
+    shutil.copytree(trained_run, run_dir)
+    checkpoint = torch.load(run_dir / "latest.pt", weights_only=True)
+    del checkpoint["config"]["copy_gradient"]
+    torch.save(checkpoint, run_dir / "latest.pt")
+    assert train(prepared, run_dir, "--resume", "--max-steps", "5") == 0
+    assert torch.load(run_dir / "latest.pt", weights_only=True)["progress"]["step"] == 5
 
 
 def test_resume_refuses_flags_that_contradict_the_run_in_one_line(prepared, trained_run, capsys):

@@ -747,11 +747,12 @@ class Trainer:
             save_checkpoint(self.run_dir / BEST, payload)
 
     def _check_model_config(self, checkpoint: dict, path: Path, use: str) -> None:
-        if checkpoint["config"] != self.model_config:
-            differing = sorted(
-                key for key in set(checkpoint["config"]) | set(self.model_config)
-                if checkpoint["config"].get(key) != self.model_config.get(key)
-            )
+        """Every setting the checkpoint saved must equal this run's. A setting it lacks was added to
+        the config since it was written: the client read the checkpoint with StoredConfig.from_dict,
+        which gives such a setting its default, so that run's own command still resumes it."""
+        saved = checkpoint["config"]
+        differing = sorted(key for key in saved if saved[key] != self.model_config.get(key))
+        if differing:
             raise ValueError(f"cannot {use} {path}: its model config differs in {', '.join(differing)}")
 
     def _load_weights(self, path: Path) -> None:
