@@ -400,6 +400,25 @@ def test_copy_gradient_reaches_the_core_from_the_model_config():
         make_core("hm-lstm", 3, (8, 8), copy_gradient="sideways")
 
 
+@pytest.mark.parametrize("copy_gradient, impl", [("straight", "reference"), ("mixed", "reference"),
+                                                  ("mixed", "fused")])
+def test_a_long_copy_run_does_not_multiply_the_boundary_gradient(copy_gradient, impl):
+    """Layer 2 COPYs for 30 steps while its detector would fire (z^ = 1, inside the window): the
+    gradient of its last z with respect to its first passes once, it is not doubled at each step
+    (with "mixed" it was 2**30 before the kept z stopped passing gradient; see core.py)."""
+    model = make_model(sizes=(4, 4, 4))
+    force_boundaries(model, [False, True])
+    with torch.no_grad():
+        model.recurrent[1].bias[4 * 4] = 0.5  # z~ = 0.75: z^ = 1, inside the straight-through window
+    model.copy_gradient = copy_gradient
+    state = random_state(model, batch=2)
+    initial_z = state.z.clone().requires_grad_()
+    out = model(torch.randn(2, 30, 2), state=state._replace(z=initial_z), impl=impl)
+    assert (operations(out.boundaries)[:, :, 1] == COPY).all()
+    out.state.z[:, 1].sum().backward()
+    assert torch.allclose(initial_z.grad[:, 1], torch.ones(2))
+
+
 @pytest.mark.parametrize("boundary_mode, copy_gradient", [("soft", "straight"), ("step", "mixed")])
 def test_the_sparse_path_refuses_what_it_cannot_compute(boundary_mode, copy_gradient):
     """It would otherwise run with binary, straight gradients whatever was asked for."""

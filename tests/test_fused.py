@@ -82,8 +82,10 @@ CASES = [  # (layer_norm, lengths, split)
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("layer_norm, lengths, split", CASES)
-def test_fused_equals_reference(dtype, tolerance, layer_norm, lengths, split):
+@pytest.mark.parametrize("copy_gradient", ["straight", "mixed"])
+def test_fused_equals_reference(dtype, tolerance, layer_norm, lengths, split, copy_gradient):
     model = make_model(layer_norm, dtype)
+    model.copy_gradient = copy_gradient
     leaves = make_inputs(model, dtype)
     lengths = None if lengths is None else torch.tensor(lengths)
     reference = run(model, leaves, "reference", lengths, split)

@@ -36,6 +36,13 @@ Three choices the paper leaves open, made here:
   to its previous state and none to the boundaries that chose COPY; every other row keeps the
   full gradient. Only "straight" lets training skip COPY rows (sparse.py); the forward pass is
   the same either way, so a model trained with one runs with the other.
+  With "mixed", the z a COPY row keeps (z_t = copy*z_{t-1} + (1-copy)*z^_t) passes no gradient
+  back to z_{t-1} through its first term. With binary z that term is 0 in the forward pass
+  (COPY needs z_{t-1} = 0), so only the gradient changes: left in, a COPY row with z^_t = 1
+  gives d z_t / d z_{t-1} = copy + z^_t = 2, which doubles the gradient at every such step. On
+  IAM-OnDB (3x256, 200-point windows, one Adam step from the initial weights) that made the
+  gradient norm 4e9 instead of 1.3 and every 3x256 "mixed" run diverged; the boundaries still
+  learn from the choice of operation, whose gradient is unchanged.
 """
 from __future__ import annotations
 
@@ -301,6 +308,8 @@ class HMLSTM(RecurrentCore):
         if top:
             return h, c, None
         z_hat = boundary(s[:, 4 * size:], slope, mode)  # Eq. 7-9
+        if self.copy_gradient == "mixed":  # the kept z passes no gradient back along the COPY run: see below
+            z_prev = z_prev.detach()
         return h, c, copy * z_prev + (1 - copy) * z_hat  # COPY keeps its z (= 0)
 
     # -- a whole sequence

@@ -248,7 +248,7 @@ class _FusedHMLSTM(torch.autograd.Function):
                     s_z = boundary_inputs[t, :, l:l + 1]
                     d_copy = d_copy + (dz * (z_prev - z_hats[t, :, l:l + 1])).sum(dim=1, keepdim=True)
                     ds[:, 4 * size:] = dz * (1 - copy) * ((slope * s_z).abs() < 1).to(dz.dtype) * (slope / 2.0)
-                    d_z_prev = dz * copy
+                    d_z_prev = dz * copy if straight else 0.0  # "mixed": the kept z passes none (core.py)
                 if straight and isinstance(copy, Tensor):  # see HMLSTM.step: a COPY row passes no gradient to its z's
                     computed = (copy < 1).to(ds.dtype)
                     d_flush, d_update, d_copy = d_flush * computed, d_update * computed, d_copy * computed

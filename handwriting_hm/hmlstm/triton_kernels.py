@@ -158,7 +158,8 @@ def hmlstm_backward_kernel(
     dzb this layer's share for z^{l-1}_t and dzs_down its share for z^{l-1} after step t.
     STRAIGHT_COPY: core's copy_gradient="straight": on a row that COPYs exactly (copy == 1) the
     operation coefficients are constants, so the row's d_flush, d_update, d_copy are zero (no
-    gradient to z_prev or z_below through the choice of operation); "mixed" keeps them.
+    gradient to z_prev or z_below through the choice of operation); "mixed" keeps them, and passes
+    nothing back through the z that a COPY row keeps (see core.py).
     """
     row = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B))[:, None]  # a column of rows
     row_ok = row < B
@@ -231,8 +232,11 @@ def hmlstm_backward_kernel(
         d_update = tl.where(computed, d_update, 0.0)
         d_copy = tl.where(computed, d_copy, 0.0)
     if not IS_TOP:
+        kept = dz * copy  # the z a COPY row keeps; "mixed" passes none back through it (core.py)
+        if not STRAIGHT_COPY:
+            kept = kept * 0.0
         # flush = z_prev, update = (1 - z_prev) z_below, copy = (1 - z_prev)(1 - z_below)
-        tl.store(gz_ptr + row * z_stride, (1 - keep) * gz + dz * copy + d_flush - d_update * z_below
+        tl.store(gz_ptr + row * z_stride, (1 - keep) * gz + kept + d_flush - d_update * z_below
                  - d_copy * (1 - z_below), mask=row_ok)
     if not IS_BOTTOM:
         tl.store(dzb_ptr + row, (d_update - d_copy) * (1 - z_prev), mask=row_ok)
