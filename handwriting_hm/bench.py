@@ -251,10 +251,10 @@ def calibrate_firing(core: HMLSTM, x: torch.Tensor, firing: tuple[float, ...], i
 
 def sparse_rows(repeats: int) -> list[list[str]]:
     """The issue's table: 3x400 layer-normalised HM-LSTM, B=32, T=100, forward + backward of the
-    core, sparse and fused paths at the paper's and at dense firing rates, against nn.LSTM(3, 400, 3)
-    on the same input, in one run (with one thread CPU seconds of this process, so that other jobs on
-    the machine count less; with more, wall-clock seconds, as CPU time would add the threads up)
-    count less)."""
+    core, the sparse path with either copy gradient and the fused path, at the paper's and at dense
+    firing rates, against nn.LSTM(3, 400, 3) on the same input, in one run (with one thread CPU
+    seconds of this process, so that other jobs on the machine count less; with more, wall-clock
+    seconds, as CPU time would add the threads up)."""
     shape, device = SPARSE_SHAPE, torch.device("cpu")
     torch.manual_seed(0)
     x = torch.randn(shape.batch, shape.steps, shape.input_size)
@@ -264,17 +264,21 @@ def sparse_rows(repeats: int) -> list[list[str]]:
     def lstm_step() -> None:
         lstm(x)[0].sum().backward()
 
-    def hm_step(impl: str) -> Callable[[], None]:
-        return lambda: sum(h.sum() for h in core(x, impl=impl).hidden).backward()
+    def hm_step(impl: str, copy_gradient: str) -> Callable[[], None]:
+        def step() -> None:
+            core.copy_gradient = copy_gradient
+            sum(h.sum() for h in core(x, impl=impl).hidden).backward()
+        return step
 
     clock = 1 if torch.get_num_threads() == 1 else 0  # best_times gives (wall, CPU)
     lstm_seconds = best_times(lstm_step, device, repeats)[clock]
     rows = [["nn.LSTM", "–", str(shape), f"{shape.batch * shape.steps / lstm_seconds:,.0f} points/s", "1.00x"]]
     for name, firing in (("paper's", PAPER_FIRING), ("dense", DENSE_FIRING)):
         rates = calibrate_firing(core, x, firing)
-        for impl in ("sparse", "fused"):
-            seconds = best_times(hm_step(impl), device, repeats)[clock]
-            rows.append([f"HM-LSTM {impl}", f"{name}: " + " / ".join(f"{rate:.2f}" for rate in rates), str(shape),
+        for impl, copy_gradient in (("sparse", "straight"), ("sparse", "mixed"), ("fused", "straight")):
+            seconds = best_times(hm_step(impl, copy_gradient), device, repeats)[clock]
+            label = f"HM-LSTM {impl}" + (f", {copy_gradient} gradient" if impl == "sparse" else "")
+            rows.append([label, f"{name}: " + " / ".join(f"{rate:.2f}" for rate in rates), str(shape),
                          f"{shape.batch * shape.steps / seconds:,.0f} points/s", f"{lstm_seconds / seconds:.2f}x"])
     return rows
 

@@ -419,7 +419,7 @@ def test_a_long_copy_run_does_not_multiply_the_boundary_gradient(copy_gradient, 
     assert torch.allclose(initial_z.grad[:, 1], torch.ones(2))
 
 
-@pytest.mark.parametrize("boundary_mode, copy_gradient", [("soft", "straight"), ("step", "mixed")])
+@pytest.mark.parametrize("boundary_mode, copy_gradient", [("soft", "straight"), ("soft", "mixed")])
 def test_the_sparse_path_refuses_what_it_cannot_compute(boundary_mode, copy_gradient):
     """It would otherwise run with binary, straight gradients whatever was asked for."""
     core = HMLSTM(3, (8, 8), boundary_mode=boundary_mode, copy_gradient=copy_gradient, impl="sparse")

@@ -1,4 +1,4 @@
-"""The sparse training path (hmlstm/sparse.py) against the reference loop with copy_gradient="straight":
+"""The sparse training path (hmlstm/sparse.py) against the reference loop with either copy gradient:
 outputs, final state and every gradient, through all three operations in every layer, step and
 Bernoulli boundaries, layer norm on and off, padding and carried state; and the fused path against
 the reference with both copy gradients."""
@@ -9,12 +9,13 @@ from handwriting_hm.hmlstm.core import HMLSTM, resolve_impl
 from test_fused import (CASES, STEPS, assert_every_operation, assert_relative_close, make_inputs,  # tests/ is on sys.path
                         make_model, run)
 
+@pytest.mark.parametrize("copy_gradient", ["straight", "mixed"])
 @pytest.mark.parametrize("boundary_mode", ["step", "bernoulli"])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("layer_norm, lengths, split", CASES)
-def test_sparse_equals_reference(boundary_mode, dtype, tolerance, layer_norm, lengths, split):
+def test_sparse_equals_reference(copy_gradient, boundary_mode, dtype, tolerance, layer_norm, lengths, split):
     model = make_model(layer_norm, dtype, boundary_mode)
-    assert model.copy_gradient == "straight"
+    model.copy_gradient = copy_gradient
     leaves = make_inputs(model, dtype)
     lengths = None if lengths is None else torch.tensor(lengths)
     reference = run(model, leaves, "reference", lengths, split)
@@ -59,7 +60,7 @@ def test_sparse_needs_binary_boundaries_and_auto_picks_what_can_run():
     assert resolve_impl("auto", cpu, "step", "straight") == "sparse"
     assert resolve_impl("auto", cpu, "bernoulli", "straight") == "sparse"
     assert resolve_impl("auto", cpu, "soft", "straight") == "fused"
-    assert resolve_impl("auto", cpu, "step", "mixed") == "fused"
+    assert resolve_impl("auto", cpu, "step", "mixed") == "sparse"
     assert "Sparse" in type(HMLSTM(3, (4, 3), impl="auto")(x).hidden[0].grad_fn).__name__
     assert "Fused" in type(model(x, impl="auto").hidden[0].grad_fn).__name__
 

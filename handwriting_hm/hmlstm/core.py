@@ -34,8 +34,9 @@ Three choices the paper leaves open, made here:
   which on a COPY row needs the gates it never computed. "straight" (the default) follows the
   paper's "COPY needs none of the gates": a row that COPYs exactly passes its gradient straight
   to its previous state and none to the boundaries that chose COPY; every other row keeps the
-  full gradient. Only "straight" lets training skip COPY rows (sparse.py); the forward pass is
-  the same either way, so a model trained with one runs with the other.
+  full gradient. With "straight" training skips COPY rows altogether (sparse.py); with "mixed"
+  a COPY row still runs its recurrent product, forward only. The forward pass is the same
+  either way, so a model trained with one runs with the other.
   With "mixed", the z a COPY row keeps (z_t = copy*z_{t-1} + (1-copy)*z^_t) passes no gradient
   back to z_{t-1} through its first term. With binary z that term is 0 in the forward pass
   (COPY needs z_{t-1} = 0), so only the gradient changes: left in, a COPY row with z^_t = 1
@@ -211,7 +212,7 @@ class HMLSTM(RecurrentCore):
     is no hierarchy); layer_norm: see the module docstring; boundary_mode: "step", "bernoulli"
     or "soft" (can be overridden per call); impl: "reference" (this loop), "fused" (fused.py: the
     same results, a hand-written backward), "sparse" (sparse.py: only the rows that do not COPY,
-    binary boundaries and copy_gradient "straight"), "triton" (triton_cell.py: Triton kernels, CUDA
+    binary boundaries), "triton" (triton_cell.py: Triton kernels, CUDA
     or Triton's interpreter) or "auto" (see impl_choice), also overridable per call;
     copy_gradient: "straight" or "mixed", see the module docstring.
     """
@@ -373,13 +374,12 @@ def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: s
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
                 copy_gradient: str = "straight") -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
-    on the CPU the sparse path (2x the fused path at the paper's boundary rates, 3x400, 2026-11-23) where
-    it can run (binary boundaries, copy_gradient "straight"), else the fused path; on a GPU the Triton
-    kernels where triton is installed (not yet measured on a GPU), else the fused path."""
+    on the CPU the sparse path (at the paper's boundary rates, 3x400, 2026-11-23: 2.1x the fused path with
+    copy_gradient "straight", 1.8x with "mixed") where it can run (binary boundaries), else the fused path;
+    on a GPU the Triton kernels where triton is installed (not yet measured on a GPU), else the fused path."""
     check_impl(impl)
-    if impl == "sparse" and (boundary_mode == "soft" or copy_gradient != "straight"):
-        raise ValueError(f"impl='sparse' needs binary boundaries and copy_gradient='straight' "
-                         f"(here {boundary_mode!r}, {copy_gradient!r}): use impl='fused' or 'auto'")
+    if impl == "sparse" and boundary_mode == "soft":
+        raise ValueError("impl='sparse' needs binary boundaries (here 'soft'): use impl='fused' or 'auto'")
     if impl != "auto":
         return impl, f"impl={impl!r} was asked for"
     device = torch.device(device)
@@ -388,10 +388,11 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
         if triton_available(device):
             return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
         return "fused", "auto on CUDA without triton: the fused path"
-    if boundary_mode in ("step", "bernoulli") and copy_gradient == "straight":
-        return "sparse", "auto on the CPU: the sparse path, which skips COPY rows (2.1x the fused path at 3x400, paper rates)"
-    return "fused", (f"auto on the CPU: the fused path, as the sparse one needs binary boundaries and "
-                     f"copy_gradient='straight' (here {boundary_mode!r}, {copy_gradient!r})")
+    if boundary_mode in ("step", "bernoulli"):
+        speedup = "2.1x" if copy_gradient == "straight" else "1.8x"
+        return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows ({speedup} the "
+                          f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r})")
+    return "fused", "auto on the CPU: the fused path, as the sparse one needs binary boundaries (here 'soft')"
 
 
 def check_input(x: Tensor, input_size: int) -> tuple[int, int]:

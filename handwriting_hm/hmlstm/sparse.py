@@ -1,10 +1,17 @@
 """The HM-LSTM's sparse training path: each layer-step computes only the rows that do not COPY.
 
-core.HMLSTM.forward (impl="sparse") calls `hmlstm_sparse`. It is the reference's model with
-copy_gradient="straight" (see HMLSTM.step): a COPY row computes nothing, forward or backward,
-and its gradient goes straight to the previous state. That is the paper's computational
-argument made into speed: with boundaries as sparse as the paper's (z^1 at about 17 % of the
-steps, z^2 at about 3 %) layers 2 and 3 are idle most of the time.
+core.HMLSTM.forward (impl="sparse") calls `hmlstm_sparse`. With copy_gradient="straight" (see
+the core's module docstring) a COPY row computes nothing, forward or backward, and its gradient
+goes straight to the previous state. That is the paper's computational argument made into
+speed: with boundaries as sparse as the paper's (z^1 at about 17 % of the steps, z^2 at about
+3 %) layers 2 and 3 are idle most of the time.
+
+With copy_gradient="mixed" a COPY row also passes gradient to the two boundaries that chose
+COPY, through what UPDATE or FLUSH would have given: that needs its gates, so the row runs the
+recurrent product U_l^l h^l_{t-1} + b (its top-down and bottom-up terms are gated off), the
+layer norm and the non-linearities, and keeps the activations. Nothing else: the row's state
+is untouched and its pre-activation gets no gradient (every gate is multiplied by 1 - copy = 0
+or flush + update = 0), so it adds no GEMM to the backward pass, only a few row sums.
 
 Forward, per layer and step:
 - the rows that compute are gathered (UPDATE: z^{l-1}_t = 1, FLUSH: z^l_{t-1} = 1; a padded
@@ -44,8 +51,9 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
         raise ValueError(f"the sparse path needs binary boundaries (step or bernoulli), got {mode!r}")
     L = core.num_layers
     norm_weights, norm_biases, eps = norm_parameters(core)
+    mixed = core.copy_gradient == "mixed"
     with torch.autocast(x.device.type, enabled=False):  # the state and every product in x's dtype
-        outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, eps, mask, x, *state.h, *state.c, state.z,
+        outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c, state.z,
                                       *[layer.weight for layer in core.recurrent], *[layer.bias for layer in core.recurrent],
                                       *[layer.weight for layer in core.top_down], *[layer.weight for layer in core.bottom_up],
                                       *norm_weights, *norm_biases)
@@ -65,6 +73,14 @@ class _Saved(NamedTuple):
     pre_norm: Tensor | None  # s before layer norm (n, 4H+1), its mean and 1/std (n, 1)
     mean: Tensor | None
     inverse_std: Tensor | None
+
+
+class _SavedCopy(NamedTuple):
+    """What a layer-step keeps of its COPY rows for copy_gradient="mixed"."""
+
+    rows: Tensor  # their indices
+    activations: Tensor  # f, i, o, g (n, 4H) as UPDATE would have had them
+    z_hat: Tensor | None  # the detector's output (n, 1); None for the top layer
 
 
 def _gather(tensor: Tensor, rows: Tensor | None) -> Tensor:
@@ -95,12 +111,13 @@ def _tanh(x: Tensor) -> Tensor:
 
 
 class _SparseHMLSTM(torch.autograd.Function):
-    """Inputs: sizes, slope, mode, eps, mask (B, T) bool or None, x (B, T, I), h0 (L), c0 (L), z0 (B, L-1),
+    """Inputs: sizes, slope, mode, mixed (copy_gradient == "mixed"), eps, mask (B, T) bool or None, x (B, T, I),
+    h0 (L), c0 (L), z0 (B, L-1),
     recurrent weights U_l^l (L), biases (L), top-down weights U_{l+1}^l (L-1), bottom-up weights
     W_{l-1}^l (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused._FusedHMLSTM's."""
 
     @staticmethod
-    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, eps: float, mask: Tensor | None,
+    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, eps: float, mask: Tensor | None,
                 x: Tensor, *tensors: Tensor):  # type: ignore[override]
         L = len(sizes)
         h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
@@ -125,6 +142,7 @@ class _SparseHMLSTM(torch.autograd.Function):
         cached_top_down = [h0[l + 1] @ top_down[l].t() for l in range(L - 1)]  # U_{l+1}^l h^{l+1}, per row
         valid = None if mask is None else mask.t()  # (T, B)
         saved: list[list[_Saved | None]] = [[None] * L for _ in range(steps)]
+        saved_copies: list[list[_SavedCopy | None]] = [[None] * L for _ in range(steps)]
 
         for t in range(steps):
             z_t = z_states[t + 1]
@@ -145,6 +163,14 @@ class _SparseHMLSTM(torch.autograd.Function):
                 rows = None if computing is None else all_rows[computing]
                 if rows is not None and rows.numel() == batch:
                     rows = None
+                if mixed and l > 0:  # the valid rows that COPY: their gates, for the gradient of the choice
+                    copying = ~computing if valid is None else ~computing & valid[t]
+                    copy_rows = all_rows[copying]
+                    if copy_rows.numel():
+                        saved_copies[t][l] = _copy_gates(
+                            copy_rows, h_states[l][t], recurrent[l], biases[l], size, top, slope, mode,
+                            None if uniforms is None else uniforms.index_select(0, copy_rows),
+                            norm_weights[l] if layer_norm else None, norm_biases[l] if layer_norm else None, eps)
                 h_new_all, c_new_all = h_states[l][t + 1], c_states[l][t + 1]
                 if rows is not None:
                     h_new_all.copy_(h_states[l][t])
@@ -197,7 +223,7 @@ class _SparseHMLSTM(torch.autograd.Function):
                                      pre_norm, mean, inverse_std)
 
         ctx.sizes, ctx.slope, ctx.batch = tuple(sizes), slope, batch
-        ctx.saved = saved
+        ctx.saved, ctx.saved_copies = saved, saved_copies
         ctx.save_for_backward(mask, x, z_states, *h_states, *c_states, *recurrent, *top_down, *bottom_up,
                               *norm_weights)
         keep = None if mask is None else mask.to(x.dtype)
@@ -211,6 +237,7 @@ class _SparseHMLSTM(torch.autograd.Function):
         top_down, bottom_up, norm_weights = rest[3 * L:4 * L - 1], rest[4 * L - 1:5 * L - 1], rest[5 * L - 1:]
         layer_norm = len(norm_weights) > 0
         saved: list[list[_Saved | None]] = ctx.saved
+        saved_copies: list[list[_SavedCopy | None]] = ctx.saved_copies
         steps = z_states.shape[0] - 1
         keep = None if mask is None else mask.t().unsqueeze(-1).to(x.dtype)  # (T, B, 1)
         grad_hidden = [g.transpose(0, 1) for g in grads[:L]]  # (T, B, H)
@@ -230,6 +257,9 @@ class _SparseHMLSTM(torch.autograd.Function):
                 grad_h[l] += grad_hidden[l][t] if keep is None else grad_hidden[l][t] * keep[t]
             grad_z += grad_boundaries[t] if keep is None else grad_boundaries[t] * keep[t]
             for l in reversed(range(L)):
+                if saved_copies[t][l] is not None:
+                    _copy_backward(saved_copies[t][l], l, L, h_states[l][t], c_states[l][t], grad_h[l], grad_c[l],
+                                   grad_z)
                 step = saved[t][l]
                 if step is None:
                     continue
@@ -333,6 +363,47 @@ class _SparseHMLSTM(torch.autograd.Function):
         grad_projected = grad_projected.transpose(0, 1).flatten(0, 1)  # (B*T, 4H+1)
         grad_x = (grad_projected @ bottom_up[0]).view_as(x)
         grad_bottom_up.insert(0, grad_projected.t() @ x.flatten(0, 1))
-        ctx.saved = None
-        return (None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z,
+        ctx.saved = ctx.saved_copies = None
+        return (None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z,
                 *grad_recurrent, *grad_biases, *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)
+
+
+def _copy_gates(rows: Tensor, h_prev: Tensor, recurrent: Tensor, bias: Tensor, size: int, top: bool, slope: float,
+                mode: str, uniforms: Tensor | None, norm_weight: Tensor | None, norm_bias: Tensor | None,
+                eps: float) -> _SavedCopy:
+    """The gates (and z^) a COPY row would have had: s = U_l^l h^l_{t-1} + b, its top-down and bottom-up
+    terms gated off by z^l_{t-1} = z^{l-1}_t = 0 (Eq. 5). Forward only: the row's state stays as it is."""
+    s = torch.addmm(bias, h_prev.index_select(0, rows), recurrent.t())
+    if norm_weight is not None:
+        s = torch.native_layer_norm(s, [s.shape[1]], norm_weight, norm_bias, eps)[0]
+    s[:, 3 * size:4 * size] *= 2  # g = tanh(s_g) = 2 sigmoid(2 s_g) - 1
+    act = torch.sigmoid(s[:, :4 * size])
+    act[:, 3 * size:].mul_(2).sub_(1)
+    z_hat = None
+    if not top:
+        z_tilde = hard_sigmoid(slope * s[:, 4 * size:])
+        z_hat = (z_tilde > 0.5 if mode == "step" else uniforms < z_tilde).to(s.dtype)
+    return _SavedCopy(rows, act, z_hat)
+
+
+def _copy_backward(copied: _SavedCopy, l: int, L: int, h_prev_all: Tensor, c_prev_all: Tensor, grad_h: Tensor,
+                   grad_c: Tensor, grad_z: Tensor) -> None:
+    """copy_gradient="mixed" on layer l's COPY rows at one step: what the choice of COPY passes back.
+
+    With flush = z_prev, update = (1 - z_prev) z_below, copy = (1 - z_prev)(1 - z_below) and
+    z_prev = z_below = 0 on these rows, d z_prev = d flush - d copy and d z_below = d update - d copy.
+    The state's own gradients (grad_h, grad_c) pass through unchanged, as COPY is the identity;
+    the z the row keeps passes none back (core.py), so its gradient is replaced, not added to.
+    """
+    rows, top = copied.rows, l == L - 1
+    f, i, o, g = copied.activations.chunk(4, dim=1)
+    h_prev, c_prev = h_prev_all.index_select(0, rows), c_prev_all.index_select(0, rows)
+    dh, dc = grad_h.index_select(0, rows), grad_c.index_select(0, rows)
+    ig = i * g
+    d_flush = _row_sum(dc, ig)  # Eq. 2: c = flush i g + update (f c_prev + i g) + copy c_prev
+    d_update = d_flush + _row_sum(dc, f * c_prev)
+    d_copy = _row_sum(dc, c_prev) + _row_sum(dh, h_prev - o * _tanh(c_prev))  # Eq. 3, c = c_prev here
+    if not top:  # z = copy z_prev + (1 - copy) z^, z_prev = 0
+        d_copy -= grad_z[:, l:l + 1].index_select(0, rows) * copied.z_hat
+        grad_z[:, l].index_copy_(0, rows, (d_flush - d_copy)[:, 0])
+    grad_z[:, l - 1].index_add_(0, rows, (d_update - d_copy)[:, 0])
