@@ -244,7 +244,8 @@ FLAGS = (
     Flag("model", "layer_norm", {"action": argparse.BooleanOptionalAction}),
     Flag("model", "boundary_mode", {"choices": ("step", "bernoulli", "soft")}),
     Flag("model", "copy_gradient", {"choices": ("straight", "mixed"),
-                                    "help": "what a COPY row passes back to the boundaries (hmlstm/core.py)"}),
+                                    "help": "what a COPY row passes back to the boundaries (hmlstm/core.py); "
+                                            "--init-from may change it"}),
     Flag("task", "scheme", {"help": "split scheme of the prepared file: paper, official or graves"}),
     Flag("task", "batch_size", {"type": int}),
     Flag("task", "crop_points", {"type": _all_or_count, "help": "train on random windows of N points (0: whole lines)"}),

@@ -267,6 +267,19 @@ def test_init_from_starts_a_new_run_from_an_exported_model(trained_run, prepared
         assert error.startswith("handwriting-hm: error:") and named in error and "\n" not in error
 
 
+def test_init_from_may_change_the_copy_gradient_but_resume_may_not(trained_run, prepared, tmp_path, capsys):
+    """copy_gradient changes how a model learns, not what it computes: a straight run's weights may
+    go on learning with the mixed gradient."""
+    assert torch.load(trained_run / "best.pt", weights_only=True)["config"]["copy_gradient"] == "straight"
+    run_dir = tmp_path / "mixed"
+    assert train(prepared, run_dir, "--max-steps", "1", "--eval-every", "1", "--init-from",
+                 str(trained_run / "best.pt"), "--copy-gradient", "mixed", "--impl", "sparse") == 0
+    assert torch.load(run_dir / "latest.pt", weights_only=True)["config"]["copy_gradient"] == "mixed"
+    capsys.readouterr()
+    assert train(prepared, run_dir, "--resume", "--max-steps", "2", "--copy-gradient", "straight") == 2
+    assert "--copy-gradient straight contradicts" in capsys.readouterr().err
+
+
 def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
     from handwriting_hm.model import HandwritingConfig, HandwritingModel
 

@@ -58,6 +58,8 @@ from torch import Tensor, nn
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
 COPY_GRADIENTS = ("straight", "mixed")  # what a COPY row passes back: see the module docstring
+LEARNING_ONLY = ("copy_gradient",)  # model settings that change the gradient, not the function: a run may start
+                                    # from weights trained with another value (--init-from)
 COPY, UPDATE, FLUSH = 0, 1, 2
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
 

@@ -10,7 +10,8 @@ trainer exposes is a flag, and a flag left out means "take it from where the run
                        (and the Trainer applies it); a model or task flag must agree with the run,
                        since those fix what the weights and the batch order mean;
   --init-from FILE     a new run (step 0, fresh optimiser) from FILE's weights: the model config
-                       is FILE's (a model flag must agree with it), the task and training
+                       is FILE's (a model flag must agree with it, except one that changes only
+                       how the model learns, such as --copy-gradient), the task and training
                        settings are the preset's and the flags'.
 
 A trainer lists its model and task flags as `Flag`s, calls `add_preset_arguments` to build the
@@ -30,7 +31,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .checkpoint import StoredConfig, check_config_fits_weights, load_checkpoint
-from .core import IMPLEMENTATIONS
+from .core import IMPLEMENTATIONS, LEARNING_ONLY
 from .trainer import LATEST, TrainConfig, add_train_arguments, train_config_from_args
 
 
@@ -125,7 +126,7 @@ def start_from_args(args: argparse.Namespace, presets: dict[str, Preset], defaul
         checkpoint = load_checkpoint(path, kind=kind)
         name = args.preset or default
         base = dataclasses.replace(presets[name], model=type(like.model).from_dict(checkpoint["config"]))
-        settings = _apply_flags(args, base, flags, fixed={"model": f"{path}'s"})
+        settings = _apply_flags(args, base, flags, fixed={"model": f"{path}'s"}, learning_may_change=True)
     try:
         check_config_fits_weights(lambda: build(settings.model), checkpoint["model"])
     except ValueError as error:
@@ -133,15 +134,17 @@ def start_from_args(args: argparse.Namespace, presets: dict[str, Preset], defaul
     return RunStart(name, settings, checkpoint)
 
 
-def _apply_flags(args: argparse.Namespace, base: Preset, flags: Sequence[Flag], fixed: dict[str, str]) -> Preset:
+def _apply_flags(args: argparse.Namespace, base: Preset, flags: Sequence[Flag], fixed: dict[str, str],
+                 learning_may_change: bool = False) -> Preset:
     """`base` with the flags given in `args`; a flag for a part in `fixed` must repeat its value
-    (the dict says whose value it is, for the message)."""
+    (the dict says whose value it is, for the message), unless `learning_may_change` and it is one
+    of core.LEARNING_ONLY (it changes how the model learns, not what it computes)."""
     changes: dict[str, dict[str, Any]] = {"model": {}, "task": {}}
     for flag in flags:
         if not hasattr(args, flag.name):
             continue
         value, current = getattr(args, flag.name), getattr(getattr(base, flag.part), flag.name)
-        if flag.part in fixed and value != current:
+        if flag.part in fixed and value != current and not (learning_may_change and flag.name in LEARNING_ONLY):
             raise ValueError(f"{flag.option} {_shown(value)} contradicts {fixed[flag.part]} {_shown(current)}: "
                              f"leave {flag.option} out")
         changes[flag.part][flag.name] = value

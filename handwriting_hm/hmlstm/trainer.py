@@ -108,6 +108,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .checkpoint import check_plain, checkpoint_payload, load_checkpoint, save_checkpoint
+from .core import LEARNING_ONLY
 from .device import resolve_device
 
 LATEST = "latest.pt"
@@ -747,11 +748,13 @@ class Trainer:
             save_checkpoint(self.run_dir / BEST, payload)
 
     def _check_model_config(self, checkpoint: dict, path: Path, use: str) -> None:
-        """Every setting the checkpoint saved must equal this run's. A setting it lacks was added to
-        the config since it was written: the client read the checkpoint with StoredConfig.from_dict,
-        which gives such a setting its default, so that run's own command still resumes it."""
+        """Every setting the checkpoint saved must equal this run's (when starting from its weights, not
+        resuming it, one of core.LEARNING_ONLY may differ). A setting it lacks was added to the config
+        since it was written: the client read the checkpoint with StoredConfig.from_dict, which gives
+        such a setting its default, so that run's own command still resumes it."""
         saved = checkpoint["config"]
-        differing = sorted(key for key in saved if saved[key] != self.model_config.get(key))
+        free = LEARNING_ONLY if use == "start from" else ()
+        differing = sorted(key for key in saved if saved[key] != self.model_config.get(key) and key not in free)
         if differing:
             raise ValueError(f"cannot {use} {path}: its model config differs in {', '.join(differing)}")
 
