@@ -362,7 +362,8 @@ class _SparseHMLSTM(torch.autograd.Function):
         # layer 1 reads x with z^0 = 1: W_0^1 x_t + b, every step
         grad_projected = grad_projected.transpose(0, 1).flatten(0, 1)  # (B*T, 4H+1)
         grad_x = (grad_projected @ bottom_up[0]).view_as(x)
-        grad_bottom_up.insert(0, grad_projected.t() @ x.flatten(0, 1))
+        # (x^T g)^T, not g^T x: with I = 3 inputs the latter is a skinny product 20x slower on the CPU
+        grad_bottom_up.insert(0, (x.flatten(0, 1).t() @ grad_projected).t().contiguous())
         ctx.saved = ctx.saved_copies = None
         return (None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z,
                 *grad_recurrent, *grad_biases, *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)
