@@ -269,6 +269,28 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_sigterm_stops_after_the_step_and_saves_like_ctrl_c(tmp_path):
+    """`kill PID` (a scheduler, `docker stop`): before, the process died and lost every step since
+    the last validation."""
+    class Terminated(ToyTask):
+        def loss(self, model, batch):
+            if self.seen + 1 == 5:
+                signal.raise_signal(signal.SIGTERM)
+            return super().loss(model, batch)
+
+    def terminate(signum, frame):  # stands in for the default action, which would end pytest too
+        raise SystemExit("terminated")
+
+    inherited = signal.signal(signal.SIGTERM, terminate)
+    try:
+        summary = make_trainer(tmp_path / "run", Terminated()).fit()
+        assert signal.getsignal(signal.SIGTERM) is terminate  # the handler is put back
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
+    assert summary["stopped"] == "interrupted" and summary["steps"] == 5
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["progress"]["step"] == 5
+
+
 @pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
     class TwiceInterrupted(ToyTask):

@@ -66,9 +66,10 @@ Steps, epochs and stopping:
     random streams continue from the checkpoint, so a new seed could not take effect.
   * `fit(init_from=path)` starts a new run (step 0, a fresh optimiser and schedule) from the
     weights of another checkpoint of the same kind and model config, a run's or an export's.
-  * Ctrl-C (SIGINT) stops the run after the current step: latest.pt is saved at that step
-    (resumable, written atomically, no validation) and fit() returns with stopped
-    "interrupted". A second Ctrl-C interrupts at once, without saving.
+  * Ctrl-C (SIGINT) or `kill` (SIGTERM, as a scheduler or `docker stop` sends it) stops the run
+    after the current step: latest.pt is saved at that step (resumable, written atomically, no
+    validation) and fit() returns with stopped "interrupted". A second signal of the same kind
+    acts at once, without saving.
   * A step whose loss or gradient norm is not finite is skipped (gradients dropped, weights
     and optimiser untouched) and counted; `max_nonfinite` in a row raise TrainingDiverged
     (a ValueError, so the CLI prints one line). latest.pt stays the last good checkpoint.
@@ -112,6 +113,7 @@ from .core import LEARNING_ONLY
 from .device import resolve_device
 
 LATEST = "latest.pt"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save latest.pt
 BEST = "best.pt"
 LOG = "log.jsonl"
 CURVES = "curves.png"
@@ -524,25 +526,27 @@ class Trainer:
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self) -> Iterator[None]:
-        """Turn the first Ctrl-C into a request to stop after the current step, so that the step,
-        the optimiser and the checkpoint written for it are whole; the handler then steps aside,
-        and a second Ctrl-C raises KeyboardInterrupt at once. Signals reach only the main thread, and
-        a process told to ignore SIGINT (a background job, nohup) keeps ignoring it."""
+        """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step, so that
+        the step, the optimiser and the checkpoint written for it are whole; the handler then steps
+        aside, and a second signal of that kind acts at once (KeyboardInterrupt, or termination).
+        Signals reach only the main thread, and a process told to ignore one (SIGINT in a background
+        job, nohup) keeps ignoring it."""
         self._interrupted = False
-        previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-        if previous in (None, signal.SIG_IGN):
-            yield
-            return
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS} if on_main_thread else {}
+        handled = {number: handler for number, handler in previous.items() if handler not in (None, signal.SIG_IGN)}
 
         def request_stop(signum, frame) -> None:
             self._interrupted = True
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signum, handled[signum])
 
-        signal.signal(signal.SIGINT, request_stop)
+        for number in handled:
+            signal.signal(number, request_stop)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for number, handler in handled.items():
+                signal.signal(number, handler)
 
     def _run(self) -> str:
         while (stopped := self._limit_reached()) is None:
