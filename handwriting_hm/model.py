@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .hmlstm.checkpoint import StoredConfig, check_config_fits_weights, load_checkpoint
+from .hmlstm.checkpoint import StoredConfig, load_model
 from .hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
@@ -102,15 +102,11 @@ def load_handwriting_model(path: str | Path | None = None, map_location: Any = "
     missing, corrupt or incompatible file.
     """
     path = DEFAULT_MODEL if path is None else Path(path)
-    checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
-    try:
-        config = HandwritingConfig.from_dict(checkpoint["config"])
-        check_config_fits_weights(lambda: HandwritingModel(config), checkpoint["model"])  # before allocating
-        model = HandwritingModel(config)
-        model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
-        stats = checkpoint["metadata"]["stats"]
-        stats = {"mean": tuple(map(float, stats["mean"])), "std": tuple(map(float, stats["std"]))}
-    except (KeyError, TypeError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"checkpoint {path}: not a usable handwriting model ({first_line})") from None
-    return LoadedModel(model.eval(), stats, float(checkpoint["slope"]), dict(checkpoint["metadata"]))
+    loaded = load_model(path, KIND, HandwritingConfig, HandwritingModel, "handwriting model",
+                        lambda metadata, model: read_stats(metadata["stats"]), map_location)
+    return LoadedModel(loaded.model, loaded.read, loaded.slope, loaded.metadata)
+
+
+def read_stats(stats: dict) -> dict[str, tuple[float, float]]:
+    """A checkpoint's normalisation statistics as {"mean": (dx, dy), "std": (dx, dy)} of floats."""
+    return {"mean": tuple(map(float, stats["mean"])), "std": tuple(map(float, stats["std"]))}

@@ -40,11 +40,11 @@ import torch
 from torch import Tensor, nn
 
 from .alphabet import Alphabet
-from .hmlstm.checkpoint import StoredConfig, load_checkpoint
+from .hmlstm.checkpoint import StoredConfig, load_model
 from .hmlstm.core import HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask, stack_time
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
-from .model import shift_inputs
+from .model import read_stats, shift_inputs
 
 
 @dataclass
@@ -211,6 +211,7 @@ class SynthesisModel(nn.Module):
 # ----------------------------------------------------------------------------- loading
 
 KIND = "synthesis"  # the checkpoint kind of this model
+UNNORMALISED = {"mean": (0.0, 0.0), "std": (1.0, 1.0)}  # the stats of data that was not normalised (the toy font)
 
 
 class LoadedSynthesisModel(NamedTuple):
@@ -224,13 +225,6 @@ def load_synthesis_model(path: str | Path, map_location: Any = "cpu") -> LoadedS
     """Load a synthesis checkpoint for inference. Raises ValueError with one line for a missing,
     corrupt or incompatible file. Without normalisation stats in its metadata (the toy font's
     data is not normalised) the offsets are taken as they are: mean 0, std 1."""
-    checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
-    try:
-        model = SynthesisModel(SynthesisConfig.from_dict(checkpoint["config"]))
-        model.load_state_dict({k: v.float() for k, v in checkpoint["model"].items()})
-        stats = checkpoint["metadata"].get("stats", {"mean": (0.0, 0.0), "std": (1.0, 1.0)})
-        stats = {"mean": tuple(map(float, stats["mean"])), "std": tuple(map(float, stats["std"]))}
-    except (KeyError, TypeError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"checkpoint {path}: not a usable synthesis model ({first_line})") from None
-    return LoadedSynthesisModel(model.eval(), stats, float(checkpoint["slope"]), dict(checkpoint["metadata"]))
+    loaded = load_model(path, KIND, SynthesisConfig, SynthesisModel, "synthesis model",
+                        lambda metadata, model: read_stats(metadata.get("stats", UNNORMALISED)), map_location)
+    return LoadedSynthesisModel(loaded.model, loaded.read, loaded.slope, loaded.metadata)

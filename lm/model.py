@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from handwriting_hm.hmlstm.checkpoint import StoredConfig, check_config_fits_weights, export_checkpoint, load_checkpoint
+from handwriting_hm.hmlstm.checkpoint import StoredConfig, export_checkpoint, load_model
 from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
@@ -85,22 +85,18 @@ def resolve_model_path(path: str | Path | None) -> Path:
 
 def load_lm(path: str | Path | None = None, map_location: Any = "cpu") -> LoadedLM:
     """Load an lm checkpoint (a run's .pt or an exported model) for inference; ValueError if unusable."""
-    path = resolve_model_path(path)
-    checkpoint = load_checkpoint(path, kind=KIND, map_location=map_location)
-    try:
-        config = LMConfig.from_dict(checkpoint["config"])
-        check_config_fits_weights(lambda: LanguageModel(config), checkpoint["model"])  # before allocating
-        model = LanguageModel(config)
-        model.load_state_dict({name: value.float() for name, value in checkpoint["model"].items()})
-        metadata = dict(checkpoint["metadata"])
-        vocab = [str(symbol) for symbol in metadata["vocab"]]
-        dataset = str(metadata["dataset"])
-        if len(vocab) != model.config.vocab_size:
-            raise ValueError(f"vocabulary of {len(vocab)} symbols for a {model.config.vocab_size}-symbol model")
-    except (KeyError, TypeError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"checkpoint {path}: not a usable language model ({first_line})") from None
-    return LoadedLM(model.eval(), vocab, dataset, float(checkpoint["slope"]), metadata)
+    loaded = load_model(resolve_model_path(path), KIND, LMConfig, LanguageModel, "language model", _read_vocabulary,
+                        map_location)
+    vocab, dataset = loaded.read
+    return LoadedLM(loaded.model, vocab, dataset, loaded.slope, loaded.metadata)
+
+
+def _read_vocabulary(metadata: dict, model: LanguageModel) -> tuple[list[str], str]:
+    """The vocabulary (index = id) and the dataset name a checkpoint's metadata gives, checked against the model."""
+    vocab = [str(symbol) for symbol in metadata["vocab"]]
+    if len(vocab) != model.config.vocab_size:
+        raise ValueError(f"vocabulary of {len(vocab)} symbols for a {model.config.vocab_size}-symbol model")
+    return vocab, str(metadata["dataset"])
 
 
 def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> dict:

@@ -145,3 +145,41 @@ def test_export_refuses_to_overwrite_its_input_or_a_training_checkpoint(tmp_path
     with pytest.raises(ValueError) as raised:
         load_checkpoint(tmp_path / "model.pt", kind="toy", resumable=True)
     assert "exported model" in str(raised.value) and "--init-from" in str(raised.value)
+
+
+def _small_models():
+    """One small model of each kind, with the loader that reads it and the metadata it needs."""
+    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.synthesis import SynthesisConfig, SynthesisModel, load_synthesis_model
+    from lm.model import LMConfig, LanguageModel
+
+    stats = {"mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    return [
+        ("handwriting", HandwritingConfig(hidden_sizes=(4, 4), embedding_size=4, n_mixtures=2), HandwritingModel,
+         {"stats": stats}, load_handwriting_model, "handwriting model"),
+        ("synthesis", SynthesisConfig(alphabet="ab ", hidden_sizes=(4, 4), embedding_size=4, n_mixtures=2,
+                                      n_window=2), SynthesisModel, {"stats": stats}, load_synthesis_model,
+         "synthesis model"),
+        ("lm", LMConfig(vocab_size=5, input_embedding=4, hidden_sizes=(4, 4), embedding_size=4), LanguageModel,
+         {"vocab": list("abcde"), "dataset": "ptb"}, load_lm, "language model"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3), ids=["handwriting", "synthesis", "lm"])
+def test_every_loader_reads_its_model_and_refuses_a_config_that_does_not_fit_in_one_line(index, tmp_path):
+    kind, config, build, metadata, load, what = _small_models()[index]
+    torch.manual_seed(0)
+    model = build(config)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, checkpoint_payload(kind, config.to_dict(), model.state_dict(), 2.5, metadata))
+    loaded = load(path)
+    assert loaded.slope == 2.5 and not loaded.model.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()))
+
+    wrong = config.to_dict() | {"hidden_sizes": [4, 100000]}  # the check runs before anything is allocated
+    save_checkpoint(path, checkpoint_payload(kind, wrong, model.state_dict(), 2.5, metadata))
+    with pytest.raises(ValueError) as raised:
+        load(path)
+    message = str(raised.value)
+    assert message.startswith(f"checkpoint {path}: not a usable {what} (its config does not match its weights")
+    assert "\n" not in message

@@ -31,7 +31,7 @@ import re
 from collections import OrderedDict
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -167,6 +167,37 @@ def check_config_fits_weights(build: Callable[[], torch.nn.Module], weights: dic
         if stored[name] != shape:
             raise ValueError(f"its config does not match its weights: {name} is stored as {list(stored[name])}, "
                              f"the config needs {list(shape)}")
+
+
+class LoadedWeights(NamedTuple):
+    """A checkpoint read for inference by `load_model`."""
+
+    model: torch.nn.Module  # in eval mode, float32
+    slope: float  # the boundary slope at the time of the checkpoint
+    metadata: dict[str, Any]
+    read: Any  # what the client's read_metadata returned
+
+
+def load_model(path: str | Path, kind: str, config_type: type, build: Callable[[Any], torch.nn.Module],
+               what: str, read_metadata: Callable[[dict, torch.nn.Module], Any] = lambda metadata, model: None,
+               map_location: Any = "cpu") -> LoadedWeights:
+    """Load a checkpoint of `kind` (a run's .pt or an export) for inference: the config
+    (config_type.from_dict), checked against the weights before anything is allocated, the model
+    build(config) with float32 weights, and read_metadata(metadata, model), what the client takes from
+    the metadata. Anything wrong with the file is one ValueError line: "checkpoint PATH: not a usable
+    WHAT (reason)"."""
+    checkpoint = load_checkpoint(path, kind=kind, map_location=map_location)
+    try:
+        config = config_type.from_dict(checkpoint["config"])
+        check_config_fits_weights(lambda: build(config), checkpoint["model"])
+        model = build(config)
+        model.load_state_dict({name: value.float() for name, value in checkpoint["model"].items()})
+        metadata = dict(checkpoint["metadata"])
+        read = read_metadata(metadata, model)
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"checkpoint {path}: not a usable {what} ({first_line})") from None
+    return LoadedWeights(model.eval(), float(checkpoint["slope"]), metadata, read)
 
 
 def _legacy_slope(payload: dict) -> float:
