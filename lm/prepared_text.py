@@ -7,16 +7,14 @@ prepared file, `data_prep/prepared_file.py`; the names here say "text" to keep t
 """
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from handwriting_hm.hmlstm.atomic import atomic_write
+from handwriting_hm.hmlstm.archive import read_archive, write_archive
 
 from .corpus import SPLITS
 
@@ -33,25 +31,15 @@ class PreparedText:
 
 
 def write_prepared_text(path: Path, prepared: PreparedText) -> None:
-    """Write the .npz atomically."""
-    with atomic_write(path) as file:
-        np.savez(file, **prepared.splits, vocab=np.array(prepared.vocab, dtype="<U1"),
-                 metadata=np.array(json.dumps(prepared.metadata)))
+    """Write the .npz atomically (see hmlstm/archive.py)."""
+    write_archive(path, {**prepared.splits, "vocab": np.array(prepared.vocab, dtype="<U1")}, prepared.metadata)
 
 
 def load_prepared_text(path: str | os.PathLike) -> PreparedText:
     """Read a prepared file; ValueError (one line) if it is not one we wrote or a split is empty."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            splits = {split: archive[split] for split in SPLITS}
-            vocab = [str(symbol) for symbol in archive["vocab"]]
-            metadata = json.loads(str(archive["metadata"]))
-    except FileNotFoundError:
-        raise OSError(f"{path}: no such prepared file (run `hm-lm prepare` first)") from None
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a prepared hm-lm file ({type(error).__name__})") from None
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: prepared-file format {metadata.get('format_version')!r} is not {FORMAT_VERSION}")
+    arrays, metadata = read_archive(path, (*SPLITS, "vocab"), "hm-lm", "hm-lm prepare", FORMAT_VERSION)
+    splits = {split: arrays[split] for split in SPLITS}
+    vocab = [str(symbol) for symbol in arrays["vocab"]]
     for split, ids in splits.items():
         if ids.size == 0:
             raise ValueError(f"{path}: the {split} split is empty")
