@@ -417,11 +417,7 @@ def render_letters_png(lines: Sequence[WrittenText], path: str | os.PathLike | N
         axes.set_ylim(row.height, 0)
         axes.set_aspect("equal")
         axes.set_axis_off()
-    data = _figure_png(figure, dpi, BACKGROUND)
-    if path is not None:
-        with atomic_write(path) as file:
-            file.write(data)
-    return data
+    return _figure_png(figure, dpi, BACKGROUND, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,11 +449,7 @@ def render_png(
     figure = Figure(figsize=(layout.width / SVG_PIXELS_PER_INCH, layout.height / SVG_PIXELS_PER_INCH))
     axes = figure.add_axes((0, 0, 1, 1))
     _draw(axes, offsets, boundaries, colour_by, marker_layer, layout, stroke_width, colours, marker_radius)
-    data = _figure_png(figure, dpi, background)
-    if path is not None:
-        with atomic_write(path) as file:
-            file.write(data)
-    return data
+    return _figure_png(figure, dpi, background, path)
 
 
 def render_grid_png(
@@ -506,11 +498,7 @@ def render_grid_png(
         axes = figure.add_axes((0, bottom / height, layout.width / width, layout.height / height))
         _draw(axes, offsets, row_boundaries, colour_by, marker_layer, layout, stroke_width, colours, None)
         top = bottom
-    data = _figure_png(figure, dpi, background)
-    if path is not None:
-        with atomic_write(path) as file:
-            file.write(data)
-    return data
+    return _figure_png(figure, dpi, background, path)
 
 
 def _draw(
@@ -551,13 +539,18 @@ def _draw(
     axes.set_axis_off()
 
 
-def _figure_png(figure: Figure, dpi: float, background: str | None) -> bytes:
+def _figure_png(figure: Figure, dpi: float, background: str | None, path: str | os.PathLike | None) -> bytes:
+    """The figure as PNG bytes, also written atomically to `path` if given."""
     buffer = io.BytesIO()
     # a bare Figure on its own Agg canvas: no pyplot global state, so safe in a web server's threads
     FigureCanvasAgg(figure)
     figure.savefig(buffer, format="png", dpi=dpi, facecolor=background or "none",
                    transparent=background is None)
-    return buffer.getvalue()
+    data = buffer.getvalue()
+    if path is not None:
+        with atomic_write(path) as file:
+            file.write(data)
+    return data
 
 
 # ---------------------------------------------------------------------------------------
