@@ -32,6 +32,7 @@ step t is the offset at t-1 (a zero vector first; `shift_inputs`), so every poin
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -105,13 +106,23 @@ def window_position_weights(log_alpha: Tensor, beta: Tensor, kappa: Tensor, posi
 
 
 class SynthesisModel(nn.Module):
-    """Text-conditioned next-offset prediction: HM-LSTM core, attention window, gated output, mixture head."""
+    """Text-conditioned next-offset prediction: HM-LSTM core, attention window, gated output, mixture head.
+
+    compile_step: run `step` under torch.compile in `forward` (not part of the config: it changes the
+    speed, not the model). The window sits between layer 1 and layer 2 inside every step, so the
+    core's fused and sparse paths, which run whole sequences, cannot serve here; compiling the step
+    fuses its element-wise work instead. The text's length is marked dynamic, so a new text length
+    does not compile again; a new batch size does, once. If compiling fails (no C++ compiler, say),
+    the model says so in one line and runs the plain loop from then on.
+    """
 
     point_size = 3  # dx, dy, end_of_stroke
 
-    def __init__(self, config: SynthesisConfig) -> None:
+    def __init__(self, config: SynthesisConfig, compile_step: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.compile_step = compile_step
+        self._compiled_step = None  # torch.compile(self.step), made on first use
         self.alphabet = Alphabet(config.alphabet)
         V, K, sizes = len(self.alphabet), config.n_window, config.hidden_sizes
         # layer 1 reads [x_t; w_{t-1}]; the reference loop is the one that runs (the window sits
@@ -174,8 +185,15 @@ class SynthesisModel(nn.Module):
         state = self.initial_state(batch) if state is None else state
         hidden: list[list[Tensor]] = [[] for _ in range(self.core.num_layers)]
         boundaries, vectors, kappas, log_phis = [], [], [], []
+        step = self._compiled(text) if self.compile_step else self.step
         for t in range(steps):
-            new_state, z_t, window = self.step(inputs[:, t], text, state, slope)
+            try:
+                new_state, z_t, window = step(inputs[:, t], text, state, slope)
+            except Exception as error:  # torch.compile's failures have no common type  # noqa: BLE001
+                if step is self.step or t > 0:
+                    raise
+                step = self._not_compiled(error)  # the first step compiles: it failed, so run the plain loop
+                new_state, z_t, window = step(inputs[:, t], text, state, slope)
             if mask is not None:
                 valid = mask[:, t:t + 1]
                 new_state = SynthesisState(mask_state(valid, new_state.core, state.core),
@@ -195,6 +213,22 @@ class SynthesisModel(nn.Module):
             (len(self.alphabet), self.config.n_window, text.shape[1] + 1, self.core.num_detectors))
         params = self.head(self.output(hidden_t + (vectors_t,)))
         return SynthesisOutput(params, hidden_t, boundaries_t, Window(vectors_t, kappas_t, log_phis_t), state)
+
+    def _compiled(self, text: Tensor):
+        """torch.compile(self.step), made once; the text's length marked dynamic (any length, one compiled step)."""
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self.step)
+        if text.shape[1] > 1:  # torch.compile treats lengths 0 and 1 as constants anyway
+            torch._dynamo.mark_dynamic(text, 1)
+        return self._compiled_step
+
+    def _not_compiled(self, error: Exception):
+        """Say in one line that compiling failed, and run the plain step from now on."""
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"handwriting-hm: torch.compile failed ({first_line[:200]}); the synthesis step runs uncompiled",
+              file=sys.stderr)
+        self.compile_step = False
+        return self.step
 
     def sequence_log_likelihood(self, offsets: Tensor, text: Tensor, lengths: Tensor | None = None,
                                 slope: float = 1.0) -> tuple[Tensor, SynthesisOutput]:

@@ -171,9 +171,9 @@ def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list
 
 
 def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False,
-                    init_from: str | Path | None = None) -> dict:
+                    init_from: str | Path | None = None, compile_step: bool = False) -> dict:
     """Train (with `resume`, continue; with `init_from`, start from that synthesis model's weights) a
-    synthesis model on a prepared IAM-OnDB file; the Trainer's summary."""
+    synthesis model on a prepared IAM-OnDB file; the Trainer's summary. compile_step: see SynthesisModel."""
     model_config = preset.model
     train_lines, stats = iam_lines(data, "train", preset.scheme)
     source = Path(run_dir) / LATEST if resume else init_from
@@ -189,7 +189,7 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
     count = min(preset.validation_lines or len(validation), len(validation))
     step = max(1, len(validation) // count)
     seed_everything(preset.train.seed)  # the model's initial weights
-    model = SynthesisModel(model_config)
+    model = SynthesisModel(model_config, compile_step=compile_step)
     task = SynthesisTask(alphabet, train_lines, validation[::step][:count], preset.batch_size, seed=preset.train.seed)
     metadata = {"stats": stats, "scheme": preset.scheme, "data": str(data), "preset": PRESET_NAME,
                 "task": preset.task().to_dict()}  # what `handwriting-hm train --resume` restores

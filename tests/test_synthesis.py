@@ -92,6 +92,43 @@ def test_padded_steps_and_characters_change_nothing():
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
+def test_the_compiled_step_gives_the_plain_loops_likelihoods_and_gradients():
+    """compile_step=True (train --impl auto) is the same model: one compile serves texts of any length."""
+    plain, compiled = tiny(), tiny()
+    compiled.compile_step = True
+    points = random_points(3, 9)
+    for texts in (["ab", "hijab", "cc"], ["abcdefg", "j", "hh"]):
+        text, _ = plain.alphabet.one_hot(texts)
+        results = []
+        for model in (plain, compiled):
+            model.zero_grad()
+            total, _ = model.sequence_log_likelihood(points, text, lengths=torch.tensor([9, 5, 7]))
+            total.sum().backward()
+            results.append((total.detach(), [p.grad.clone() for p in model.parameters()]))
+        assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+        for a, b in zip(results[0][1], results[1][1]):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert compiled.compile_step and compiled._compiled_step is not None  # it really ran compiled
+
+
+def test_a_step_that_cannot_compile_runs_plain_and_says_so_once(monkeypatch, capsys):
+    def broken(function):
+        def call(*args):
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model, plain = tiny(), tiny()
+    model.compile_step = True
+    points = random_points(2, 5)
+    text, _ = model.alphabet.one_hot(["ab", "cd"])
+    first = model.sequence_log_likelihood(points, text)[0]
+    assert torch.equal(first, plain.sequence_log_likelihood(points, text)[0])
+    model.sequence_log_likelihood(points, text)
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == ["handwriting-hm: torch.compile failed (no C++ compiler); the synthesis step runs uncompiled"]
+
+
 def test_unknown_characters_are_named_in_one_line():
     alphabet = Alphabet.from_texts(["a bad cab", "dig"])
     assert alphabet.characters == " abcdgi"

@@ -56,7 +56,7 @@ def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys
     assert len(errors) == 5 and errors[4] == errors[0]
     assert "--cell: not a setting of the synthesis model" in errors[0]
     assert "--n-window: not a setting of the handwriting model" in errors[1]
-    assert "reference loop" in errors[2] and "contradicts" in errors[3]
+    assert "its own loop of steps" in errors[2] and "contradicts" in errors[3]
     assert not (tmp_path / "run").exists()
 
 
