@@ -280,6 +280,14 @@ def test_init_from_may_change_the_copy_gradient_but_resume_may_not(trained_run, 
     assert "--copy-gradient straight contradicts" in capsys.readouterr().err
 
 
+def test_the_run_says_which_core_path_auto_picked_and_logs_it(prepared, tmp_path, capsys):
+    assert train(prepared, tmp_path / "auto", "--max-steps", "1", "--eval-every", "1", "--impl", "auto") == 0
+    assert "core: auto on the CPU: the sparse path" in capsys.readouterr().err
+    assert read_records(tmp_path / "auto")[0]["core_path"] == "sparse"
+    assert train(prepared, tmp_path / "lstm", "--max-steps", "1", "--eval-every", "1", "--cell", "lstm") == 0
+    assert "core:" not in capsys.readouterr().err and "core_path" not in read_records(tmp_path / "lstm")[0]
+
+
 def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
     from handwriting_hm.model import HandwritingConfig, HandwritingModel
 

@@ -109,7 +109,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .checkpoint import check_plain, checkpoint_payload, load_checkpoint, save_checkpoint
-from .core import LEARNING_ONLY
+from .core import HMLSTM, LEARNING_ONLY, impl_choice
 from .device import resolve_device
 
 LATEST = "latest.pt"
@@ -497,10 +497,14 @@ class Trainer:
             seed_everything(self.config.seed + self.dist.rank)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self._core_path()
+            if path is not None and self.model.core.impl == "auto":  # say what it picked and why, even with --quiet
+                print(f"core: {path[1]}", file=sys.stderr)
             self._log({
                 "type": "start", "resumed": resume, "step": self.step, "epoch": self.epoch,
                 "device": str(self.device), "world_size": self.dist.world_size, "bf16": self.bf16,
                 **({"init_from": str(init_from)} if init_from is not None else {}),
+                **({"core_path": path[0]} if path is not None else {}),
             })
         self._started = time.monotonic()
         self._reset_interval()
@@ -523,6 +527,13 @@ class Trainer:
             "skipped_nonfinite": self.skipped_nonfinite,
             "wall_s": time.monotonic() - self._started,
         }
+
+    def _core_path(self) -> tuple[str, str] | None:
+        """(path, why) of the model's HM-LSTM core (`core.impl_choice`), or None if it has none."""
+        core = getattr(self.model, "core", None)
+        if not isinstance(core, HMLSTM):
+            return None
+        return impl_choice(core.impl, self.device, core.boundary_mode, core.copy_gradient)
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self) -> Iterator[None]:
