@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("handwriting_hm.sample", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
     "write": ("handwriting_hm.write", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
               "JSON; multi-line layout; --boundaries draws z1 and z2 against the letters"),
-    "letters": ("handwriting_hm.letter_boundaries", "Over a set of texts: the share of z1 firings at character ends "
+    "letters": ("handwriting_hm.letters", "Over a set of texts: the share of z1 firings at character ends "
                 "and of z2 firings at word ends, against chance"),
     "legibility": ("handwriting_hm.legibility", "Character error rate of real and written lines, read by Tesseract"),
     "app": ("app.cli", "Serve the Gradio page: generate handwriting and see the HM-LSTM's boundaries (127.0.0.1 by default)"),

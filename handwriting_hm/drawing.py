@@ -26,7 +26,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import svgwrite
@@ -35,10 +35,29 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from handwriting_hm.hmlstm.atomic import atomic_write
+from handwriting_hm.letter_boundaries import word_ends  # where a word ends on the ink: counted there
 
-if TYPE_CHECKING:  # the samplers are upstream of drawing; at run time only their attributes are used
-    from handwriting_hm.sample import Sample
-    from handwriting_hm.write import WrittenText
+
+
+class Sample(Protocol):
+    """What the sample renderers read of a generated line (sample.Sample is one; drawing imports no sampler)."""
+
+    offsets: np.ndarray  # (T, 3): dx, dy in raw units, end_of_stroke
+    boundaries: np.ndarray  # (T, L-1) 0/1
+    operations: np.ndarray  # (T, L) COPY / UPDATE / FLUSH codes
+
+    def operation_counts(self) -> dict[str, dict[str, int]]: ...
+
+    def copied_fraction(self) -> float: ...
+
+
+class WrittenText(Protocol):
+    """What the letters picture reads of a written line (write.WrittenText is one)."""
+
+    text: str
+    offsets: np.ndarray  # (T, 3)
+    boundaries: np.ndarray  # (T, L-1) 0/1
+    attended: np.ndarray  # (T,): index into `text` of the character the window weighed most
 
 COLOUR_MODES = ("ink", "strokes", "layer1", "layer2")
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
@@ -323,8 +342,6 @@ class _LettersRow:
 
 
 def _letters_row(line: WrittenText, ink_height: float, stroke_width: float) -> _LettersRow:
-    from handwriting_hm.letter_boundaries import word_ends  # the boundaries' definition lives there
-
     offsets = _check_offsets(line.offsets)
     boundaries = _check_boundaries(line.boundaries, len(offsets))
     attended = np.asarray(line.attended, dtype=np.int64)

@@ -6,13 +6,12 @@ and a boundary detector's firings can be set against them: the fraction of firin
 `tolerance` points of a word end, against the chance rate, the fraction of all points that lie
 that close to one (what a detector firing at random points would score).
 
-`handwriting-hm letters` reports it over a set of texts a synthesis model writes: z1's firings
-against character ends and z2's against word ends.
+`handwriting-hm letters` (letters.py) reports it over a set of texts a synthesis model writes: z1's
+firings against character ends and z2's against word ends. This module only counts: it imports
+nothing of the project, so the drawings can use it too.
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -82,44 +81,3 @@ def format_hits(name: str, hits: BoundaryHits, boundary: str, tolerance: int) ->
         return f"{name}: no firings in {hits.points} points (chance of a {boundary} end: {hits.chance_rate:.1%})"
     return (f"{name}: {hits.firings} firings in {hits.points} points; {hits.hit_rate:.1%} within {tolerance} "
             f"points of a {boundary} end, against {hits.chance_rate:.1%} by chance")
-
-
-# ----------------------------------------------------------------------------- CLI
-
-BATCH = 32  # texts per batch of the sampler
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="*", help="texts to write (or give --texts-file)")
-    parser.add_argument("--texts-file", type=Path, help="a file of texts, one a line (blank lines skipped)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a synthesis model")
-    parser.add_argument("--tolerance", type=int, default=3, help="points either side of a boundary (default 3)")
-    parser.add_argument("--bias", type=float, default=1.0, help="Graves's sampling bias (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .synthesis import load_synthesis_model
-    from .write import check_synthesis_checkpoint, write_each
-
-    texts = list(args.texts)
-    if args.texts_file is not None:
-        texts += [line.strip() for line in args.texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise ValueError("give texts to write, as arguments or with --texts-file")
-    if args.tolerance < 0:
-        raise ValueError(f"--tolerance must be 0 or more points, got {args.tolerance}")
-    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint))
-    written = []
-    for begin in range(0, len(texts), BATCH):
-        written += write_each(texts[begin:begin + BATCH], loaded, bias=args.bias, seed=args.seed + begin)
-    detectors = loaded.model.core.num_detectors
-    print(f"{len(written)} texts written, {sum(not line.finished for line in written)} stopped at the step cap")
-    if detectors >= 1:
-        hits = character_boundary_hits([(line.boundaries[:, 0], line.attended) for line in written], args.tolerance)
-        print(format_hits("z1", hits, "character", args.tolerance))
-    if detectors >= 2:
-        hits = word_boundary_hits([(line.boundaries[:, 1], line.attended, line.text) for line in written],
-                                  args.tolerance)
-        print(format_hits("z2", hits, "word", args.tolerance))
-    return 0

@@ -1,0 +1,50 @@
+"""`handwriting-hm letters`: write a set of texts with a synthesis model and report where its
+boundaries fall on the letters: the share of z1's firings at character ends and of z2's at word
+ends, against chance (the counting is letter_boundaries.py's).
+
+    handwriting-hm letters "a few words" "and more" --checkpoint runs/synthesis/best.pt
+    handwriting-hm letters --texts-file texts.txt --checkpoint best.pt --tolerance 3
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
+from .synthesis import load_synthesis_model
+from .write import check_synthesis_checkpoint, write_each
+
+BATCH = 32  # texts per batch of the sampler
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("texts", nargs="*", help="texts to write (or give --texts-file)")
+    parser.add_argument("--texts-file", type=Path, help="a file of texts, one a line (blank lines skipped)")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a synthesis model")
+    parser.add_argument("--tolerance", type=int, default=3, help="points either side of a boundary (default 3)")
+    parser.add_argument("--bias", type=float, default=1.0, help="Graves's sampling bias (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    texts = list(args.texts)
+    if args.texts_file is not None:
+        texts += [line.strip() for line in args.texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("give texts to write, as arguments or with --texts-file")
+    if args.tolerance < 0:
+        raise ValueError(f"--tolerance must be 0 or more points, got {args.tolerance}")
+    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint))
+    written = []
+    for begin in range(0, len(texts), BATCH):
+        written += write_each(texts[begin:begin + BATCH], loaded, bias=args.bias, seed=args.seed + begin)
+    detectors = loaded.model.core.num_detectors
+    print(f"{len(written)} texts written, {sum(not line.finished for line in written)} stopped at the step cap")
+    if detectors >= 1:
+        hits = character_boundary_hits([(line.boundaries[:, 0], line.attended) for line in written], args.tolerance)
+        print(format_hits("z1", hits, "character", args.tolerance))
+    if detectors >= 2:
+        hits = word_boundary_hits([(line.boundaries[:, 1], line.attended, line.text) for line in written],
+                                  args.tolerance)
+        print(format_hits("z2", hits, "word", args.tolerance))
+    return 0
