@@ -18,7 +18,7 @@ for the backward), so it differs from nn.LayerNorm by rounding only.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -80,6 +80,26 @@ def norm_parameters(core: HMLSTM) -> tuple[list[Tensor], list[Tensor], float]:
     return [norm.weight for norm in core.norms], [norm.bias for norm in core.norms], core.norms[0].eps
 
 
+class PackedInputs(NamedTuple):
+    """The tensors after W_0^1 in the fused and Triton Functions' inputs, by name."""
+
+    h0: Sequence[Tensor]  # (L)
+    c0: Sequence[Tensor]  # (L)
+    z0: Tensor  # (B, L-1)
+    weights: Sequence[Tensor]  # concatenated weights (L)
+    biases: Sequence[Tensor]  # (L)
+    norm_weights: Sequence[Tensor]  # (L, or none without layer norm)
+    norm_biases: Sequence[Tensor]
+
+
+def unpack_inputs(tensors: Sequence[Tensor], L: int) -> PackedInputs:
+    """Split h0 (L), c0 (L), z0, weights (L), biases (L), LayerNorm weights and biases (L each, or none)."""
+    layer_norm = len(tensors) > 4 * L + 1
+    return PackedInputs(tensors[:L], tensors[L:2 * L], tensors[2 * L], tensors[2 * L + 1:3 * L + 1],
+                        tensors[3 * L + 1:4 * L + 1], tensors[4 * L + 1:5 * L + 1] if layer_norm else (),
+                        tensors[5 * L + 1:] if layer_norm else ())
+
+
 class _FusedHMLSTM(torch.autograd.Function):
     """Inputs: sizes, slope, mode, straight (copy_gradient == "straight"), eps, valid (B, T) or None, x (B, T, I), W_0^1, h0 (L), c0 (L),
     z0 (B, L-1), concatenated weights (L), biases (L), LayerNorm weights (L or 0), biases (L or 0).
@@ -89,11 +109,8 @@ class _FusedHMLSTM(torch.autograd.Function):
     def forward(ctx, sizes: Sequence[int], slope: float, mode: str, straight: bool, eps: float, valid: Tensor | None,
                 x: Tensor, input_weight: Tensor, *tensors: Tensor):  # type: ignore[override]
         L = len(sizes)
-        h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
-        weights, biases = tensors[2 * L + 1:3 * L + 1], tensors[3 * L + 1:4 * L + 1]
-        layer_norm = len(tensors) > 4 * L + 1
-        norm_weights = tensors[4 * L + 1:5 * L + 1] if layer_norm else ()
-        norm_biases = tensors[5 * L + 1:] if layer_norm else ()
+        h0, c0, z0, weights, biases, norm_weights, norm_biases = unpack_inputs(tensors, L)
+        layer_norm = len(norm_weights) > 0
         batch, steps, _ = x.shape
         time_major_valid = None if valid is None else valid.t().unsqueeze(-1)  # (T, B, 1)
 

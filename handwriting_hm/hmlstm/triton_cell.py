@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState
-from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_outputs
+from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
 
 try:  # the kernels need triton; without it the path reports itself unavailable
     import triton
@@ -105,11 +105,8 @@ class _TritonHMLSTM(torch.autograd.Function):
     def forward(ctx, sizes, slope, mode, straight, eps, valid, uniforms, matmul_dtype,  # type: ignore[override]
                 x, input_weight, *tensors):
         L = len(sizes)
-        h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
-        weights, biases = tensors[2 * L + 1:3 * L + 1], tensors[3 * L + 1:4 * L + 1]
-        layer_norm = len(tensors) > 4 * L + 1
-        norm_weights = tensors[4 * L + 1:5 * L + 1] if layer_norm else ()
-        norm_biases = tensors[5 * L + 1:] if layer_norm else ()
+        h0, c0, z0, weights, biases, norm_weights, norm_biases = unpack_inputs(tensors, L)
+        layer_norm = len(norm_weights) > 0
         batch, steps, _ = x.shape
         time_major_valid = None if valid is None else valid.t().contiguous()  # (T, B)
 
