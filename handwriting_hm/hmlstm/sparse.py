@@ -197,10 +197,7 @@ class _SparseHMLSTM(torch.autograd.Function):
                 if layer_norm:  # over the whole pre-activation, the boundary's included
                     pre_norm = s
                     s, mean, inverse_std = torch.native_layer_norm(s, [s.shape[1]], norm_weights[l], norm_biases[l], eps)
-                # Eq. 6, all four gates through one sigmoid: g = tanh(s_g) = 2 sigmoid(2 s_g) - 1
-                s[:, 3 * size:4 * size] *= 2
-                act = torch.sigmoid(s[:, :4 * size])
-                act[:, 3 * size:].mul_(2).sub_(1)
+                act = _gate_activations(s, size)
                 f, i, o, g = act.chunk(4, dim=1)
                 # no COPY here: FLUSH c = i g where z_{t-1} = 1, UPDATE c = f c_{t-1} + i g elsewhere
                 fc = f * _gather(c_states[l][t], rows)
@@ -213,11 +210,7 @@ class _SparseHMLSTM(torch.autograd.Function):
                 z_hat = boundary_input = None
                 if not top:
                     boundary_input = s[:, 4 * size:]
-                    z_tilde = hard_sigmoid(slope * boundary_input)  # Eq. 8-9, as core._BoundaryFunction
-                    if mode == "step":
-                        z_hat = (z_tilde > 0.5).to(s.dtype)
-                    else:
-                        z_hat = (_gather(uniforms, rows) < z_tilde).to(s.dtype)
+                    z_hat = _detector(boundary_input, slope, mode, None if uniforms is None else _gather(uniforms, rows))
                     _scatter(z_t[:, l], rows, z_hat[:, 0])
                 saved[t][l] = _Saved(rows, h_prev, below, top_down_term, act, z_hat, boundary_input,
                                      pre_norm, mean, inverse_std)
@@ -369,6 +362,21 @@ class _SparseHMLSTM(torch.autograd.Function):
                 *grad_recurrent, *grad_biases, *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)
 
 
+def _gate_activations(s: Tensor, size: int) -> Tensor:
+    """Eq. 6, f, i, o, g (n, 4H) through one sigmoid: g = tanh(s_g) = 2 sigmoid(2 s_g) - 1 (s_g is doubled in place)."""
+    s[:, 3 * size:4 * size] *= 2
+    act = torch.sigmoid(s[:, :4 * size])
+    act[:, 3 * size:].mul_(2).sub_(1)
+    return act
+
+
+def _detector(boundary_input: Tensor, slope: float, mode: str, uniforms: Tensor | None) -> Tensor:
+    """z^ (n, 1) from the boundary pre-activation, Eq. 8-9 as core._BoundaryFunction: a step, or for
+    Bernoulli boundaries the rows' own uniform draws (`uniforms`, (n, 1))."""
+    z_tilde = hard_sigmoid(slope * boundary_input)
+    return (z_tilde > 0.5 if mode == "step" else uniforms < z_tilde).to(boundary_input.dtype)
+
+
 def _copy_gates(rows: Tensor, h_prev: Tensor, recurrent: Tensor, bias: Tensor, size: int, top: bool, slope: float,
                 mode: str, uniforms: Tensor | None, norm_weight: Tensor | None, norm_bias: Tensor | None,
                 eps: float) -> _SavedCopy:
@@ -377,14 +385,8 @@ def _copy_gates(rows: Tensor, h_prev: Tensor, recurrent: Tensor, bias: Tensor, s
     s = torch.addmm(bias, h_prev.index_select(0, rows), recurrent.t())
     if norm_weight is not None:
         s = torch.native_layer_norm(s, [s.shape[1]], norm_weight, norm_bias, eps)[0]
-    s[:, 3 * size:4 * size] *= 2  # g = tanh(s_g) = 2 sigmoid(2 s_g) - 1
-    act = torch.sigmoid(s[:, :4 * size])
-    act[:, 3 * size:].mul_(2).sub_(1)
-    z_hat = None
-    if not top:
-        z_tilde = hard_sigmoid(slope * s[:, 4 * size:])
-        z_hat = (z_tilde > 0.5 if mode == "step" else uniforms < z_tilde).to(s.dtype)
-    return _SavedCopy(rows, act, z_hat)
+    act = _gate_activations(s, size)
+    return _SavedCopy(rows, act, None if top else _detector(s[:, 4 * size:], slope, mode, uniforms))
 
 
 def _copy_backward(copied: _SavedCopy, l: int, L: int, h_prev_all: Tensor, c_prev_all: Tensor, grad_h: Tensor,
