@@ -33,15 +33,14 @@ from .hmlstm.atomic import atomic_write
 Recogniser = Callable[[Path], str]  # a PNG of one line -> the text read
 
 
-def edit_distance(reference: str, hypothesis: str) -> int:
+def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance: the fewest insertions, deletions and substitutions that turn one into the other."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, wanted in enumerate(reference, start=1):
-        current = [i]
-        for j, read in enumerate(hypothesis, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (wanted != read)))
-        previous = current
-    return previous[-1]
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
 
 
 def normalise_spaces(text: str) -> str:
@@ -124,11 +123,10 @@ def run(args: argparse.Namespace) -> int:
     rows = [("real IAM-OnDB lines", character_error_rate(texts, report["real"]))]
     if args.synthesis is not None:
         from .synthesis import load_synthesis_model
-        from .write import check_synthesis_checkpoint, write_each
+        from .write import check_synthesis_checkpoint, write_in_batches
 
         loaded = load_synthesis_model(check_synthesis_checkpoint(args.synthesis))
-        written = [line for begin in range(0, len(texts), 32)
-                   for line in write_each(texts[begin:begin + 32], loaded, bias=args.bias, seed=args.seed + begin)]
+        written = write_in_batches(texts, loaded, bias=args.bias, seed=args.seed)
         report["generated"] = read_lines([line.offsets for line in written], recognise, "reading the written lines")
         rows.append((f"written by {args.synthesis.name} (bias {args.bias:g})",
                      character_error_rate(texts, report["generated"])))

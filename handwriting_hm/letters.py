@@ -12,9 +12,7 @@ from pathlib import Path
 
 from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
 from .synthesis import load_synthesis_model
-from .write import check_synthesis_checkpoint, write_each
-
-BATCH = 32  # texts per batch of the sampler
+from .write import check_synthesis_checkpoint, write_in_batches
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tolerance < 0:
         raise ValueError(f"--tolerance must be 0 or more points, got {args.tolerance}")
     loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint))
-    written = []
-    for begin in range(0, len(texts), BATCH):
-        written += write_each(texts[begin:begin + BATCH], loaded, bias=args.bias, seed=args.seed + begin)
+    written = write_in_batches(texts, loaded, bias=args.bias, seed=args.seed)
     detectors = loaded.model.core.num_detectors
     print(f"{len(written)} texts written, {sum(not line.finished for line in written)} stopped at the step cap")
     if detectors >= 1:

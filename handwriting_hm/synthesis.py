@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from .alphabet import Alphabet
 from .hmlstm.checkpoint import StoredConfig, load_model
+from .hmlstm.cli import first_line
 from .hmlstm.core import HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask, stack_time
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
@@ -224,8 +225,7 @@ class SynthesisModel(nn.Module):
 
     def _not_compiled(self, error: Exception):
         """Say in one line that compiling failed, and run the plain step from now on."""
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"handwriting-hm: torch.compile failed ({first_line[:200]}); the synthesis step runs uncompiled",
+        print(f"handwriting-hm: torch.compile failed ({first_line(error)[:200]}); the synthesis step runs uncompiled",
               file=sys.stderr)
         self.compile_step = False
         return self.step

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .alphabet import Alphabet
 from .hmlstm.trainer import TrainConfig, Trainer
+from .legibility import edit_distance
 from .letter_boundaries import BoundaryHits, boundary_hits, character_ends
 from .synthesis import KIND, SynthesisConfig, SynthesisModel
 from .synthesis_generate import write_texts
@@ -101,16 +102,6 @@ def resample(stroke: Tensor, points: int) -> Tensor:
     fraction = (where - left)[:, None]
     positions = path[left] * (1 - fraction) + path[left + 1] * fraction
     return positions.diff(dim=0)
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance: insertions, deletions and substitutions."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[-1]
 
 
 def character_accuracy(read: Sequence[str], truth: Sequence[str]) -> float:

@@ -93,6 +93,14 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
     return lines
 
 
+def write_in_batches(texts: Sequence[str], loaded: LoadedSynthesisModel, bias: float = 0.0, seed: int = 0,
+                     batch_size: int = 32) -> list[WrittenText]:
+    """`write_each` over batches of `batch_size` texts, each batch seeded with `seed` plus the index of its
+    first text (so a text is written alike whatever follows it in the list)."""
+    return [line for begin in range(0, len(texts), batch_size)
+            for line in write_each(texts[begin:begin + batch_size], loaded, bias=bias, seed=seed + begin)]
+
+
 # ----------------------------------------------------------------------------- layout
 
 ALIGNMENTS = ("left", "centre")

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .atomic import atomic_write
+from .cli import first_line
 
 
 def write_archive(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
@@ -34,8 +35,7 @@ def read_archive(path: str | os.PathLike, names: Sequence[str], what: str, prepa
     except FileNotFoundError:
         raise OSError(f"{path}: no such prepared file (run `{prepare_command}` first)") from None
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: not a prepared {what} file ({first_line})") from None
+        raise ValueError(f"{path}: not a prepared {what} file ({first_line(error)})") from None
     if metadata.get("format_version") != format_version:
         raise ValueError(f"{path}: prepared-file format {metadata.get('format_version')!r} is not {format_version}; "
                          f"run `{prepare_command}` again")

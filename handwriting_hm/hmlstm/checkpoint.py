@@ -36,6 +36,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 
 from .atomic import atomic_write
+from .cli import first_line
 
 FORMAT = "hmlstm-checkpoint"
 LEGACY_FORMAT = "handwriting-hm-checkpoint"  # same layout, but the slope lived under task or metadata
@@ -195,8 +196,7 @@ def load_model(path: str | Path, kind: str, config_type: type, build: Callable[[
         metadata = dict(checkpoint["metadata"])
         read = read_metadata(metadata, model)
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"checkpoint {path}: not a usable {what} ({first_line})") from None
+        raise ValueError(f"checkpoint {path}: not a usable {what} ({first_line(error)})") from None
     return LoadedWeights(model.eval(), float(checkpoint["slope"]), metadata, read)
 
 

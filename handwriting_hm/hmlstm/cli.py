@@ -11,6 +11,12 @@ import importlib
 import sys
 
 
+def first_line(error: BaseException) -> str:
+    """An exception as one line for a message: its text's first line, or its type's name if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
     """Parse `argv`, run the chosen subcommand, and turn user errors into one line.
 
