@@ -38,7 +38,6 @@ from handwriting_hm.hmlstm.atomic import atomic_write
 from handwriting_hm.letter_boundaries import word_ends  # where a word ends on the ink: counted there
 
 
-
 class Sample(Protocol):
     """What the sample renderers read of a generated line (sample.Sample is one; drawing imports no sampler)."""
 

@@ -49,7 +49,7 @@ import torch
 
 from handwriting_hm import synthesis_train
 from handwriting_hm.hmlstm.checkpoint import StoredConfig, load_checkpoint
-from handwriting_hm.hmlstm.core import SlopeSchedule
+from handwriting_hm.hmlstm.core import BOUNDARY_MODES, COPY_GRADIENTS, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_finite, check_same_statistics, sequence_log_likelihoods, summarise
 from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
@@ -242,8 +242,8 @@ FLAGS = (
     Flag("model", "embedding_size", {"type": int}),
     Flag("model", "n_mixtures", {"type": int}),
     Flag("model", "layer_norm", {"action": argparse.BooleanOptionalAction}),
-    Flag("model", "boundary_mode", {"choices": ("step", "bernoulli", "soft")}),
-    Flag("model", "copy_gradient", {"choices": ("straight", "mixed"),
+    Flag("model", "boundary_mode", {"choices": BOUNDARY_MODES}),
+    Flag("model", "copy_gradient", {"choices": COPY_GRADIENTS,
                                     "help": "what a COPY row passes back to the boundaries (hmlstm/core.py); "
                                             "--init-from may change it"}),
     Flag("task", "scheme", {"help": "split scheme of the prepared file: paper, official or graves"}),
