@@ -35,7 +35,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,24 @@ class SynthesisState(NamedTuple):
     core: HMLSTMState
     kappa: Tensor  # (B, K): kappa_{t-1}
     window: Tensor  # (B, V): w_{t-1}, layer 1's input at t
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor of the state in one list: h of each layer, c of each layer, z, kappa, window."""
+        return [*self.core.h, *self.core.c, self.core.z, self.kappa, self.window]
+
+    @classmethod
+    def from_tensors(cls, tensors: Sequence[Tensor]) -> SynthesisState:
+        """The inverse of `tensors`."""
+        layers = (len(tensors) - 3) // 2
+        h, c, (z, kappa, window) = tensors[:layers], tensors[layers:2 * layers], tensors[2 * layers:]
+        return cls(HMLSTMState(tuple(h), tuple(c), z), kappa, window)
+
+    def detach(self) -> SynthesisState:
+        """Cut from the graph: the state to carry into the next chunk (truncated BPTT)."""
+        return SynthesisState.from_tensors([t.detach() for t in self.tensors()])
+
+    def to(self, device: torch.device | str) -> SynthesisState:
+        return SynthesisState.from_tensors([t.to(device) for t in self.tensors()])
 
 
 class SynthesisOutput(NamedTuple):

@@ -5,6 +5,13 @@ line's end and the one-hot texts with zero rows after theirs, and the loss is th
 log-likelihood per valid point. Validation reports it per point and per sequence (nats, Graves's
 and the HM-LSTM paper's convention).
 
+With `chunk_points` it trains the same batches of whole lines in consecutive chunks of that many
+points, one optimiser step each, the state (core, window position, window vector) carried from
+chunk to chunk and cut from the graph between them: truncated BPTT, as the language model trains.
+The forward pass is the whole line's, so the log-likelihoods of a line's chunks add up to the
+line's; what changes is that a line gives several updates instead of one (IAM-OnDB lines have
+about 650 points), and that no gradient reaches back across a chunk's start.
+
 On IAM-OnDB (`train_synthesis`, or `handwriting-hm train --preset synthesis --data FILE --run-dir
 DIR`, whose flags `train.py` shares with the handwriting presets through `hmlstm/presets.py`): the
 alphabet is every character of the prepared file's transcriptions, lines without a transcription
@@ -30,7 +37,7 @@ from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distrib
                              shard_batches)
 from .mixture import mixture_log_likelihood
 from .model import shift_inputs
-from .synthesis import KIND, SynthesisConfig, SynthesisModel, load_synthesis_model
+from .synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisOutput, SynthesisState, load_synthesis_model
 
 
 @dataclass
@@ -39,26 +46,46 @@ class SynthesisBatch:
     lengths: Tensor  # (B,) points per line
     text: Tensor  # (B, U, V) one-hot characters, zero rows past each text's end
     text_lengths: Tensor  # (B,) characters per text
+    # a later chunk of the lines (see `chunks`): the point before offsets[:, 0], the first input;
+    # None at the lines' start, where the input is a zero vector and the state starts from zeros
+    previous: Tensor | None = None
+
+    def inputs(self) -> Tensor:
+        """The inputs that predict `offsets` (B, T, 3): the point before each one."""
+        if self.previous is None:
+            return shift_inputs(self.offsets)
+        return torch.cat([self.previous[:, None], self.offsets[:, :-1]], dim=1)
 
 
-def collate_lines(lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet) -> SynthesisBatch:
-    """Pad (offsets (T_i, 3), text) pairs into one batch."""
+def collate_lines(lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet, points: int = 0) -> SynthesisBatch:
+    """Pad (offsets (T_i, 3), text) pairs into one batch, at least `points` points long."""
     lengths = torch.tensor([len(offsets) for offsets, _ in lines], dtype=torch.long)
-    offsets = torch.zeros(len(lines), int(lengths.max()), 3)
+    offsets = torch.zeros(len(lines), max(int(lengths.max()), points), 3)
     for row, (line, _) in enumerate(lines):
         offsets[row, :len(line)] = line
     text, text_lengths = alphabet.one_hot([text for _, text in lines])
     return SynthesisBatch(offsets, lengths, text, text_lengths)
 
 
+def chunks(batch: SynthesisBatch, points: int) -> Iterator[SynthesisBatch]:
+    """`batch`'s lines in consecutive pieces of `points` points (the last may be shorter), each with
+    its rows' valid points in `lengths` (0 for a line that has ended) and the point before it."""
+    for start in range(0, batch.offsets.shape[1], points):
+        yield SynthesisBatch(batch.offsets[:, start:start + points], (batch.lengths - start).clamp(0, points),
+                             batch.text, batch.text_lengths, None if start == 0 else batch.offsets[:, start - 1])
+
+
 class SynthesisTask(TrainingTask):
-    """Shuffled batches of whole lines with their texts; mean NLL per point; validation per point and per line."""
+    """Shuffled batches of whole lines with their texts (in chunks of `chunk_points` points with the
+    state carried, if given); mean NLL per point; validation per point and per whole line."""
 
     def __init__(self, alphabet: Alphabet, train_lines: Sequence[tuple[Tensor, str]],
                  validation_lines: Sequence[tuple[Tensor, str]], batch_size: int, slope: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, chunk_points: int | None = None) -> None:
         if batch_size < 1 or not train_lines or not validation_lines:
             raise ValueError("need batch_size >= 1 and at least one training and one validation line")
+        if chunk_points is not None and chunk_points < 1:
+            raise ValueError(f"chunk_points must be at least 1 (or None for whole lines), got {chunk_points}")
         for _, text in (*train_lines, *validation_lines):
             alphabet.check(text)  # fail before training, not in the middle of an epoch
         self.alphabet = alphabet
@@ -67,6 +94,8 @@ class SynthesisTask(TrainingTask):
         self.batch_size = batch_size
         self.slope = slope
         self.seed = seed
+        self.chunk_points = chunk_points
+        self.state: SynthesisState | None = None  # carried from one chunk to the next
 
     def batches(self, epoch: int) -> Iterator[SynthesisBatch]:
         # Lines of about the same length go together, so that little of a batch is padding; the
@@ -79,26 +108,58 @@ class SynthesisTask(TrainingTask):
             by_length = sorted(order[begin:begin + pool], key=lambda i: len(self.train_lines[i][0]))
             groups += [by_length[i:i + self.batch_size] for i in range(0, len(by_length), self.batch_size)]
         shuffled = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
-        every = (collate_lines([self.train_lines[i] for i in group], self.alphabet) for group in shuffled)
         where = distributed_from_env()
-        return shard_batches(every, where.rank, where.world_size)
+        if self.chunk_points is None:
+            every = (collate_lines([self.train_lines[i] for i in group], self.alphabet) for group in shuffled)
+            return shard_batches(every, where.rank, where.world_size)
+        return self._chunked(shuffled, where.rank, where.world_size)
+
+    def _chunked(self, groups: list[list[int]], rank: int, world_size: int) -> Iterator[SynthesisBatch]:
+        # A line's chunks must follow each other in one process (the state runs through them), so
+        # under DDP the processes share each group's lines, not the groups, and all of them go as far
+        # as the group's longest line: every process takes the same number of steps.
+        for group in groups:
+            if len(group) < world_size:  # a last small group that some processes would have no line of
+                continue
+            mine = group[rank::world_size]
+            longest = max(len(self.train_lines[i][0]) for i in group)
+            yield from chunks(collate_lines([self.train_lines[i] for i in mine], self.alphabet, longest),
+                              self.chunk_points)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.state = None
 
     def loss(self, model: torch.nn.Module, batch: SynthesisBatch) -> tuple[Tensor, int]:
+        state = None if batch.previous is None or self.state is None else self.state.to(batch.offsets.device)
+        log_likelihoods, output = line_log_likelihoods(model, batch, self.slope, state)
+        if self.chunk_points is not None:
+            carried = output.state.detach()
+            self.state = carried if all(bool(torch.isfinite(t).all()) for t in carried.tensors()) else None
         points = int(batch.lengths.sum())
-        return -line_log_likelihoods(model, batch, self.slope).sum() / points, points
+        # a process whose lines have all ended before this chunk (DDP) has no point: its loss is 0
+        return -log_likelihoods.sum() / max(points, 1), points
+
+    def state_dict(self) -> dict:
+        return {"carried": None if self.state is None else [t.cpu() for t in self.state.tensors()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        carried = state.get("carried")
+        self.state = None if carried is None else SynthesisState.from_tensors(carried)
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         result = evaluate_lines(model, self.validation_lines, self.alphabet, self.batch_size, self.slope)
         return {"val_loss": -result["nats_per_point"], "val_ll_per_sequence": result["log_likelihood_per_sequence"]}
 
 
-def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: float) -> Tensor:
-    """Each line's total log-likelihood given its text (B,), nats. Calls the module itself (not
-    sequence_log_likelihood), so that it also runs through the trainer's DDP wrapper."""
-    output = model(shift_inputs(batch.offsets), batch.text, lengths=batch.lengths, slope=slope)
+def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: float,
+                         state: SynthesisState | None = None) -> tuple[Tensor, SynthesisOutput]:
+    """Each line's total log-likelihood given its text (B,), nats, and the model's output; from
+    `state` (a later chunk's) or from zeros. Calls the module itself (not sequence_log_likelihood),
+    so that it also runs through the trainer's DDP wrapper."""
+    output = model(batch.inputs(), batch.text, state=state, lengths=batch.lengths, slope=slope)
     per_point = mixture_log_likelihood(output.params, batch.offsets)
     valid = torch.arange(batch.offsets.shape[1], device=per_point.device)[None, :] < batch.lengths[:, None]
-    return (per_point * valid).sum(dim=1)
+    return (per_point * valid).sum(dim=1), output
 
 
 @torch.no_grad()
@@ -109,7 +170,7 @@ def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], 
     total, points = 0.0, 0
     for begin in range(0, len(lines), batch_size):
         batch = move_to(collate_lines(lines[begin:begin + batch_size], alphabet), device)
-        total += float(line_log_likelihoods(model, batch, slope).sum())
+        total += float(line_log_likelihoods(model, batch, slope)[0].sum())
         points += int(batch.lengths.sum())
     return {"log_likelihood_per_sequence": total / len(lines), "nats_per_point": total / points, "lines": len(lines)}
 
@@ -123,11 +184,13 @@ class SynthesisTaskSettings(StoredConfig):
     scheme: str = "paper"
     batch_size: int = 32
     validation_lines: int | None = 64
+    chunk_points: int | None = None  # train whole lines in chunks of this many points, the state carried
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or (self.validation_lines is not None and self.validation_lines < 1):
-            raise ValueError(f"batch_size and validation_lines must be at least 1, got {self.batch_size}, "
-                             f"{self.validation_lines}")
+        if self.batch_size < 1 or any(value is not None and value < 1
+                                      for value in (self.validation_lines, self.chunk_points)):
+            raise ValueError(f"batch_size, validation_lines and chunk_points must be at least 1, got "
+                             f"{self.batch_size}, {self.validation_lines}, {self.chunk_points}")
 
 
 @dataclass
@@ -141,15 +204,16 @@ class SynthesisPreset:
     batch_size: int = 32
     validation_lines: int | None = 64  # spread over the validation split (None: all); it runs the reference loop
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, max_epochs=50, eval_every=500))
+    chunk_points: int | None = None  # None: one step per batch of whole lines
 
     def task(self) -> SynthesisTaskSettings:
-        return SynthesisTaskSettings(self.scheme, self.batch_size, self.validation_lines)
+        return SynthesisTaskSettings(self.scheme, self.batch_size, self.validation_lines, self.chunk_points)
 
     @classmethod
     def from_preset(cls, preset: Preset) -> SynthesisPreset:
         """The preset as `hmlstm/presets.py` gives it (model, task settings, train) -> a SynthesisPreset."""
         task = preset.task
-        return cls(preset.model, task.scheme, task.batch_size, task.validation_lines, preset.train)
+        return cls(preset.model, task.scheme, task.batch_size, task.validation_lines, preset.train, task.chunk_points)
 
 
 PRESET_NAME = "synthesis"  # its name among `handwriting-hm train`'s presets
@@ -190,7 +254,8 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
     step = max(1, len(validation) // count)
     seed_everything(preset.train.seed)  # the model's initial weights
     model = SynthesisModel(model_config, compile_step=compile_step)
-    task = SynthesisTask(alphabet, train_lines, validation[::step][:count], preset.batch_size, seed=preset.train.seed)
+    task = SynthesisTask(alphabet, train_lines, validation[::step][:count], preset.batch_size, seed=preset.train.seed,
+                         chunk_points=preset.chunk_points)
     metadata = {"stats": stats, "scheme": preset.scheme, "data": str(data), "preset": PRESET_NAME,
                 "task": preset.task().to_dict()}  # what `handwriting-hm train --resume` restores
     trainer = Trainer(model, task, preset.train, run_dir, kind=KIND, model_config=model_config.to_dict(),

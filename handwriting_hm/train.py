@@ -256,10 +256,13 @@ FLAGS = (
     Flag("task", "sample_points", {"type": int, "help": "length of the sample pictures"}),
 )
 N_WINDOW = Flag("model", "n_window", {"type": int, "help": "synthesis: K Gaussians in the attention window"})
+CHUNK_POINTS = Flag("task", "chunk_points", {"type": _all_or_count, "help": "synthesis: train whole lines in chunks of "
+                                             "N points, one step each, the state carried (0: one step per line)"})
+SYNTHESIS_ONLY = (N_WINDOW, CHUNK_POINTS)
 # the flags that are settings of the synthesis model or its task; the others are the handwriting model's only
 SYNTHESIS_FIELDS = {field.name for config in (SynthesisConfig, synthesis_train.SynthesisTaskSettings)
                     for field in fields(config)}
-SYNTHESIS_FLAGS = tuple(flag for flag in FLAGS if flag.name in SYNTHESIS_FIELDS) + (N_WINDOW,)
+SYNTHESIS_FLAGS = tuple(flag for flag in FLAGS if flag.name in SYNTHESIS_FIELDS) + SYNTHESIS_ONLY
 DEFAULT_PRESET = "paper-hm-anneal"
 
 
@@ -267,7 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = parser.description or "Train the handwriting model"
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints, log, curves, samples")
-    add_preset_arguments(parser, {**PRESETS, **synthesis_train.PRESETS}, DEFAULT_PRESET, FLAGS + (N_WINDOW,))
+    add_preset_arguments(parser, {**PRESETS, **synthesis_train.PRESETS}, DEFAULT_PRESET, FLAGS + SYNTHESIS_ONLY)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -314,7 +317,7 @@ def run_synthesis(args: argparse.Namespace) -> int:
 def run_handwriting(args: argparse.Namespace) -> int:
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
 
-    refuse_flags(args, (N_WINDOW,), "the handwriting model")
+    refuse_flags(args, SYNTHESIS_ONLY, "the handwriting model")
     start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=HandwritingModel)
     model_config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
 

@@ -16,7 +16,7 @@ from handwriting_hm.hmlstm.trainer import TrainConfig
 from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits, word_ends
 from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis_generate import write_texts
-from handwriting_hm.synthesis_train import SynthesisPreset, evaluate_synthesis, train_synthesis
+from handwriting_hm.synthesis_train import SynthesisPreset, SynthesisTask, evaluate_synthesis, train_synthesis
 from handwriting_hm.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
                                      train_toy_model)
 from handwriting_hm.styles import style_from_file, style_from_line, style_from_strokes
@@ -266,6 +266,72 @@ def test_iam_training_keeps_checkpoints_and_resumes_exactly(tmp_path):
         assert torch.equal(weight, resumed["model"][name]), name
     test = evaluate_synthesis(tmp_path / "straight" / "latest.pt", data, split="test")
     assert test["lines"] == 1 and math.isfinite(test["log_likelihood_per_sequence"])  # 1 of 20 lines: the 5% test split
+
+
+def chunk_lines(count: int) -> list[tuple[torch.Tensor, str]]:
+    """`count` lines of 5 to 24 random points, each with a text of the tiny alphabet."""
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.randint(5, 25, (count,), generator=generator).tolist()
+    return [(random_points(1, length)[0], ALPHABET[i % 7:i % 7 + 3]) for i, length in enumerate(lengths)]
+
+
+def test_chunked_lines_carry_the_state_and_add_up_to_whole_lines():
+    torch.set_default_dtype(torch.float64)  # the batches are made in the default dtype
+    try:
+        model = tiny()
+        alphabet = Alphabet(ALPHABET)
+        lines = [(points.double(), text) for points, text in chunk_lines(6)]
+        task = SynthesisTask(alphabet, lines, lines[:1], batch_size=3, chunk_points=4)
+        batches = list(task.batches(0))
+        with torch.no_grad():
+            whole = sum(float(model.sequence_log_likelihood(points[None], alphabet.one_hot([text])[0])[0])
+                        for points, text in lines)
+            carried, fresh = 0.0, 0.0
+            for batch in batches:
+                loss, points = task.loss(model, batch)
+                carried += -float(loss) * points
+                state, task.state = task.state, None  # the same chunk from a zero state, as if nothing were carried
+                fresh += -float(task.loss(model, batch)[0]) * points
+                task.state = state
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert sum(batch.previous is None for batch in batches) == 2  # two groups of three lines, each in several chunks
+    assert len(batches) > 2 and all(batch.offsets.shape[1] <= 4 for batch in batches)
+    assert carried == pytest.approx(whole, rel=1e-10)
+    assert abs(fresh - whole) > 1e-3  # so the carried state is what makes the chunks add up
+
+
+def test_chunked_training_shares_each_group_of_lines_among_processes(monkeypatch):
+    lines = chunk_lines(9)
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        task = SynthesisTask(Alphabet(ALPHABET), lines, lines[:1], batch_size=3, chunk_points=4)
+        per_rank.append(list(task.batches(0)))
+    first, second = per_rank
+    assert len(first) == len(second)  # the same number of steps in every process, or DDP would hang
+    assert [batch.previous is None for batch in first] == [batch.previous is None for batch in second]
+    assert sum(int(batch.lengths.sum()) for batches in per_rank for batch in batches) == sum(len(p) for p, _ in lines)
+
+
+def test_chunked_training_resumes_in_the_middle_of_a_line_exactly(tmp_path):
+    data = make_prepared(tmp_path, n_forms=2)
+    model = SynthesisConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2, n_window=2)
+
+    def preset(steps: int) -> SynthesisPreset:
+        return SynthesisPreset(model, batch_size=4, validation_lines=2, chunk_points=8,
+                               train=TrainConfig(lr=1e-2, max_steps=steps, eval_every=100, device="cpu", quiet=True))
+
+    train_synthesis(data, tmp_path / "straight", preset(5))
+    train_synthesis(data, tmp_path / "resumed", preset(3))
+    stopped = load_checkpoint(tmp_path / "resumed" / "latest.pt", kind=KIND)
+    assert stopped["task"]["carried"] is not None  # step 3 ended inside the first lines (20 to 59 points)
+    assert stopped["metadata"]["task"]["chunk_points"] == 8
+    train_synthesis(data, tmp_path / "resumed", preset(5), resume=True)
+    straight, resumed = (load_checkpoint(tmp_path / run / "latest.pt", kind=KIND) for run in ("straight", "resumed"))
+    for name, weight in straight["model"].items():
+        assert torch.equal(weight, resumed["model"][name]), name
 
 
 def test_the_toy_font_reader_reads_the_font_and_counts_edits():

@@ -37,7 +37,8 @@ def test_train_preset_synthesis_runs_and_resumes_exactly(runs):
     straight, resumed = (load_checkpoint(folder / run / "latest.pt", kind=KIND) for run in ("straight", "resumed"))
     assert resumed["progress"]["step"] == 3 and straight["config"]["hidden_sizes"] == [8, 8]
     assert straight["config"]["alphabet"] == " 0123456789eiln" and straight["metadata"]["preset"] == "synthesis"
-    assert resumed["metadata"]["task"] == {"scheme": "paper", "batch_size": 4, "validation_lines": 2}
+    assert resumed["metadata"]["task"] == {"scheme": "paper", "batch_size": 4, "validation_lines": 2,
+                                           "chunk_points": None}
     for name, weight in straight["model"].items():
         assert torch.equal(weight, resumed["model"][name]), name
 
@@ -47,16 +48,18 @@ def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys
     base = ["train", "--data", str(data), "--run-dir", str(tmp_path / "run")]
     assert main([*base, "--preset", "synthesis", "--cell", "lstm"]) == 2
     assert main([*base, "--preset", "tiny", "--n-window", "3"]) == 2
+    assert main([*base, "--preset", "tiny", "--chunk-points", "100"]) == 2
     assert main([*base, "--preset", "synthesis", "--impl", "sparse"]) == 2
     assert main(["train", "--data", str(data), "--run-dir", str(folder / "resumed"), "--resume",
                  "--batch-size", "8"]) == 2
     # the module's own entry is the same command
     assert synthesis_train.main(["--data", str(data), "--run-dir", str(tmp_path / "run"), "--cell", "lstm"]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 5 and errors[4] == errors[0]
+    assert len(errors) == 6 and errors[5] == errors[0]
     assert "--cell: not a setting of the synthesis model" in errors[0]
     assert "--n-window: not a setting of the handwriting model" in errors[1]
-    assert "its own loop of steps" in errors[2] and "contradicts" in errors[3]
+    assert "--chunk-points: not a setting of the handwriting model" in errors[2]
+    assert "its own loop of steps" in errors[3] and "contradicts" in errors[4]
     assert not (tmp_path / "run").exists()
 
 
@@ -73,3 +76,14 @@ def test_evaluate_and_export_take_a_synthesis_checkpoint(runs, tmp_path, capsys)
     assert main(["export", str(best), str(exported), "--dtype", "float32"]) == 0
     assert load_checkpoint(exported, kind=KIND)["metadata"]["preset"] == "synthesis"
     assert (write("line 1", exported, seed=5).offsets == write("line 1", best, seed=5).offsets).all()
+
+
+def test_init_from_may_switch_a_run_to_chunks_of_lines(runs, tmp_path):
+    data, folder = runs
+    run = tmp_path / "chunked"
+    assert main(["train", "--data", str(data), "--run-dir", str(run), "--init-from", str(folder / "straight" / "latest.pt"),
+                 "--preset", "synthesis", "--chunk-points", "8", "--batch-size", "4", "--validation-lines", "2",
+                 "--max-steps", "2", "--device", "cpu", "--quiet"]) == 0
+    chunked = load_checkpoint(run / "latest.pt", kind=KIND)
+    assert chunked["metadata"]["task"]["chunk_points"] == 8
+    assert chunked["task"]["carried"] is not None  # 2 steps of 8 points end inside the first lines (20 to 59 points)
