@@ -16,6 +16,12 @@ Also reported: nats per point = sum_i LL_i / sum_i T_i, bits per point = that / 
 confidence interval of the mean over lines, mean ± 1.96 · s / sqrt(N) with s the sample standard
 deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hundreds.
 
+Boundaries: each detector's firing rate (the fraction of points where z^l = 1), and how many of its
+firings fall on a pen-up, the paper's Figure 5: z^l fires at a pen-up when it fires while the model
+reads a point whose end_of_stroke is 1 (step t reads point t-1). Against that, the chance rate:
+the fraction of the points read that are pen-ups, which is what a detector that fires at random
+points would score.
+
 A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
 bad) would make every number NaN: evaluation names it and stops instead. The command shows a
 progress bar on stderr (the test split takes minutes on a CPU).
@@ -32,6 +38,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,14 +65,20 @@ class Evaluation:
     nats_per_point: float  # log-likelihood (higher is better)
     bits_per_point: float
     boundary_rate: list[float]  # fraction of points where each detector layer fired (z = 1)
+    # per detector, the fraction of its firings made while reading a pen-up (None: it never fired)
+    firings_on_pen_up: list[float | None]
+    pen_up_rate: float  # the fraction of the points read that are pen-ups: the chance rate of the above
 
     def format(self) -> str:
         rates = ", ".join(f"z{l + 1} {rate:.3f}" for l, rate in enumerate(self.boundary_rate))
+        on_pen_up = ", ".join(f"z{l + 1} " + ("no firings" if share is None else f"{share:.1%}")
+                              for l, share in enumerate(self.firings_on_pen_up))
         return (f"{self.lines} lines, {self.points} points\n"
                 f"log-likelihood per sequence: {self.log_likelihood_per_sequence:.2f} nats "
                 f"(95% CI {self.ci95_low:.2f} .. {self.ci95_high:.2f})\n"
                 f"per point: {self.nats_per_point:.4f} nats, {self.bits_per_point:.4f} bits"
-                + (f"\nboundary rate: {rates}" if rates else ""))
+                + (f"\nboundary rate: {rates}\nfirings on a pen-up: {on_pen_up} (chance: {self.pen_up_rate:.1%} of "
+                   f"the points are pen-ups)" if rates else ""))
 
 
 def confidence_interval(values: np.ndarray) -> tuple[float, float]:
@@ -77,21 +90,31 @@ def confidence_interval(values: np.ndarray) -> tuple[float, float]:
     return mean - half_width, mean + half_width
 
 
+class BoundaryCounts(NamedTuple):
+    """Boundary firings summed over lines: the numerators and denominators of Evaluation's rates."""
+
+    fired: np.ndarray  # (L-1,) firings of each detector
+    fired_on_pen_up: np.ndarray  # (L-1,) of those, the ones made while reading a pen-up
+    pen_ups: int  # pen-up points read
+    points_read: int  # points read (every point of a line but its last, which no step reads)
+
+
 @torch.no_grad()
 def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
                              batch_size: int = 32, device: torch.device | str = "cpu",
-                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                             progress: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
     """Total log-likelihood (nats) of each line, in the given order, and the boundary counts.
 
     lines: normalised (T_i, 3) offsets. Lines are batched by length (less padding); padded
-    steps count nothing. Returns (N,) float64 log-likelihoods and (L-1,) boundary firings summed
+    steps count nothing. Returns (N,) float64 log-likelihoods and the boundary firings summed
     over all points. `progress` shows a bar of lines scored on stderr.
     """
     was_training = model.training
     model.eval()
     order = np.argsort([len(line) for line in lines], kind="stable")
     totals = np.zeros(len(lines), dtype=np.float64)
-    fired = None
+    fired = fired_on_pen_up = None
+    pen_ups = 0
     bar = tqdm(total=len(lines), unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
     for begin in range(0, len(order), batch_size):
         chosen = order[begin:begin + batch_size]
@@ -101,23 +124,34 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
             offsets[row, :len(lines[i])] = lines[i]
         log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
         totals[chosen] = log_likelihood.double().cpu().numpy()
-        batch_fired = output.core.boundaries.sum(dim=(0, 1)).double().cpu().numpy()  # zeros at padding
+        boundaries = output.core.boundaries.double().cpu()  # zeros at padding
+        # step t reads point t-1: the steps of a line of T_i points read its points 0 .. T_i - 2
+        read = torch.arange(offsets.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
+        pen_up_read = offsets[:, :-1, 2].double() * read
+        batch_fired = boundaries.sum(dim=(0, 1)).numpy()
+        batch_on_pen_up = (boundaries[:, 1:] * pen_up_read[..., None]).sum(dim=(0, 1)).numpy()
         fired = batch_fired if fired is None else fired + batch_fired
+        fired_on_pen_up = batch_on_pen_up if fired_on_pen_up is None else fired_on_pen_up + batch_on_pen_up
+        pen_ups += int(pen_up_read.sum())
         bar.update(len(chosen))
     bar.close()
     model.train(was_training)
-    return totals, fired if fired is not None else np.zeros(0)
+    points_read = sum(len(line) - 1 for line in lines)
+    return totals, BoundaryCounts(fired, fired_on_pen_up, pen_ups, points_read)
 
 
-def summarise(totals: np.ndarray, points: int, fired: np.ndarray) -> Evaluation:
-    """Turn per-line log-likelihoods into the reported numbers."""
+def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts) -> Evaluation:
+    """Turn per-line log-likelihoods and boundary counts into the reported numbers."""
     low, high = confidence_interval(totals)
     nats_per_point = float(totals.sum()) / points
     return Evaluation(
         lines=len(totals), points=points,
         log_likelihood_per_sequence=float(totals.mean()), ci95_low=low, ci95_high=high,
         nats_per_point=nats_per_point, bits_per_point=nats_per_point / math.log(2.0),
-        boundary_rate=[float(count) / points for count in fired],
+        boundary_rate=[float(count) / points for count in counts.fired],
+        firings_on_pen_up=[float(on) / float(count) if count else None
+                           for on, count in zip(counts.fired_on_pen_up, counts.fired)],
+        pen_up_rate=counts.pen_ups / max(counts.points_read, 1),
     )
 
 
@@ -131,9 +165,9 @@ def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: fl
     """
     if not lines:
         raise ValueError("nothing to evaluate: no lines")
-    totals, fired = sequence_log_likelihoods(model, lines, slope, batch_size, device, progress=progress)
+    totals, counts = sequence_log_likelihoods(model, lines, slope, batch_size, device, progress=progress)
     check_finite(totals, lines, names)
-    return summarise(totals, sum(len(line) for line in lines), fired)
+    return summarise(totals, sum(len(line) for line in lines), counts)
 
 
 def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Sequence[str] | None = None,

@@ -181,18 +181,19 @@ class HandwritingTask(TrainingTask):
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        totals, fired = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
-                                                 device)
+        totals, counts = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
+                                                  device)
         # One non-finite line would make every validation NaN: the plateau schedule would cut the
         # learning rate each time and best.pt never be written. Name the line and stop instead.
         check_finite(totals, self.validation_lines, self.validation_ids, kind="validation line",
                      weights_remedy="resume from an earlier best.pt")
-        result = summarise(totals, sum(len(line) for line in self.validation_lines), fired)
+        result = summarise(totals, sum(len(line) for line in self.validation_lines), counts)
         return {
             "val_loss": -result.nats_per_point,
             "val_ll_per_sequence": result.log_likelihood_per_sequence,
             "val_bits_per_point": result.bits_per_point,
             **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)},
+            **{f"val_on_pen_up_{l + 1}": share for l, share in enumerate(result.firings_on_pen_up) if share is not None},
         }
 
     def scalars(self) -> dict[str, float]:

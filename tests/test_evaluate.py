@@ -1,6 +1,7 @@
 """`handwriting-hm evaluate`: the paper's metric, its interval, and its errors."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -132,3 +133,39 @@ def test_help_prints_the_percent_sign_once(capsys):
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
     assert "95% CI" in text and "%%" not in text
+
+
+def test_firings_on_pen_ups_count_the_points_each_step_reads():
+    """A model whose detectors fire on known steps: z1 at every step, z2 at steps 2 and 4 of line one."""
+    lines = [torch.tensor([[0.1, 0.0, 0.0], [0.2, 0.0, 1.0], [0.3, 0.0, 0.0], [0.4, 0.0, 1.0], [0.5, 0.0, 0.0]]),
+             torch.tensor([[0.1, 0.0, 1.0], [0.2, 0.0, 0.0], [0.3, 0.0, 1.0]])]
+
+    class Fixed(HandwritingModel):
+        def sequence_log_likelihood(self, offsets, lengths=None, slope=1.0):
+            boundaries = torch.zeros(*offsets.shape[:2], 2)
+            valid = torch.arange(offsets.shape[1])[None, :] < lengths[:, None]
+            boundaries[..., 0] = valid.float()
+            boundaries[lengths == 5, 2, 1] = 1.0  # reads point 1, a pen-up
+            boundaries[lengths == 5, 4, 1] = 1.0  # reads point 3, a pen-up
+            boundaries[lengths == 3, 2, 1] = 1.0  # reads point 1, not a pen-up
+            core = type("Core", (), {"boundaries": boundaries})()
+            return torch.zeros(len(offsets)), type("Output", (), {"core": core})()
+
+    result = evaluate_lines(Fixed(HandwritingConfig(hidden_sizes=(4, 4, 4), embedding_size=4, n_mixtures=1)), lines)
+    # points read: 4 + 2 (no step reads a line's last point); pen-ups among them: 2 + 1
+    assert result.pen_up_rate == pytest.approx(3 / 6)
+    # z1 fires at all 8 steps, 3 of them reading a pen-up; z2 fires 3 times, 2 on a pen-up
+    assert result.boundary_rate == pytest.approx([8 / 8, 3 / 8])
+    assert result.firings_on_pen_up == pytest.approx([3 / 8, 2 / 3])
+    assert "firings on a pen-up: z1 37.5%, z2 66.7% (chance: 50.0%" in result.format()
+
+
+def test_a_detector_that_never_fires_has_no_pen_up_share(prepared, model_file):
+    model = copy.deepcopy(model_file[1])  # the fixture's model stays as it is for the other tests
+    lines = [item[0] for item in HandwritingDataset(prepared, "train", "paper")][:3]
+    with torch.no_grad():
+        for layer in model.core.recurrent[:2]:
+            layer.bias[-1] = -1e4  # the detector's pre-activation: never above 0
+    result = evaluate_lines(model, lines, slope=1.5)
+    assert result.boundary_rate == [0.0, 0.0] and result.firings_on_pen_up == [None, None]
+    assert "z1 no firings, z2 no firings" in result.format()
