@@ -235,9 +235,9 @@ def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list
 
 
 def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False,
-                    init_from: str | Path | None = None, compile_step: bool = False) -> dict:
+                    init_from: str | Path | None = None, impl: str = "reference") -> dict:
     """Train (with `resume`, continue; with `init_from`, start from that synthesis model's weights) a
-    synthesis model on a prepared IAM-OnDB file; the Trainer's summary. compile_step: see SynthesisModel."""
+    synthesis model on a prepared IAM-OnDB file; the Trainer's summary. impl: see SynthesisModel."""
     model_config = preset.model
     train_lines, stats = iam_lines(data, "train", preset.scheme)
     source = Path(run_dir) / LATEST if resume else init_from
@@ -253,7 +253,7 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
     count = min(preset.validation_lines or len(validation), len(validation))
     step = max(1, len(validation) // count)
     seed_everything(preset.train.seed)  # the model's initial weights
-    model = SynthesisModel(model_config, compile_step=compile_step)
+    model = SynthesisModel(model_config, impl=impl)
     task = SynthesisTask(alphabet, train_lines, validation[::step][:count], preset.batch_size, seed=preset.train.seed,
                          chunk_points=preset.chunk_points)
     metadata = {"stats": stats, "scheme": preset.scheme, "data": str(data), "preset": PRESET_NAME,
@@ -275,6 +275,7 @@ def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "t
     lines = lines[:max_lines]
     if not lines:
         raise ValueError(f"{data}: no transcribed lines in the {split} split to evaluate")
+    loaded.model.impl = "auto"  # the fastest loop there is: the same numbers up to rounding
     return evaluate_lines(loaded.model.to(device), lines, loaded.model.alphabet, batch_size, loaded.slope)
 
 

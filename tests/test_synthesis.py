@@ -14,7 +14,9 @@ from handwriting_hm.alphabet import Alphabet, UnknownCharacters
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.trainer import TrainConfig
 from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits, word_ends
-from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
+from handwriting_hm.mixture import mixture_log_likelihood
+from handwriting_hm.model import shift_inputs
+from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisState
 from handwriting_hm.synthesis_generate import write_texts
 from handwriting_hm.synthesis_train import SynthesisPreset, SynthesisTask, evaluate_synthesis, train_synthesis
 from handwriting_hm.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
@@ -94,11 +96,11 @@ def test_padded_steps_and_characters_change_nothing():
 
 
 def test_the_compiled_step_gives_the_plain_loops_likelihoods_and_gradients():
-    """compile_step=True (train --impl auto) is the same model: one compile serves texts of any length."""
+    """impl="compiled" (train --impl auto) is the same model: one compile serves texts of any length."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler here: torch.compile cannot compile for the CPU (the fallback is tested below)")
     plain, compiled = tiny(), tiny()
-    compiled.compile_step = True
+    compiled.impl = "compiled"
     points = random_points(3, 9)
     for texts in (["ab", "hijab", "cc"], ["abcdefg", "j", "hh"]):
         text, _ = plain.alphabet.one_hot(texts)
@@ -111,7 +113,43 @@ def test_the_compiled_step_gives_the_plain_loops_likelihoods_and_gradients():
         assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
         for a, b in zip(results[0][1], results[1][1]):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-    assert compiled.compile_step and compiled._compiled_step is not None  # it really ran compiled
+    assert compiled.impl == "compiled" and compiled._compiled_step is not None  # it really ran compiled
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_the_sparse_step_gives_the_reference_results_and_gradients(layer_norm):
+    """impl="sparse" skips the rows that COPY: the same likelihoods, boundaries, final state and
+    gradients (of the weights and of a carried state), in float64, with padding."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        models = {impl: tiny(layer_norm=layer_norm, hidden_sizes=(12, 10, 8, 6)) for impl in ("reference", "sparse")}
+        models["sparse"].impl = "sparse"
+        torch.manual_seed(3)
+        points = random_points(4, 30)
+        text, _ = models["reference"].alphabet.one_hot(["abc", "hij", "a", "jihgf"])
+        lengths = torch.tensor([30, 17, 25, 9])
+        carried = models["reference"].initial_state(4)
+        carried = SynthesisState.from_tensors([torch.randn_like(t) for t in carried.tensors()[:-3]]
+                                              + [torch.randint(0, 2, carried.core.z.shape).double(),
+                                                 carried.kappa.abs(), torch.rand_like(carried.window)])
+        results = {}
+        for impl, model in models.items():
+            state = SynthesisState.from_tensors([t.clone().requires_grad_() for t in carried.tensors()])
+            output = model(shift_inputs(points), text, state=state, lengths=lengths)
+            total = (mixture_log_likelihood(output.params, points) * (torch.arange(30)[None] < lengths[:, None])).sum()
+            total = total + sum(t.sum() for t in output.state.tensors())  # the final state is an output too
+            total.backward()
+            results[impl] = (total.detach(), output.boundaries, [t.detach() for t in output.state.tensors()],
+                             [p.grad for p in model.parameters()], [t.grad for t in state.core.h + state.core.c])
+    finally:
+        torch.set_default_dtype(torch.float32)
+    reference, sparse = results["reference"], results["sparse"]
+    fired = reference[1][torch.arange(30)[None] < lengths[:, None]]
+    assert all(0 < rate < 1 for rate in fired.mean(dim=0).tolist())  # every detector both fires and not: rows COPY
+    assert torch.equal(reference[1], sparse[1])
+    assert torch.allclose(reference[0], sparse[0], rtol=1e-12)
+    for a, b in zip(reference[2] + reference[3] + reference[4], sparse[2] + sparse[3] + sparse[4]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_a_step_that_cannot_compile_runs_plain_and_says_so_once(monkeypatch, capsys):
@@ -122,7 +160,7 @@ def test_a_step_that_cannot_compile_runs_plain_and_says_so_once(monkeypatch, cap
 
     monkeypatch.setattr(torch, "compile", broken)
     model, plain = tiny(), tiny()
-    model.compile_step = True
+    model.impl = "compiled"
     points = random_points(2, 5)
     text, _ = model.alphabet.one_hot(["ab", "cd"])
     first = model.sequence_log_likelihood(points, text)[0]

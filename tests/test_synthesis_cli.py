@@ -49,7 +49,7 @@ def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys
     assert main([*base, "--preset", "synthesis", "--cell", "lstm"]) == 2
     assert main([*base, "--preset", "tiny", "--n-window", "3"]) == 2
     assert main([*base, "--preset", "tiny", "--chunk-points", "100"]) == 2
-    assert main([*base, "--preset", "synthesis", "--impl", "sparse"]) == 2
+    assert main([*base, "--preset", "synthesis", "--impl", "fused"]) == 2
     assert main(["train", "--data", str(data), "--run-dir", str(folder / "resumed"), "--resume",
                  "--batch-size", "8"]) == 2
     # the module's own entry is the same command

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -270,14 +270,16 @@ class HMLSTM(RecurrentCore):
         return HMLSTMState(tuple(new_h), tuple(new_c), z_t), z_t
 
     def layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: float,
-                   mode: str, extra_bottom_up: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+                   mode: str, extra_bottom_up: Tensor | None = None,
+                   top_down: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """Layer l (0-based) at one step, Eq. 2-9: returns its h_t, c_t and z_t ((B, 1); None for the top layer).
 
         h_below, z_below: h_t^{l-1} and z_t^{l-1} (x_t and ones for layer 0); state: every
         layer's state at t-1, as h_{t-1}^{l+1} is read from it. extra_bottom_up (B, 4H+1), if
         given, is one more input from below, already multiplied by its weights (a client's
         extra input, e.g. the synthesis window): it is added to the bottom-up term, so the
-        layer reads it, like h_t^{l-1}, only when z_t^{l-1} = 1.
+        layer reads it, like h_t^{l-1}, only when z_t^{l-1} = 1. top_down (B, 4H+1), if given,
+        is U_{l+1}^l h_{t-1}^{l+1}, ungated, from a caller that keeps it (see sparse_layer_step).
         """
         size, top = self.hidden_sizes[l], l == self.num_layers - 1
         h_prev, c_prev = state.h[l], state.c[l]
@@ -287,7 +289,7 @@ class HMLSTM(RecurrentCore):
         # layer's own boundary (z_{t-1}^l); bottom-up only when the layer below fires now (z_t^{l-1}).
         s = self.recurrent[l](h_prev)
         if not top:
-            s = s + z_prev * self.top_down[l](state.h[l + 1])
+            s = s + z_prev * (self.top_down[l](state.h[l + 1]) if top_down is None else top_down)
         bottom_up = self.bottom_up[l](h_below)
         if extra_bottom_up is not None:
             bottom_up = bottom_up + extra_bottom_up
@@ -314,6 +316,45 @@ class HMLSTM(RecurrentCore):
         if self.copy_gradient == "mixed":  # the kept z passes no gradient back along the COPY run: see below
             z_prev = z_prev.detach()
         return h, c, copy * z_prev + (1 - copy) * z_hat  # COPY keeps its z (= 0)
+
+    def sparse_layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: float,
+                          mode: str, top_down: Tensor | None = None,
+                          extra_bottom_up: Callable[[Tensor | None], Tensor] | None = None,
+                          valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """layer_step computing only the rows that do not COPY (gathered, then scattered back into
+        the state); returns h_t, c_t, z_t and the indices of the rows that computed (None: all).
+
+        For binary boundaries and copy_gradient "straight" the results and gradients are
+        layer_step's up to rounding: a COPY row's h, c and z are its previous ones, and its gradient
+        goes to them alone (layer_step multiplies everything else by a detached zero). Soft
+        boundaries and "mixed" make every row compute: those run layer_step itself.
+
+        top_down: as in layer_step, for every row (a caller that keeps U_{l+1}^l h^{l+1} updates it
+        where layer l+1 computed, and saves the product for the rest). extra_bottom_up: a function
+        from row indices (None: all) to those rows' extra bottom-up input, so that it is computed
+        only for the rows that compute. valid (B, 1) bool: rows at a padded step compute nothing.
+        """
+        top = l == self.num_layers - 1
+        z_prev = None if top else state.z[:, l:l + 1]
+        computing = z_below if top else torch.maximum(z_below, z_prev)  # UPDATE or FLUSH
+        if valid is not None:
+            computing = computing * valid
+        count, batch = int(computing.sum()), computing.shape[0]  # one read of the boundaries
+        if count == batch or mode == "soft" or self.copy_gradient == "mixed":
+            extra = None if extra_bottom_up is None else extra_bottom_up(None)
+            return (*self.layer_step(l, h_below, z_below, state, slope, mode, extra, top_down), None)
+        rows = computing.flatten().nonzero().flatten()
+        if count == 0:  # COPY in every row
+            return state.h[l], state.c[l], z_prev, rows
+        def pick(t: Tensor) -> Tensor:
+            return t.index_select(0, rows)
+
+        gathered = HMLSTMState(tuple(pick(h) for h in state.h), tuple(pick(c) for c in state.c), pick(state.z))
+        h, c, z = self.layer_step(l, pick(h_below), pick(z_below), gathered, slope, mode,
+                                  None if extra_bottom_up is None else extra_bottom_up(rows),
+                                  None if top_down is None else pick(top_down))
+        return (state.h[l].index_copy(0, rows, h), state.c[l].index_copy(0, rows, c),
+                None if top else z_prev.index_copy(0, rows, z), rows)
 
     # -- a whole sequence
 
