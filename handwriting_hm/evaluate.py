@@ -26,9 +26,8 @@ A line whose log-likelihood is not finite (NaN or infinite offsets in the data, 
 bad) would make every number NaN: evaluation names it and stops instead. The command shows a
 progress bar on stderr (the test split takes minutes on a CPU).
 
-A synthesis checkpoint (kind "synthesis") gets the same metric with each line given its text
-(`synthesis_train.evaluate_synthesis`), on the split scheme it was trained on; it reports the mean
-per line and per point (no confidence interval or boundary rates yet).
+A synthesis checkpoint (kind "synthesis") gets the same numbers with each line given its text
+(`synthesis_train.evaluate_synthesis`), on the split scheme it was trained on.
 """
 from __future__ import annotations
 
@@ -98,6 +97,22 @@ class BoundaryCounts(NamedTuple):
     pen_ups: int  # pen-up points read
     points_read: int  # points read (every point of a line but its last, which no step reads)
 
+    @classmethod
+    def of_batch(cls, boundaries: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor) -> BoundaryCounts:
+        """The counts of one padded batch: boundaries (B, T, L-1), zeros at padding; offsets (B, T, 3); lengths (B,)."""
+        boundaries, offsets, lengths = boundaries.double().cpu(), offsets.double().cpu(), lengths.cpu()
+        # step t reads point t-1: the steps of a line of T_i points read its points 0 .. T_i - 2
+        read = torch.arange(offsets.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
+        pen_up_read = offsets[:, :-1, 2] * read
+        return cls(boundaries.sum(dim=(0, 1)).numpy(),
+                   (boundaries[:, 1:] * pen_up_read[..., None]).sum(dim=(0, 1)).numpy(),
+                   int(pen_up_read.sum()), int(read.sum()))
+
+    def plus(self, other: BoundaryCounts) -> BoundaryCounts:
+        """The counts of both."""
+        return BoundaryCounts(self.fired + other.fired, self.fired_on_pen_up + other.fired_on_pen_up,
+                              self.pen_ups + other.pen_ups, self.points_read + other.points_read)
+
 
 @torch.no_grad()
 def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
@@ -113,8 +128,7 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
     model.eval()
     order = np.argsort([len(line) for line in lines], kind="stable")
     totals = np.zeros(len(lines), dtype=np.float64)
-    fired = fired_on_pen_up = None
-    pen_ups = 0
+    counts = None
     bar = tqdm(total=len(lines), unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
     for begin in range(0, len(order), batch_size):
         chosen = order[begin:begin + batch_size]
@@ -124,20 +138,12 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
             offsets[row, :len(lines[i])] = lines[i]
         log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
         totals[chosen] = log_likelihood.double().cpu().numpy()
-        boundaries = output.core.boundaries.double().cpu()  # zeros at padding
-        # step t reads point t-1: the steps of a line of T_i points read its points 0 .. T_i - 2
-        read = torch.arange(offsets.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
-        pen_up_read = offsets[:, :-1, 2].double() * read
-        batch_fired = boundaries.sum(dim=(0, 1)).numpy()
-        batch_on_pen_up = (boundaries[:, 1:] * pen_up_read[..., None]).sum(dim=(0, 1)).numpy()
-        fired = batch_fired if fired is None else fired + batch_fired
-        fired_on_pen_up = batch_on_pen_up if fired_on_pen_up is None else fired_on_pen_up + batch_on_pen_up
-        pen_ups += int(pen_up_read.sum())
+        batch_counts = BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths)
+        counts = batch_counts if counts is None else counts.plus(batch_counts)
         bar.update(len(chosen))
     bar.close()
     model.train(was_training)
-    points_read = sum(len(line) - 1 for line in lines)
-    return totals, BoundaryCounts(fired, fired_on_pen_up, pen_ups, points_read)
+    return totals, counts
 
 
 def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts) -> Evaluation:
@@ -239,13 +245,13 @@ def run_synthesis(args: argparse.Namespace, device: torch.device) -> int:
     """A synthesis checkpoint: the same metric with each line given its text, on the checkpoint's own scheme."""
     from handwriting_hm.synthesis_train import evaluate_synthesis  # reads the prepared file through data_prep
 
-    result = evaluate_synthesis(args.checkpoint, args.data, args.split, args.batch_size, args.max_lines, device)
+    result = evaluate_synthesis(args.checkpoint, args.data, args.split, args.batch_size, args.max_lines, device,
+                                progress=True)
     print(f"{args.checkpoint} (synthesis, each line given its text) on {args.split}")
-    print(f"{result['lines']} lines\nlog-likelihood per sequence: {result['log_likelihood_per_sequence']:.2f} nats\n"
-          f"per point: {result['nats_per_point']:.4f} nats")
+    print(result.format())
     if args.json is not None:
         write_json(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-                               "kind": SYNTHESIS_KIND, **result})
+                               "kind": SYNTHESIS_KIND, **asdict(result)})
     return 0
 
 

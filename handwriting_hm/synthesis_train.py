@@ -27,10 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from .alphabet import Alphabet, alphabet_of_prepared
+from .evaluate import BoundaryCounts, Evaluation, check_finite, summarise
 from .hmlstm.checkpoint import StoredConfig, load_checkpoint
 from .hmlstm.presets import Preset
 from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
@@ -148,7 +151,8 @@ class SynthesisTask(TrainingTask):
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         result = evaluate_lines(model, self.validation_lines, self.alphabet, self.batch_size, self.slope)
-        return {"val_loss": -result["nats_per_point"], "val_ll_per_sequence": result["log_likelihood_per_sequence"]}
+        return {"val_loss": -result.nats_per_point, "val_ll_per_sequence": result.log_likelihood_per_sequence,
+                **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)}}
 
 
 def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: float,
@@ -164,15 +168,27 @@ def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: f
 
 @torch.no_grad()
 def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet,
-                   batch_size: int, slope: float) -> dict[str, float]:
-    """The log-likelihood of `lines` given their texts: per line (the paper's metric, nats) and per point."""
+                   batch_size: int, slope: float, progress: bool = False) -> Evaluation:
+    """The paper's metric over `lines`, each given its text, with its interval and the boundaries'
+    rates (evaluate.py's numbers); a line whose log-likelihood is not finite is named (by its text)."""
+    if not lines:
+        raise ValueError("nothing to evaluate: no lines")
     device = next(model.parameters()).device
-    total, points = 0.0, 0
+    was_training = model.training
+    model.eval()
+    totals, counts = np.zeros(len(lines)), None
+    bar = tqdm(total=len(lines), unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
     for begin in range(0, len(lines), batch_size):
         batch = move_to(collate_lines(lines[begin:begin + batch_size], alphabet), device)
-        total += float(line_log_likelihoods(model, batch, slope)[0].sum())
-        points += int(batch.lengths.sum())
-    return {"log_likelihood_per_sequence": total / len(lines), "nats_per_point": total / points, "lines": len(lines)}
+        log_likelihoods, output = line_log_likelihoods(model, batch, slope)
+        totals[begin:begin + len(log_likelihoods)] = log_likelihoods.double().cpu().numpy()
+        batch_counts = BoundaryCounts.of_batch(output.boundaries, batch.offsets, batch.lengths)
+        counts = batch_counts if counts is None else counts.plus(batch_counts)
+        bar.update(len(log_likelihoods))
+    bar.close()
+    model.train(was_training)
+    check_finite(totals, [offsets for offsets, _ in lines], [repr(text) for _, text in lines])
+    return summarise(totals, sum(len(offsets) for offsets, _ in lines), counts)
 
 
 # ----------------------------------------------------------------------------- IAM-OnDB
@@ -264,7 +280,8 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
 
 
 def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "test", batch_size: int = 32,
-                       max_lines: int | None = None, device: torch.device | str = "cpu") -> dict[str, float]:
+                       max_lines: int | None = None, device: torch.device | str = "cpu",
+                       progress: bool = False) -> Evaluation:
     """The paper's metric for a synthesis checkpoint: the mean log-likelihood per line of one split
     (nats; of its first `max_lines` transcribed lines if given), each line given its text, on the
     scheme the checkpoint was trained on."""
@@ -276,7 +293,7 @@ def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "t
     if not lines:
         raise ValueError(f"{data}: no transcribed lines in the {split} split to evaluate")
     loaded.model.impl = "auto"  # the fastest loop there is: the same numbers up to rounding
-    return evaluate_lines(loaded.model.to(device), lines, loaded.model.alphabet, batch_size, loaded.slope)
+    return evaluate_lines(loaded.model.to(device), lines, loaded.model.alphabet, batch_size, loaded.slope, progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

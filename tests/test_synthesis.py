@@ -303,7 +303,9 @@ def test_iam_training_keeps_checkpoints_and_resumes_exactly(tmp_path):
     for name, weight in straight["model"].items():
         assert torch.equal(weight, resumed["model"][name]), name
     test = evaluate_synthesis(tmp_path / "straight" / "latest.pt", data, split="test")
-    assert test["lines"] == 1 and math.isfinite(test["log_likelihood_per_sequence"])  # 1 of 20 lines: the 5% test split
+    assert test.lines == 1 and math.isfinite(test.log_likelihood_per_sequence)  # 1 of 20 lines: the 5% test split
+    assert test.ci95_low == test.ci95_high == test.log_likelihood_per_sequence  # one line: no width
+    assert len(test.boundary_rate) == 1 and 0 <= test.boundary_rate[0] <= 1
 
 
 def chunk_lines(count: int) -> list[tuple[torch.Tensor, str]]:

@@ -69,8 +69,10 @@ def test_evaluate_and_export_take_a_synthesis_checkpoint(runs, tmp_path, capsys)
     report = tmp_path / "evaluation.json"
     assert main(["evaluate", str(best), "--data", str(data), "--json", str(report)]) == 0
     expected = evaluate_synthesis(best, data)
-    assert json.loads(report.read_text())["log_likelihood_per_sequence"] == pytest.approx(
-        expected["log_likelihood_per_sequence"])
+    written = json.loads(report.read_text())
+    assert written["log_likelihood_per_sequence"] == pytest.approx(expected.log_likelihood_per_sequence)
+    assert written["boundary_rate"] == pytest.approx(expected.boundary_rate) and written["kind"] == "synthesis"
+    assert {"ci95_low", "ci95_high", "firings_on_pen_up", "pen_up_rate"} <= set(written)
     assert "synthesis" in capsys.readouterr().out
     exported = tmp_path / "synthesis-model.pt"
     assert main(["export", str(best), str(exported), "--dtype", "float32"]) == 0
