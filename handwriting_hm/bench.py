@@ -9,8 +9,8 @@ triton is installed) and torch.nn.LSTM (cuDNN on a GPU) at the same sizes, each 
 nn.LSTM measured in the same run; then whole training steps (forward, mixture loss, backward,
 Adam) of the handwriting model with either core, in one CUDA graph on a GPU; then the
 sampler (generate_reference against the COPY-skipping generate, 700 points, 3 x 400, 20
-mixtures, batch 1 and 8), on random weights and with boundaries as sparse as the paper's.
-Timings are the best of --repeats runs after one warm-up. This is a benchmark, not a test:
+mixtures, batch 1 and 8), on random weights and with boundaries as sparse as the paper's; and the
+synthesis model's three loops of steps (plain, torch.compile'd, sparse). Timings are the best of --repeats runs after one warm-up. This is a benchmark, not a test:
 the tests check correctness only.
 """
 from __future__ import annotations
@@ -283,6 +283,57 @@ def sparse_rows(repeats: int) -> list[list[str]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- the synthesis model's steps
+
+SYNTHESIS_SHAPE = TrainShape("points", 32, 200, 3, 256)  # the first IAM-OnDB synthesis run's size and chunk
+SYNTHESIS_ALPHABET = "".join(chr(code) for code in range(32, 112))  # 80 characters, about IAM-OnDB's count
+SYNTHESIS_TEXT = 40  # characters per line
+SILENT_FIRING = (0.0, 0.0)  # the first IAM-OnDB synthesis run's detectors: z^1 at 0.3 % of the points, z^2 never
+
+
+def synthesis_rows(repeats: int) -> list[list[str]]:
+    """Forward + backward of the synthesis model (3x256, B=32, T=200, 40 characters) with each of its
+    loops: the plain step, the torch.compile'd step and the sparse step, with the detectors' biases set so
+    that they fire at the paper's rates, at an untrained model's, and never (as in the first IAM run)."""
+    from .mixture import mixture_log_likelihood
+    from .synthesis import SynthesisConfig, SynthesisModel
+
+    shape, device = SYNTHESIS_SHAPE, torch.device("cpu")
+    torch.manual_seed(0)
+    model = SynthesisModel(SynthesisConfig(alphabet=SYNTHESIS_ALPHABET, hidden_sizes=(shape.hidden,) * shape.layers,
+                                           embedding_size=shape.hidden))
+    points = torch.randn(shape.batch, shape.steps, 3)
+    points[..., 2] = (torch.rand(shape.batch, shape.steps) < 0.05).float()
+    text = nn.functional.one_hot(torch.randint(len(SYNTHESIS_ALPHABET), (shape.batch, SYNTHESIS_TEXT)),
+                                 len(SYNTHESIS_ALPHABET)).float()
+
+    def forward(impl: str):
+        model.impl = impl
+        return model(shift_inputs(points), text)
+
+    def train_step(impl: str) -> Callable[[], None]:
+        def step() -> None:
+            model.zero_grad()
+            (-mixture_log_likelihood(forward(impl).params, points).mean()).backward()
+        return step
+
+    def boundary_rate(l: int) -> float:
+        with torch.no_grad():
+            return forward("sparse").boundaries[..., l].mean().item()
+
+    rows = []
+    for name, firing in (("paper's", PAPER_FIRING), ("dense", DENSE_FIRING), ("silent", SILENT_FIRING)):
+        bisect_detector_biases([norm.bias for norm in model.core.norms], model.core.hidden_sizes, firing,
+                               boundary_rate, bound=5.0, iterations=12)
+        with torch.no_grad():
+            rates = forward("sparse").boundaries.mean(dim=(0, 1)).tolist()
+        seconds = {impl: best_times(train_step(impl), device, repeats)[0] for impl in ("reference", "compiled", "sparse")}
+        for impl, taken in seconds.items():
+            rows.append([impl, f"{name}: " + " / ".join(f"{rate:.3f}" for rate in rates), str(shape),
+                         f"{shape.batch * shape.steps / taken:,.0f} points/s", f"{seconds['compiled'] / taken:.2f}x"])
+    return rows
+
+
 # ----------------------------------------------------------------------------- report
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -317,6 +368,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sampler", action="store_true", help="skip the sampler table")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse path's table (3x400, B=32, T=100)")
     parser.add_argument("--no-whole-step", action="store_true", help="skip the whole-training-step table")
+    parser.add_argument("--no-synthesis", action="store_true", help="skip the synthesis model's table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -356,6 +408,10 @@ def run(args: argparse.Namespace) -> int:
         clock = "CPU seconds of this process" if torch.get_num_threads() == 1 else "wall-clock seconds"
         print(f"Sparse training path, {describe(torch.device('cpu'))}, layer norm, {clock}\n\n"
               f"{markdown(header, sparse_rows(args.repeats))}\n", flush=True)
+    if not args.no_synthesis:
+        header = ["step", "z^1 / z^2 firing rates", "shape", "fwd+bwd", "vs compiled"]
+        print(f"Synthesis model's loop, {describe(torch.device('cpu'))}, 3x256, 40 characters, wall-clock seconds\n\n"
+              f"{markdown(header, synthesis_rows(args.repeats))}\n", flush=True)
     if not args.no_sampler:
         header = ["model", "batch", "active steps per layer", "reference", "fast", "fast (CPU time)",
                   "speed-up", "points/s (fast)"]

@@ -267,9 +267,9 @@ SYNTHESIS_FLAGS = tuple(flag for flag in FLAGS if flag.name in SYNTHESIS_FIELDS)
 DEFAULT_PRESET = "paper-hm-anneal"
 # the --impl values the synthesis model takes (SynthesisModel.impl), and why auto picks what it picks
 SYNTHESIS_IMPLS = ("reference", "sparse", "auto")
-SYNTHESIS_AUTO_REASON = ("on the CPU the sparse step, which skips the rows that COPY (3x256, 32 lines x 200 points: "
-                         "2.0x the torch.compile'd step with trained boundaries, 1.2x with fresh weights); on a GPU "
-                         "the compiled step")
+SYNTHESIS_AUTO_REASON = ("on the CPU the sparse step, which skips the rows that COPY, while z1 fires at under 20% of "
+                         "the points (bench, 3x256: 2.05x the torch.compile'd step with silent detectors, 1.08x at the "
+                         "paper's rates, 0.67x at 50%), else the compiled step; on a GPU the compiled step")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

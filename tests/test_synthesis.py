@@ -152,6 +152,33 @@ def test_the_sparse_step_gives_the_reference_results_and_gradients(layer_norm):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_auto_runs_the_sparse_step_until_layer_1_fires_often(monkeypatch):
+    compiled_calls = []
+
+    def compile_counting(function):  # stands in for torch.compile: counts the steps that ran "compiled"
+        def call(*args):
+            compiled_calls.append(1)
+            return function(*args)
+        return call
+
+    monkeypatch.setattr(torch, "compile", compile_counting)
+    model = tiny()
+    model.impl = "auto"
+    points = random_points(2, 6)
+    text, _ = model.alphabet.one_hot(["ab", "cd"])
+    with torch.no_grad():
+        model.core.norms[0].bias[-1] = -50.0  # z^1 never fires
+    model.sequence_log_likelihood(points, text)
+    model.sequence_log_likelihood(points, text)
+    assert not compiled_calls  # silent detectors: the sparse step, every time
+    with torch.no_grad():
+        model.core.norms[0].bias[-1] = 50.0  # z^1 fires at every point
+    model.sequence_log_likelihood(points, text)  # decided on the last call's rate: still sparse
+    assert not compiled_calls
+    model.sequence_log_likelihood(points, text)
+    assert len(compiled_calls) == 6  # one compiled step per point
+
+
 def test_a_step_that_cannot_compile_runs_plain_and_says_so_once(monkeypatch, capsys):
     def broken(function):
         def call(*args):
