@@ -42,14 +42,14 @@ import argparse
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 
 from handwriting_hm import synthesis_train
 from handwriting_hm.hmlstm.checkpoint import StoredConfig, load_checkpoint
-from handwriting_hm.hmlstm.core import BOUNDARY_MODES, COPY_GRADIENTS, SlopeSchedule
+from handwriting_hm.hmlstm.core import BOUNDARY_MODES, COPY_GRADIENTS, HMLSTMState, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_finite, check_same_statistics, sequence_log_likelihoods, summarise
 from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
@@ -69,6 +69,8 @@ class TaskSettings(StoredConfig):
     scheme: str = "paper"  # split scheme of the prepared file (see data_prep/splits.py)
     batch_size: int = 32
     crop_points: int | None = None  # train on random windows of this many points; None: whole lines
+    # train whole lines in consecutive chunks of this many points, one step each, the state carried
+    chunk_points: int | None = None
     validation_lines: int | None = None  # validate on this many lines spread over the split; None: all
     slope_rate: float = 0.0  # a = min(slope_max, 1 + slope_rate * step / slope_unit_steps)
     slope_max: float = 1.0
@@ -81,10 +83,13 @@ class TaskSettings(StoredConfig):
         for name in ("batch_size", "slope_unit_steps", "sample_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("crop_points", "validation_lines"):
+        for name in ("crop_points", "chunk_points", "validation_lines"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+        if self.crop_points is not None and self.chunk_points is not None:
+            raise ValueError("crop_points (random windows) and chunk_points (whole lines in chunks) exclude each "
+                             "other: with --chunk-points give --crop-points 0")
         if self.slope_rate < 0 or self.slope_max < 1:
             raise ValueError(f"need slope_rate >= 0 and slope_max >= 1, got {self.slope_rate}, {self.slope_max}")
 
@@ -127,6 +132,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class LineChunk(NamedTuple):
+    """Consecutive points of a batch of whole lines (TaskSettings.chunk_points)."""
+
+    offsets: torch.Tensor  # (B, T, 3), zeros past each line's end
+    mask: torch.Tensor  # (B, T) True on real points
+    previous: torch.Tensor | None  # (B, 3) the point before offsets[:, 0]; None at the lines' start
+
+
 class HandwritingTask(TrainingTask):
     """Batches of (cropped) lines, the masked per-point NLL, validation and sample pictures."""
 
@@ -143,6 +156,7 @@ class HandwritingTask(TrainingTask):
         self.slope = settings.slope(0)
         self._sequence_nll = 0.0  # summed since the last scalars() call, for the log
         self._sequences = 0
+        self.state: HMLSTMState | None = None  # carried from chunk to chunk (chunk_points)
 
     def batches(self, epoch: int) -> Iterator:
         from data_prep.dataset import BucketBatchSampler, collate_strokes
@@ -159,16 +173,47 @@ class HandwritingTask(TrainingTask):
             offsets, text = self.train_set[index]
             return (offsets, text) if crop is None else (offsets[starts[index]:starts[index] + crop], text)
 
-        every = (collate_strokes([item(i) for i in indices]) for indices in sampler)
         where = distributed_from_env()
+        if self.settings.chunk_points is not None:
+            return self._chunked(sampler, where.rank, where.world_size)
+        every = (collate_strokes([item(i) for i in indices]) for indices in sampler)
         return shard_batches(every, where.rank, where.world_size)
+
+    def _chunked(self, sampler, rank: int, world_size: int) -> Iterator[LineChunk]:
+        # As the synthesis task does: a line's chunks follow each other in one process, so under DDP
+        # the processes share each batch's lines, and all go as far as its longest line.
+        from data_prep.dataset import collate_strokes
+
+        chunk = self.settings.chunk_points
+        for indices in sampler:
+            if len(indices) < world_size:
+                continue
+            batch = collate_strokes([self.train_set[i] for i in indices[rank::world_size]])
+            longest = int(max(self.train_set.lengths[i] for i in indices))
+            offsets = torch.nn.functional.pad(batch.offsets, (0, 0, 0, longest - batch.offsets.shape[1]))
+            mask = torch.nn.functional.pad(batch.mask, (0, longest - batch.mask.shape[1]))
+            for start in range(0, longest, chunk):
+                yield LineChunk(offsets[:, start:start + chunk], mask[:, start:start + chunk],
+                                None if start == 0 else offsets[:, start - 1])
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.state = None
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, int]:
         self.slope = self.settings.slope(self.step)
         self.step += 1
         # No lengths for the core: padding sits after each line's end, so it never changes a valid
         # step, and the masked loss ignores what the core does there (saves the per-step masking).
-        output = model(shift_inputs(batch.offsets), slope=self.slope)
+        if isinstance(batch, LineChunk) and batch.previous is not None:  # a later chunk: on from the carried state
+            inputs = torch.cat([batch.previous[:, None], batch.offsets[:, :-1]], dim=1)
+            state = None if self.state is None else HMLSTMState(*(tuple(t.to(inputs.device) for t in part)
+                                                                  for part in self.state[:2]), self.state.z.to(inputs.device))
+        else:
+            inputs, state = shift_inputs(batch.offsets), None
+        output = model(inputs, state=state, slope=self.slope)
+        if isinstance(batch, LineChunk):
+            carried = output.core.state.carried()
+            self.state = carried if all(bool(torch.isfinite(t).all()) for t in (*carried.h, *carried.c)) else None
         with torch.autocast(device_type=batch.offsets.device.type, enabled=False):  # the density in float32
             params = MixtureParams(*(p.float() for p in output.params))
             per_point = mixture_log_likelihood(params, batch.offsets).masked_fill(~batch.mask, 0.0)
@@ -177,7 +222,8 @@ class HandwritingTask(TrainingTask):
         if bool(torch.isfinite(per_sequence).all()):
             self._sequence_nll += float(per_sequence.sum())
             self._sequences += len(per_sequence)
-        return -per_point.sum() / points, int(points)
+        # a process whose lines all ended before this chunk (DDP) has no point: its loss is 0
+        return -per_point.sum() / points.clamp(min=1), int(points)
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -205,10 +251,14 @@ class HandwritingTask(TrainingTask):
         return values
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "slope": self.slope}
+        carried = None if self.state is None else {"h": [h.cpu() for h in self.state.h],
+                                                   "c": [c.cpu() for c in self.state.c], "z": self.state.z.cpu()}
+        return {"step": self.step, "slope": self.slope, "carried": carried}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.slope = int(state["step"]), float(state["slope"])
+        carried = state.get("carried")
+        self.state = None if carried is None else HMLSTMState(tuple(carried["h"]), tuple(carried["c"]), carried["z"])
 
     def write_samples(self, model: torch.nn.Module, path: Path) -> None:
         device = next(model.parameters()).device
@@ -250,6 +300,8 @@ FLAGS = (
     Flag("task", "scheme", {"help": "split scheme of the prepared file: paper, official or graves"}),
     Flag("task", "batch_size", {"type": int}),
     Flag("task", "crop_points", {"type": _all_or_count, "help": "train on random windows of N points (0: whole lines)"}),
+    Flag("task", "chunk_points", {"type": _all_or_count, "help": "train whole lines in consecutive chunks of N "
+                                  "points, one step each, the state carried (0: no chunks)"}),
     Flag("task", "validation_lines", {"type": _all_or_count, "help": "validate on N lines (0: all)"}),
     Flag("task", "slope_rate", {"type": float, "help": "a = min(slope_max, 1 + rate * step / slope_unit_steps)"}),
     Flag("task", "slope_max", {"type": float}),
@@ -257,9 +309,7 @@ FLAGS = (
     Flag("task", "sample_points", {"type": int, "help": "length of the sample pictures"}),
 )
 N_WINDOW = Flag("model", "n_window", {"type": int, "help": "synthesis: K Gaussians in the attention window"})
-CHUNK_POINTS = Flag("task", "chunk_points", {"type": _all_or_count, "help": "synthesis: train whole lines in chunks of "
-                                             "N points, one step each, the state carried (0: one step per line)"})
-SYNTHESIS_ONLY = (N_WINDOW, CHUNK_POINTS)
+SYNTHESIS_ONLY = (N_WINDOW,)
 # the flags that are settings of the synthesis model or its task; the others are the handwriting model's only
 SYNTHESIS_FIELDS = {field.name for config in (SynthesisConfig, synthesis_train.SynthesisTaskSettings)
                     for field in fields(config)}

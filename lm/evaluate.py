@@ -31,7 +31,7 @@ from handwriting_hm.hmlstm.device import resolve_device
 from .batches import evaluation_rows
 from .corpus import SPLITS
 from .prepared_text import load_prepared_text
-from .model import DEFAULT_MODEL, carry, load_lm
+from .model import DEFAULT_MODEL, load_lm
 
 
 @torch.no_grad()
@@ -51,7 +51,7 @@ def split_bpc(model: nn.Module, ids, rows: int = 1, bptt: int = 100, slope: floa
         output = model(inputs[:, window], state=state, mask=None if bool(valid.all()) else valid, slope=slope)
         log_p = SoftmaxHead.log_likelihood(output.logits.float(), targets[:, window])
         total_nats -= float((log_p * valid).sum())
-        state = carry(output.core.state)
+        state = output.core.state.carried()
     model.train(was_training)
     return total_nats / scored / math.log(2.0), scored
 

@@ -62,12 +62,6 @@ class LanguageModel(nn.Module):
         return LMOutput(self.head(self.output(core.hidden)), core)
 
 
-def carry(state: HMLSTMState) -> HMLSTMState:
-    """The state to hand to the next window: cut from the graph (truncated BPTT), in float32."""
-    return HMLSTMState(tuple(h.detach().float() for h in state.h), tuple(c.detach().float() for c in state.c),
-                       state.z.detach().float())
-
-
 # ----------------------------------------------------------------------------- loading and export
 
 class LoadedLM(NamedTuple):

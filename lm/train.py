@@ -51,7 +51,7 @@ from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, Training
 from .batches import bptt_rows, bptt_windows
 from .prepared_text import load_prepared_text
 from .evaluate import split_bpc
-from .model import KIND, LanguageModel, LMConfig, carry
+from .model import KIND, LanguageModel, LMConfig
 
 
 BPTT = 100
@@ -140,7 +140,7 @@ class LanguageModelTask(TrainingTask):
                                 state.z.to(inputs.device))
         output = model(inputs, state=state, slope=self.slope)
         loss = -SoftmaxHead.log_likelihood(output.logits.float(), targets).mean()
-        carried = carry(output.core.state)
+        carried = output.core.state.carried()
         finite = all(bool(torch.isfinite(t).all()) for t in (*carried.h, *carried.c))
         self.state = carried if finite else None
         return loss, targets.numel()

@@ -48,7 +48,7 @@ def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys
     base = ["train", "--data", str(data), "--run-dir", str(tmp_path / "run")]
     assert main([*base, "--preset", "synthesis", "--cell", "lstm"]) == 2
     assert main([*base, "--preset", "tiny", "--n-window", "3"]) == 2
-    assert main([*base, "--preset", "tiny", "--chunk-points", "100"]) == 2
+    assert main([*base, "--preset", "tiny", "--chunk-points", "100"]) == 2  # the tiny preset crops: one or the other
     assert main([*base, "--preset", "synthesis", "--impl", "fused"]) == 2
     assert main(["train", "--data", str(data), "--run-dir", str(folder / "resumed"), "--resume",
                  "--batch-size", "8"]) == 2
@@ -58,7 +58,7 @@ def test_flags_of_the_other_model_are_refused_in_one_line(runs, tmp_path, capsys
     assert len(errors) == 6 and errors[5] == errors[0]
     assert "--cell: not a setting of the synthesis model" in errors[0]
     assert "--n-window: not a setting of the handwriting model" in errors[1]
-    assert "--chunk-points: not a setting of the handwriting model" in errors[2]
+    assert "crop_points (random windows) and chunk_points (whole lines in chunks) exclude each other" in errors[2]
     assert "its own loop of steps" in errors[3] and "contradicts" in errors[4]
     assert not (tmp_path / "run").exists()
 

@@ -11,8 +11,9 @@ import torch
 
 from data_prep.dataset import HandwritingDataset
 from handwriting_hm.cli import main
-from handwriting_hm.model import load_handwriting_model
-from handwriting_hm.train import PRESETS, HandwritingTask, TaskSettings
+from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+from handwriting_hm.model import HandwritingConfig, HandwritingModel, load_handwriting_model
+from handwriting_hm.train import PRESETS, HandwritingTask, LineChunk, TaskSettings
 from factories import make_prepared
 
 # A model small enough that a step takes milliseconds; an annealed slope, so resume must restore it.
@@ -304,3 +305,41 @@ def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
     message = str(raised.value)
     assert f"validation line {validation.line_ids[1]} has log-likelihood nan" in message
     assert "NaN or infinite values" in message and "\n" not in message
+
+
+def test_whole_lines_in_chunks_carry_the_state_and_resume_exactly(tmp_path):
+    """chunk_points: every line of a batch whole, in consecutive chunks; the chunks' log-likelihoods add
+    up to the lines' (the state is carried), and a run stopped between two chunks resumes exactly."""
+    data = make_prepared(tmp_path, n_forms=2)
+    train_set = HandwritingDataset(data, split="train", scheme="paper")
+    torch.manual_seed(0)
+    model = HandwritingModel(HandwritingConfig(hidden_sizes=(8, 8, 8), embedding_size=8, n_mixtures=2))
+    settings = TaskSettings(batch_size=4, chunk_points=7)
+    task = HandwritingTask(settings, train_set, [train_set[0][0]], {"mean": [0, 0], "std": [1, 1]}, seed=0)
+    chunks = list(task.batches(0))
+    assert all(isinstance(chunk, LineChunk) and chunk.offsets.shape[1] <= 7 for chunk in chunks)
+    starts = [i for i, chunk in enumerate(chunks) if chunk.previous is None]
+    first_batch = chunks[starts[0]:starts[1]]
+    total = 0.0
+    with torch.no_grad():
+        for chunk in first_batch:  # the carried state is float32, so the model is too
+            loss, points = task.loss(model, chunk)
+            total += -float(loss) * points
+        offsets = torch.cat([chunk.offsets for chunk in first_batch], dim=1)
+        lengths = torch.cat([chunk.mask for chunk in first_batch], dim=1).sum(dim=1)
+        whole, _ = model.sequence_log_likelihood(offsets, lengths)
+    assert total == pytest.approx(float(whole.sum()), rel=1e-5)
+    assert len(first_batch) > 2  # lines of 20 to 59 points: several chunks each
+
+    train = ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
+             "--n-mixtures", "2", "--batch-size", "4", "--crop-points", "0", "--chunk-points", "8",
+             "--validation-lines", "2", "--eval-every", "100", "--device", "cpu", "--quiet"]
+    assert main([*train, "--run-dir", str(tmp_path / "straight"), "--max-steps", "5"]) == 0
+    assert main([*train, "--run-dir", str(tmp_path / "resumed"), "--max-steps", "3"]) == 0
+    stopped = load_checkpoint(tmp_path / "resumed" / "latest.pt", kind="handwriting")
+    assert stopped["task"]["carried"] is not None and stopped["metadata"]["task"]["chunk_points"] == 8
+    assert main(["train", "--data", str(data), "--run-dir", str(tmp_path / "resumed"), "--resume", "--max-steps", "5",
+                 "--quiet"]) == 0
+    straight, resumed = (load_checkpoint(tmp_path / run / "latest.pt", kind="handwriting") for run in ("straight", "resumed"))
+    for name, weight in straight["model"].items():
+        assert torch.equal(weight, resumed["model"][name]), name

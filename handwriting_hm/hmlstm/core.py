@@ -147,6 +147,11 @@ class HMLSTMState(NamedTuple):
     def detach(self) -> "HMLSTMState":
         return HMLSTMState(tuple(h.detach() for h in self.h), tuple(c.detach() for c in self.c), self.z.detach())
 
+    def carried(self) -> "HMLSTMState":
+        """The state to hand to the next window: cut from the graph (truncated BPTT), in float32."""
+        return HMLSTMState(tuple(h.detach().float() for h in self.h), tuple(c.detach().float() for c in self.c),
+                           self.z.detach().float())
+
 
 class HMLSTMOutput(NamedTuple):
     hidden: tuple[Tensor, ...]  # per layer, (B, T, H_l); zeros at padded steps
