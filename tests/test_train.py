@@ -107,7 +107,7 @@ def test_train_writes_checkpoints_log_curves_and_samples(trained_run):
     checkpoint = torch.load(trained_run / "latest.pt", weights_only=True)
     assert checkpoint["kind"] == "handwriting" and checkpoint["config"]["hidden_sizes"] == [8, 8]
     assert set(checkpoint["metadata"]["stats"]) == {"mean", "std"} and checkpoint["metadata"]["preset"] == "tiny"
-    assert checkpoint["task"] == {"step": 4, "slope": 1.75}  # slope of the 4th step: 1 + 0.5 * 3 / 2
+    assert checkpoint["task"] == {"step": 4, "slope": 1.75, "carried": None}  # slope of the 4th step: 1 + 0.5 * 3 / 2
     records = read_records(trained_run)
     train_records = [r for r in records if r["type"] == "train"]
     assert [r["slope"] for r in train_records] == [1.0, 1.25, 1.5, 1.75]
