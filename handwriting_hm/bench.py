@@ -364,6 +364,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="all: the CPU and, where there is one, the GPU")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the best is kept)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--no-training", action="store_true", help="skip the training and whole-step tables")
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop in training")
     parser.add_argument("--no-sampler", action="store_true", help="skip the sampler table")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse path's table (3x400, B=32, T=100)")
@@ -388,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"handwriting_hm.bench, {datetime.date.today().isoformat()}, torch {torch.__version__}, "
           f"{'quick' if args.quick else 'full'} shapes, best of {args.repeats}\n")
     header = ["implementation", "shape", "precision", "fwd+bwd", "vs nn.LSTM"]
-    for device in devices:
+    for device in [] if args.no_training else devices:
         rows = []
         with tf32(device.type == "cuda"):
             precisions = ("fp32 (TF32)", "bf16") if device.type == "cuda" else ("fp32",)
