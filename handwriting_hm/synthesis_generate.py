@@ -75,11 +75,22 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     one_hot, text_lengths = model.alphabet.one_hot(texts)
     one_hot, text_lengths = one_hot.to(device), text_lengths.to(device)
     n = len(texts)
+    # On the CPU the sparse step (layers 2 and up compute only their rows that do not COPY) is as
+    # fast as the plain one where every detector fires and twice as fast where they are silent.
+    sparse = device.type == "cpu"
+
+    def advance(x: Tensor, state: SynthesisState, top_down: list[Tensor] | None):
+        if top_down is None:
+            return (*model.step(x, one_hot, state, slope), None)
+        return model.sparse_step(x, one_hot, state, slope, top_down)
+
     if primers is None:
-        # reads the zero vector
-        state, _, window = model.step(one_hot.new_zeros(n, 3), one_hot, model.initial_state(n), slope)
+        state = model.initial_state(n)
+        top_down = model.top_down_products(state) if sparse else None
+        state, _, window, top_down = advance(one_hot.new_zeros(n, 3), state, top_down)  # reads the zero vector
     else:
         state, window = read_primers(model, [offsets.to(device) for offsets, _ in primers], one_hot, slope)
+        top_down = model.top_down_products(state) if sparse else None
     passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     points, boundaries, log_phis = [], [], []
@@ -90,7 +101,7 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
         params = model.head(model.output(state.core.h + (state.window,)))
         x = sample_mixture(params, bias, temperature, generator) * writing[:, None]  # stopped rows write nothing
         lengths += writing.long()
-        state, z, window = model.step(x, one_hot, state, slope)  # reads the point just drawn
+        state, z, window, top_down = advance(x, state, top_down)  # reads the point just drawn
         points.append(x)
         boundaries.append(z * writing[:, None])
         log_phis.append(window.log_phi)

@@ -435,6 +435,21 @@ def test_primed_with_a_line_the_toy_model_writes_on_after_it(toy_model):
     assert character_accuracy(read, texts) >= 0.90  # the new text only, not the primer's again
 
 
+def test_writing_with_the_sparse_step_writes_what_the_plain_step_writes(monkeypatch):
+    model = tiny()
+    with torch.no_grad():
+        model.core.norms[0].bias[-1] = -0.3  # z^1 fires at some points only, so layers 2 and 3 often COPY
+    texts = ["abc", "hij", "jab"]
+    sparse = write_texts(model, texts, bias=1.0, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(model, "sparse_step", lambda x, text, state, slope, top_down: (*model.step(x, text, state, slope),
+                                                                                          top_down))
+    plain = write_texts(model, texts, bias=1.0, generator=torch.Generator().manual_seed(4))
+    fired = sparse.boundaries[..., 0][torch.arange(sparse.boundaries.shape[1])[None] < sparse.lengths[:, None]]
+    assert 0 < fired.mean() < 1
+    assert torch.equal(sparse.lengths, plain.lengths) and torch.equal(sparse.boundaries, plain.boundaries)
+    assert torch.allclose(sparse.offsets, plain.offsets, atol=1e-5)
+
+
 def test_primers_of_different_lengths_batch_as_they_run_alone():
     model = tiny()
     primers = [(random_points(1, 5)[0], "ab"), (random_points(1, 9)[0], "jjij")]
