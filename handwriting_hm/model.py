@@ -75,11 +75,13 @@ class HandwritingModel(nn.Module):
         return per_step.sum(dim=1), output
 
 
-def shift_inputs(offsets: Tensor) -> Tensor:
-    """The inputs that predict `offsets`: a zero vector, then every offset but the last."""
+def shift_inputs(offsets: Tensor, previous: Tensor | None = None) -> Tensor:
+    """The inputs that predict `offsets`: the point before the first (`previous` (B, 3), for a later
+    chunk of the lines; a zero vector at their start), then every offset but the last."""
     if offsets.dim() != 3 or offsets.shape[-1] != 3:
         raise ValueError(f"expected offsets of shape (batch, time, 3), got {tuple(offsets.shape)}")
-    return torch.cat([offsets.new_zeros(offsets.shape[0], 1, 3), offsets[:, :-1]], dim=1)
+    first = offsets.new_zeros(offsets.shape[0], 3) if previous is None else previous
+    return torch.cat([first[:, None], offsets[:, :-1]], dim=1)
 
 
 # ----------------------------------------------------------------------------- loading

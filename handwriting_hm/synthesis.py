@@ -291,8 +291,9 @@ class SynthesisModel(nn.Module):
         vectors_t, kappas_t, log_phis_t, boundaries_t = stack_time(
             [vectors, kappas, log_phis, boundaries], inputs,
             (len(self.alphabet), self.config.n_window, text.shape[1] + 1, self.core.num_detectors))
-        valid_points = steps * batch if mask is None else int(mask.sum())
-        self._z1_rate = float(boundaries_t[..., 0].sum()) / max(valid_points, 1)
+        if self.impl == "auto":  # what the next call decides on
+            valid_points = steps * batch if mask is None else int(mask.sum())
+            self._z1_rate = float(boundaries_t[..., 0].sum()) / max(valid_points, 1)
         params = self.head(self.output(hidden_t + (vectors_t,)))
         return SynthesisOutput(params, hidden_t, boundaries_t, Window(vectors_t, kappas_t, log_phis_t), state)
 

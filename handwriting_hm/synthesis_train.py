@@ -37,7 +37,7 @@ from .evaluate import BoundaryCounts, Evaluation, check_finite, summarise
 from .hmlstm.checkpoint import StoredConfig, load_checkpoint
 from .hmlstm.presets import Preset
 from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
-                             shard_batches)
+                             shard_batches, share_lines)
 from .mixture import mixture_log_likelihood
 from .model import shift_inputs
 from .synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisOutput, SynthesisState, load_synthesis_model
@@ -55,9 +55,7 @@ class SynthesisBatch:
 
     def inputs(self) -> Tensor:
         """The inputs that predict `offsets` (B, T, 3): the point before each one."""
-        if self.previous is None:
-            return shift_inputs(self.offsets)
-        return torch.cat([self.previous[:, None], self.offsets[:, :-1]], dim=1)
+        return shift_inputs(self.offsets, self.previous)
 
 
 def collate_lines(lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet, points: int = 0) -> SynthesisBatch:
@@ -118,13 +116,8 @@ class SynthesisTask(TrainingTask):
         return self._chunked(shuffled, where.rank, where.world_size)
 
     def _chunked(self, groups: list[list[int]], rank: int, world_size: int) -> Iterator[SynthesisBatch]:
-        # A line's chunks must follow each other in one process (the state runs through them), so
-        # under DDP the processes share each group's lines, not the groups, and all of them go as far
-        # as the group's longest line: every process takes the same number of steps.
-        for group in groups:
-            if len(group) < world_size:  # a last small group that some processes would have no line of
-                continue
-            mine = group[rank::world_size]
+        # every process goes as far as the group's longest line, so all take the same number of steps
+        for mine, group in share_lines(groups, rank, world_size):
             longest = max(len(self.train_lines[i][0]) for i in group)
             yield from chunks(collate_lines([self.train_lines[i] for i in mine], self.alphabet, longest),
                               self.chunk_points)

@@ -59,7 +59,7 @@ from handwriting_hm.sample import raw_offsets
 from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
 from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env,
-                                           seed_everything, shard_batches)
+                                           seed_everything, shard_batches, share_lines)
 
 
 @dataclass
@@ -180,15 +180,12 @@ class HandwritingTask(TrainingTask):
         return shard_batches(every, where.rank, where.world_size)
 
     def _chunked(self, sampler, rank: int, world_size: int) -> Iterator[LineChunk]:
-        # As the synthesis task does: a line's chunks follow each other in one process, so under DDP
-        # the processes share each batch's lines, and all go as far as its longest line.
+        # every process goes as far as the batch's longest line, so all take the same number of steps
         from data_prep.dataset import collate_strokes
 
         chunk = self.settings.chunk_points
-        for indices in sampler:
-            if len(indices) < world_size:
-                continue
-            batch = collate_strokes([self.train_set[i] for i in indices[rank::world_size]])
+        for mine, indices in share_lines(sampler, rank, world_size):
+            batch = collate_strokes([self.train_set[i] for i in mine])
             longest = int(max(self.train_set.lengths[i] for i in indices))
             offsets = torch.nn.functional.pad(batch.offsets, (0, 0, 0, longest - batch.offsets.shape[1]))
             mask = torch.nn.functional.pad(batch.mask, (0, longest - batch.mask.shape[1]))
@@ -204,16 +201,14 @@ class HandwritingTask(TrainingTask):
         self.step += 1
         # No lengths for the core: padding sits after each line's end, so it never changes a valid
         # step, and the masked loss ignores what the core does there (saves the per-step masking).
-        if isinstance(batch, LineChunk) and batch.previous is not None:  # a later chunk: on from the carried state
-            inputs = torch.cat([batch.previous[:, None], batch.offsets[:, :-1]], dim=1)
-            state = None if self.state is None else HMLSTMState(*(tuple(t.to(inputs.device) for t in part)
-                                                                  for part in self.state[:2]), self.state.z.to(inputs.device))
-        else:
-            inputs, state = shift_inputs(batch.offsets), None
-        output = model(inputs, state=state, slope=self.slope)
-        if isinstance(batch, LineChunk):
+        chunked = isinstance(batch, LineChunk)
+        previous = batch.previous if chunked else None
+        # a later chunk of the lines goes on from the carried state
+        state = None if previous is None or self.state is None else self.state.to(previous.device)
+        output = model(shift_inputs(batch.offsets, previous), state=state, slope=self.slope)
+        if chunked:
             carried = output.core.state.carried()
-            self.state = carried if all(bool(torch.isfinite(t).all()) for t in (*carried.h, *carried.c)) else None
+            self.state = carried if carried.is_finite() else None
         with torch.autocast(device_type=batch.offsets.device.type, enabled=False):  # the density in float32
             params = MixtureParams(*(p.float() for p in output.params))
             per_point = mixture_log_likelihood(params, batch.offsets).masked_fill(~batch.mask, 0.0)
@@ -251,14 +246,12 @@ class HandwritingTask(TrainingTask):
         return values
 
     def state_dict(self) -> dict:
-        carried = None if self.state is None else {"h": [h.cpu() for h in self.state.h],
-                                                   "c": [c.cpu() for c in self.state.c], "z": self.state.z.cpu()}
-        return {"step": self.step, "slope": self.slope, "carried": carried}
+        return {"step": self.step, "slope": self.slope, "carried": None if self.state is None else self.state.saved()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.slope = int(state["step"]), float(state["slope"])
         carried = state.get("carried")
-        self.state = None if carried is None else HMLSTMState(tuple(carried["h"]), tuple(carried["c"]), carried["z"])
+        self.state = None if carried is None else HMLSTMState.from_saved(carried)
 
     def write_samples(self, model: torch.nn.Module, path: Path) -> None:
         device = next(model.parameters()).device

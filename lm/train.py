@@ -136,13 +136,11 @@ class LanguageModelTask(TrainingTask):
         inputs, targets = batch
         state = self.state
         if state is not None and state.z.device != inputs.device:  # restored from a checkpoint on the CPU
-            state = HMLSTMState(*(tuple(t.to(inputs.device) for t in part) for part in state[:2]),
-                                state.z.to(inputs.device))
+            state = state.to(inputs.device)
         output = model(inputs, state=state, slope=self.slope)
         loss = -SoftmaxHead.log_likelihood(output.logits.float(), targets).mean()
         carried = output.core.state.carried()
-        finite = all(bool(torch.isfinite(t).all()) for t in (*carried.h, *carried.c))
-        self.state = carried if finite else None
+        self.state = carried if carried.is_finite() else None
         return loss, targets.numel()
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
@@ -154,15 +152,12 @@ class LanguageModelTask(TrainingTask):
         return {"slope": self.slope}
 
     def state_dict(self) -> dict:
-        carried = None
-        if self.state is not None:
-            carried = {"h": [h.cpu() for h in self.state.h], "c": [c.cpu() for c in self.state.c], "z": self.state.z.cpu()}
-        return {"slope": self.slope, "carried": carried}
+        return {"slope": self.slope, "carried": None if self.state is None else self.state.saved()}
 
     def load_state_dict(self, state: dict) -> None:
         self.slope = float(state["slope"])
         carried = state.get("carried")
-        self.state = None if carried is None else HMLSTMState(tuple(carried["h"]), tuple(carried["c"]), carried["z"])
+        self.state = None if carried is None else HMLSTMState.from_saved(carried)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -152,6 +152,21 @@ class HMLSTMState(NamedTuple):
         return HMLSTMState(tuple(h.detach().float() for h in self.h), tuple(c.detach().float() for c in self.c),
                            self.z.detach().float())
 
+    def to(self, device: torch.device | str) -> "HMLSTMState":
+        return HMLSTMState(tuple(h.to(device) for h in self.h), tuple(c.to(device) for c in self.c), self.z.to(device))
+
+    def is_finite(self) -> bool:
+        """Whether every h and c is finite: a state that is not would poison every window after it."""
+        return all(bool(torch.isfinite(t).all()) for t in (*self.h, *self.c))
+
+    def saved(self) -> dict:
+        """The state as a checkpoint keeps it (CPU tensors in lists; `from_saved` reads it back)."""
+        return {"h": [h.cpu() for h in self.h], "c": [c.cpu() for c in self.c], "z": self.z.cpu()}
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "HMLSTMState":
+        return cls(tuple(saved["h"]), tuple(saved["c"]), saved["z"])
+
 
 class HMLSTMOutput(NamedTuple):
     hidden: tuple[Tensor, ...]  # per layer, (B, T, H_l); zeros at padded steps
@@ -351,6 +366,7 @@ class HMLSTM(RecurrentCore):
         rows = computing.flatten().nonzero().flatten()
         if count == 0:  # COPY in every row
             return state.h[l], state.c[l], z_prev, rows
+
         def pick(t: Tensor) -> Tensor:
             return t.index_select(0, rows)
 

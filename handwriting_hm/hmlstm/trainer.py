@@ -279,6 +279,18 @@ def shard_batches(batches: Iterable[Any], rank: int, world_size: int) -> Iterato
             round_of_batches = []
 
 
+def share_lines(groups: Iterable[list[int]], rank: int, world_size: int) -> Iterator[tuple[list[int], list[int]]]:
+    """(this rank's share, the whole group) of each group of lines, for training lines in chunks.
+
+    A line's chunks must follow each other in one process (the carried state runs through them),
+    so the processes share each group's lines instead of being dealt whole groups; a group with
+    fewer lines than processes is left out, as some process would have none of it.
+    """
+    for group in groups:
+        if len(group) >= world_size:
+            yield group[rank::world_size], group
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
     random.seed(seed)
