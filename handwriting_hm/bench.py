@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .hmlstm.core import FLUSH, HMLSTM, resolve_impl
-from .hmlstm.graphed_step import GraphedStep
+from .hmlstm.graphed_step import GraphedStep, optimizer_step
 from .model import HandwritingConfig, HandwritingModel, shift_inputs
 from .generate import generate, generate_reference
 
@@ -160,7 +160,7 @@ def whole_step_rows(device: torch.device, precision: str, repeats: int) -> list[
                 log_likelihood, _ = model.sequence_log_likelihood(batch)
             return -log_likelihood.sum() / batch.numel() * 3
 
-        step = GraphedStep(model, optimizer, loss_fn, [offsets])
+        step = GraphedStep(optimizer_step(loss_fn, optimizer), model.parameters(), [offsets], optimizer=optimizer)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the row says whether the graph was used
             wall, cpu = best_times(lambda: step(offsets), device, repeats)

@@ -152,10 +152,13 @@ class HandwritingTask(TrainingTask):
         self.validation_ids = validation_ids or [f"#{i}" for i in range(len(validation_lines))]
         self.stats = stats
         self.seed = seed
-        self.step = 0  # counts loss() calls, which is the trainer's step count (skipped steps included)
+        self.step = 0  # counts start_step() calls, which is the trainer's step count (skipped steps included)
         self.slope = settings.slope(0)
-        self._sequence_nll = 0.0  # summed since the last scalars() call, for the log
-        self._sequences = 0
+        self._slope_input: torch.Tensor | None = None  # the slope as loss() reads it off the CPU (core.Slope)
+        # the training NLL and its sequences, summed on the device since the last scalars() call, for the
+        # log: in place, because a replayed CUDA graph adds to these very tensors
+        self._sequence_nll: torch.Tensor | None = None
+        self._sequences: torch.Tensor | None = None
         self.state: HMLSTMState | None = None  # carried from chunk to chunk (chunk_points)
 
     def batches(self, epoch: int) -> Iterator:
@@ -196,29 +199,49 @@ class HandwritingTask(TrainingTask):
     def on_epoch_start(self, epoch: int) -> None:
         self.state = None
 
-    def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, int]:
+    def start_step(self, device: torch.device) -> None:
         self.slope = self.settings.slope(self.step)
         self.step += 1
+        if device.type != "cpu":  # a tensor, which a CUDA graph's replay reads afresh; on the CPU the number
+            if self._slope_input is None or self._slope_input.device != device:
+                self._slope_input = torch.empty((), device=device)
+            self._slope_input.fill_(self.slope)
+        self._accumulators(device)
+
+    def graph_safe(self, batch) -> bool:
+        return not isinstance(batch, LineChunk)  # chunks carry their state in Python, from step to step
+
+    def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        device = batch.offsets.device
+        slope = self._slope_input if self._slope_input is not None and self._slope_input.device == device \
+            else self.slope
         # No lengths for the core: padding sits after each line's end, so it never changes a valid
         # step, and the masked loss ignores what the core does there (saves the per-step masking).
         chunked = isinstance(batch, LineChunk)
         previous = batch.previous if chunked else None
         # a later chunk of the lines goes on from the carried state
         state = None if previous is None or self.state is None else self.state.to(previous.device)
-        output = model(shift_inputs(batch.offsets, previous), state=state, slope=self.slope)
+        output = model(shift_inputs(batch.offsets, previous), state=state, slope=slope)
         if chunked:
             carried = output.core.state.carried()
             self.state = carried if carried.is_finite() else None
-        with torch.autocast(device_type=batch.offsets.device.type, enabled=False):  # the density in float32
+        with torch.autocast(device_type=device.type, enabled=False):  # the density in float32
             params = MixtureParams(*(p.float() for p in output.params))
             per_point = mixture_log_likelihood(params, batch.offsets).masked_fill(~batch.mask, 0.0)
         points = batch.mask.sum()
         per_sequence = -per_point.sum(dim=1).detach()
-        if bool(torch.isfinite(per_sequence).all()):
-            self._sequence_nll += float(per_sequence.sum())
-            self._sequences += len(per_sequence)
+        finite = torch.isfinite(per_sequence).all()  # a non-finite batch is left out of the logged NLL
+        sequence_nll, sequences = self._accumulators(device)
+        sequence_nll.add_(torch.where(finite, per_sequence.sum(), 0.0))
+        sequences.add_(finite.to(sequences.dtype) * len(per_sequence))
         # a process whose lines all ended before this chunk (DDP) has no point: its loss is 0
-        return -per_point.sum() / points.clamp(min=1), int(points)
+        return -per_point.sum() / points.clamp(min=1), points
+
+    def _accumulators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._sequence_nll is None or self._sequence_nll.device != device:
+            self._sequence_nll = torch.zeros((), dtype=torch.float64, device=device)
+            self._sequences = torch.zeros((), dtype=torch.int64, device=device)
+        return self._sequence_nll, self._sequences
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -239,10 +262,11 @@ class HandwritingTask(TrainingTask):
 
     def scalars(self) -> dict[str, float]:
         values = {"slope": self.slope}
-        if self._sequences:
+        if self._sequences is not None and (sequences := int(self._sequences)):
             # per training sequence: a crop when crop_points is set, else a whole line
-            values["train_nll_per_sequence"] = self._sequence_nll / self._sequences
-        self._sequence_nll, self._sequences = 0.0, 0
+            values["train_nll_per_sequence"] = float(self._sequence_nll) / sequences
+            self._sequence_nll.zero_()  # in place: a captured graph adds to these tensors
+            self._sequences.zero_()
         return values
 
     def state_dict(self) -> dict:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from handwriting_hm.hmlstm.graphed_step import GraphedStep
+from handwriting_hm.hmlstm.graphed_step import GraphedStep, optimizer_step
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -37,7 +37,8 @@ def eager_loop(model, optimizer, data):
 
 
 def graphed_loop(model, optimizer, data):
-    step = GraphedStep(model, optimizer, lambda x, y: nn.functional.mse_loss(model(x), y), data[0])
+    step = GraphedStep(optimizer_step(lambda x, y: nn.functional.mse_loss(model(x), y), optimizer), model.parameters(),
+                       data[0], optimizer=optimizer)
     return [step(x, y) for x, y in data]
 
 
@@ -62,7 +63,8 @@ def test_same_steps_as_the_eager_loop_and_one_warning_when_falling_back():
 @pytest.mark.skipif(DEVICE.type == "cuda", reason="on a GPU Adam is capturable")
 def test_a_non_capturable_optimizer_runs_eagerly():
     model, _ = make_training()
-    step = GraphedStep(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda x: model(x).sum(),
-                       [torch.zeros(2, 3)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = GraphedStep(optimizer_step(lambda x: model(x).sum(), optimizer), model.parameters(), [torch.zeros(2, 3)],
+                       optimizer=optimizer)
     with pytest.warns(UserWarning, match="running eagerly"):
         step(torch.ones(2, 3))

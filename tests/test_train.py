@@ -1,6 +1,7 @@
 """`handwriting-hm train`: presets, the handwriting task, the CLI end to end, exact resume."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -82,6 +83,41 @@ def test_batches_are_repeatable_per_epoch_and_crops_have_the_asked_length(prepar
     assert all(batch.offsets.shape[1] == 15 and bool(batch.mask.all()) for batch in first)  # every line >= 20 points
 
 
+def test_the_loss_of_a_cropped_batch_can_be_captured_in_a_cuda_graph(prepared, monkeypatch):
+    """TrainingTask.graph_safe: on crops the loss waits for no device value (on the meta device, which
+    has no values, .item() or bool(tensor) would raise), changes no Python state of the task, and reads
+    the slope from the tensor start_step() fills, so a replay without the Python uses the new slope."""
+    train_set = HandwritingDataset(prepared, "train", "paper")
+    settings = TaskSettings(batch_size=4, crop_points=15, slope_rate=0.5, slope_max=3.0)
+    task = HandwritingTask(settings, train_set, [], train_set.stats, seed=0)
+    batch = next(iter(task.batches(0)))
+    assert task.graph_safe(batch)
+    torch.manual_seed(0)
+    config = HandwritingConfig(hidden_sizes=(8, 8, 8), embedding_size=8, n_mixtures=2)
+    model = HandwritingModel(config, impl="reference").to("meta")
+    meta = torch.device("meta")
+    with monkeypatch.context() as patch:  # the meta device has no autocast; nothing here runs under one
+        patch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())
+        task.start_step(meta)
+        before = {name: value for name, value in vars(task).items() if not isinstance(value, torch.Tensor)}
+        loss, points = task.loss(model, batch._replace(offsets=batch.offsets.to(meta), mask=batch.mask.to(meta)))
+        loss.backward()
+    assert {name: value for name, value in vars(task).items() if not isinstance(value, torch.Tensor)} == before
+    assert isinstance(points, torch.Tensor) and task._slope_input.device == meta
+
+    # on the CPU: a loss that reads the slope tensor equals one given the same slope as a number
+    model = HandwritingModel(config, impl="reference")
+    def gradients(slope_number, slope_tensor=None):
+        task.slope, task._slope_input = slope_number, slope_tensor
+        model.zero_grad()
+        task.loss(model, batch)[0].backward()
+        return [p.grad.clone() for p in model.parameters()]
+    number = gradients(2.5)
+    tensor = gradients(1.0, torch.tensor(2.5))  # the number is ignored when the tensor is there
+    assert all(torch.equal(a, b) for a, b in zip(number, tensor))
+    assert not all(torch.equal(a, b) for a, b in zip(number, gradients(1.0)))
+
+
 def test_loss_is_the_mean_nll_per_valid_point(prepared):
     from handwriting_hm.model import HandwritingConfig, HandwritingModel
 
@@ -94,7 +130,7 @@ def test_loss_is_the_mean_nll_per_valid_point(prepared):
     lines = [batch.offsets[row, :length] for row, length in enumerate(batch.lengths.tolist())]
     with torch.no_grad():  # one line at a time, no padding
         total = sum(float(model.sequence_log_likelihood(line[None])[0]) for line in lines)
-    assert points == int(batch.lengths.sum())
+    assert int(points) == int(batch.lengths.sum())
     assert float(loss.detach()) == pytest.approx(-total / points, rel=1e-5)
 
 
@@ -214,7 +250,7 @@ def test_ctrl_c_saves_latest_pt_says_so_and_exits_130(prepared, trained_run, tmp
     real_loss = HandwritingTask.loss
 
     def interrupted_at_step_3(self, model, batch):
-        if self.step == 2:
+        if self.step == 3:  # start_step() has counted this step
             signal.raise_signal(signal.SIGINT)
         return real_loss(self, model, batch)
 
@@ -324,7 +360,7 @@ def test_whole_lines_in_chunks_carry_the_state_and_resume_exactly(tmp_path):
     with torch.no_grad():
         for chunk in first_batch:  # the carried state is float32, so the model is too
             loss, points = task.loss(model, chunk)
-            total += -float(loss) * points
+            total += -float(loss) * int(points)
         offsets = torch.cat([chunk.offsets for chunk in first_batch], dim=1)
         lengths = torch.cat([chunk.mask for chunk in first_batch], dim=1).sum(dim=1)
         whole, _ = model.sequence_log_likelihood(offsets, lengths)

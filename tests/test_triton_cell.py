@@ -62,7 +62,7 @@ def make_leaves(dtype):
     return [t.to(device=DEVICE, dtype=dtype).requires_grad_() for t in (x, *h, *c, z)]
 
 
-def run(model, leaves, impl, mode="step", lengths=None, split=None, seed=0, **triton_options):
+def run(model, leaves, impl, mode="step", lengths=None, split=None, seed=0, slope=SLOPE, **triton_options):
     """Outputs and every gradient of a loss that reads every output; impl "reference" or "triton"."""
     model.zero_grad()
     for leaf in leaves:
@@ -74,8 +74,8 @@ def run(model, leaves, impl, mode="step", lengths=None, split=None, seed=0, **tr
 
     def forward(x, state, mask):
         if impl == "reference":
-            return model(x, state=state, mask=mask, slope=SLOPE, boundary_mode=mode, impl="reference")
-        return hmlstm_triton(model, x, state, mask, SLOPE, mode, **triton_options)
+            return model(x, state=state, mask=mask, slope=slope, boundary_mode=mode, impl="reference")
+        return hmlstm_triton(model, x, state, mask, slope, mode, **triton_options)
 
     torch.manual_seed(seed)  # Bernoulli uniforms come from the global generator
     if split is None:
@@ -154,6 +154,21 @@ def test_triton_equals_reference(dtype, layer_norm, lengths, split, copy_gradien
     for l, size in enumerate(SIZES[:-1]):
         assert gradients[f"recurrent.{l}.weight"][4 * size:].abs().sum() > 0
     assert reference[1][-1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_a_slope_tensor_gives_what_the_same_slope_as_a_number_gives(impl):
+    """A training step replayed from a CUDA graph passes the slope as a tensor (core.Slope), refilled
+    before each replay: the kernels must read it, forward and backward, where they read the number."""
+    model = make_model(True, torch.float64)
+    leaves = make_leaves(torch.float64)
+    number = run(model, leaves, impl, lengths=LENGTHS)
+    tensor = run(model, leaves, impl, lengths=LENGTHS, slope=torch.tensor([SLOPE], dtype=torch.float64, device=DEVICE))
+    other = run(model, leaves, impl, lengths=LENGTHS, slope=SLOPE / 3)
+    for a, b in zip(number[0] + number[1], tensor[0] + tensor[1]):
+        assert torch.equal(a, b)
+    # the slope changes the straight-through gradients (a/2 inside |a s| < 1), so the test can fail
+    assert any(not torch.equal(a, b) for a, b in zip(number[1], other[1]))
 
 
 @pytest.mark.parametrize("layer_norm, detectors, copy_gradient", [

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,11 @@ LEARNING_ONLY = ("copy_gradient",)  # model settings that change the gradient, n
                                     # from weights trained with another value (--init-from)
 COPY, UPDATE, FLUSH = 0, 1, 2
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
+
+# A slope is a number, or a one-element tensor on the input's device. The tensor is for a training step
+# replayed from a CUDA graph: the graph reads the tensor, which the trainer refills before each replay,
+# where a number would be frozen into the graph at capture.
+Slope = Union[float, Tensor]
 
 
 # ----------------------------------------------------------------------------- boundary detector
@@ -79,7 +84,7 @@ class _BoundaryFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, s: Tensor, slope: float, mode: str) -> Tensor:  # type: ignore[override]
+    def forward(ctx, s: Tensor, slope: Slope, mode: str) -> Tensor:  # type: ignore[override]
         z_tilde = hard_sigmoid(slope * s)  # Eq. 8
         if mode == "step":
             z = (z_tilde > 0.5).to(s.dtype)  # Eq. 9, deterministic
@@ -98,17 +103,29 @@ class _BoundaryFunction(torch.autograd.Function):
         return grad_z * inside * (ctx.slope / 2.0), None, None
 
 
-def boundary(s: Tensor, slope: float, mode: str = "step") -> Tensor:
+def boundary(s: Tensor, slope: Slope, mode: str = "step") -> Tensor:
     """The boundary state z from its pre-activation s (Eq. 8-9) with the straight-through estimator."""
     check_slope(slope)
     check_boundary_mode(mode)
-    return _BoundaryFunction.apply(s, float(slope), mode)
+    return _BoundaryFunction.apply(s, slope if isinstance(slope, Tensor) else float(slope), mode)
 
 
-def check_slope(slope: float) -> None:
-    """A slope must be a finite number > 0 (the hard sigmoid is flat or reversed otherwise)."""
+def check_slope(slope: Slope) -> None:
+    """A slope must be a finite number > 0 (the hard sigmoid is flat or reversed otherwise). A tensor slope
+    must hold one floating-point value; its value is not read here (that would wait for the device), so
+    whoever fills it checks it."""
+    if isinstance(slope, Tensor):
+        if slope.numel() != 1 or not slope.is_floating_point():
+            raise ValueError(f"a slope tensor must hold one floating-point value, got {slope.dtype} of shape "
+                             f"{tuple(slope.shape)}")
+        return
     if not isinstance(slope, (int, float)) or not math.isfinite(slope) or slope <= 0:
         raise ValueError(f"slope must be a finite number > 0, got {slope!r}")
+
+
+def slope_value(slope: Slope) -> float:
+    """The slope as a number, for paths that take it as a constant (reading a device tensor waits for it)."""
+    return float(slope.item()) if isinstance(slope, Tensor) else float(slope)
 
 
 def check_boundary_mode(mode: str) -> None:
@@ -273,7 +290,7 @@ class HMLSTM(RecurrentCore):
 
     # -- one step
 
-    def step(self, x: Tensor, state: HMLSTMState, slope: float = 1.0,
+    def step(self, x: Tensor, state: HMLSTMState, slope: Slope = 1.0,
              boundary_mode: str | None = None) -> tuple[HMLSTMState, Tensor]:
         """One time step through all layers. x: (B, input_size). Returns the new state and z_t (B, L-1)."""
         mode = boundary_mode or self.boundary_mode
@@ -289,7 +306,7 @@ class HMLSTM(RecurrentCore):
         z_t = torch.cat(new_z, dim=1)
         return HMLSTMState(tuple(new_h), tuple(new_c), z_t), z_t
 
-    def layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: float,
+    def layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: Slope,
                    mode: str, extra_bottom_up: Tensor | None = None,
                    top_down: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """Layer l (0-based) at one step, Eq. 2-9: returns its h_t, c_t and z_t ((B, 1); None for the top layer).
@@ -380,14 +397,14 @@ class HMLSTM(RecurrentCore):
     # -- a whole sequence
 
     def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
-                mask: Tensor | None = None, slope: float = 1.0,
+                mask: Tensor | None = None, slope: Slope = 1.0,
                 boundary_mode: str | None = None, impl: str | None = None) -> HMLSTMOutput:
         """Run the stack over x: (B, T, input_size).
 
         state: carried from a previous call (truncated BPTT), zeros if None.
         lengths (B,) or mask (B, T) bool: padded steps leave the state untouched and output zeros,
-        so padding never changes a valid step's result. slope: the hard sigmoid's slope a.
-        impl: overrides the constructor's choice for this call.
+        so padding never changes a valid step's result. slope: the hard sigmoid's slope a, a number
+        or a one-element tensor (see Slope). impl: overrides the constructor's choice for this call.
         """
         mode = boundary_mode or self.boundary_mode
         check_slope(slope)
@@ -400,10 +417,10 @@ class HMLSTM(RecurrentCore):
         path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient)
         if path == "fused":  # the fast paths are imported here: they build on this module
             from .fused import hmlstm_fused
-            return hmlstm_fused(self, x, state, mask, slope, mode)
+            return hmlstm_fused(self, x, state, mask, slope_value(slope), mode)
         if path == "sparse":
             from .sparse import hmlstm_sparse
-            return hmlstm_sparse(self, x, state, mask, slope, mode)
+            return hmlstm_sparse(self, x, state, mask, slope_value(slope), mode)
         if path == "triton":
             from .triton_cell import hmlstm_triton
             return hmlstm_triton(self, x, state, mask, slope, mode)
@@ -524,7 +541,7 @@ class StackedLSTM(RecurrentCore):
                 layer.bias_hh_l0[size:2 * size].fill_(1.0)  # torch's gate order is i, f, g, o
                 layer.bias_ih_l0[size:2 * size].zero_()
 
-    def step(self, x: Tensor, state: HMLSTMState, slope: float = 1.0,
+    def step(self, x: Tensor, state: HMLSTMState, slope: Slope = 1.0,
              boundary_mode: str | None = None) -> tuple[HMLSTMState, Tensor]:
         """One time step through all layers; returns the new state and an empty (B, 0) boundary."""
         h_below, new_h, new_c = x, [], []
@@ -542,7 +559,7 @@ class StackedLSTM(RecurrentCore):
         return HMLSTMState(tuple(new_h), tuple(new_c), state.z), state.z
 
     def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
-                mask: Tensor | None = None, slope: float = 1.0,
+                mask: Tensor | None = None, slope: Slope = 1.0,
                 boundary_mode: str | None = None) -> HMLSTMOutput:
         """Same contract as HMLSTM.forward."""
         batch, steps = check_input(x, self.input_size)

@@ -99,7 +99,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -111,6 +111,7 @@ from .atomic import atomic_write
 from .checkpoint import check_plain, checkpoint_payload, load_checkpoint, save_checkpoint
 from .core import HMLSTM, LEARNING_ONLY, impl_choice
 from .device import resolve_device
+from .graphed_step import GraphedStep
 
 LATEST = "latest.pt"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save latest.pt
@@ -146,6 +147,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     bf16: bool = False  # bf16 autocast for the training forward; CUDA only, ignored on CPU
+    cuda_graph: bool = True  # on CUDA, replay each step's forward, backward and clipping from one CUDA graph
+                             # where the task allows it (TrainingTask.graph_safe)
     quiet: bool = False  # no progress bar or progress lines
 
     def __post_init__(self) -> None:
@@ -180,6 +183,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "seed": (int, "random seed"),
     "device": (str, "auto, cpu, cuda or cuda:N"),
     "bf16": (bool, "bf16 autocast on CUDA (ignored on the CPU)"),
+    "cuda_graph": (bool, "replay each training step from a CUDA graph where the task allows it (CUDA only)"),
     "quiet": (bool, "no progress bar or progress lines"),
 }
 
@@ -217,9 +221,21 @@ class TrainingTask:
         """The batches of `epoch`, identical on every call with the same epoch."""
         raise NotImplementedError
 
-    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int | torch.Tensor]:
         """Mean loss of `batch` to backpropagate, and how many items (points, characters) it covers."""
         raise NotImplementedError
+
+    def start_step(self, device: torch.device) -> None:
+        """Called before each step's loss(), never inside a CUDA graph: advance per-step schedules here
+        (e.g. the slope) and write what loss() reads of them into tensors on `device`."""
+
+    def graph_safe(self, batch: Any) -> bool:
+        """Whether loss(model, batch) may be captured in a CUDA graph and replayed for later batches of
+        the same shapes. A replay runs loss()'s kernels, not its Python, so loss() must then read
+        everything that changes between steps from the batch or from tensors that start_step()
+        refills, change no Python state, wait for no device value (.item(), bool(tensor)) and count
+        its items as a tensor."""
+        return False
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation metrics; must include the trainer's `metric` key (lower is better)."""
@@ -346,18 +362,34 @@ def preserved_rng() -> Iterator[None]:
 
 def move_to(batch: Any, device: torch.device) -> Any:
     """Move the tensors in a (nested tuple/list/dict/dataclass) batch to `device`."""
-    if isinstance(batch, (torch.Tensor, PackedSequence)):  # PackedSequence keeps batch_sizes on the CPU
-        return batch.to(device, non_blocking=True)
+    return _map_tensors(batch, lambda t: t.to(device, non_blocking=True))
+
+
+def tensors_of(batch: Any) -> list[torch.Tensor]:
+    """The tensors of a (nested) batch, in the order `with_tensors` puts them back."""
+    found: list[torch.Tensor] = []
+    _map_tensors(batch, lambda t: found.append(t) or t)
+    return found
+
+
+def with_tensors(batch: Any, tensors: Sequence[torch.Tensor]) -> Any:
+    """`batch` with its tensors replaced, in `tensors_of` order, by `tensors` (e.g. a graph's static copies)."""
+    replacements = iter(tensors)
+    return _map_tensors(batch, lambda _: next(replacements))
+
+
+def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(batch, (torch.Tensor, PackedSequence)):  # a PackedSequence moves whole: batch_sizes stays on the CPU
+        return fn(batch)
     if isinstance(batch, dict):
-        return {key: move_to(value, device) for key, value in batch.items()}
+        return {key: _map_tensors(value, fn) for key, value in batch.items()}
     if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
-        return type(batch)(move_to(value, device) for value in batch)
+        return type(batch)(_map_tensors(value, fn) for value in batch)
     if isinstance(batch, tuple):  # namedtuple
-        return type(batch)(*(move_to(value, device) for value in batch))
+        return type(batch)(*(_map_tensors(value, fn) for value in batch))
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
         return dataclasses.replace(
-            batch, **{field.name: move_to(getattr(batch, field.name), device) for field in dataclasses.fields(batch)}
-        )
+            batch, **{field.name: _map_tensors(getattr(batch, field.name), fn) for field in dataclasses.fields(batch)})
     return batch
 
 
@@ -486,6 +518,8 @@ class Trainer:
         self.consecutive_nonfinite = 0
         self.elapsed_before = 0.0  # training seconds of earlier fit() calls on this run
         self.last_validated_step: int | None = None
+        self._graph: GraphedStep | None = None  # the captured training step (_graphed_step)
+        self._graph_reported = False
 
     # ---- the run -------------------------------------------------------------------------
 
@@ -626,14 +660,14 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> None:
         self.model.train()
+        self.task.start_step(self.device)
         batch = move_to(batch, self.device)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, items = self.task.loss(self.forward_module, batch)
-        # Backward even a non-finite loss: under DDP every rank must join the gradient all-reduce.
-        loss.backward()
-        max_norm = self.config.clip if self.config.clip else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        finite = torch.isfinite(loss.detach().float()) & torch.isfinite(grad_norm)
+        graphed = self._graphed_step(batch)
+        if graphed is None:
+            loss, items, finite = self._loss_and_gradients(batch)
+        else:
+            loss, items, finite = graphed(*tensors_of(batch))
+            self._report_graph(graphed)
         if self.dist.world_size > 1:  # one rank's bad loss skips the step everywhere
             finite = finite.float()
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -661,6 +695,55 @@ class Trainer:
                 self._log({"type": "diverged", "step": self.step, "epoch": self.epoch,
                            "skipped_nonfinite": self.skipped_nonfinite, "message": message})
             raise TrainingDiverged(message)
+
+    def _loss_and_gradients(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward, backward and clipping: everything of a step before the optimizer's, which waits for
+        `finite`. Returns (loss, items, finite) as tensors. What a CUDA graph captures and replays."""
+        # autocast's weight cache would hold casts made at capture: a replay must cast afresh
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16,
+                            cache_enabled=self._graph is None):
+            loss, items = self.task.loss(self.forward_module, batch)
+        # Backward even a non-finite loss: under DDP every rank must join the gradient all-reduce.
+        loss.backward()
+        max_norm = self.config.clip if self.config.clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        finite = torch.isfinite(loss.detach().float()) & torch.isfinite(grad_norm)
+        return loss.detach(), torch.as_tensor(items), finite
+
+    def _graphed_step(self, batch: Any) -> GraphedStep | None:
+        """The CUDA-graph step for this batch, or None for the eager step: on CUDA, one process, with
+        config.cuda_graph, for batches the task calls graph-safe. The graph is captured for the first
+        such batch's shapes; batches of other shapes run eagerly (GraphedStep)."""
+        if not (self.config.cuda_graph and self.device.type == "cuda" and self.task.graph_safe(batch)):
+            return None
+        if self.dist.world_size > 1:
+            if not self._graph_reported:
+                self._graph_reported = True
+                self._say_graph("running eagerly: not captured under DDP (its all-reduce hooks)")
+            return None
+        if self._graph is None:
+            template = batch
+            self._graph = GraphedStep(lambda *tensors: self._loss_and_gradients(with_tensors(template, tensors)),
+                                      self.model.parameters(), tensors_of(batch))
+        return self._graph
+
+    def _report_graph(self, graphed: GraphedStep) -> None:
+        """Once, after the first graph-safe step: say whether the step was captured. The capture's warm-up
+        passes ran the task's loss too: drop what they added to the task's logged scalars."""
+        if self._graph_reported or not graphed.tried:
+            return
+        self._graph_reported = True
+        if graphed.graph is not None:
+            self.task.scalars()
+            shapes = ", ".join("x".join(map(str, shape)) for shape, _, _ in graphed.signature)
+            self._say_graph(f"captured: batches of shapes {shapes} replay from one CUDA graph, others run eagerly")
+        else:
+            self._say_graph(f"running eagerly: {graphed.reason}")
+
+    def _say_graph(self, message: str) -> None:
+        if self.dist.is_main:
+            print(f"cuda graph: {message}", file=sys.stderr, flush=True)
+            self._log({"type": "cuda_graph", "step": self.step, "message": message})
 
     def _reset_interval(self) -> None:
         self._interval_start = time.monotonic()

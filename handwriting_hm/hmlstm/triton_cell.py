@@ -22,7 +22,7 @@ of operation (to z_prev or z_below); the forward pass is the same in both.
 import torch
 from torch import Tensor
 
-from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState
+from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState, Slope
 from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
 
 try:  # the kernels need triton; without it the path reports itself unavailable
@@ -45,7 +45,7 @@ def triton_available(device: torch.device | str) -> bool:
     return device.type == "cpu" and kernels.INTERPRETED
 
 
-def hmlstm_triton(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
+def hmlstm_triton(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: Slope,
                   mode: str, matmul_dtype: torch.dtype | None = None) -> HMLSTMOutput:
     """core.HMLSTM.forward with already checked arguments, computed by _TritonHMLSTM.
 
@@ -70,6 +70,8 @@ def hmlstm_triton(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
     if core.copy_gradient not in COPY_GRADIENTS:
         raise ValueError(f"unknown copy_gradient {core.copy_gradient!r}")
     straight = core.copy_gradient == "straight"
+    # the kernels read the slope from device memory (a number becomes a tensor here, without a host wait)
+    slope = slope.reshape(1).to(x.dtype) if isinstance(slope, Tensor) else x.new_full((1,), float(slope))
     with torch.autocast(device_type, enabled=False):  # the GEMMs' precision is matmul_dtype's
         outputs = _TritonHMLSTM.apply(core.hidden_sizes, slope, mode, straight, eps, valid, uniforms, matmul_dtype, x,
                                       core.bottom_up[0].weight, *state.h, *state.c, state.z, *concatenated,
@@ -96,7 +98,7 @@ def _launch(kernel, batch: int, size: int, *args, **flags) -> None:
 
 
 class _TritonHMLSTM(torch.autograd.Function):
-    """Inputs: sizes, slope, mode, straight (copy_gradient == "straight"), eps, valid (B, T) or None,
+    """Inputs: sizes, slope (a one-element tensor), mode, straight (copy_gradient == "straight"), eps, valid (B, T) or None,
     uniforms (T, L-1, B) or None,
     matmul_dtype, x (B, T, I), W_0^1, h0 (L), c0 (L), z0 (B, L-1), concatenated weights (L),
     biases (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused._FusedHMLSTM."""
@@ -148,7 +150,7 @@ class _TritonHMLSTM(torch.autograd.Function):
                     z_states[t + 1, :, l] if not top else unused, z_steps[t, :, l] if not top else unused,
                     z_hats[t, :, l] if not top else unused, boundary_inputs[t, :, l] if not top else unused, L - 1,
                     time_major_valid[t] if valid is not None else unused,
-                    uniforms[t, l] if uniforms is not None and not top else unused, float(slope),
+                    uniforms[t, l] if uniforms is not None and not top else unused, slope,
                     activations[l][t], 4 * size,
                     normalised[l][t] if layer_norm else unused, weights[l].shape[0],
                     inverse_std[l][t] if layer_norm else unused,
@@ -159,15 +161,15 @@ class _TritonHMLSTM(torch.autograd.Function):
                     IS_BOTTOM=bottom, IS_TOP=top, LAYER_NORM=layer_norm, HAS_MASK=valid is not None,
                     MODE=_MODES[mode])
 
-        ctx.sizes, ctx.slope, ctx.matmul_dtype, ctx.straight = tuple(sizes), float(slope), matmul_dtype, bool(straight)
-        ctx.save_for_backward(time_major_valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs,
+        ctx.sizes, ctx.matmul_dtype, ctx.straight = tuple(sizes), matmul_dtype, bool(straight)
+        ctx.save_for_backward(slope, time_major_valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs,
                               *inputs, *c_states, *activations, *weights, *norm_weights, *normalised, *inverse_std)
         return pack_outputs(h_states, c_states, z_states, z_steps, valid, steps)
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
-        sizes, slope, matmul_dtype, L = ctx.sizes, ctx.slope, ctx.matmul_dtype, len(ctx.sizes)
-        saved = list(ctx.saved_tensors)
+        sizes, matmul_dtype, L = ctx.sizes, ctx.matmul_dtype, len(ctx.sizes)
+        slope, *saved = ctx.saved_tensors
         valid, x, input_weight, z_states, z_steps, z_hats, boundary_inputs = saved[:7]
         rest = saved[7:]
         inputs, c_states, activations, weights = (rest[k * L:(k + 1) * L] for k in range(4))

@@ -10,6 +10,8 @@ Each program takes BLOCK_B rows: a row's gates are four (BLOCK_B, BLOCK_H >= H) 
 value a (BLOCK_B, 1) column, so that row reductions keep their axis and broadcast back.
 Layer 1 (IS_BOTTOM) reads z^0 = 1; the top layer (IS_TOP) has no detector, no top-down input.
 MODE is the boundary mode: 0 step, 1 bernoulli (with a pre-drawn uniform per row), 2 soft.
+The slope is read from a one-element tensor (slope_ptr), not passed as a number, so that a
+captured CUDA graph reads the value the trainer wrote before each replay.
 STRAIGHT_COPY (backward only): core.copy_gradient == "straight" (see HMLSTM.step).
 TRITON_INTERPRET=1 must be set before this module is imported: @triton.jit reads it when it
 decorates a kernel.
@@ -25,7 +27,7 @@ def hmlstm_forward_kernel(
         s_ptr, s_stride, add_ptr, add_stride, norm_w_ptr, norm_b_ptr, eps,
         h_prev_ptr, h_out_ptr, h_stride, c_prev_ptr, c_out_ptr, c_stride,
         z_prev_ptr, z_below_ptr, z_out_ptr, z_step_ptr, z_hat_ptr, s_z_ptr, z_stride,
-        valid_ptr, uniform_ptr, slope,
+        valid_ptr, uniform_ptr, slope_ptr,
         act_ptr, act_stride, x_hat_ptr, x_hat_stride, rstd_ptr,
         up_ptr, up_stride, down_ptr, down_stride, z_down_ptr,
         B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, IS_BOTTOM: tl.constexpr, IS_TOP: tl.constexpr,
@@ -113,6 +115,7 @@ def hmlstm_forward_kernel(
     tl.store(c_out_ptr + row * c_stride + col, c, mask=inside)
 
     if not IS_TOP:  # Eq. 8-9; a COPY keeps its z
+        slope = tl.load(slope_ptr)
         z_tilde = tl.minimum(tl.maximum((slope * s_z + 1.0) / 2.0, 0.0), 1.0)
         if MODE == 0:
             z_hat = (z_tilde > 0.5).to(z_tilde.dtype)
@@ -142,7 +145,7 @@ def hmlstm_backward_kernel(
         h_prev_ptr, h_after_ptr, h_stride, c_prev_ptr, c_stride,
         z_prev_ptr, z_below_ptr, z_step_ptr, z_hat_ptr, s_z_ptr, z_stride,
         act_ptr, act_stride, x_hat_ptr, x_hat_stride, rstd_ptr, norm_w_ptr,
-        ds_ptr, dy_ptr, ds_stride, slope,
+        ds_ptr, dy_ptr, ds_stride, slope_ptr,
         B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, IS_BOTTOM: tl.constexpr, IS_TOP: tl.constexpr,
         LAYER_NORM: tl.constexpr, HAS_MASK: tl.constexpr, STRAIGHT_COPY: tl.constexpr):
     """Back-propagation through BLOCK_B rows of layer l at step t (fused.py's loop body).
@@ -223,6 +226,7 @@ def hmlstm_backward_kernel(
 
     if not IS_TOP:  # z = copy z_prev + (1 - copy) z_hat; z_hat straight-through: a/2 inside |a s| < 1
         s_z = tl.load(s_z_ptr + row * z_stride, mask=row_ok, other=0.0)
+        slope = tl.load(slope_ptr)
         d_copy += dz * (z_prev - tl.load(z_hat_ptr + row * z_stride, mask=row_ok, other=0.0))
         window = (tl.abs(slope * s_z) < 1.0).to(s_z.dtype)
         dy_z = dz * (1 - copy) * window * (slope / 2.0)
