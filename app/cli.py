@@ -11,7 +11,7 @@ from pathlib import Path
 
 from handwriting_hm.model import DEFAULT_MODEL
 from handwriting_hm.sample import load_model_or_explain
-from handwriting_hm.synthesis import load_synthesis_model
+from handwriting_hm.synthesis import DEFAULT_SYNTHESIS_MODEL, load_synthesis_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
     parser.add_argument("--synthesis", type=Path, default=None, metavar="CKPT",
-                        help="a synthesis checkpoint for the Write view (without one the view says how to train one)")
+                        help=f"a synthesis checkpoint for the Write view (default: the shipped model, "
+                             f"{DEFAULT_SYNTHESIS_MODEL.name}, where installed; without one the view says how to train one)")
     parser.add_argument("--data", type=Path, default=None, metavar="PREPARED",
                         help="a prepared IAM-OnDB file (handwriting-hm prepare): its lines can lend the Write view "
                              "their style by line id")
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = load_model_or_explain(args.checkpoint)
-    synthesis = load_synthesis_model(args.synthesis) if args.synthesis is not None else None
+    synthesis_path = args.synthesis or (DEFAULT_SYNTHESIS_MODEL if DEFAULT_SYNTHESIS_MODEL.is_file() else None)
+    synthesis = load_synthesis_model(synthesis_path) if synthesis_path is not None else None
     if args.data is not None and not args.data.is_file():
         raise ValueError(f"--data {args.data}: no such file (a prepared IAM-OnDB .npz from handwriting-hm prepare)")
     from .main import build_app, launch_app  # imports Gradio: seconds, so only once the models are known good

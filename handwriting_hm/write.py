@@ -34,7 +34,7 @@ from .hmlstm.atomic import atomic_write
 from .drawing import offsets_to_points, split_strokes, straighten_baseline
 from .sample import raw_offsets
 from .hmlstm.checkpoint import load_checkpoint
-from .synthesis import KIND, LoadedSynthesisModel, load_synthesis_model
+from .synthesis import DEFAULT_SYNTHESIS_MODEL, KIND, LoadedSynthesisModel, load_synthesis_model
 from .synthesis_generate import write_texts
 
 
@@ -217,8 +217,9 @@ def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="what to write; a newline (or a typed \\n) starts a new line")
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="a synthesis model (a run's best.pt, or exported)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"a synthesis model (a run's best.pt, or exported; default: the shipped model, "
+                             f"{DEFAULT_SYNTHESIS_MODEL.name})")
     parser.add_argument("--out", required=True, type=Path,
                         help=".svg (one single-stroke path per pen-down stroke, no fill: for pen plotters), "
                              ".png, or .json (the raw strokes, the text, and per point the attended character)")
@@ -256,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     style = (style_from_line(args.data, args.style) if args.style is not None else
              style_from_file(args.style_file, args.style_text) if args.style_file is not None else None)
     text = args.text.replace("\\n", "\n")
-    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint))
+    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint or installed_synthesis_model()))
     parameters = {"bias": args.bias, "temperature": args.temperature, "seed": args.seed, "width": args.width,
                   "line_spacing": args.line_spacing, "align": args.align, "straighten": args.straighten,
                   "style": args.style or (str(args.style_file) if args.style_file else None)}
@@ -293,6 +294,14 @@ def page_document(text: str, page: WrittenPage, parameters: dict) -> dict:
             line.offsets, line.boundaries, text=line.text, finished=line.finished, attended=line.attended.tolist(),
             attended_characters=[line.text[u] for u in line.attended], page_points=points.tolist()))
     return {"text": text, "parameters": parameters, "lines": lines}
+
+
+def installed_synthesis_model() -> Path:
+    """The shipped synthesis model's path; one line saying what to do where it is not installed."""
+    if not DEFAULT_SYNTHESIS_MODEL.is_file():
+        raise ValueError(f"the default synthesis model {DEFAULT_SYNTHESIS_MODEL} is not installed; pass --checkpoint "
+                         f"PATH, e.g. a run's best.pt from `handwriting-hm train --preset synthesis`")
+    return DEFAULT_SYNTHESIS_MODEL
 
 
 def check_synthesis_checkpoint(path: Path) -> Path:

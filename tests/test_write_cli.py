@@ -115,6 +115,22 @@ def test_user_errors_are_one_line(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "x.svg").exists()
 
 
+def test_without_checkpoint_the_shipped_model_writes_or_one_line_says_it_is_missing(checkpoint, tmp_path, monkeypatch,
+                                                                                    capsys):
+    import handwriting_hm.write as write_module
+
+    out = tmp_path / "x.json"
+    monkeypatch.setattr(write_module, "DEFAULT_SYNTHESIS_MODEL", checkpoint)
+    assert main(["write", "abc", "--out", str(out), "--seed", "3"]) == 0
+    written = json.loads(out.read_text())["lines"][0]["offsets"]
+    assert np.allclose(written, write("abc", checkpoint, seed=3).offsets)
+    monkeypatch.setattr(write_module, "DEFAULT_SYNTHESIS_MODEL", tmp_path / "absent.pt")
+    capsys.readouterr()
+    assert main(["write", "abc", "--out", str(out)]) == 2
+    message = capsys.readouterr().err
+    assert "is not installed" in message and "--checkpoint" in message and message.count("\n") == 1
+
+
 def test_a_style_file_primes_the_writing(checkpoint, tmp_path):
     style = tmp_path / "style.json"
     style.write_text(json.dumps({"text": "ab", "strokes": [[[0, 0], [10, -20], [20, 0]], [[30, 0], [35, 5]]]}))
