@@ -43,7 +43,8 @@ from torch import Tensor, nn
 from .alphabet import Alphabet
 from .hmlstm.checkpoint import StoredConfig, load_model
 from .hmlstm.cli import first_line
-from .hmlstm.core import HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask, stack_time
+from .hmlstm.core import (COPY_GRADIENTS, HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask,
+                          stack_time)
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 from .model import read_stats, shift_inputs
@@ -64,8 +65,11 @@ class SynthesisConfig(StoredConfig):
     initial_window_step: float = 0.05
     layer_norm: bool = True
     boundary_mode: str = "step"
+    copy_gradient: str = "straight"  # what a COPY row passes back (hmlstm/core.py); the sparse step needs "straight"
 
     def __post_init__(self) -> None:
+        if self.copy_gradient not in COPY_GRADIENTS:
+            raise ValueError(f"unknown copy_gradient {self.copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
         if self.n_window < 1 or not 0 < self.initial_window_step:
             raise ValueError(f"need n_window >= 1 and initial_window_step > 0, "
                              f"got {self.n_window}, {self.initial_window_step}")
@@ -143,7 +147,8 @@ class SynthesisModel(nn.Module):
       the top-down products are kept between steps (HMLSTM.sparse_layer_step). The same results up
       to rounding, for binary boundaries; the fewer boundaries fire, the less it computes;
     - "auto": on the CPU "sparse" while layer 1's detector fired at under SPARSE_BELOW of the points
-      in the last call (and in the first), else "compiled"; elsewhere "compiled", as the sparse
+      in the last call (and in the first) and copy_gradient is "straight", else "compiled"; elsewhere
+      "compiled", as the sparse
       step's reading of the boundaries at every layer-step would stall a GPU (not measured there).
       On the CPU (`python -m handwriting_hm.bench`, 3x256, B=32, T=200, one thread) the sparse
       step ran at 2.05x the compiled one with silent detectors, 1.08x at the paper's rates
@@ -156,6 +161,9 @@ class SynthesisModel(nn.Module):
         super().__init__()
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}: choose one of {', '.join(IMPLS)}")
+        if impl == "sparse" and config.copy_gradient != "straight":
+            raise ValueError(f"impl='sparse' passes nothing back through the COPY rows it skips, so it needs "
+                             f"copy_gradient='straight' (here {config.copy_gradient!r}): use 'compiled' or 'auto'")
         self.config = config
         self.impl = impl
         self._compiled_step = None  # torch.compile(self.step), made on first use
@@ -165,7 +173,7 @@ class SynthesisModel(nn.Module):
         # layer 1 reads [x_t; w_{t-1}]; the reference loop is the one that runs (the window sits
         # between layer 1 and layer 2 of every step, which the fused paths do not allow)
         self.core = HMLSTM(self.point_size + V, sizes, layer_norm=config.layer_norm,
-                           boundary_mode=config.boundary_mode, impl="reference")
+                           boundary_mode=config.boundary_mode, copy_gradient=config.copy_gradient, impl="reference")
         self.window = nn.Linear(sizes[0], 3 * K)  # (alpha_hat, beta_hat, kappa_hat) from h^1_t (Eq. 48)
         with torch.no_grad():
             self.window.bias[2 * K:].fill_(math.log(config.initial_window_step))
@@ -298,7 +306,7 @@ class SynthesisModel(nn.Module):
         return SynthesisOutput(params, hidden_t, boundaries_t, Window(vectors_t, kappas_t, log_phis_t), state)
 
     def _auto_impl(self, device: torch.device) -> str:
-        if device.type != "cpu":
+        if device.type != "cpu" or self.config.copy_gradient != "straight":
             return "compiled"
         return "sparse" if self._z1_rate is None or self._z1_rate < SPARSE_BELOW else "compiled"
 

@@ -179,6 +179,26 @@ def test_auto_runs_the_sparse_step_until_layer_1_fires_often(monkeypatch):
     assert len(compiled_calls) == 6  # one compiled step per point
 
 
+def test_the_mixed_copy_gradient_reaches_the_detectors_through_copy_rows_and_never_runs_sparse():
+    """copy_gradient="mixed" (hmlstm/core.py): a detector that chose COPY still learns from it. The
+    sparse step skips COPY rows, so it is refused, and auto takes the compiled step."""
+    points = random_points(2, 6)
+    gradients = {}
+    for copy_gradient in ("straight", "mixed"):
+        model = tiny(copy_gradient=copy_gradient)
+        text, _ = model.alphabet.one_hot(["ab", "cd"])
+        log_likelihood, output = model.sequence_log_likelihood(points, text)
+        (-log_likelihood.sum()).backward()
+        gradients[copy_gradient] = model.core.recurrent[0].weight.grad[4 * 12:].clone()  # layer 1's detector row
+        assert (output.boundaries[..., 0] == 0).any()  # some COPY rows in layer 2
+    assert not torch.equal(gradients["straight"], gradients["mixed"])
+    with pytest.raises(ValueError, match="copy_gradient='straight'"):
+        SynthesisModel(tiny(copy_gradient="mixed").config, impl="sparse")
+    assert tiny(copy_gradient="mixed")._auto_impl(torch.device("cpu")) == "compiled"
+    with pytest.raises(ValueError, match="unknown copy_gradient"):
+        tiny(copy_gradient="both")
+
+
 def test_a_step_that_cannot_compile_runs_plain_and_says_so_once(monkeypatch, capsys):
     def broken(function):
         def call(*args):
