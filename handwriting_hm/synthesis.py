@@ -301,7 +301,7 @@ class SynthesisModel(nn.Module):
             (len(self.alphabet), self.config.n_window, text.shape[1] + 1, self.core.num_detectors))
         if self.impl == "auto":  # what the next call decides on
             valid_points = steps * batch if mask is None else int(mask.sum())
-            self._z1_rate = float(boundaries_t[..., 0].sum()) / max(valid_points, 1)
+            self._z1_rate = float(boundaries_t[..., 0].detach().sum()) / max(valid_points, 1)
         params = self.head(self.output(hidden_t + (vectors_t,)))
         return SynthesisOutput(params, hidden_t, boundaries_t, Window(vectors_t, kappas_t, log_phis_t), state)
 

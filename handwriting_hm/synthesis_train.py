@@ -23,7 +23,7 @@ checkpoint).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,6 +35,7 @@ from tqdm import tqdm
 from .alphabet import Alphabet, alphabet_of_prepared
 from .evaluate import BoundaryCounts, Evaluation, check_finite, summarise
 from .hmlstm.checkpoint import StoredConfig, load_checkpoint
+from .hmlstm.core import LEARNING_ONLY
 from .hmlstm.presets import Preset
 from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
                              shard_batches, share_lines)
@@ -250,9 +251,11 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
     model_config = preset.model
     train_lines, stats = iam_lines(data, "train", preset.scheme)
     source = Path(run_dir) / LATEST if resume else init_from
-    if source is not None:  # its own model, whatever the preset says now
+    if source is not None:  # its own model, whatever the preset says now, but for how a new run learns
         checkpoint = load_checkpoint(source, kind=KIND)
         model_config = SynthesisConfig.from_dict(checkpoint["config"])
+        if init_from is not None:
+            model_config = replace(model_config, **{name: getattr(preset.model, name) for name in LEARNING_ONLY})
         if checkpoint["metadata"].get("stats") != stats:  # the weights mean something only on data normalised so
             raise ValueError(f"{data}: its normalisation statistics differ from those {source} was trained with")
     elif not model_config.alphabet:

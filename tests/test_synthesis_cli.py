@@ -89,3 +89,15 @@ def test_init_from_may_switch_a_run_to_chunks_of_lines(runs, tmp_path):
     chunked = load_checkpoint(run / "latest.pt", kind=KIND)
     assert chunked["metadata"]["task"]["chunk_points"] == 8
     assert chunked["task"]["carried"] is not None  # 2 steps of 8 points end inside the first lines (20 to 59 points)
+
+
+def test_init_from_may_switch_the_copy_gradient_but_nothing_the_model_computes(runs, tmp_path, capsys):
+    data, folder = runs
+    source = folder / "straight" / "latest.pt"
+    base = ["train", "--data", str(data), "--init-from", str(source), "--preset", "synthesis", "--batch-size", "4",
+            "--validation-lines", "2", "--max-steps", "1", "--device", "cpu", "--quiet"]
+    assert main([*base, "--run-dir", str(tmp_path / "mixed"), "--copy-gradient", "mixed"]) == 0
+    assert load_checkpoint(tmp_path / "mixed" / "latest.pt", kind=KIND)["config"]["copy_gradient"] == "mixed"
+    assert load_checkpoint(source, kind=KIND)["config"]["copy_gradient"] == "straight"
+    assert main([*base, "--run-dir", str(tmp_path / "wider"), "--n-window", "3"]) == 2
+    assert "contradicts" in capsys.readouterr().err
