@@ -336,7 +336,8 @@ DEFAULT_PRESET = "paper-hm-anneal"
 SYNTHESIS_IMPLS = ("reference", "sparse", "auto")
 SYNTHESIS_AUTO_REASON = ("on the CPU the sparse step, which skips the rows that COPY, while z1 fires at under 20% of "
                          "the points (bench, 3x256: 2.05x the torch.compile'd step with silent detectors, 1.08x at the "
-                         "paper's rates, 0.67x at 50%), else the compiled step; on a GPU the compiled step")
+                         "paper's rates, 0.67x at 50%), else the compiled step; on a GPU, or with --copy-gradient mixed "
+                         "(which the sparse step cannot give), the compiled step")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
