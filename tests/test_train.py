@@ -12,7 +12,9 @@ import torch
 
 from data_prep.dataset import HandwritingDataset
 from handwriting_hm.cli import main
+from handwriting_hm.hmlstm import trainer as trainer_module
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+from handwriting_hm.hmlstm.graphed_step import GraphedStep
 from handwriting_hm.model import HandwritingConfig, HandwritingModel, load_handwriting_model
 from handwriting_hm.train import PRESETS, HandwritingTask, LineChunk, TaskSettings
 from factories import make_prepared
@@ -379,3 +381,48 @@ def test_whole_lines_in_chunks_carry_the_state_and_resume_exactly(tmp_path):
     straight, resumed = (load_checkpoint(tmp_path / run / "latest.pt", kind="handwriting") for run in ("straight", "resumed"))
     for name, weight in straight["model"].items():
         assert torch.equal(weight, resumed["model"][name]), name
+
+
+class ReplayedOnTheCPU(GraphedStep):
+    """CUDA-graph capture acted out on the CPU, for the trainer's side of it: "capture" runs the step on
+    static copies of the inputs and keeps its outputs and gradients; each "replay" runs it again and
+    writes the results into those same tensors, as a replayed graph writes into its own memory. Unlike a
+    graph it runs the step's Python again: what a replay must not depend on is tested above."""
+
+    def _why_not_capturable(self, inputs):
+        return None
+
+    def _capture(self, inputs):
+        self.static_inputs = [t.clone() for t in inputs]
+        for _ in range(self.warmup_steps):
+            self.eager_step(*self.static_inputs)
+        self.static_outputs = self.eager_step(*self.static_inputs)
+        self.gradients = [p.grad for p in self.parameters]
+        self.graph = self
+
+    def replay(self):
+        before = [p.grad for p in self.parameters]  # a replay leaves Python attributes as they were
+        outputs = self.eager_step(*self.static_inputs)
+        for static, new in zip((*self.static_outputs, *self.gradients), (*outputs, *(p.grad for p in self.parameters))):
+            static.copy_(new)
+        for p, grad in zip(self.parameters, before):
+            p.grad = grad
+
+
+def test_a_run_whose_steps_replay_from_a_graph_trains_as_the_eager_run(prepared, tmp_path, monkeypatch, capsys):
+    """The trainer's CUDA-graph path, with capture acted out on the CPU: new batches reach the static
+    inputs, the optimizer steps on the replayed gradients (the trainer lets go of them after each step),
+    the annealed slope advances, and a batch of other shapes runs eagerly."""
+    crops = ["--crop-points", "15", "--batch-size", "6", "--max-steps", "7"]  # 20 lines: 6, 6, 6, then 2
+    assert train(prepared, tmp_path / "eager", *crops) == 0
+    monkeypatch.setattr(trainer_module, "GRAPH_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(trainer_module, "GraphedStep", ReplayedOnTheCPU)
+    capsys.readouterr()
+    assert train(prepared, tmp_path / "graphed", *crops) == 0
+    assert "cuda graph: captured: batches of shapes 6x15x3, 6, 6x15 replay" in capsys.readouterr().err
+    eager, graphed = (load_checkpoint(tmp_path / run / "latest.pt") for run in ("eager", "graphed"))
+    assert graphed["slope"] == eager["slope"] > 1.0
+    for name, weight in eager["model"].items():
+        assert torch.equal(weight, graphed["model"][name]), name
+    losses = [[r["loss"] for r in read_records(tmp_path / run) if r["type"] == "train"] for run in ("eager", "graphed")]
+    assert losses[0] == losses[1] and len(set(losses[0])) == len(losses[0])

@@ -114,6 +114,7 @@ from .device import resolve_device
 from .graphed_step import GraphedStep
 
 LATEST = "latest.pt"
+GRAPH_DEVICE_TYPES = ("cuda",)  # where the trainer captures steps in graphs (GraphedStep); a test adds "cpu"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save latest.pt
 BEST = "best.pt"
 LOG = "log.jsonl"
@@ -714,7 +715,7 @@ class Trainer:
         """The CUDA-graph step for this batch, or None for the eager step: on CUDA, one process, with
         config.cuda_graph, for batches the task calls graph-safe. The graph is captured for the first
         such batch's shapes; batches of other shapes run eagerly (GraphedStep)."""
-        if not (self.config.cuda_graph and self.device.type == "cuda" and self.task.graph_safe(batch)):
+        if not (self.config.cuda_graph and self.device.type in GRAPH_DEVICE_TYPES and self.task.graph_safe(batch)):
             return None
         if self.dist.world_size > 1:
             if not self._graph_reported:
