@@ -23,11 +23,16 @@ What the task provides (see `TrainingTask`):
                        bare model in eval mode under no_grad, in full precision, on rank 0 only.
   on_epoch_start(epoch), scalars(), state_dict(), load_state_dict(state), write_samples(model,
                        path): optional, see the class.
+  start_step(device), graph_safe(batch): optional; a task whose loss() may be captured in a CUDA
+                       graph says so per batch, and advances its per-step schedules in start_step().
+                       On CUDA, one process, with config.cuda_graph, the trainer then replays each
+                       step's forward, backward and clipping from one graph (GraphedStep) for
+                       batches of the first such batch's shapes; Adam's step stays outside it.
 
 Command line: `add_train_arguments(parser, TrainConfig(...task defaults...))` adds the shared
 flags (--lr, --clip, --max-epochs, --max-steps, --max-minutes, --eval-every, --log-every,
 --plateau-factor, --plateau-patience, --min-lr, --max-nonfinite, --seed, --device, --bf16,
---quiet, --resume); `train_config_from_args(args, defaults)` turns them back into a TrainConfig.
+--cuda-graph, --quiet, --resume); `train_config_from_args(args, defaults)` turns them back into a TrainConfig.
 With defaults None a flag left out is absent from `args`, and `defaults` (a preset's, a resumed
 run's) fills it in: see `presets.py`, which both trainers use and which adds --init-from.
 
