@@ -32,13 +32,13 @@ from handwriting_hm.hmlstm.atomic import atomic_write
 from handwriting_hm.sample import LIMITS
 from handwriting_hm.styles import style_from_line, style_from_strokes
 from handwriting_hm.synthesis import LoadedSynthesisModel
+from handwriting_hm.synthesis_generate import MAX_POINTS_PER_CHARACTER
 from handwriting_hm.write import ALIGNMENTS, WrittenText, page_document, wrap_text, write_lines
 
 from . import canvas
 
 MAX_LINES = 8
-MAX_CHARACTERS = 300  # over all lines: at most 12,000 steps of the sampler at the cap, for one request
-MAX_POINTS_PER_CHARACTER = 40  # write_lines's cap
+MAX_CHARACTERS = 300  # over all lines: at most 24,000 steps of the sampler at the cap, for one request
 TRAIN_COMMAND = ("`handwriting-hm train --preset synthesis --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
 NO_MODEL = f"No synthesis model is loaded, so this view cannot write: train one with {TRAIN_COMMAND}."

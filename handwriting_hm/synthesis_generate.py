@@ -49,9 +49,15 @@ def window_passed_text(window: Window, text_lengths: Tensor) -> Tensor:
     return after_text > on_text.max(dim=-1).values
 
 
+# The step cap, in points per character of the text. Real IAM-OnDB test lines use 21.4 at the median and 37.7
+# at the 99th percentile; the shipped synthesis model writes more slowly the higher the bias, and at bias 1
+# finished 22 of 100 test texts within 40 points per character, 88 within 60 and 99 within 80.
+MAX_POINTS_PER_CHARACTER = 80
+
+
 @torch.inference_mode()
 def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, temperature: float = 1.0,
-                slope: float = 1.0, max_points_per_character: int = 40,
+                slope: float = 1.0, max_points_per_character: int = MAX_POINTS_PER_CHARACTER,
                 generator: torch.Generator | None = None,
                 primers: Sequence[tuple[Tensor, str]] | None = None) -> Written:
     """Write each text once (one row per text), each after its primer if given: (offsets (T_i, 3),

@@ -35,7 +35,7 @@ from .drawing import offsets_to_points, split_strokes, straighten_baseline
 from .sample import raw_offsets
 from .hmlstm.checkpoint import load_checkpoint
 from .synthesis import DEFAULT_SYNTHESIS_MODEL, KIND, LoadedSynthesisModel, load_synthesis_model
-from .synthesis_generate import write_texts
+from .synthesis_generate import MAX_POINTS_PER_CHARACTER, write_texts
 
 
 @dataclass
@@ -54,7 +54,7 @@ class WrittenText:
 
 def write(text: str, checkpoint: str | Path | LoadedSynthesisModel, *, style: tuple[np.ndarray, str] | None = None,
           bias: float = 0.0, temperature: float = 1.0, seed: int = 0,
-          max_points_per_character: int = 40) -> WrittenText:
+          max_points_per_character: int = MAX_POINTS_PER_CHARACTER) -> WrittenText:
     """Write `text` with a synthesis checkpoint (a path, or what load_synthesis_model returned),
     in the hand of `style` if given: (offsets (T, 3) in raw units, their text).
 
@@ -67,7 +67,7 @@ def write(text: str, checkpoint: str | Path | LoadedSynthesisModel, *, style: tu
 
 def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisModel, *,
                style: tuple[np.ndarray, str] | None = None, bias: float = 0.0, temperature: float = 1.0,
-               seed: int = 0, max_points_per_character: int = 40) -> list[WrittenText]:
+               seed: int = 0, max_points_per_character: int = MAX_POINTS_PER_CHARACTER) -> list[WrittenText]:
     """`write` for several texts at once: one batch of the sampler, one WrittenText per text, each
     primed with the same style. One text gives exactly what `write` gives."""
     loaded = checkpoint if isinstance(checkpoint, LoadedSynthesisModel) else load_synthesis_model(checkpoint)
@@ -179,7 +179,7 @@ class WrittenPage:
 def write_lines(text: str, checkpoint: str | Path | LoadedSynthesisModel, *,
                 style: tuple[np.ndarray, str] | None = None, bias: float = 0.0, temperature: float = 1.0,
                 seed: int = 0, width: int | None = None, line_spacing: float = 1.5, align: str = "left",
-                straighten: bool = False, max_points_per_character: int = 40) -> WrittenPage:
+                straighten: bool = False, max_points_per_character: int = MAX_POINTS_PER_CHARACTER) -> WrittenPage:
     """Write a text of one or more lines (`wrap_text`: its newlines, and `width` in characters) in one
     batch of the sampler, and lay them out (`lay_out`: left-aligned or centred, `line_spacing`,
     `straighten`). Other arguments as `write`."""

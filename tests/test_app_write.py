@@ -183,7 +183,7 @@ def written(text: str, finished: bool = True) -> WrittenText:
 def test_the_finished_line_names_the_lines_the_cap_stopped():
     assert finished_line([written("ab")]) == "Finished: the window passed the end of the text."
     said = finished_line([written("ab"), written("cd", finished=False)])
-    assert said == "Stopped at the cap of 40 points per character before the window passed the end of line 2 ('cd')."
+    assert said == "Stopped at the cap of 80 points per character before the window passed the end of line 2 ('cd')."
 
 
 def test_app_command_gives_a_one_line_error_for_a_bad_synthesis_checkpoint_or_data_file(tmp_path, capsys):
