@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .hmlstm.checkpoint import StoredConfig, load_model
-from .hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
+from .hmlstm.core import HMLSTMOutput, HMLSTMState, Slope, make_core
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 
@@ -56,13 +56,13 @@ class HandwritingModel(nn.Module):
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 
     def forward(self, inputs: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
-                slope: float = 1.0) -> HandwritingOutput:
-        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`)."""
+                slope: Slope = 1.0) -> HandwritingOutput:
+        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope)."""
         core = self.core(inputs, state=state, lengths=lengths, slope=slope)
         return HandwritingOutput(self.head(self.output(core.hidden)), core)
 
     def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None,
-                                slope: float = 1.0) -> tuple[Tensor, HandwritingOutput]:
+                                slope: Slope = 1.0) -> tuple[Tensor, HandwritingOutput]:
         """Total log-likelihood (nats) of each sequence: offsets (B, T, 3) -> (B,).
 
         Padded steps (beyond `lengths`) count nothing.
