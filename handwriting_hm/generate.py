@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
+from .hmlstm.few_rows import times_transposed
 from .model import HandwritingModel
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureParams, adjust, sample_component, sample_mixture
@@ -72,6 +73,9 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
 # - where rows differ, a layer computes only its rows that FLUSH or UPDATE, and its top-down
 #   term only for the rows that FLUSH (gathered, computed, scattered back);
 # - the output module's W^e_l h^l is recomputed only when layer l's h changed;
+# - for a batch, the core's products of a few rows go through the few-row C kernel (hmlstm/few_rows.py),
+#   which rounds differently; with one sample they are torch's, as in the reference, so that it
+#   stays bit for bit;
 # - torch.multinomial's one draw is made the way it makes it (argmax of p / Exp(1)), without
 #   its argument checks, which cost more than the rest of the draw at this size.
 
@@ -148,6 +152,7 @@ class _HMLSTMStepper:
         self.bottom_up = [layer.weight for layer in core.bottom_up]
         self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
                                                       for norm in core.norms]
+        self.linear = F.linear if n_samples == 1 else _few_row_linear
 
     def step(self, x: Tensor, z_t: Tensor) -> list[bool]:
         """Read x (n, 3); write z_t (n, L-1), zeros on entry. Returns, per layer, whether its h may have changed."""
@@ -169,13 +174,14 @@ class _HMLSTMStepper:
             pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
             # Eq. 5, term by term as in HMLSTM.step; a term gated by zero adds zero, so it is computed
             # only for the rows whose gate is one
-            s = F.linear(pick(self.h[l]), *self.recurrent[l])
+            linear = self.linear
+            s = linear(pick(self.h[l]), *self.recurrent[l])
             if prev_all:
-                s = s + F.linear(self.h[l + 1], self.top_down[l])
+                s = s + linear(self.h[l + 1], self.top_down[l])
             elif prev_any:
                 flushing = pick(z_prev).flatten().nonzero().flatten()
-                s.index_add_(0, flushing, F.linear(pick(self.h[l + 1]).index_select(0, flushing), self.top_down[l]))
-            bottom_up = F.linear(pick(h_below), self.bottom_up[l])
+                s.index_add_(0, flushing, linear(pick(self.h[l + 1]).index_select(0, flushing), self.top_down[l]))
+            bottom_up = linear(pick(h_below), self.bottom_up[l])
             s = s + (bottom_up if z_below is None else pick(z_below) * bottom_up)
             if self.norms is not None:
                 s = F.layer_norm(s, *self.norms[l])
@@ -208,6 +214,12 @@ class _HMLSTMStepper:
                 self.h[l].index_copy_(0, rows, h)
         self.z, self.fired = z_t, fired
         return changed
+
+
+def _few_row_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear through the few-row kernel where it is faster (hmlstm/few_rows.py)."""
+    y = times_transposed(x, weight)
+    return y if bias is None else y.add_(bias)
 
 
 def _any_all(z: Tensor) -> tuple[bool, bool]:

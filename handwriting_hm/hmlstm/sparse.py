@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from .few_rows import available_for, times_transposed
 from .fused import norm_parameters, pack_outputs, unpack_outputs
 
 BINARY_MODES = ("step", "bernoulli")
@@ -185,8 +186,8 @@ class _SparseHMLSTM(torch.autograd.Function):
                     s = torch.addmm(_gather(projected[t], rows), h_prev, recurrent[0].t())
                 else:
                     below = _gather(z_t[:, l - 1:l], rows) * _gather(h_states[l - 1][t + 1], rows)
-                    s = torch.addmm(biases[l], h_prev, recurrent[l].t())
-                    s.addmm_(below, bottom_up[l].t())
+                    s = times_transposed(h_prev, recurrent[l]).add_(biases[l])
+                    s += times_transposed(below, bottom_up[l])
                 z_prev = top_down_term = None
                 if not top:
                     z_prev = _gather(z_states[t, :, l:l + 1], rows)
@@ -206,7 +207,7 @@ class _SparseHMLSTM(torch.autograd.Function):
                 _scatter(h_new_all, rows, h)
                 _scatter(c_new_all, rows, c)
                 if l > 0:  # h^l changed for these rows: refresh layer l-1's top-down term
-                    _scatter(cached_top_down[l - 1], rows, h @ top_down[l - 1].t())
+                    _scatter(cached_top_down[l - 1], rows, times_transposed(h, top_down[l - 1]))
                 z_hat = boundary_input = None
                 if not top:
                     boundary_input = s[:, 4 * size:]
@@ -229,6 +230,10 @@ class _SparseHMLSTM(torch.autograd.Function):
         h_states, c_states, recurrent = rest[:L], rest[L:2 * L], rest[2 * L:3 * L]
         top_down, bottom_up, norm_weights = rest[3 * L:4 * L - 1], rest[4 * L - 1:5 * L - 1], rest[5 * L - 1:]
         layer_norm = len(norm_weights) > 0
+        # the weights as the few-row products of the backward pass read them, d s @ W = d s @ (W^T)^T
+        transposed = (lambda w: w.t().contiguous()) if available_for(x) else (lambda w: w.t())
+        recurrent_t, top_down_t, bottom_up_t = ([transposed(w) for w in weights]
+                                                for weights in (recurrent, top_down, bottom_up))
         saved: list[list[_Saved | None]] = ctx.saved
         saved_copies: list[list[_SavedCopy | None]] = ctx.saved_copies
         steps = z_states.shape[0] - 1
@@ -294,7 +299,7 @@ class _SparseHMLSTM(torch.autograd.Function):
                                                                    step.inverse_std, norm_weights[l], None,
                                                                    [True, False, False])[0]
                 grad_s[l].append(ds)
-                _scatter(grad_h[l], rows, ds @ recurrent[l])
+                _scatter(grad_h[l], rows, times_transposed(ds, recurrent_t[l]))
                 below = 1.0 if l == 0 else _gather(z_states[t + 1, :, l - 1:l], rows)
                 if l == 0:
                     _scatter(grad_projected[t], rows, ds)
@@ -307,10 +312,10 @@ class _SparseHMLSTM(torch.autograd.Function):
                     if flush_rows.numel():
                         ds_flush = ds.index_select(0, flush_rows)
                         above_rows = flush_rows if rows is None else rows.index_select(0, flush_rows)
-                        grad_h[l + 1].index_add_(0, above_rows, ds_flush @ top_down[l])
+                        grad_h[l + 1].index_add_(0, above_rows, times_transposed(ds_flush, top_down_t[l]))
                         flushed[l].append((ds_flush, h_states[l + 1][t].index_select(0, above_rows)))
                 if l > 0:
-                    da_below = ds @ bottom_up[l]
+                    da_below = times_transposed(ds, bottom_up_t[l])
                     h_below = _gather(h_states[l - 1][t + 1], rows)
                     _scatter_add(grad_h[l - 1], rows, below * da_below)
                     from_above = _row_sum(da_below, h_below)
