@@ -8,7 +8,7 @@ last point gives the last row), which is what a drawing of the boundaries on the
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,9 +73,9 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
 # - where rows differ, a layer computes only its rows that FLUSH or UPDATE, and its top-down
 #   term only for the rows that FLUSH (gathered, computed, scattered back);
 # - the output module's W^e_l h^l is recomputed only when layer l's h changed;
-# - for a batch, the core's products of a few rows go through the few-row C kernel (hmlstm/few_rows.py),
-#   which rounds differently; with one sample they are torch's, as in the reference, so that it
-#   stays bit for bit;
+# - for a batch, the products of a few rows (the core's, the output module's and the head's) go
+#   through the few-row C kernel (hmlstm/few_rows.py), which rounds differently; with one sample
+#   they are torch's, as in the reference, so that it stays bit for bit;
 # - torch.multinomial's one draw is made the way it makes it (argmax of p / Exp(1)), without
 #   its argument checks, which cost more than the rest of the draw at this size.
 
@@ -101,8 +101,10 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
         stepper: _HMLSTMStepper | _LSTMStepper = _HMLSTMStepper(core, n_samples, slope)
     else:
         stepper = _LSTMStepper(core, n_samples)
-    output = _CachedOutput(model.output, stepper)
+    linear = _linear_for(n_samples)
+    output = _CachedOutput(model.output, stepper, linear)
     head = model.head
+    head_weights = (head.linear.weight, head.linear.bias)
     with _intra_op_threads(1):
         points = stepper.hidden.new_empty(n_samples, n_points, 3)
         boundaries = stepper.hidden.new_zeros(n_samples, n_points + 1, core.num_detectors)
@@ -111,7 +113,7 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
             changed = stepper.step(x, boundaries[:, t])  # step t reads point t-1 (the zero vector at t = 0)
             if t == n_points:
                 break
-            x = _sample_mixture(head(output(changed)), bias, temperature, generator)
+            x = _sample_mixture(head.params(linear(output(changed), *head_weights)), bias, temperature, generator)
             points[:, t] = x
     read_points = boundaries[:, 1:].contiguous()
     codes = operations(read_points, initial_z=boundaries[:, 0])
@@ -152,7 +154,7 @@ class _HMLSTMStepper:
         self.bottom_up = [layer.weight for layer in core.bottom_up]
         self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
                                                       for norm in core.norms]
-        self.linear = F.linear if n_samples == 1 else _few_row_linear
+        self.linear = _linear_for(n_samples)
 
     def step(self, x: Tensor, z_t: Tensor) -> list[bool]:
         """Read x (n, 3); write z_t (n, L-1), zeros on entry. Returns, per layer, whether its h may have changed."""
@@ -222,6 +224,11 @@ def _few_row_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Te
     return y if bias is None else y.add_(bias)
 
 
+def _linear_for(n_samples: int) -> Callable[..., Tensor]:
+    """torch's F.linear for one sample (bit for bit with generate_reference), else the few-row kernel's."""
+    return F.linear if n_samples == 1 else _few_row_linear
+
+
 def _any_all(z: Tensor) -> tuple[bool, bool]:
     """Whether any and whether every row's boundary fired: one read of z for both."""
     values = z.flatten().tolist()
@@ -259,16 +266,18 @@ class _LSTMStepper:
 class _CachedOutput:
     """GatedOutput on a stepper's h, recomputing W^e_l h^l only for the layers whose h changed."""
 
-    def __init__(self, output: GatedOutput, stepper: _HMLSTMStepper | _LSTMStepper) -> None:
+    def __init__(self, output: GatedOutput, stepper: _HMLSTMStepper | _LSTMStepper,
+                 linear: Callable[..., Tensor] = F.linear) -> None:
         self.stepper = stepper
+        self.linear = linear
         self.gate = (output.gate.weight, output.gate.bias)
         self.embed = [(layer.weight, layer.bias) for layer in output.embed]
-        self.embedded = [F.linear(h, *embed) for h, embed in zip(stepper.h, self.embed)]
+        self.embedded = [linear(h, *embed) for h, embed in zip(stepper.h, self.embed)]
 
     def __call__(self, changed: list[bool]) -> Tensor:
         for l, layer_changed in enumerate(changed):
             if layer_changed:
-                self.embedded[l] = F.linear(self.stepper.h[l], *self.embed[l])
+                self.embedded[l] = self.linear(self.stepper.h[l], *self.embed[l])
         gates = torch.sigmoid(F.linear(self.stepper.hidden, *self.gate))  # g^l from all of [h^1; ...; h^L]
         return F.relu(sum(gates[:, l:l + 1] * embedded for l, embedded in enumerate(self.embedded)))
 

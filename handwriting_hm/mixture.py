@@ -42,9 +42,12 @@ class MixtureDensityHead(nn.Module):
     def forward(self, h: Tensor) -> MixtureParams:
         """Always in float32 or wider: under bf16 autocast rho = tanh(rho_hat) * (1 - 1e-5) rounds to
         exactly +-1 once |rho_hat| >~ 3.4, and the log-likelihood's log(1 - rho^2) becomes -inf."""
-        M = self.n_mixtures
         with torch.autocast(h.device.type, enabled=False):
-            out = self.linear(h if h.dtype in (torch.float32, torch.float64) else h.float())
+            return self.params(self.linear(h if h.dtype in (torch.float32, torch.float64) else h.float()))
+
+    def params(self, out: Tensor) -> MixtureParams:
+        """The mixture's parameters from the linear layer's output (..., 6M + 1)."""
+        M = self.n_mixtures
         logit_pi, mu, log_sigma, rho_hat, logit_eos = out.split([M, 2 * M, 2 * M, M, 1], dim=-1)
         return MixtureParams(
             logit_pi=logit_pi,
