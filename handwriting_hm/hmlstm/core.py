@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .few_rows import kernel as few_rows_kernel
+
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
 COPY_GRADIENTS = ("straight", "mixed")  # what a COPY row passes back: see the module docstring
@@ -455,8 +457,8 @@ def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: s
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
                 copy_gradient: str = "straight") -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
-    on the CPU the sparse path (at the paper's boundary rates, 3x400, 2026-11-23: 2.1x the fused path with
-    copy_gradient "straight", 1.8x with "mixed") where it can run (binary boundaries), else the fused path;
+    on the CPU the sparse path (at the paper's boundary rates, 3x400, 2 threads, 2026-11-24: 2.5x the fused path
+    with copy_gradient "straight", 2.0x with "mixed") where it can run (binary boundaries), else the fused path;
     on a GPU the Triton kernels where triton is installed (not yet measured on a GPU), else the fused path."""
     check_impl(impl)
     if impl == "sparse" and boundary_mode == "soft":
@@ -470,9 +472,11 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
             return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
         return "fused", "auto on CUDA without triton: the fused path"
     if boundary_mode in ("step", "bernoulli"):
-        speedup = "2.1x" if copy_gradient == "straight" else "1.8x"
+        speedup = "2.5x" if copy_gradient == "straight" else "2.0x"
+        products = ("the few-row C kernel" if few_rows_kernel() is not None
+                    else "torch's products (the few-row C kernel is unavailable)")
         return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows ({speedup} the "
-                          f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r})")
+                          f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r}), through {products}")
     return "fused", "auto on the CPU: the fused path, as the sparse one needs binary boundaries (here 'soft')"
 
 
