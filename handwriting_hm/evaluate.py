@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -126,25 +126,40 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
     steps count nothing. Returns (N,) float64 log-likelihoods and the boundary firings summed
     over all points. `progress` shows a bar of lines scored on stderr.
     """
-    was_training = model.training
-    model.eval()
     order = np.argsort([len(line) for line in lines], kind="stable")
-    totals = np.zeros(len(lines), dtype=np.float64)
-    counts = None
-    bar = tqdm(total=len(lines), unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
-    for begin in range(0, len(order), batch_size):
-        chosen = order[begin:begin + batch_size]
+
+    def score(chosen: Sequence[int]) -> tuple[torch.Tensor, BoundaryCounts]:
         lengths = torch.tensor([len(lines[i]) for i in chosen])
         offsets = torch.zeros(len(chosen), int(lengths.max()), 3)
         for row, i in enumerate(chosen):
             offsets[row, :len(lines[i])] = lines[i]
         log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
-        totals[chosen] = log_likelihood.double().cpu().numpy()
-        batch_counts = BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths)
-        counts = batch_counts if counts is None else counts.plus(batch_counts)
-        bar.update(len(chosen))
-    bar.close()
-    model.train(was_training)
+        return log_likelihood, BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths)
+
+    return score_in_batches(model, [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)],
+                            len(lines), score, progress)
+
+
+def score_in_batches(model: torch.nn.Module, batches: Sequence[Sequence[int]], count: int,
+                     score: Callable[[Sequence[int]], tuple[torch.Tensor, BoundaryCounts]],
+                     progress: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
+    """The scoring loop of every model here: `score` each batch of line indices (their log-likelihoods in the
+    batch's order, and its boundary counts) with the model in eval mode and a bar of lines scored on stderr.
+    Returns the (count,) float64 log-likelihoods in line order and the counts summed over the batches."""
+    was_training = model.training
+    model.eval()
+    totals = np.zeros(count, dtype=np.float64)
+    counts = None
+    bar = tqdm(total=count, unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
+    try:
+        for chosen in batches:
+            log_likelihood, batch_counts = score(chosen)
+            totals[np.asarray(chosen)] = log_likelihood.double().cpu().numpy()
+            counts = batch_counts if counts is None else counts.plus(batch_counts)
+            bar.update(len(chosen))
+    finally:
+        bar.close()
+        model.train(was_training)
     return totals, counts
 
 

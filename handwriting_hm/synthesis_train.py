@@ -27,13 +27,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .alphabet import Alphabet, alphabet_of_prepared
-from .evaluate import BoundaryCounts, Evaluation, check_finite, summarise
+from .evaluate import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
 from .hmlstm.checkpoint import StoredConfig, load_checkpoint
 from .hmlstm.core import LEARNING_ONLY
 from .hmlstm.presets import Preset
@@ -168,19 +166,14 @@ def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], 
     if not lines:
         raise ValueError("nothing to evaluate: no lines")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    totals, counts = np.zeros(len(lines)), None
-    bar = tqdm(total=len(lines), unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
-    for begin in range(0, len(lines), batch_size):
-        batch = move_to(collate_lines(lines[begin:begin + batch_size], alphabet), device)
+
+    def score(chosen: Sequence[int]) -> tuple[Tensor, BoundaryCounts]:
+        batch = move_to(collate_lines([lines[i] for i in chosen], alphabet), device)
         log_likelihoods, output = line_log_likelihoods(model, batch, slope)
-        totals[begin:begin + len(log_likelihoods)] = log_likelihoods.double().cpu().numpy()
-        batch_counts = BoundaryCounts.of_batch(output.boundaries, batch.offsets, batch.lengths)
-        counts = batch_counts if counts is None else counts.plus(batch_counts)
-        bar.update(len(log_likelihoods))
-    bar.close()
-    model.train(was_training)
+        return log_likelihoods, BoundaryCounts.of_batch(output.boundaries, batch.offsets, batch.lengths)
+
+    batches = [range(begin, min(begin + batch_size, len(lines))) for begin in range(0, len(lines), batch_size)]
+    totals, counts = score_in_batches(model, batches, len(lines), score, progress)
     check_finite(totals, [offsets for offsets, _ in lines], [repr(text) for _, text in lines])
     return summarise(totals, sum(len(offsets) for offsets, _ in lines), counts)
 
