@@ -1,11 +1,13 @@
-"""x @ weight.t() for a few rows of x, through a small C kernel (few_rows.c) where it is faster.
+"""x @ weight.t() for a few rows of x, through a small C kernel (few_rows.c) where it is faster; and the
+C library that holds it, with the sparse path's time loop (sparse_loop.c).
 
 The sparse training path and the sampler multiply a handful of rows (the rows of a layer that
 compute at one step) by a weight of 1601 x 400. torch's CPU BLAS is slow at that shape; the C
-kernel reads each weight once for all the rows. It is compiled on first use with the machine's C
-compiler (about a second; `cc`, or $CC) into a cache folder ($HANDWRITING_HM_CACHE, else
-~/.cache/handwriting_hm) and loaded with ctypes. Where it cannot be (no compiler, no AVX2, not
-Linux, or HANDWRITING_HM_NO_C_KERNEL=1), `times_transposed` is plain torch and says so once.
+kernel reads each weight once for all the rows. The C sources are compiled on first use with the
+machine's C compiler (a few seconds; `cc`, or $CC) into one library in a cache folder
+($HANDWRITING_HM_CACHE, else ~/.cache/handwriting_hm) and loaded with ctypes. Where they cannot be
+(no compiler, no AVX2, not Linux, or HANDWRITING_HM_NO_C_KERNEL=1), `times_transposed` is plain
+torch, the sparse path runs its Python loop, and the library says so once.
 
 Measured on a 2-core AMD EPYC (Zen 3), seven 1601 x 400 weights in turn, 2026-11-24: with two
 threads the kernel took 0.07-0.23 ms for 1 to 8 rows against torch's 0.22-0.43 ms; with one
@@ -27,8 +29,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("few_rows.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+FOLDER = Path(__file__).parent
+COMPILE = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC")
+# by the CPU's capability (torch's reading of it): with AVX-512 few_rows.c's tiles are twice as wide
+# (measured on a 2-core AMD EPYC with AVX-512, 32 rows times a 400 x 1601 weight: 2.7x its AVX2 tiles)
+VECTOR_FLAGS = {"AVX2": (), "AVX512": ("-mavx512f",)}
+# source -> its own flags. The sparse loop's exp() loops vectorise only under -ffast-math (through
+# glibc's libmvec); each file is compiled on its own and the library linked without it, as linking
+# with -ffast-math would add a constructor that flushes denormals to zero in the whole process.
+SOURCES = {"few_rows.c": (), "sparse_loop.c": ("-ffast-math",)}
+LINK = ("-shared", "-fopenmp")
+LIBRARIES = ("-lmvec", "-lm")
 FEW_ROWS_PER_THREAD = 8  # the kernel is used for at most this many rows per intra-op thread
 
 
@@ -37,37 +48,52 @@ def cache_folder() -> Path:
 
 
 def build(folder: Path) -> Path:
-    """Compile few_rows.c into `folder` (atomically; a name per source and flags) and return the library's path."""
+    """Compile the C sources into one library in `folder` (atomically; a name per sources and flags) and return its path."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
-    library = folder / f"few_rows-{digest}.so"
+    vector = VECTOR_FLAGS[torch.backends.cpu.get_cpu_capability()]
+    recipe = repr((COMPILE, vector, SOURCES, LINK, LIBRARIES)).encode()
+    digest = hashlib.sha256(b"".join((FOLDER / name).read_bytes() for name in SOURCES) + recipe).hexdigest()[:16]
+    library = folder / f"handwriting_hm-{digest}.so"
     if library.exists():
         return library
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        objects = [str(Path(scratch) / f"{name}.o") for name in SOURCES]
         built = Path(scratch) / library.name
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+        commands = [[compiler, *COMPILE, *vector, *flags, "-c", str(FOLDER / name), "-o", target]
+                    for (name, flags), target in zip(SOURCES.items(), objects)]
+        commands.append([compiler, *LINK, *objects, "-o", str(built), *LIBRARIES])
+        for command in commands:
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"{compiler} failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
         os.replace(built, library)
     return library
 
 
 @functools.lru_cache(maxsize=1)
-def kernel() -> ctypes._CFuncPtr | None:
-    """The compiled few_rows_times_transposed, or None (said once on stderr) where it cannot run here."""
+def library() -> ctypes.CDLL | None:
+    """The compiled C library (few_rows.c and sparse_loop.c), or None (said once on stderr) where it cannot run here."""
     if os.environ.get("HANDWRITING_HM_NO_C_KERNEL") == "1":
         return None
-    if not sys.platform.startswith("linux") or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    if not sys.platform.startswith("linux") or torch.backends.cpu.get_cpu_capability() not in VECTOR_FLAGS:
         return None
     try:
-        function = ctypes.CDLL(str(build(cache_folder()))).few_rows_times_transposed
+        return ctypes.CDLL(str(build(cache_folder())))
     except (OSError, RuntimeError) as error:
-        warnings.warn(f"few-row C kernel unavailable, using torch's products instead: {error}", stacklevel=2)
+        warnings.warn(f"the C kernels are unavailable, using torch's operations instead: {error}", stacklevel=2)
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def kernel() -> ctypes._CFuncPtr | None:
+    """The compiled few_rows_times_transposed, or None where the library cannot run here."""
+    compiled = library()
+    if compiled is None:
+        return None
+    function = compiled.few_rows_times_transposed
     function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     function.restype = None
     return function

@@ -30,6 +30,11 @@ one GEMM per weight over all the rows that used it, after the time loop.
 Binary boundaries only ("step" or "bernoulli"): with soft boundaries every row mixes all three
 operations and nothing can be skipped (the fused path runs those). Results equal the
 reference's up to float rounding (tests/test_sparse.py).
+
+For float32 on the CPU with copy_gradient="straight", the same loop runs in C
+(sparse_native.py, sparse_loop.c) where the C library builds: the Python loop below dispatches a
+few hundred small torch operations per time step, and on a 2-core CPU that overhead, not the
+arithmetic, set its speed. This file stays the readable statement of what the C loop does.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from torch import Tensor
 from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
 from .few_rows import available_for, times_transposed
 from .fused import norm_parameters, pack_outputs, unpack_outputs
+from .sparse_native import SparseLoopHMLSTM, runs_natively
 
 BINARY_MODES = ("step", "bernoulli")
 
@@ -53,11 +59,16 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
     L = core.num_layers
     norm_weights, norm_biases, eps = norm_parameters(core)
     mixed = core.copy_gradient == "mixed"
+    parameters = [*[layer.weight for layer in core.recurrent], *[layer.bias for layer in core.recurrent],
+                  *[layer.weight for layer in core.top_down], *[layer.weight for layer in core.bottom_up],
+                  *norm_weights, *norm_biases]
     with torch.autocast(x.device.type, enabled=False):  # the state and every product in x's dtype
-        outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c, state.z,
-                                      *[layer.weight for layer in core.recurrent], *[layer.bias for layer in core.recurrent],
-                                      *[layer.weight for layer in core.top_down], *[layer.weight for layer in core.bottom_up],
-                                      *norm_weights, *norm_biases)
+        if runs_natively(x, parameters, L, mixed):  # the same loop in C (sparse_native.py)
+            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, eps, mask, x, *state.h, *state.c,
+                                             state.z, *parameters)
+        else:
+            outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,
+                                          state.z, *parameters)
     return unpack_outputs(outputs, L)
 
 

@@ -1,0 +1,191 @@
+"""The sparse training path with its time loop in C (sparse_loop.c): sparse.py's results, one call per direction.
+
+sparse.py's _SparseHMLSTM dispatches a few hundred small torch operations per time step; on a
+2-core CPU that overhead, not the arithmetic the skipped rows save, sets its speed. Here the
+loop over steps and layers runs in C, forward and backward, with the few-row products of
+few_rows.c; Python lays out the buffers, and turns the pre-activations' gradients that the
+loop leaves behind into the weights' gradients with one GEMM per weight over the rows that
+used it, as sparse.py does. The mathematics and the order of the random draws are sparse.py's.
+
+It runs where `runs_natively` says: float32 on the CPU, the C library built
+(few_rows.library), copy_gradient="straight", at most MAX_LAYERS layers. Elsewhere sparse.py's
+Python loop runs. Results equal the reference's up to float rounding (tests/test_sparse.py).
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .few_rows import library
+
+MAX_LAYERS = 8  # sparse_loop.c's MAX_LAYERS
+
+_Pointer = ctypes.c_void_p
+_Layers = _Pointer * MAX_LAYERS
+
+
+class _Loop(ctypes.Structure):
+    """sparse_loop.c's SparseLoop, field for field."""
+
+    _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm")] + [
+        ("sizes", ctypes.c_int64 * MAX_LAYERS), ("slope", ctypes.c_float), ("eps", ctypes.c_float),
+        ("valid", _Pointer), ("uniforms", _Pointer), ("projected", _Pointer), ("z", _Pointer)] + [
+        (name, _Layers) for name in ("h", "c", "recurrent", "bias", "top_down", "bottom_up", "recurrent_t",
+                                     "top_down_t", "bottom_up_t", "norm_weight", "norm_bias", "cached_top_down",
+                                     "computed", "activations", "pre_norm", "mean", "inverse_std", "top_down_term",
+                                     "boundary_input", "grad_hidden")] + [
+        ("grad_boundaries", _Pointer), ("grad_h", _Layers), ("grad_c", _Layers), ("grad_z", _Pointer),
+        ("grad_s", _Layers), ("grad_norm_weight", _Layers), ("grad_norm_bias", _Layers)]
+
+
+def _entry_points() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
+    compiled = library()
+    if compiled is None:
+        return None
+    functions = compiled.sparse_loop_forward, compiled.sparse_loop_backward
+    for function in functions:
+        function.argtypes = [ctypes.POINTER(_Loop)]
+        function.restype = ctypes.c_int
+    return functions
+
+
+def runs_natively(x: Tensor, parameters: Sequence[Tensor], num_layers: int, mixed: bool) -> bool:
+    """Whether hmlstm_sparse can take the C loop for these inputs."""
+    return (not mixed and num_layers <= MAX_LAYERS and x.device.type == "cpu" and x.dtype == torch.float32
+            and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in parameters)
+            and _entry_points() is not None)
+
+
+def _address(tensor: Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _set(loop: _Loop, name: str, tensors: Sequence[Tensor | None]) -> None:
+    field = getattr(loop, name)
+    for l, tensor in enumerate(tensors):
+        field[l] = _address(tensor)
+
+
+def _call(function: ctypes._CFuncPtr, loop: _Loop) -> None:
+    if function(ctypes.byref(loop)) != 0:
+        raise MemoryError("the sparse C loop could not allocate its working memory")
+
+
+class SparseLoopHMLSTM(torch.autograd.Function):
+    """Inputs as sparse._SparseHMLSTM's, without `mixed`: sizes, slope, mode, eps, mask (B, T) bool or None,
+    x (B, T, I), h0 (L), c0 (L), z0 (B, L-1), recurrent weights (L), biases (L), top-down weights (L-1),
+    bottom-up weights (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused.pack_outputs."""
+
+    @staticmethod
+    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, eps: float, mask: Tensor | None,
+                x: Tensor, *tensors: Tensor):  # type: ignore[override]
+        from .fused import pack_outputs
+
+        L = len(sizes)
+        h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
+        params = [p.contiguous() for p in tensors[2 * L + 1:]]
+        recurrent, biases = params[:L], params[L:2 * L]
+        top_down, bottom_up = params[2 * L:3 * L - 1], params[3 * L - 1:4 * L - 1]
+        norm_weights, norm_biases = params[4 * L - 1:5 * L - 1], params[5 * L - 1:]
+        layer_norm = len(norm_weights) > 0
+        batch, steps, _ = x.shape
+        gates = [w.shape[0] for w in recurrent]
+
+        h_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
+        c_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
+        z_states = x.new_empty(steps + 1, batch, L - 1)
+        for l in range(L):
+            h_states[l][0], c_states[l][0] = h0[l], c0[l]
+        z_states[0] = z0
+        # layer 1's W_0^1 x_t + b for every t, (T, B, 4H+1)
+        projected = torch.addmm(biases[0], x.transpose(0, 1).reshape(steps * batch, -1), bottom_up[0].t())
+        # Bernoulli boundaries: one uniform per row and detector at every step, drawn in the order sparse.py draws them
+        uniforms = torch.rand(steps, L - 1, batch, dtype=x.dtype, device=x.device) if mode == "bernoulli" else None
+        valid = None if mask is None else mask.t().contiguous().to(torch.uint8)
+        saved = {
+            "computed": [torch.zeros(steps, batch, dtype=torch.uint8) for _ in sizes],
+            "activations": [x.new_empty(steps, batch, 4 * size) for size in sizes],
+            "pre_norm": [x.new_empty(steps, batch, g) for g in gates] if layer_norm else [],
+            "mean": [x.new_empty(steps, batch) for _ in sizes] if layer_norm else [],
+            "inverse_std": [x.new_empty(steps, batch) for _ in sizes] if layer_norm else [],
+            "top_down_term": [x.new_empty(steps, batch, g) for g in gates[:-1]],
+            "boundary_input": [x.new_empty(steps, batch) for _ in sizes[:-1]],
+        }
+        cached_top_down = [(h0[l + 1] @ top_down[l].t()).contiguous() for l in range(L - 1)]
+        # the products read each weight in either layout, by how many rows they have (sparse_loop.c's product)
+        transposed = {"recurrent_t": [w.t().contiguous() for w in recurrent],
+                      "top_down_t": [w.t().contiguous() for w in top_down],
+                      "bottom_up_t": [None] + [w.t().contiguous() for w in bottom_up[1:]]}
+
+        loop = _Loop(layers=L, batch=batch, steps=steps, threads=torch.get_num_threads(),
+                     bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), slope=slope, eps=eps,
+                     valid=_address(valid), uniforms=_address(uniforms), projected=_address(projected),
+                     z=_address(z_states))
+        for l, size in enumerate(sizes):
+            loop.sizes[l] = size
+        for name, values in (("h", h_states), ("c", c_states), ("recurrent", recurrent), ("bias", biases),
+                             ("top_down", top_down), ("bottom_up", bottom_up), ("norm_weight", norm_weights),
+                             ("norm_bias", norm_biases), ("cached_top_down", cached_top_down), *transposed.items(),
+                             *saved.items()):
+            _set(loop, name, values)
+        _call(_entry_points()[0], loop)
+
+        ctx.sizes, ctx.slope, ctx.loop = tuple(sizes), slope, loop
+        ctx.buffers = (h_states, c_states, z_states, saved, transposed)  # the loop's pointers into them stay valid
+        ctx.save_for_backward(mask, x, *params)
+        keep = None if mask is None else mask.to(x.dtype)
+        return pack_outputs(h_states, c_states, z_states, z_states[1:], keep, steps)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):  # type: ignore[override]
+        sizes, L, loop = ctx.sizes, len(ctx.sizes), ctx.loop
+        mask, x, *params = ctx.saved_tensors
+        recurrent, top_down, bottom_up = params[:L], params[2 * L:3 * L - 1], params[3 * L - 1:4 * L - 1]
+        layer_norm = len(params) > 4 * L - 1
+        h_states, c_states, z_states, saved, _ = ctx.buffers
+        batch, steps = loop.batch, loop.steps
+        gates = [w.shape[0] for w in recurrent]
+
+        keep = None if mask is None else mask.t().unsqueeze(-1).to(x.dtype)  # (T, B, 1)
+        time_major = [g.transpose(0, 1) for g in grads[:L + 1]]
+        grad_hidden = [(g if keep is None else g * keep).contiguous() for g in time_major[:L]]
+        grad_boundaries = (time_major[L] if keep is None else time_major[L] * keep).contiguous()
+        grad_h = [g.clone().contiguous() for g in grads[L + 1:2 * L + 1]]
+        grad_c = [g.clone().contiguous() for g in grads[2 * L + 1:3 * L + 1]]
+        grad_z = grads[3 * L + 1].clone().contiguous()
+        grad_s = [x.new_zeros(steps, batch, g) for g in gates]
+        grad_norm_weights = [x.new_zeros(g) for g in gates] if layer_norm else []
+        grad_norm_biases = [x.new_zeros(g) for g in gates] if layer_norm else []
+        loop.grad_boundaries, loop.grad_z = _address(grad_boundaries), _address(grad_z)
+        for name, values in (("grad_hidden", grad_hidden), ("grad_h", grad_h), ("grad_c", grad_c),
+                             ("grad_s", grad_s), ("grad_norm_weight", grad_norm_weights),
+                             ("grad_norm_bias", grad_norm_biases)):
+            _set(loop, name, values)
+        _call(_entry_points()[1], loop)
+
+        # the parameters' gradients, one GEMM per weight over the rows that used it
+        grad_recurrent, grad_biases, grad_top_down, grad_bottom_up = [], [], [], []
+        for l, size in enumerate(sizes):
+            ds = grad_s[l].view(-1, gates[l])  # zero where the row did not compute
+            grad_biases.append(ds.sum(dim=0))
+            rows = saved["computed"][l].view(-1).nonzero()[:, 0]
+            ds_rows = ds.index_select(0, rows)
+            grad_recurrent.append(ds_rows.t() @ h_states[l][:-1].reshape(-1, size).index_select(0, rows))
+            if l > 0:  # z^{l-1}_t h^{l-1}_t
+                below = (z_states[1:, :, l - 1:l] * h_states[l - 1][1:]).view(-1, sizes[l - 1]).index_select(0, rows)
+                grad_bottom_up.append(ds_rows.t() @ below)
+            if l < L - 1:  # the FLUSH rows: z^l_{t-1} = 1
+                flushed = (saved["computed"][l].bool() & (z_states[:-1, :, l] > 0.5)).view(-1).nonzero()[:, 0]
+                grad_top_down.append(ds.index_select(0, flushed).t()
+                                     @ h_states[l + 1][:-1].reshape(-1, sizes[l + 1]).index_select(0, flushed))
+        # layer 1 reads x with z^0 = 1: W_0^1 x_t + b, every step
+        grad_projected = grad_s[0].transpose(0, 1).flatten(0, 1)  # (B*T, 4H+1)
+        grad_x = (grad_projected @ bottom_up[0]).view_as(x)
+        # (x^T g)^T, not g^T x: with I = 3 inputs the latter is a skinny product 20x slower on the CPU
+        grad_bottom_up.insert(0, (x.flatten(0, 1).t() @ grad_projected).t().contiguous())
+        ctx.loop = ctx.buffers = None
+        return (None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
+                *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)

@@ -1,0 +1,81 @@
+"""The sparse path's C loop (hmlstm/sparse_native.py, sparse_loop.c) against the reference loop and
+against sparse.py's Python loop, at sizes where its vectorised loops and the few-row products run
+their full blocks, with one and two threads; and where it runs and where it does not."""
+import pytest
+import torch
+
+from handwriting_hm.hmlstm import few_rows, sparse, sparse_native
+from handwriting_hm.hmlstm.core import HMLSTM
+from test_fused import assert_relative_close, run  # tests/ is on sys.path
+from test_few_rows import needs_compiler
+
+SIZES = (40, 24, 17)  # 4H + 1 = 161, 97, 68: whole blocks of eight and tails
+
+
+def make_case(layer_norm: bool, boundary_mode: str, seed: int):
+    torch.manual_seed(seed)
+    model = HMLSTM(3, SIZES, layer_norm=layer_norm, boundary_mode=boundary_mode)
+    x = torch.randn(7, 12, 3)
+    h0 = tuple(torch.randn(7, size) for size in SIZES)
+    c0 = tuple(torch.randn(7, size) for size in SIZES)
+    z0 = torch.bernoulli(torch.full((7, len(SIZES) - 1), 0.5))
+    return model, [leaf.requires_grad_() for leaf in (x, *h0, *c0, z0)]
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many times the C loop ran forward."""
+    calls = []
+    forward = sparse_native.SparseLoopHMLSTM.forward
+    monkeypatch.setattr(sparse_native.SparseLoopHMLSTM, "forward",
+                        staticmethod(lambda *args: (calls.append(1), forward(*args))[1]))
+    return calls
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("boundary_mode", ["step", "bernoulli"])
+@pytest.mark.parametrize("layer_norm, lengths", [(True, None), (False, [12, 5, 1, 0, 12, 9, 3]),
+                                                 (True, [12, 5, 1, 0, 12, 9, 3])])
+def test_c_loop_equals_reference_and_python_loop(counted, monkeypatch, threads, boundary_mode, layer_norm, lengths):
+    model, leaves = make_case(layer_norm, boundary_mode, seed=3)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reference = run(model, leaves, "reference", lengths)
+        native = run(model, leaves, "sparse", lengths)
+        assert counted, "the C loop did not run"
+        with monkeypatch.context() as patch:
+            patch.setattr(sparse, "runs_natively", lambda *args: False)
+            python = run(model, leaves, "sparse", lengths)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(native[2], reference[2]) and torch.equal(native[2], python[2])
+    counts = torch.stack([native[2][..., l].flatten() for l in range(len(SIZES) - 1)])
+    assert (counts > 0.5).any(dim=1).all() and (counts < 0.5).any(dim=1).all()  # boundaries fire and stay off
+    for got in (native, python):
+        assert_relative_close(got[0], reference[0], 1e-5)
+        assert_relative_close(got[1], reference[1], 1e-5)
+
+
+@needs_compiler
+def test_c_loop_runs_only_where_it_can(counted, monkeypatch):
+    model, leaves = make_case(True, "step", seed=0)
+    run(model, leaves, "sparse")
+    assert len(counted) == 1
+    model.copy_gradient = "mixed"  # the C loop skips COPY rows altogether: mixed needs the Python loop
+    run(model, leaves, "sparse")
+    double = model.double()
+    run(double, [leaf.detach().double().requires_grad_() for leaf in leaves], "sparse")
+    assert len(counted) == 1
+    model.float().copy_gradient = "straight"
+    monkeypatch.setenv("HANDWRITING_HM_NO_C_KERNEL", "1")
+    few_rows.library.cache_clear()
+    try:
+        assert not sparse_native.runs_natively(leaves[0], list(model.parameters()), 3, False)
+        run(model, leaves, "sparse")
+        assert len(counted) == 1
+    finally:
+        monkeypatch.delenv("HANDWRITING_HM_NO_C_KERNEL")
+        few_rows.library.cache_clear()
