@@ -123,15 +123,17 @@ def test_sparse_path_through_the_kernel_equals_reference(fresh_kernel, monkeypat
     assert_relative_close(sparse[1], reference[1], 1e-5)
 
 
-def test_auto_says_whether_the_kernel_runs(fresh_kernel, monkeypatch):
+def test_auto_says_whether_the_c_loop_runs(fresh_kernel, monkeypatch):
     from handwriting_hm.hmlstm.core import impl_choice
 
     monkeypatch.setenv("HANDWRITING_HM_NO_C_KERNEL", "1")
     path, why = impl_choice("auto", "cpu", "step")
-    assert path == "sparse" and why.endswith("through torch's products (the few-row C kernel is unavailable)")
+    assert path == "sparse" and why.endswith("its Python loop through torch's products (the C library is unavailable)")
     if needs_compiler.args[0]:  # no compiler here: nothing more to check
         return
     monkeypatch.delenv("HANDWRITING_HM_NO_C_KERNEL")
     few_rows.library.cache_clear()
     few_rows.kernel.cache_clear()
-    assert impl_choice("auto", "cpu", "step")[1].endswith("through the few-row C kernel")
+    assert impl_choice("auto", "cpu", "step")[1].endswith("its time loop in C for float32 (sparse_loop.c)")
+    assert impl_choice("auto", "cpu", "bernoulli", "mixed")[1].endswith(
+        "its Python loop through the few-row C kernel (the C loop gives only the straight gradient)")

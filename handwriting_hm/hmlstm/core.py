@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .few_rows import kernel as few_rows_kernel
+from .few_rows import library as few_rows_library
 
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
@@ -457,8 +457,8 @@ def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: s
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
                 copy_gradient: str = "straight") -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
-    on the CPU the sparse path (at the paper's boundary rates, 3x400, 2 threads, 2026-11-24: 2.5x the fused path
-    with copy_gradient "straight", 2.0x with "mixed") where it can run (binary boundaries), else the fused path;
+    on the CPU the sparse path (at the paper's boundary rates, 3x400, 2 threads, 2026-12-02: 6.2x the fused path
+    with copy_gradient "straight", 1.8x with "mixed") where it can run (binary boundaries), else the fused path;
     on a GPU the Triton kernels where triton is installed (not yet measured on a GPU), else the fused path."""
     check_impl(impl)
     if impl == "sparse" and boundary_mode == "soft":
@@ -472,11 +472,15 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
             return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
         return "fused", "auto on CUDA without triton: the fused path"
     if boundary_mode in ("step", "bernoulli"):
-        speedup = "2.5x" if copy_gradient == "straight" else "2.0x"
-        products = ("the few-row C kernel" if few_rows_kernel() is not None
-                    else "torch's products (the few-row C kernel is unavailable)")
+        speedup = "6.2x" if copy_gradient == "straight" else "1.8x"
+        if few_rows_library() is None:
+            how = "its Python loop through torch's products (the C library is unavailable)"
+        elif copy_gradient == "straight":
+            how = "its time loop in C for float32 (sparse_loop.c)"
+        else:
+            how = "its Python loop through the few-row C kernel (the C loop gives only the straight gradient)"
         return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows ({speedup} the "
-                          f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r}), through {products}")
+                          f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r}), {how}")
     return "fused", "auto on the CPU: the fused path, as the sparse one needs binary boundaries (here 'soft')"
 
 
