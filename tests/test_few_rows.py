@@ -134,6 +134,6 @@ def test_auto_says_whether_the_c_loop_runs(fresh_kernel, monkeypatch):
     monkeypatch.delenv("HANDWRITING_HM_NO_C_KERNEL")
     few_rows.library.cache_clear()
     few_rows.kernel.cache_clear()
-    assert impl_choice("auto", "cpu", "step")[1].endswith("its time loop in C for float32 (sparse_loop.c)")
-    assert impl_choice("auto", "cpu", "bernoulli", "mixed")[1].endswith(
-        "its Python loop through the few-row C kernel (the C loop gives only the straight gradient)")
+    for mode, copy_gradient in (("step", "straight"), ("bernoulli", "mixed")):
+        assert impl_choice("auto", "cpu", mode, copy_gradient)[1].endswith(
+            "its time loop in C for float32 (sparse_loop.c)")

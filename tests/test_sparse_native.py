@@ -34,11 +34,14 @@ def counted(monkeypatch):
 
 @needs_compiler
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("copy_gradient", ["straight", "mixed"])
 @pytest.mark.parametrize("boundary_mode", ["step", "bernoulli"])
 @pytest.mark.parametrize("layer_norm, lengths", [(True, None), (False, [12, 5, 1, 0, 12, 9, 3]),
                                                  (True, [12, 5, 1, 0, 12, 9, 3])])
-def test_c_loop_equals_reference_and_python_loop(counted, monkeypatch, threads, boundary_mode, layer_norm, lengths):
+def test_c_loop_equals_reference_and_python_loop(counted, monkeypatch, threads, copy_gradient, boundary_mode,
+                                                 layer_norm, lengths):
     model, leaves = make_case(layer_norm, boundary_mode, seed=3)
+    model.copy_gradient = copy_gradient
     lengths = None if lengths is None else torch.tensor(lengths)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -64,16 +67,14 @@ def test_c_loop_runs_only_where_it_can(counted, monkeypatch):
     model, leaves = make_case(True, "step", seed=0)
     run(model, leaves, "sparse")
     assert len(counted) == 1
-    model.copy_gradient = "mixed"  # the C loop skips COPY rows altogether: mixed needs the Python loop
-    run(model, leaves, "sparse")
-    double = model.double()
+    double = model.double()  # float64 runs the Python loop
     run(double, [leaf.detach().double().requires_grad_() for leaf in leaves], "sparse")
     assert len(counted) == 1
-    model.float().copy_gradient = "straight"
+    model.float()
     monkeypatch.setenv("HANDWRITING_HM_NO_C_KERNEL", "1")
     few_rows.library.cache_clear()
     try:
-        assert not sparse_native.runs_natively(leaves[0], list(model.parameters()), 3, False)
+        assert not sparse_native.runs_natively(leaves[0], list(model.parameters()), 3)
         run(model, leaves, "sparse")
         assert len(counted) == 1
     finally:

@@ -473,12 +473,8 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
         return "fused", "auto on CUDA without triton: the fused path"
     if boundary_mode in ("step", "bernoulli"):
         speedup = "6.2x" if copy_gradient == "straight" else "1.8x"
-        if few_rows_library() is None:
-            how = "its Python loop through torch's products (the C library is unavailable)"
-        elif copy_gradient == "straight":
-            how = "its time loop in C for float32 (sparse_loop.c)"
-        else:
-            how = "its Python loop through the few-row C kernel (the C loop gives only the straight gradient)"
+        how = ("its time loop in C for float32 (sparse_loop.c)" if few_rows_library() is not None
+               else "its Python loop through torch's products (the C library is unavailable)")
         return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows ({speedup} the "
                           f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r}), {how}")
     return "fused", "auto on the CPU: the fused path, as the sparse one needs binary boundaries (here 'soft')"

@@ -31,7 +31,7 @@ Binary boundaries only ("step" or "bernoulli"): with soft boundaries every row m
 operations and nothing can be skipped (the fused path runs those). Results equal the
 reference's up to float rounding (tests/test_sparse.py).
 
-For float32 on the CPU with copy_gradient="straight", the same loop runs in C
+For float32 on the CPU the same loop runs in C
 (sparse_native.py, sparse_loop.c) where the C library builds: the Python loop below dispatches a
 few hundred small torch operations per time step, and on a 2-core CPU that overhead, not the
 arithmetic, set its speed. This file stays the readable statement of what the C loop does.
@@ -63,8 +63,8 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
                   *[layer.weight for layer in core.top_down], *[layer.weight for layer in core.bottom_up],
                   *norm_weights, *norm_biases]
     with torch.autocast(x.device.type, enabled=False):  # the state and every product in x's dtype
-        if runs_natively(x, parameters, L, mixed):  # the same loop in C (sparse_native.py)
-            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, eps, mask, x, *state.h, *state.c,
+        if runs_natively(x, parameters, L):  # the same loop in C (sparse_native.py)
+            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,
                                              state.z, *parameters)
         else:
             outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,

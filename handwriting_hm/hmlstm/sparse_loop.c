@@ -5,7 +5,8 @@
  * that, not arithmetic, is what it spends its time on. Here each direction is one call: the loop
  * over steps and layers, the gathers and scatters of the rows that compute, the layer norm, the
  * gates, the boundaries and their straight-through gradient, with the products through the
- * few-row kernel (few_rows.c). sparse_native.py lays out the buffers, draws the Bernoulli
+ * few-row kernel (few_rows.c); with copy_gradient="mixed" the COPY rows' gates and what the choice of
+ * COPY passes back too. sparse_native.py lays out the buffers, draws the Bernoulli
  * uniforms, and turns the saved gradients of the pre-activations into weight gradients with one
  * GEMM per weight. Every equation below is sparse.py's; the comments there say why.
  *
@@ -25,7 +26,7 @@ void tile_product(const float *x, const float *wt, float *y, int64_t m, int64_t 
                   int accumulate);
 
 typedef struct {
-    int64_t layers, batch, steps, threads, bernoulli, layer_norm;
+    int64_t layers, batch, steps, threads, bernoulli, layer_norm, mixed;
     int64_t sizes[MAX_LAYERS];
     float slope, eps;
     const uint8_t *valid;     /* (T, B), or NULL: every step of every row is valid */
@@ -47,6 +48,8 @@ typedef struct {
     float *mean[MAX_LAYERS], *inverse_std[MAX_LAYERS]; /* (T, B), with layer norm */
     float *top_down_term[MAX_LAYERS];   /* (T, B, G_l): the ungated top-down term read, l < L-1 */
     float *boundary_input[MAX_LAYERS];  /* (T, B): s_z after layer norm, l < L-1 */
+    uint8_t *copied[MAX_LAYERS];        /* (T, B): mixed, the valid rows that COPYed, l > 0 */
+    float *copy_z_hat[MAX_LAYERS];      /* (T, B): mixed, the z^ those rows would have had, 0 < l < L-1 */
     /* the backward pass */
     const float *grad_hidden[MAX_LAYERS]; /* (T, B, H_l), padding already zeroed */
     const float *grad_boundaries;         /* (T, B, L-1), padding already zeroed */
@@ -116,6 +119,35 @@ static void layer_norm_row(float *s, int64_t G, const float *weight, const float
     *inverse_std_out = inverse_std;
 }
 
+/* copy_gradient="mixed": the gates (and z^) the COPY rows `rows` would have had, for the gradient of the
+   choice of COPY: s = U_l^l h^l_{t-1} + b, the top-down and bottom-up terms gated off (Eq. 5). Forward only:
+   the rows' state stays as it is. */
+static void copy_gates(const SparseLoop *a, int64_t t, int64_t l, const int64_t *rows, int64_t n, Work *w) {
+    const int64_t B = a->batch, Z = a->layers - 1, H = a->sizes[l], G = gates_of(a, l);
+    const int top = l == a->layers - 1;
+    const float *h_prev = a->h[l] + t * B * H;
+    for (int64_t i = 0; i < n; ++i) {
+        memcpy(w->x + i * H, h_prev + rows[i] * H, sizeof(float) * H);
+        memcpy(w->s + i * G, a->bias[l], sizeof(float) * G);
+    }
+    product(a, w->x, a->recurrent[l], a->recurrent_t[l], w->s, n, G, H, 1);
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = rows[i], saved = t * B + r;
+        float *si = w->s + i * G, mean, inverse_std;
+        if (a->layer_norm) layer_norm_row(si, G, a->norm_weight[l], a->norm_bias[l], a->eps, &mean, &inverse_std);
+        float *act = a->activations[l] + saved * 4 * H;
+        for (int64_t j = 0; j < 3 * H; ++j) act[j] = sigmoid(si[j]);
+        for (int64_t j = 3 * H; j < 4 * H; ++j) act[j] = tanh_(si[j]);
+        a->copied[l][saved] = 1;
+        if (!top) {
+            float z_tilde = (a->slope * si[4 * H] + 1.0f) / 2.0f;
+            z_tilde = z_tilde < 0.0f ? 0.0f : (z_tilde > 1.0f ? 1.0f : z_tilde);
+            a->copy_z_hat[l][saved] = a->bernoulli ? (float)(a->uniforms[(t * Z + l) * B + r] < z_tilde)
+                                                   : (float)(z_tilde > 0.5f);
+        }
+    }
+}
+
 static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
     const int64_t B = a->batch, L = a->layers, Z = L - 1, H = a->sizes[l], G = gates_of(a, l);
     const int top = l == L - 1;
@@ -126,9 +158,10 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
 
     /* the rows that compute: in layer 1 the valid ones; above, those that UPDATE (z^{l-1}_t = 1) or
        FLUSH (z^l_{t-1} = 1); the others COPY and keep h, c and z */
-    int64_t n = 0;
+    int64_t n = 0, n_copy = 0;
     for (int64_t r = 0; r < B; ++r) {
-        int on = a->valid == NULL || a->valid[t * B + r];
+        const int valid = a->valid == NULL || a->valid[t * B + r];
+        int on = valid;
         if (l > 0) on = on && (z_now[r * Z + l - 1] > 0.5f || (!top && z_before[r * Z + l] > 0.5f));
         computed[r] = (uint8_t)on;
         if (on) {
@@ -136,8 +169,10 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
         } else {
             memcpy(h_next + r * H, h_prev + r * H, sizeof(float) * H);
             memcpy(c_next + r * H, c_prev + r * H, sizeof(float) * H);
+            if (a->mixed && l > 0 && valid) w->flush[n_copy++] = r;
         }
     }
+    if (n_copy > 0) copy_gates(a, t, l, w->flush, n_copy, w);
     if (n == 0) return;
     const int64_t *rows = w->rows;
 
@@ -221,12 +256,43 @@ int sparse_loop_forward(const SparseLoop *a) {
 
 /* ------------------------------------------------------------------------------------ backward */
 
+/* copy_gradient="mixed" on layer l's COPY rows at step t: what the choice of COPY passes back. With
+   flush = z_prev, update = (1 - z_prev) z_below, copy = (1 - z_prev)(1 - z_below) and z_prev = z_below = 0
+   on these rows, d z_prev = d flush - d copy and d z_below = d update - d copy. Their h and c gradients
+   pass through unchanged, as COPY is the identity; the z the row keeps passes none back (core.py), so its
+   gradient is replaced, not added to. */
+static void copy_backward(const SparseLoop *a, int64_t t, int64_t l) {
+    const int64_t B = a->batch, Z = a->layers - 1, H = a->sizes[l];
+    const int top = l == a->layers - 1;
+    for (int64_t r = 0; r < B; ++r) {
+        const int64_t saved = t * B + r;
+        if (!a->copied[l][saved]) continue;
+        const float *act = a->activations[l] + saved * 4 * H;
+        const float *f = act, *in = act + H, *o = act + 2 * H, *g = act + 3 * H;
+        const float *hp = a->h[l] + (t * B + r) * H, *cp = a->c[l] + (t * B + r) * H;
+        const float *dh = a->grad_h[l] + r * H, *dc = a->grad_c[l] + r * H;
+        float flush_sum = 0.0f, update_sum = 0.0f, copy_sum = 0.0f;
+        for (int64_t j = 0; j < H; ++j) { /* Eq. 2: c = flush i g + update (f c_prev + i g) + copy c_prev */
+            flush_sum += dc[j] * in[j] * g[j];
+            update_sum += dc[j] * f[j] * cp[j];
+            copy_sum += dc[j] * cp[j] + dh[j] * (hp[j] - o[j] * tanh_(cp[j])); /* Eq. 3, c = c_prev here */
+        }
+        const float d_update = flush_sum + update_sum;
+        if (!top) { /* z = copy z_prev + (1 - copy) z^, z_prev = 0 */
+            copy_sum -= a->grad_z[r * Z + l] * a->copy_z_hat[l][saved];
+            a->grad_z[r * Z + l] = flush_sum - copy_sum;
+        }
+        a->grad_z[r * Z + l - 1] += d_update - copy_sum;
+    }
+}
+
 static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
     const int64_t B = a->batch, L = a->layers, Z = L - 1, H = a->sizes[l], G = gates_of(a, l);
     const int top = l == L - 1;
     const uint8_t *computed = a->computed[l] + t * B;
     const float *z_now = a->z + (t + 1) * B * Z, *z_before = a->z + t * B * Z;
     const float *h_prev = a->h[l] + t * B * H, *c_prev = a->c[l] + t * B * H;
+    if (a->mixed && l > 0) copy_backward(a, t, l);
     int64_t n = 0;
     for (int64_t r = 0; r < B; ++r)
         if (computed[r]) w->rows[n++] = r;

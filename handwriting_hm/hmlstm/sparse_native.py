@@ -8,7 +8,7 @@ loop leaves behind into the weights' gradients with one GEMM per weight over the
 used it, as sparse.py does. The mathematics and the order of the random draws are sparse.py's.
 
 It runs where `runs_natively` says: float32 on the CPU, the C library built
-(few_rows.library), copy_gradient="straight", at most MAX_LAYERS layers. Elsewhere sparse.py's
+(few_rows.library), at most MAX_LAYERS layers. Elsewhere sparse.py's
 Python loop runs. Results equal the reference's up to float rounding (tests/test_sparse.py).
 """
 from __future__ import annotations
@@ -30,13 +30,14 @@ _Layers = _Pointer * MAX_LAYERS
 class _Loop(ctypes.Structure):
     """sparse_loop.c's SparseLoop, field for field."""
 
-    _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm")] + [
+    _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm",
+                                                             "mixed")] + [
         ("sizes", ctypes.c_int64 * MAX_LAYERS), ("slope", ctypes.c_float), ("eps", ctypes.c_float),
         ("valid", _Pointer), ("uniforms", _Pointer), ("projected", _Pointer), ("z", _Pointer)] + [
         (name, _Layers) for name in ("h", "c", "recurrent", "bias", "top_down", "bottom_up", "recurrent_t",
                                      "top_down_t", "bottom_up_t", "norm_weight", "norm_bias", "cached_top_down",
                                      "computed", "activations", "pre_norm", "mean", "inverse_std", "top_down_term",
-                                     "boundary_input", "grad_hidden")] + [
+                                     "boundary_input", "copied", "copy_z_hat", "grad_hidden")] + [
         ("grad_boundaries", _Pointer), ("grad_h", _Layers), ("grad_c", _Layers), ("grad_z", _Pointer),
         ("grad_s", _Layers), ("grad_norm_weight", _Layers), ("grad_norm_bias", _Layers)]
 
@@ -52,9 +53,9 @@ def _entry_points() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
     return functions
 
 
-def runs_natively(x: Tensor, parameters: Sequence[Tensor], num_layers: int, mixed: bool) -> bool:
+def runs_natively(x: Tensor, parameters: Sequence[Tensor], num_layers: int) -> bool:
     """Whether hmlstm_sparse can take the C loop for these inputs."""
-    return (not mixed and num_layers <= MAX_LAYERS and x.device.type == "cpu" and x.dtype == torch.float32
+    return (num_layers <= MAX_LAYERS and x.device.type == "cpu" and x.dtype == torch.float32
             and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in parameters)
             and _entry_points() is not None)
 
@@ -100,12 +101,12 @@ def _weight_gradient(ds: Tensor, inputs: Tensor) -> Tensor:
 
 
 class SparseLoopHMLSTM(torch.autograd.Function):
-    """Inputs as sparse._SparseHMLSTM's, without `mixed`: sizes, slope, mode, eps, mask (B, T) bool or None,
+    """Inputs as sparse._SparseHMLSTM's: sizes, slope, mode, mixed, eps, mask (B, T) bool or None,
     x (B, T, I), h0 (L), c0 (L), z0 (B, L-1), recurrent weights (L), biases (L), top-down weights (L-1),
     bottom-up weights (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused.pack_outputs."""
 
     @staticmethod
-    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, eps: float, mask: Tensor | None,
+    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, eps: float, mask: Tensor | None,
                 x: Tensor, *tensors: Tensor):  # type: ignore[override]
         from .fused import pack_outputs
 
@@ -138,6 +139,9 @@ class SparseLoopHMLSTM(torch.autograd.Function):
             "inverse_std": [x.new_empty(steps, batch) for _ in sizes] if layer_norm else [],
             "top_down_term": [x.new_empty(steps, batch, g) for g in gates[:-1]],
             "boundary_input": [x.new_empty(steps, batch) for _ in sizes[:-1]],
+            # copy_gradient="mixed": the COPY rows' gates (in "activations") and z^, for the gradient of the choice
+            "copied": [torch.zeros(steps, batch, dtype=torch.uint8) for _ in sizes] if mixed else [],
+            "copy_z_hat": [x.new_empty(steps, batch) for _ in sizes[:-1]] if mixed else [],
         }
         cached_top_down = [(h0[l + 1] @ top_down[l].t()).contiguous() for l in range(L - 1)]
         # the products read each weight in either layout, by how many rows they have (sparse_loop.c's product)
@@ -146,7 +150,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
                       "bottom_up_t": [None] + [w.t().contiguous() for w in bottom_up[1:]]}
 
         loop = _Loop(layers=L, batch=batch, steps=steps, threads=torch.get_num_threads(),
-                     bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), slope=slope, eps=eps,
+                     bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), mixed=int(mixed), slope=slope, eps=eps,
                      valid=_address(valid), uniforms=_address(uniforms), projected=_address(projected),
                      z=_address(z_states))
         for l, size in enumerate(sizes):
@@ -213,5 +217,5 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         grad_x = (ds @ bottom_up[0]).view(steps, batch, -1).transpose(0, 1).contiguous()
         grad_bottom_up.insert(0, _weight_gradient(ds, x_time_major))
         ctx.loop = ctx.buffers = None
-        return (None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
+        return (None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
                 *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)
