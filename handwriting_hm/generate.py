@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
-from .hmlstm.few_rows import times_transposed
+from .hmlstm.few_rows import times, times_transposed
 from .model import HandwritingModel
 from .hmlstm.output import GatedOutput
 from .mixture import MixtureParams, adjust, sample_component, sample_mixture
@@ -74,7 +74,7 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
 #   term only for the rows that FLUSH (gathered, computed, scattered back);
 # - the output module's W^e_l h^l is recomputed only when layer l's h changed;
 # - for a batch, the products of a few rows (the core's, the output module's and the head's) go
-#   through the few-row C kernel (hmlstm/few_rows.py), which rounds differently; with one sample
+#   through few_rows.c (hmlstm/few_rows.py), which rounds differently; with one sample
 #   they are torch's, as in the reference, so that it stays bit for bit;
 # - torch.multinomial's one draw is made the way it makes it (argmax of p / Exp(1)), without
 #   its argument checks, which cost more than the rest of the draw at this size.
@@ -218,15 +218,26 @@ class _HMLSTMStepper:
         return changed
 
 
-def _few_row_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear through the few-row kernel where it is faster (hmlstm/few_rows.py)."""
-    y = times_transposed(x, weight)
-    return y if bias is None else y.add_(bias)
+def _few_row_linear() -> Callable[..., Tensor]:
+    """F.linear through few_rows.c: its tiles from three rows (with each weight's transpose, made on first use),
+    its 2-row kernel below (hmlstm/few_rows.py)."""
+    transposed: dict[int, Tensor] = {}
+
+    def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        if x.shape[0] >= 3:
+            weight_t = transposed.get(weight.data_ptr())
+            if weight_t is None:
+                weight_t = transposed[weight.data_ptr()] = weight.t().contiguous()
+            y = times(x, weight_t)
+        else:
+            y = times_transposed(x, weight)
+        return y if bias is None else y.add_(bias)
+    return linear
 
 
 def _linear_for(n_samples: int) -> Callable[..., Tensor]:
-    """torch's F.linear for one sample (bit for bit with generate_reference), else the few-row kernel's."""
-    return F.linear if n_samples == 1 else _few_row_linear
+    """torch's F.linear for one sample (bit for bit with generate_reference), else few_rows.c's products."""
+    return F.linear if n_samples == 1 else _few_row_linear()
 
 
 def _any_all(z: Tensor) -> tuple[bool, bool]:

@@ -1,10 +1,11 @@
 """The COPY-skipping sampler: the reference's results, without the reference's work."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
 from handwriting_hm.model import HandwritingConfig, HandwritingModel
-from handwriting_hm.generate import generate, generate_reference
+from handwriting_hm.generate import _few_row_linear, generate, generate_reference
 
 N_POINTS = 60
 
@@ -115,3 +116,15 @@ def test_bad_arguments_are_a_clear_value_error(kwargs, message):
     arguments = {"n_points": 5, **kwargs}
     with pytest.raises(ValueError, match=message):
         generate(small_model(), **arguments)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8])
+def test_batch_products_equal_torch(rows):
+    """A batch's products go through few_rows.c (tiles from three rows, each weight transposed once):
+    torch's F.linear up to float rounding, on the first call and on the cached transpose."""
+    torch.manual_seed(rows)
+    linear = _few_row_linear()
+    x, weight, bias = torch.randn(rows, 40), torch.randn(161, 40), torch.randn(161)
+    for _ in range(2):
+        torch.testing.assert_close(linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-5)

@@ -122,3 +122,30 @@ def times_transposed(x: Tensor, weight: Tensor) -> Tensor:
     if y.numel():
         function(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.shape[0], weight.shape[0], x.shape[1], threads)
     return y
+
+
+@functools.lru_cache(maxsize=1)
+def _tile_product() -> ctypes._CFuncPtr | None:
+    compiled = library()
+    if compiled is None:
+        return None
+    function = compiled.tile_product
+    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2
+    function.restype = None
+    return function
+
+
+def times(x: Tensor, weight_t: Tensor) -> Tensor:
+    """x @ weight_t for x (m, k) and weight_t (k, n), float32 CPU and outside autograd, by few_rows.c's tiles
+    (the sparse C loop's products of three rows and more), else by torch."""
+    function = _tile_product()
+    if (function is None or x.dtype != torch.float32 or weight_t.dtype != torch.float32 or x.device.type != "cpu"
+            or weight_t.device.type != "cpu" or x.dim() != 2 or weight_t.dim() != 2 or x.shape[1] != weight_t.shape[0]
+            or (torch.is_grad_enabled() and (x.requires_grad or weight_t.requires_grad))):
+        return x @ weight_t
+    x, weight_t = x.contiguous(), weight_t.contiguous()
+    y = x.new_empty(x.shape[0], weight_t.shape[1])
+    if y.numel():
+        function(x.data_ptr(), weight_t.data_ptr(), y.data_ptr(), x.shape[0], weight_t.shape[1], x.shape[1],
+                 torch.get_num_threads(), 0)
+    return y
