@@ -87,16 +87,21 @@ def library() -> ctypes.CDLL | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def kernel() -> ctypes._CFuncPtr | None:
-    """The compiled few_rows_times_transposed, or None where the library cannot run here."""
+def _function(name: str, argtypes: list) -> ctypes._CFuncPtr | None:
+    """The library's function `name`, its argument types set; None where the library cannot run here."""
     compiled = library()
     if compiled is None:
         return None
-    function = compiled.few_rows_times_transposed
-    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    function = getattr(compiled, name)
+    function.argtypes = argtypes
     function.restype = None
     return function
+
+
+@functools.lru_cache(maxsize=1)
+def kernel() -> ctypes._CFuncPtr | None:
+    """The compiled few_rows_times_transposed, or None where the library cannot run here."""
+    return _function("few_rows_times_transposed", [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int])
 
 
 def available_for(tensor: Tensor) -> bool:
@@ -126,13 +131,7 @@ def times_transposed(x: Tensor, weight: Tensor) -> Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _tile_product() -> ctypes._CFuncPtr | None:
-    compiled = library()
-    if compiled is None:
-        return None
-    function = compiled.tile_product
-    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2
-    function.restype = None
-    return function
+    return _function("tile_product", [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2)
 
 
 def times(x: Tensor, weight_t: Tensor) -> Tensor:

@@ -52,6 +52,24 @@ def pack_outputs(h_states: Sequence[Tensor], c_states: Sequence[Tensor], z_state
             *[h[steps].clone() for h in h_states], *[c[steps].clone() for c in c_states], z_states[steps].clone())
 
 
+def state_buffers(x: Tensor, sizes: Sequence[int], h0: Sequence[Tensor], c0: Sequence[Tensor],
+                  z0: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """The sparse paths' time-major h, c (T+1, B, H_l) and z (T+1, B, L-1) after every step, step 0 the given state."""
+    steps, batch = x.shape[1], x.shape[0]
+    h_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
+    c_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
+    z_states = x.new_empty(steps + 1, batch, len(sizes) - 1)
+    for l in range(len(sizes)):
+        h_states[l][0], c_states[l][0] = h0[l], c0[l]
+    z_states[0] = z0
+    return h_states, c_states, z_states
+
+
+def input_projection(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Layer 1's W_0^1 x_t + b for every step at once, time-major: (T*B, 4H+1)."""
+    return torch.addmm(bias, x.transpose(0, 1).reshape(-1, x.shape[2]), weight.t())
+
+
 def unpack_outputs(outputs: Sequence[Tensor], L: int) -> HMLSTMOutput:
     """pack_outputs' tuple, as returned by an autograd Function of L layers, as an HMLSTMOutput."""
     hidden, boundaries = outputs[:L], outputs[L]

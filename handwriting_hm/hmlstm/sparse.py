@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
 from .few_rows import available_for, times_transposed
-from .fused import norm_parameters, pack_outputs, unpack_outputs
+from .fused import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .sparse_native import SparseLoopHMLSTM, runs_natively
 
 BINARY_MODES = ("step", "bernoulli")
@@ -142,15 +142,8 @@ class _SparseHMLSTM(torch.autograd.Function):
         all_rows = torch.arange(batch, device=x.device)
 
         # the state after every step (index t + 1), every row: outputs, and the backward's h_{t-1}, c_{t-1}
-        h_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
-        c_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
-        z_states = x.new_empty(steps + 1, batch, L - 1)
-        for l in range(L):
-            h_states[l][0], c_states[l][0] = h0[l], c0[l]
-        z_states[0] = z0
-        # layer 1's W_0^1 x_t + b for every t, (T, B, 4H+1)
-        projected = torch.addmm(biases[0], x.transpose(0, 1).reshape(steps * batch, -1),
-                                bottom_up[0].t()).view(steps, batch, -1)
+        h_states, c_states, z_states = state_buffers(x, sizes, h0, c0, z0)
+        projected = input_projection(x, bottom_up[0], biases[0]).view(steps, batch, -1)
         cached_top_down = [h0[l + 1] @ top_down[l].t() for l in range(L - 1)]  # U_{l+1}^l h^{l+1}, per row
         valid = None if mask is None else mask.t()  # (T, B)
         saved: list[list[_Saved | None]] = [[None] * L for _ in range(steps)]

@@ -19,7 +19,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .few_rows import library
+from .few_rows import library, times
+from .fused import input_projection, pack_outputs, state_buffers
 
 MAX_LAYERS = 8  # sparse_loop.c's MAX_LAYERS
 
@@ -87,17 +88,8 @@ def _select(tensor: Tensor, rows: Tensor | None) -> Tensor:
 
 def _weight_gradient(ds: Tensor, inputs: Tensor) -> Tensor:
     """ds^T inputs, (G, I) from ds (N, G) and inputs (N, I): as (inputs^T ds)^T by few_rows.c's tiles, which
-    read ds as it lies (1.3x torch's product at N = 3200, G = 1601, I = 400; 5x at I = 3), else by torch."""
-    compiled = library()
-    if compiled is None or ds.shape[0] == 0:
-        return ds.t() @ inputs
-    inputs_t, ds = inputs.t().contiguous(), ds.contiguous()
-    product = inputs_t.new_empty(inputs_t.shape[0], ds.shape[1])
-    compiled.tile_product(ctypes.c_void_p(inputs_t.data_ptr()), ctypes.c_void_p(ds.data_ptr()),
-                          ctypes.c_void_p(product.data_ptr()), ctypes.c_int64(product.shape[0]),
-                          ctypes.c_int64(product.shape[1]), ctypes.c_int64(ds.shape[0]),
-                          ctypes.c_int(torch.get_num_threads()), ctypes.c_int(0))
-    return product.t().contiguous()
+    read ds as it lies (1.3x torch's product at N = 3200, G = 1601, I = 400; 5x at I = 3)."""
+    return times(inputs.t().contiguous(), ds).t().contiguous()
 
 
 class SparseLoopHMLSTM(torch.autograd.Function):
@@ -108,7 +100,6 @@ class SparseLoopHMLSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, eps: float, mask: Tensor | None,
                 x: Tensor, *tensors: Tensor):  # type: ignore[override]
-        from .fused import pack_outputs
 
         L = len(sizes)
         h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
@@ -120,14 +111,8 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         batch, steps, _ = x.shape
         gates = [w.shape[0] for w in recurrent]
 
-        h_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
-        c_states = [x.new_empty(steps + 1, batch, size) for size in sizes]
-        z_states = x.new_empty(steps + 1, batch, L - 1)
-        for l in range(L):
-            h_states[l][0], c_states[l][0] = h0[l], c0[l]
-        z_states[0] = z0
-        # layer 1's W_0^1 x_t + b for every t, (T, B, 4H+1)
-        projected = torch.addmm(biases[0], x.transpose(0, 1).reshape(steps * batch, -1), bottom_up[0].t())
+        h_states, c_states, z_states = state_buffers(x, sizes, h0, c0, z0)
+        projected = input_projection(x, bottom_up[0], biases[0])
         # Bernoulli boundaries: one uniform per row and detector at every step, drawn in the order sparse.py draws them
         uniforms = torch.rand(steps, L - 1, batch, dtype=x.dtype, device=x.device) if mode == "bernoulli" else None
         valid = None if mask is None else mask.t().contiguous().to(torch.uint8)
@@ -172,7 +157,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
     def backward(ctx, *grads: Tensor):  # type: ignore[override]
         sizes, L, loop = ctx.sizes, len(ctx.sizes), ctx.loop
         mask, x, *params = ctx.saved_tensors
-        recurrent, top_down, bottom_up = params[:L], params[2 * L:3 * L - 1], params[3 * L - 1:4 * L - 1]
+        recurrent, bottom_up = params[:L], params[3 * L - 1:4 * L - 1]
         layer_norm = len(params) > 4 * L - 1
         h_states, c_states, z_states, saved, _ = ctx.buffers
         batch, steps = loop.batch, loop.steps
