@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from handwriting_hm.hmlstm import few_rows, sparse, sparse_native
-from handwriting_hm.hmlstm.core import HMLSTM
+from handwriting_hm.hmlstm.core import HMLSTM, HMLSTMState
 from test_fused import assert_relative_close, run  # tests/ is on sys.path
 from test_few_rows import needs_compiler
 
@@ -80,3 +80,29 @@ def test_c_loop_runs_only_where_it_can(counted, monkeypatch):
     finally:
         monkeypatch.delenv("HANDWRITING_HM_NO_C_KERNEL")
         few_rows.library.cache_clear()
+
+
+@needs_compiler
+@pytest.mark.parametrize("copy_gradient", ["straight", "mixed"])
+@pytest.mark.parametrize("boundary_mode", ["step", "bernoulli"])
+def test_without_gradients_the_c_loop_keeps_one_step_and_gives_the_same_outputs(counted, monkeypatch, copy_gradient,
+                                                                                 boundary_mode):
+    """Under no_grad (evaluation, sampling) the C loop keeps one step of what the backward pass would read,
+    rewritten at every step: the outputs are the training pass's, bit for bit."""
+    kept_steps, set_field = [], sparse_native._set
+    monkeypatch.setattr(sparse_native, "_set", lambda loop, name, values: (
+        kept_steps.append(values[0].shape[0]) if name == "activations" else None, set_field(loop, name, values)))
+    model, leaves = make_case(True, boundary_mode, seed=5)
+    model.copy_gradient = copy_gradient
+    lengths = torch.tensor([12, 5, 1, 0, 12, 9, 3])
+    state = HMLSTMState(tuple(leaves[1:4]), tuple(leaves[4:7]), leaves[7])
+    torch.manual_seed(0)
+    training = model(leaves[0], state=state, lengths=lengths, slope=1.5, impl="sparse")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        evaluating = model(leaves[0], state=state, lengths=lengths, slope=1.5, impl="sparse")
+    assert len(counted) == 2 and kept_steps == [12, 1]
+    assert torch.equal(training.boundaries, evaluating.boundaries)
+    for a, b in zip((*training.hidden, *training.state.h, *training.state.c),
+                    (*evaluating.hidden, *evaluating.state.h, *evaluating.state.c)):
+        assert torch.equal(a, b)

@@ -64,8 +64,9 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
                   *norm_weights, *norm_biases]
     with torch.autocast(x.device.type, enabled=False):  # the state and every product in x's dtype
         if runs_natively(x, parameters, L):  # the same loop in C (sparse_native.py)
-            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,
-                                             state.z, *parameters)
+            inputs = [x, *state.h, *state.c, state.z, *parameters]
+            saving = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs)
+            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, saving, eps, mask, *inputs)
         else:
             outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,
                                           state.z, *parameters)

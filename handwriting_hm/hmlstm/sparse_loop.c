@@ -27,6 +27,7 @@ void tile_product(const float *x, const float *wt, float *y, int64_t m, int64_t 
 
 typedef struct {
     int64_t layers, batch, steps, threads, bernoulli, layer_norm, mixed;
+    int64_t saving;           /* 0: no backward will follow; the arrays below "saved" hold one step, rewritten */
     int64_t sizes[MAX_LAYERS];
     float slope, eps;
     const uint8_t *valid;     /* (T, B), or NULL: every step of every row is valid */
@@ -154,7 +155,8 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
     float *z_now = a->z + (t + 1) * B * Z, *z_before = a->z + t * B * Z;
     const float *h_prev = a->h[l] + t * B * H, *c_prev = a->c[l] + t * B * H;
     float *h_next = a->h[l] + (t + 1) * B * H, *c_next = a->c[l] + (t + 1) * B * H;
-    uint8_t *computed = a->computed[l] + t * B;
+    const int64_t kept = a->saving ? t : 0; /* the step of the saved arrays this step writes */
+    uint8_t *computed = a->computed[l] + kept * B;
 
     /* the rows that compute: in layer 1 the valid ones; above, those that UPDATE (z^{l-1}_t = 1) or
        FLUSH (z^l_{t-1} = 1); the others COPY and keep h, c and z */
@@ -172,7 +174,7 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
             if (a->mixed && l > 0 && valid) w->flush[n_copy++] = r;
         }
     }
-    if (n_copy > 0) copy_gates(a, t, l, w->flush, n_copy, w);
+    if (n_copy > 0 && a->saving) copy_gates(a, t, l, w->flush, n_copy, w);
     if (n == 0) return;
     const int64_t *rows = w->rows;
 
@@ -197,7 +199,7 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
 
 #pragma omp parallel for schedule(static) num_threads(a->threads) if (a->threads > 1 && n * G >= 16384)
     for (int64_t i = 0; i < n; ++i) {
-        const int64_t r = rows[i], saved = t * B + r;
+        const int64_t r = rows[i], saved = kept * B + r;
         float *si = s + i * G;
         const float z_prev = top ? 0.0f : z_before[r * Z + l];
         if (!top) { /* + z^l_{t-1} U_{l+1}^l h^{l+1}_{t-1}, from the cache; kept for d z^l_{t-1} */

@@ -32,7 +32,7 @@ class _Loop(ctypes.Structure):
     """sparse_loop.c's SparseLoop, field for field."""
 
     _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm",
-                                                             "mixed")] + [
+                                                             "mixed", "saving")] + [
         ("sizes", ctypes.c_int64 * MAX_LAYERS), ("slope", ctypes.c_float), ("eps", ctypes.c_float),
         ("valid", _Pointer), ("uniforms", _Pointer), ("projected", _Pointer), ("z", _Pointer)] + [
         (name, _Layers) for name in ("h", "c", "recurrent", "bias", "top_down", "bottom_up", "recurrent_t",
@@ -93,14 +93,14 @@ def _weight_gradient(ds: Tensor, inputs: Tensor) -> Tensor:
 
 
 class SparseLoopHMLSTM(torch.autograd.Function):
-    """Inputs as sparse._SparseHMLSTM's: sizes, slope, mode, mixed, eps, mask (B, T) bool or None,
+    """Inputs as sparse._SparseHMLSTM's, and `saving` (whether a backward pass may follow): sizes, slope, mode,
+    mixed, saving, eps, mask (B, T) bool or None,
     x (B, T, I), h0 (L), c0 (L), z0 (B, L-1), recurrent weights (L), biases (L), top-down weights (L-1),
     bottom-up weights (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused.pack_outputs."""
 
     @staticmethod
-    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, eps: float, mask: Tensor | None,
-                x: Tensor, *tensors: Tensor):  # type: ignore[override]
-
+    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, saving: bool, eps: float,
+                mask: Tensor | None, x: Tensor, *tensors: Tensor):  # type: ignore[override]
         L = len(sizes)
         h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
         params = [p.contiguous() for p in tensors[2 * L + 1:]]
@@ -116,17 +116,21 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         # Bernoulli boundaries: one uniform per row and detector at every step, drawn in the order sparse.py draws them
         uniforms = torch.rand(steps, L - 1, batch, dtype=x.dtype, device=x.device) if mode == "bernoulli" else None
         valid = None if mask is None else mask.t().contiguous().to(torch.uint8)
+        # what the backward pass reads, for every step; where none will follow (evaluation, sampling under
+        # no_grad) one step's worth, rewritten at every step: at 3x400, B=32 and a 1,900-point line the
+        # whole would be about 3 GB
+        kept = steps if saving else 1
         saved = {
-            "computed": [torch.zeros(steps, batch, dtype=torch.uint8) for _ in sizes],
-            "activations": [x.new_empty(steps, batch, 4 * size) for size in sizes],
-            "pre_norm": [x.new_empty(steps, batch, g) for g in gates] if layer_norm else [],
-            "mean": [x.new_empty(steps, batch) for _ in sizes] if layer_norm else [],
-            "inverse_std": [x.new_empty(steps, batch) for _ in sizes] if layer_norm else [],
-            "top_down_term": [x.new_empty(steps, batch, g) for g in gates[:-1]],
-            "boundary_input": [x.new_empty(steps, batch) for _ in sizes[:-1]],
+            "computed": [torch.zeros(kept, batch, dtype=torch.uint8) for _ in sizes],
+            "activations": [x.new_empty(kept, batch, 4 * size) for size in sizes],
+            "pre_norm": [x.new_empty(kept, batch, g) for g in gates] if layer_norm else [],
+            "mean": [x.new_empty(kept, batch) for _ in sizes] if layer_norm else [],
+            "inverse_std": [x.new_empty(kept, batch) for _ in sizes] if layer_norm else [],
+            "top_down_term": [x.new_empty(kept, batch, g) for g in gates[:-1]],
+            "boundary_input": [x.new_empty(kept, batch) for _ in sizes[:-1]],
             # copy_gradient="mixed": the COPY rows' gates (in "activations") and z^, for the gradient of the choice
-            "copied": [torch.zeros(steps, batch, dtype=torch.uint8) for _ in sizes] if mixed else [],
-            "copy_z_hat": [x.new_empty(steps, batch) for _ in sizes[:-1]] if mixed else [],
+            "copied": [torch.zeros(kept, batch, dtype=torch.uint8) for _ in sizes] if mixed and saving else [],
+            "copy_z_hat": [x.new_empty(kept, batch) for _ in sizes[:-1]] if mixed and saving else [],
         }
         cached_top_down = [(h0[l + 1] @ top_down[l].t()).contiguous() for l in range(L - 1)]
         # the products read each weight in either layout, by how many rows they have (sparse_loop.c's product)
@@ -135,7 +139,8 @@ class SparseLoopHMLSTM(torch.autograd.Function):
                       "bottom_up_t": [None] + [w.t().contiguous() for w in bottom_up[1:]]}
 
         loop = _Loop(layers=L, batch=batch, steps=steps, threads=torch.get_num_threads(),
-                     bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), mixed=int(mixed), slope=slope, eps=eps,
+                     bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), mixed=int(mixed),
+                     saving=int(saving), slope=slope, eps=eps,
                      valid=_address(valid), uniforms=_address(uniforms), projected=_address(projected),
                      z=_address(z_states))
         for l, size in enumerate(sizes):
@@ -202,5 +207,5 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         grad_x = (ds @ bottom_up[0]).view(steps, batch, -1).transpose(0, 1).contiguous()
         grad_bottom_up.insert(0, _weight_gradient(ds, x_time_major))
         ctx.loop = ctx.buffers = None
-        return (None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
+        return (None, None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
                 *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)
