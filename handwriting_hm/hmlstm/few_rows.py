@@ -87,21 +87,20 @@ def library() -> ctypes.CDLL | None:
         return None
 
 
-def _function(name: str, argtypes: list) -> ctypes._CFuncPtr | None:
-    """The library's function `name`, its argument types set; None where the library cannot run here."""
+def function(name: str, argtypes: list, restype: type | None = None) -> ctypes._CFuncPtr | None:
+    """The library's function `name`, its argument and result types set; None where the library cannot run here."""
     compiled = library()
     if compiled is None:
         return None
-    function = getattr(compiled, name)
-    function.argtypes = argtypes
-    function.restype = None
-    return function
+    found = getattr(compiled, name)
+    found.argtypes, found.restype = argtypes, restype
+    return found
 
 
 @functools.lru_cache(maxsize=1)
 def kernel() -> ctypes._CFuncPtr | None:
     """The compiled few_rows_times_transposed, or None where the library cannot run here."""
-    return _function("few_rows_times_transposed", [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int])
+    return function("few_rows_times_transposed", [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int])
 
 
 def available_for(tensor: Tensor) -> bool:
@@ -109,42 +108,43 @@ def available_for(tensor: Tensor) -> bool:
     return tensor.dtype == torch.float32 and tensor.device.type == "cpu" and kernel() is not None
 
 
+def _plain_float32_product(x: Tensor, weight: Tensor, inner: int) -> bool:
+    """Whether x @ (weight, read along its dimension `inner`) is a 2-D float32 CPU product outside autograd,
+    which the C kernels can take."""
+    return (x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
+            and weight.device.type == "cpu" and x.dim() == 2 and weight.dim() == 2 and x.shape[1] == weight.shape[inner]
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
 def times_transposed(x: Tensor, weight: Tensor) -> Tensor:
     """x @ weight.t() for x (m, k) and weight (n, k): by the C kernel for float32 CPU tensors of at most
     FEW_ROWS_PER_THREAD rows per intra-op thread, by torch otherwise. Not differentiable through the
     kernel: the callers are autograd Functions and samplers, which run without autograd."""
     threads = torch.get_num_threads()
-    if (x.shape[0] > FEW_ROWS_PER_THREAD * threads or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.device.type != "cpu" or weight.device.type != "cpu" or x.dim() != 2 or weight.dim() != 2
-            or x.shape[1] != weight.shape[1]
-            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-        return x @ weight.t()
-    function = kernel()
-    if function is None:
+    compiled = kernel()
+    if compiled is None or x.shape[0] > FEW_ROWS_PER_THREAD * threads or not _plain_float32_product(x, weight, 1):
         return x @ weight.t()
     x, weight = x.contiguous(), weight.contiguous()
     y = x.new_empty(x.shape[0], weight.shape[0])
     if y.numel():
-        function(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.shape[0], weight.shape[0], x.shape[1], threads)
+        compiled(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.shape[0], weight.shape[0], x.shape[1], threads)
     return y
 
 
 @functools.lru_cache(maxsize=1)
 def _tile_product() -> ctypes._CFuncPtr | None:
-    return _function("tile_product", [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2)
+    return function("tile_product", [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2)
 
 
 def times(x: Tensor, weight_t: Tensor) -> Tensor:
     """x @ weight_t for x (m, k) and weight_t (k, n), float32 CPU and outside autograd, by few_rows.c's tiles
     (the sparse C loop's products of three rows and more), else by torch."""
-    function = _tile_product()
-    if (function is None or x.dtype != torch.float32 or weight_t.dtype != torch.float32 or x.device.type != "cpu"
-            or weight_t.device.type != "cpu" or x.dim() != 2 or weight_t.dim() != 2 or x.shape[1] != weight_t.shape[0]
-            or (torch.is_grad_enabled() and (x.requires_grad or weight_t.requires_grad))):
+    compiled = _tile_product()
+    if compiled is None or not _plain_float32_product(x, weight_t, 0):
         return x @ weight_t
     x, weight_t = x.contiguous(), weight_t.contiguous()
     y = x.new_empty(x.shape[0], weight_t.shape[1])
     if y.numel():
-        function(x.data_ptr(), weight_t.data_ptr(), y.data_ptr(), x.shape[0], weight_t.shape[1], x.shape[1],
+        compiled(x.data_ptr(), weight_t.data_ptr(), y.data_ptr(), x.shape[0], weight_t.shape[1], x.shape[1],
                  torch.get_num_threads(), 0)
     return y

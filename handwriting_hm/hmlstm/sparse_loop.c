@@ -78,6 +78,20 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 static inline float tanh_(float x) { return 2.0f / (1.0f + expf(-2.0f * x)) - 1.0f; }
 
+/* Eq. 6: f, i, o = sigm, g = tanh, from a row's 4H pre-activations (after layer norm) */
+static inline void gate_activations(const float *s, float *act, int64_t H) {
+    for (int64_t j = 0; j < 3 * H; ++j) act[j] = sigmoid(s[j]);
+    for (int64_t j = 3 * H; j < 4 * H; ++j) act[j] = tanh_(s[j]);
+}
+
+/* Eq. 8-9: z^ = step or Bernoulli (row r's uniform at step t) of hard_sigm(a s_z) */
+static inline float detector(const SparseLoop *a, float boundary_input, int64_t t, int64_t l, int64_t r) {
+    float z_tilde = (a->slope * boundary_input + 1.0f) / 2.0f;
+    z_tilde = z_tilde < 0.0f ? 0.0f : (z_tilde > 1.0f ? 1.0f : z_tilde);
+    return a->bernoulli ? (float)(a->uniforms[(t * (a->layers - 1) + l) * a->batch + r] < z_tilde)
+                        : (float)(z_tilde > 0.5f);
+}
+
 static int64_t max_size(const SparseLoop *a) {
     int64_t m = 0;
     for (int64_t l = 0; l < a->layers; ++l) m = a->sizes[l] > m ? a->sizes[l] : m;
@@ -97,7 +111,7 @@ static int work_alloc(Work *w, const SparseLoop *a) {
     w->x = malloc(sizeof(float) * B * G);
     w->s = malloc(sizeof(float) * B * G);
     w->y = malloc(sizeof(float) * B * G);
-    w->scalars = malloc(sizeof(float) * B * 4);
+    w->scalars = malloc(sizeof(float) * B * 3); /* d flush, d update, d copy per row */
     return w->rows && w->flush && w->x && w->s && w->y && w->scalars;
 }
 
@@ -124,7 +138,7 @@ static void layer_norm_row(float *s, int64_t G, const float *weight, const float
    choice of COPY: s = U_l^l h^l_{t-1} + b, the top-down and bottom-up terms gated off (Eq. 5). Forward only:
    the rows' state stays as it is. */
 static void copy_gates(const SparseLoop *a, int64_t t, int64_t l, const int64_t *rows, int64_t n, Work *w) {
-    const int64_t B = a->batch, Z = a->layers - 1, H = a->sizes[l], G = gates_of(a, l);
+    const int64_t B = a->batch, H = a->sizes[l], G = gates_of(a, l);
     const int top = l == a->layers - 1;
     const float *h_prev = a->h[l] + t * B * H;
     for (int64_t i = 0; i < n; ++i) {
@@ -136,16 +150,9 @@ static void copy_gates(const SparseLoop *a, int64_t t, int64_t l, const int64_t 
         const int64_t r = rows[i], saved = t * B + r;
         float *si = w->s + i * G, mean, inverse_std;
         if (a->layer_norm) layer_norm_row(si, G, a->norm_weight[l], a->norm_bias[l], a->eps, &mean, &inverse_std);
-        float *act = a->activations[l] + saved * 4 * H;
-        for (int64_t j = 0; j < 3 * H; ++j) act[j] = sigmoid(si[j]);
-        for (int64_t j = 3 * H; j < 4 * H; ++j) act[j] = tanh_(si[j]);
+        gate_activations(si, a->activations[l] + saved * 4 * H, H);
         a->copied[l][saved] = 1;
-        if (!top) {
-            float z_tilde = (a->slope * si[4 * H] + 1.0f) / 2.0f;
-            z_tilde = z_tilde < 0.0f ? 0.0f : (z_tilde > 1.0f ? 1.0f : z_tilde);
-            a->copy_z_hat[l][saved] = a->bernoulli ? (float)(a->uniforms[(t * Z + l) * B + r] < z_tilde)
-                                                   : (float)(z_tilde > 0.5f);
-        }
+        if (!top) a->copy_z_hat[l][saved] = detector(a, si[4 * H], t, l, r);
     }
 }
 
@@ -212,10 +219,8 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
             layer_norm_row(si, G, a->norm_weight[l], a->norm_bias[l], a->eps, a->mean[l] + saved,
                            a->inverse_std[l] + saved);
         }
-        /* Eq. 6: f, i, o = sigm, g = tanh */
         float *act = a->activations[l] + saved * 4 * H;
-        for (int64_t j = 0; j < 3 * H; ++j) act[j] = sigmoid(si[j]);
-        for (int64_t j = 3 * H; j < 4 * H; ++j) act[j] = tanh_(si[j]);
+        gate_activations(si, act, H);
         const float *f = act, *in = act + H, *o = act + 2 * H, *g = act + 3 * H;
         /* Eq. 2-3 without COPY: FLUSH c = i g where z^l_{t-1} = 1, UPDATE c = f c_{t-1} + i g elsewhere */
         const float *cp = c_prev + r * H;
@@ -225,13 +230,9 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
             cn[j] = c;
             hn[j] = o[j] * tanh_(c);
         }
-        if (!top) { /* Eq. 8-9: z = step or Bernoulli of hard_sigm(a s_z) */
-            const float boundary_input = si[4 * H];
-            float z_tilde = (a->slope * boundary_input + 1.0f) / 2.0f;
-            z_tilde = z_tilde < 0.0f ? 0.0f : (z_tilde > 1.0f ? 1.0f : z_tilde);
-            a->boundary_input[l][saved] = boundary_input;
-            z_now[r * Z + l] = a->bernoulli ? (float)(a->uniforms[(t * Z + l) * B + r] < z_tilde)
-                                            : (float)(z_tilde > 0.5f);
+        if (!top) {
+            a->boundary_input[l][saved] = si[4 * H];
+            z_now[r * Z + l] = detector(a, si[4 * H], t, l, r);
         }
     }
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .few_rows import library, times
+from .few_rows import function, library, times
 from .fused import input_projection, pack_outputs, state_buffers
 
 MAX_LAYERS = 8  # sparse_loop.c's MAX_LAYERS
@@ -44,14 +44,11 @@ class _Loop(ctypes.Structure):
 
 
 def _entry_points() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
-    compiled = library()
-    if compiled is None:
+    """sparse_loop_forward and sparse_loop_backward, or None where the C library cannot run here."""
+    if library() is None:
         return None
-    functions = compiled.sparse_loop_forward, compiled.sparse_loop_backward
-    for function in functions:
-        function.argtypes = [ctypes.POINTER(_Loop)]
-        function.restype = ctypes.c_int
-    return functions
+    return tuple(function(name, [ctypes.POINTER(_Loop)], ctypes.c_int)
+                 for name in ("sparse_loop_forward", "sparse_loop_backward"))
 
 
 def runs_natively(x: Tensor, parameters: Sequence[Tensor], num_layers: int) -> bool:
