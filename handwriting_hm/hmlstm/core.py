@@ -458,7 +458,7 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
                 copy_gradient: str = "straight") -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
     on the CPU the sparse path (at the paper's boundary rates, 3x400, 2 threads, 2026-12-02: 6.2x the fused path
-    with copy_gradient "straight", 1.8x with "mixed") where it can run (binary boundaries), else the fused path;
+    with copy_gradient "straight", 4.8x with "mixed") where it can run (binary boundaries), else the fused path;
     on a GPU the Triton kernels where triton is installed (not yet measured on a GPU), else the fused path."""
     check_impl(impl)
     if impl == "sparse" and boundary_mode == "soft":
@@ -472,7 +472,7 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
             return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
         return "fused", "auto on CUDA without triton: the fused path"
     if boundary_mode in ("step", "bernoulli"):
-        speedup = "6.2x" if copy_gradient == "straight" else "1.8x"
+        speedup = "6.2x" if copy_gradient == "straight" else "4.8x"
         how = ("its time loop in C for float32 (sparse_loop.c)" if few_rows_library() is not None
                else "its Python loop through torch's products (the C library is unavailable)")
         return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows ({speedup} the "
