@@ -133,7 +133,7 @@ def test_loss_is_the_mean_nll_per_valid_point(prepared):
     with torch.no_grad():  # one line at a time, no padding
         total = sum(float(model.sequence_log_likelihood(line[None])[0]) for line in lines)
     assert int(points) == int(batch.lengths.sum())
-    assert float(loss.detach()) == pytest.approx(-total / points, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(-total / float(points), rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- the command
