@@ -44,6 +44,24 @@ Three choices the paper leaves open, made here:
   IAM-OnDB (3x256, 200-point windows, one Adam step from the initial weights) that made the
   gradient norm 4e9 instead of 1.3 and every 3x256 "mixed" run diverged; the boundaries still
   learn from the choice of operation, whose gradient is unchanged.
+
+What a COPY row does with z (`z_on_copy`) and the gradient estimators, one line each:
+- "keep" + "straight": z_t = z_{t-1} on COPY; a COPY row passes gradient only to its previous state.
+- "keep" + "mixed": as "straight" forward; backward, the choice of COPY passes gradient to the z's
+  that made it (the kept z's own chain is cut, see above).
+- "recompute" + "exact": the paper's Eq. 5-9 as written: z_t = binarise(hard_sigm(a*s_t)) at every
+  step, on a COPY row from s_t = U_l^l h_{t-1} + b (both gated terms are off); backward, the exact
+  derivative of Eq. 2-9 with the straight-through estimator. No z chain runs along a COPY run, so
+  nothing doubles.
+- "recompute" + "straight": z recomputed as in "exact"; a COPY row passes no gradient to the z's
+  that chose it.
+Only the reference loop runs "recompute" (and `boundary_norm=False`); impl="auto" picks it then.
+
+The boundary unit may also sit outside the layer norm (`boundary_norm=False`): the LayerNorm then
+covers the 4*H gate pre-activations only and the boundary pre-activation keeps its raw sum and
+its own bias (the recurrent map's last bias, started at `boundary_bias`). Adam moves a normalised
+unit's bias by about the learning rate per step, so it can leave the straight-through window
+within a few thousand steps and never come back; the raw unit's scale is the weights' own.
 """
 from __future__ import annotations
 
@@ -59,8 +77,10 @@ from .few_rows import library as few_rows_library
 
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
-COPY_GRADIENTS = ("straight", "mixed")  # what a COPY row passes back: see the module docstring
-LEARNING_ONLY = ("copy_gradient",)  # model settings that change the gradient, not the function: a run may start
+COPY_GRADIENTS = ("straight", "mixed", "exact")  # what a COPY row passes back: see the module docstring
+Z_ON_COPY = ("keep", "recompute")  # what a COPY row does with its boundary: see the module docstring
+GRADIENTS_FOR = {"keep": ("straight", "mixed"), "recompute": ("straight", "exact")}
+LEARNING_ONLY = ("copy_gradient", "boundary_bias")  # settings that change the gradient or the init, not the function: a run may start
                                     # from weights trained with another value (--init-from)
 COPY, UPDATE, FLUSH = 0, 1, 2
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
@@ -191,6 +211,9 @@ class HMLSTMOutput(NamedTuple):
     hidden: tuple[Tensor, ...]  # per layer, (B, T, H_l); zeros at padded steps
     boundaries: Tensor  # (B, T, L-1): z_t^l of layers 1..L-1; zeros at padded steps
     state: HMLSTMState  # after each row's last valid step
+    # (B, T, L-1): the s_z^l that each step's hard sigmoid read (Eq. 8, before the slope), with its
+    # gradient; zeros at padded steps. The reference loop gives it; faster paths give None.
+    preactivations: Tensor | None = None
 
 
 def operations(boundaries: Tensor, initial_z: Tensor | None = None) -> Tensor:
@@ -255,15 +278,17 @@ class HMLSTM(RecurrentCore):
     same results, a hand-written backward), "sparse" (sparse.py: only the rows that do not COPY,
     binary boundaries), "triton" (triton_cell.py: Triton kernels, CUDA
     or Triton's interpreter) or "auto" (see impl_choice), also overridable per call;
-    copy_gradient: "straight" or "mixed", see the module docstring.
+    copy_gradient and z_on_copy: see the module docstring ("keep" with "straight" or "mixed";
+    "recompute" with "straight" or "exact"); boundary_norm: whether the layer norm covers the
+    boundary pre-activation; boundary_bias: the boundary unit's initial bias (None: the usual init).
     """
 
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
-                 boundary_mode: str = "step", impl: str = "reference", copy_gradient: str = "straight") -> None:
+                 boundary_mode: str = "step", impl: str = "reference", copy_gradient: str = "straight",
+                 z_on_copy: str = "keep", boundary_norm: bool = True, boundary_bias: float | None = None) -> None:
         super().__init__()
         hidden_sizes = tuple(int(size) for size in hidden_sizes)
-        if copy_gradient not in COPY_GRADIENTS:
-            raise ValueError(f"unknown copy_gradient {copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
+        check_copy_gradient(copy_gradient, z_on_copy)
         if input_size < 1 or len(hidden_sizes) < 2 or min(hidden_sizes) < 1:
             raise ValueError(f"need input_size >= 1 and at least 2 layers of size >= 1, "
                              f"got input_size={input_size}, hidden_sizes={hidden_sizes}")
@@ -277,6 +302,8 @@ class HMLSTM(RecurrentCore):
         self.boundary_mode = boundary_mode
         self.impl = impl
         self.copy_gradient = copy_gradient
+        self.z_on_copy = z_on_copy
+        self.boundary_norm = boundary_norm
         below_sizes = (input_size,) + hidden_sizes[:-1]
         # Eq. 5: each layer maps three terms to 4*H (f, i, o, g) + 1 boundary pre-activation;
         # the top layer has no boundary detector and no top-down input.
@@ -285,28 +312,53 @@ class HMLSTM(RecurrentCore):
         self.top_down = nn.ModuleList(nn.Linear(hidden_sizes[l + 1], outputs[l], bias=False)  # U_{l+1}^l
                                       for l in range(self.num_layers - 1))
         self.bottom_up = nn.ModuleList(nn.Linear(b, n, bias=False) for b, n in zip(below_sizes, outputs))  # W_{l-1}^l
-        self.norms = nn.ModuleList(nn.LayerNorm(n) for n in outputs) if layer_norm else None
+        normalised = outputs if boundary_norm else [4 * size for size in hidden_sizes]
+        self.norms = nn.ModuleList(nn.LayerNorm(n) for n in normalised) if layer_norm else None
         with torch.no_grad():  # forget gates start open (Gers et al. 2000), as is usual for LSTMs
             for layer, size in zip(self.recurrent, hidden_sizes):
                 layer.bias[:size].fill_(1.0)
+            if boundary_bias is not None:  # the last additive term of each boundary pre-activation
+                for l, size in enumerate(hidden_sizes[:-1]):
+                    inside_norm = layer_norm and boundary_norm
+                    (self.norms[l] if inside_norm else self.recurrent[l]).bias[4 * size].fill_(float(boundary_bias))
+
+    @property
+    def reference_only(self) -> str | None:
+        """Why only the reference loop can run this core's settings, or None if every path can."""
+        if self.z_on_copy != "keep":
+            return f"z_on_copy={self.z_on_copy!r}"
+        if not self.boundary_norm and self.layer_norm:
+            return "the boundary unit outside the layer norm"
+        return None
 
     # -- one step
 
     def step(self, x: Tensor, state: HMLSTMState, slope: Slope = 1.0,
              boundary_mode: str | None = None) -> tuple[HMLSTMState, Tensor]:
         """One time step through all layers. x: (B, input_size). Returns the new state and z_t (B, L-1)."""
+        new_state, z_t, _ = self.step_with_preactivations(x, state, slope, boundary_mode)
+        return new_state, z_t
+
+    def step_with_preactivations(self, x: Tensor, state: HMLSTMState, slope: Slope = 1.0,
+                                 boundary_mode: str | None = None,
+                                 forced_z1: Tensor | None = None) -> tuple[HMLSTMState, Tensor, Tensor]:
+        """`step`, also returning each detector's s_z (B, L-1). forced_z1 (B, 1), if given, replaces
+        layer 1's z_t (no gradient reaches it): the oracle that ties layer 1's boundaries to given positions."""
         mode = boundary_mode or self.boundary_mode
         h_below, z_below = x, x.new_ones(x.shape[0], 1)  # h^0 = x_t, z^0 = 1
-        new_h, new_c, new_z = [], [], []
+        new_h, new_c, new_z, new_s = [], [], [], []
         for l in range(self.num_layers):
-            h, c, z = self.layer_step(l, h_below, z_below, state, slope, mode)
+            h, c, z, s_z = self._layer_step(l, h_below, z_below, state, slope, mode)
+            if l == 0 and forced_z1 is not None:
+                z = forced_z1.to(z.dtype)
             new_h.append(h)
             new_c.append(c)
             if z is not None:
                 new_z.append(z)
+                new_s.append(s_z)
                 h_below, z_below = h, z
         z_t = torch.cat(new_z, dim=1)
-        return HMLSTMState(tuple(new_h), tuple(new_c), z_t), z_t
+        return HMLSTMState(tuple(new_h), tuple(new_c), z_t), z_t, torch.cat(new_s, dim=1)
 
     def layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: Slope,
                    mode: str, extra_bottom_up: Tensor | None = None,
@@ -320,6 +372,12 @@ class HMLSTM(RecurrentCore):
         layer reads it, like h_t^{l-1}, only when z_t^{l-1} = 1. top_down (B, 4H+1), if given,
         is U_{l+1}^l h_{t-1}^{l+1}, ungated, from a caller that keeps it (see sparse_layer_step).
         """
+        return self._layer_step(l, h_below, z_below, state, slope, mode, extra_bottom_up, top_down)[:3]
+
+    def _layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: Slope,
+                    mode: str, extra_bottom_up: Tensor | None = None,
+                    top_down: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """layer_step, also returning the boundary pre-activation s_z (B, 1) (None for the top layer)."""
         size, top = self.hidden_sizes[l], l == self.num_layers - 1
         h_prev, c_prev = state.h[l], state.c[l]
         z_prev = h_prev.new_zeros(h_prev.shape[0], 1) if top else state.z[:, l:l + 1]
@@ -335,7 +393,10 @@ class HMLSTM(RecurrentCore):
         s = s + z_below * bottom_up
 
         if self.norms is not None:
-            s = self.norms[l](s)
+            if self.boundary_norm or top:
+                s = self.norms[l](s)
+            else:  # the boundary unit keeps its raw sum and its own bias
+                s = torch.cat([self.norms[l](s[:, :4 * size]), s[:, 4 * size:]], dim=1)
         f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
         f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)  # Eq. 6
 
@@ -350,11 +411,14 @@ class HMLSTM(RecurrentCore):
         c = flush * (i * g) + update * (f * c_prev + i * g) + copy * c_prev
         h = copy * h_prev + (1 - copy) * (o * torch.tanh(c))  # Eq. 3
         if top:
-            return h, c, None
-        z_hat = boundary(s[:, 4 * size:], slope, mode)  # Eq. 7-9
+            return h, c, None, None
+        s_z = s[:, 4 * size:]
+        z_hat = boundary(s_z, slope, mode)  # Eq. 7-9
+        if self.z_on_copy == "recompute":  # Eq. 5-9 as written: z from s_t at every step
+            return h, c, z_hat, s_z
         if self.copy_gradient == "mixed":  # the kept z passes no gradient back along the COPY run: see below
             z_prev = z_prev.detach()
-        return h, c, copy * z_prev + (1 - copy) * z_hat  # COPY keeps its z (= 0)
+        return h, c, copy * z_prev + (1 - copy) * z_hat, s_z  # COPY keeps its z (= 0)
 
     def sparse_layer_step(self, l: int, h_below: Tensor, z_below: Tensor, state: HMLSTMState, slope: float,
                           mode: str, top_down: Tensor | None = None,
@@ -379,7 +443,7 @@ class HMLSTM(RecurrentCore):
         if valid is not None:
             computing = computing * valid
         count, batch = int(computing.sum()), computing.shape[0]  # one read of the boundaries
-        if count == batch or mode == "soft" or self.copy_gradient == "mixed":
+        if count == batch or mode == "soft" or self.copy_gradient != "straight" or self.z_on_copy != "keep":
             extra = None if extra_bottom_up is None else extra_bottom_up(None)
             return (*self.layer_step(l, h_below, z_below, state, slope, mode, extra, top_down), None)
         rows = computing.flatten().nonzero().flatten()
@@ -400,15 +464,19 @@ class HMLSTM(RecurrentCore):
 
     def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
                 mask: Tensor | None = None, slope: Slope = 1.0,
-                boundary_mode: str | None = None, impl: str | None = None) -> HMLSTMOutput:
+                boundary_mode: str | None = None, impl: str | None = None,
+                forced_z1: Tensor | None = None) -> HMLSTMOutput:
         """Run the stack over x: (B, T, input_size).
 
         state: carried from a previous call (truncated BPTT), zeros if None.
         lengths (B,) or mask (B, T) bool: padded steps leave the state untouched and output zeros,
         so padding never changes a valid step's result. slope: the hard sigmoid's slope a, a number
         or a one-element tensor (see Slope). impl: overrides the constructor's choice for this call.
+        forced_z1 (B, T), if given, replaces layer 1's boundaries (the oracle; reference loop only).
         """
         mode = boundary_mode or self.boundary_mode
+        if forced_z1 is not None:
+            impl = "reference"
         check_slope(slope)
         check_boundary_mode(mode)
         batch, steps = check_input(x, self.input_size)
@@ -416,7 +484,7 @@ class HMLSTM(RecurrentCore):
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
         self.check_state(state, batch)
-        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient)
+        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, self.reference_only)
         if path == "fused":  # the fast paths are imported here: they build on this module
             from .fused import hmlstm_fused
             return hmlstm_fused(self, x, state, mask, slope_value(slope), mode)
@@ -426,21 +494,37 @@ class HMLSTM(RecurrentCore):
         if path == "triton":
             from .triton_cell import hmlstm_triton
             return hmlstm_triton(self, x, state, mask, slope, mode)
+        if forced_z1 is not None and tuple(forced_z1.shape) != (batch, steps):
+            raise ValueError(f"forced_z1 must have shape {(batch, steps)}, got {tuple(forced_z1.shape)}")
 
         hidden: list[list[Tensor]] = [[] for _ in range(self.num_layers)]
         boundaries: list[Tensor] = []
+        preactivations: list[Tensor] = []
         for t in range(steps):
-            new_state, z_t = self.step(x[:, t], state, slope, mode)
+            forced = None if forced_z1 is None else forced_z1[:, t:t + 1]
+            new_state, z_t, s_z = self.step_with_preactivations(x[:, t], state, slope, mode, forced)
             if mask is not None:
                 valid = mask[:, t:t + 1]
                 new_state = mask_state(valid, new_state, state)
-                z_t = z_t * valid
+                z_t, s_z = z_t * valid, s_z * valid
             state = new_state
             for l in range(self.num_layers):
                 hidden[l].append(state.h[l] if mask is None else state.h[l] * valid)
             boundaries.append(z_t)
-        return HMLSTMOutput(stack_time(hidden, x, self.hidden_sizes),
-                            stack_time([boundaries], x, (self.num_detectors,))[0], state)
+            preactivations.append(s_z)
+        stacked = stack_time([boundaries, preactivations], x, (self.num_detectors,) * 2)
+        return HMLSTMOutput(stack_time(hidden, x, self.hidden_sizes), stacked[0], state, stacked[1])
+
+
+def check_copy_gradient(copy_gradient: str, z_on_copy: str = "keep") -> None:
+    """Raise ValueError unless the pair is one of GRADIENTS_FOR's."""
+    if z_on_copy not in Z_ON_COPY:
+        raise ValueError(f"unknown z_on_copy {z_on_copy!r}: choose one of {', '.join(Z_ON_COPY)}")
+    if copy_gradient not in COPY_GRADIENTS:
+        raise ValueError(f"unknown copy_gradient {copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
+    if copy_gradient not in GRADIENTS_FOR[z_on_copy]:
+        raise ValueError(f"copy_gradient={copy_gradient!r} does not go with z_on_copy={z_on_copy!r}: choose one of "
+                         f"{', '.join(GRADIENTS_FOR[z_on_copy])}")
 
 
 def check_impl(impl: str) -> None:
@@ -449,18 +533,23 @@ def check_impl(impl: str) -> None:
 
 
 def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
-                 copy_gradient: str = "straight") -> str:
+                 copy_gradient: str = "straight", reference_only: str | None = None) -> str:
     """The path that runs: `impl` itself, or for "auto" the fastest that can run here (impl_choice says why)."""
-    return impl_choice(impl, device, boundary_mode, copy_gradient)[0]
+    return impl_choice(impl, device, boundary_mode, copy_gradient, reference_only)[0]
 
 
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
-                copy_gradient: str = "straight") -> tuple[str, str]:
+                copy_gradient: str = "straight", reference_only: str | None = None) -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
-    on the CPU the sparse path (at the paper's boundary rates, 3x400, 2 threads, 2026-12-02: 6.2x the fused path
-    with copy_gradient "straight", 4.8x with "mixed") where it can run (binary boundaries), else the fused path;
-    on a GPU the Triton kernels where triton is installed (not yet measured on a GPU), else the fused path."""
+    on the CPU the sparse path where it can run (binary boundaries), else the fused path; on a GPU the
+    Triton kernels where triton is installed, else the fused path. `reference_only` (HMLSTM.reference_only)
+    names a setting that only the reference loop runs: "auto" then picks it, and a faster path is refused."""
     check_impl(impl)
+    if reference_only is not None:
+        if impl == "auto":
+            return "reference", f"auto: the reference loop, the only path that runs {reference_only}"
+        if impl != "reference":
+            raise ValueError(f"impl={impl!r} cannot run {reference_only}: use impl='reference' or 'auto'")
     if impl == "sparse" and boundary_mode == "soft":
         raise ValueError("impl='sparse' needs binary boundaries (here 'soft'): use impl='fused' or 'auto'")
     if impl != "auto":
@@ -472,11 +561,10 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
             return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
         return "fused", "auto on CUDA without triton: the fused path"
     if boundary_mode in ("step", "bernoulli"):
-        speedup = "6.2x" if copy_gradient == "straight" else "4.8x"
         how = ("its time loop in C for float32 (sparse_loop.c)" if few_rows_library() is not None
                else "its Python loop through torch's products (the C library is unavailable)")
-        return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows ({speedup} the "
-                          f"fused path at 3x400, paper rates, copy_gradient={copy_gradient!r}), {how}")
+        return "sparse", (f"auto on the CPU: the sparse path, which skips the work of COPY rows "
+                          f"(copy_gradient={copy_gradient!r}), {how}")
     return "fused", "auto on the CPU: the fused path, as the sparse one needs binary boundaries (here 'soft')"
 
 
@@ -605,17 +693,18 @@ CELLS = {"hm-lstm": HMLSTM, "lstm": StackedLSTM}
 
 
 def make_core(cell: str, input_size: int, hidden_sizes: Sequence[int], layer_norm: bool = False,
-              boundary_mode: str = "step", impl: str = "reference",
-              copy_gradient: str = "straight") -> HMLSTM | StackedLSTM:
-    """Build the recurrent core by name: "hm-lstm" or "lstm". `impl` and `copy_gradient` say how an
-    HM-LSTM runs and learns (see HMLSTM); the LSTM has one way only, so they are checked and otherwise
-    unused there."""
+              boundary_mode: str = "step", impl: str = "reference", copy_gradient: str = "straight",
+              z_on_copy: str = "keep", boundary_norm: bool = True,
+              boundary_bias: float | None = None) -> HMLSTM | StackedLSTM:
+    """Build the recurrent core by name: "hm-lstm" or "lstm". `impl`, `copy_gradient`, `z_on_copy`,
+    `boundary_norm` and `boundary_bias` say how an HM-LSTM runs and learns (see HMLSTM); the LSTM has
+    one way only, so they are checked and otherwise unused there."""
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}: choose one of {', '.join(CELLS)}")
     check_impl(impl)
-    if copy_gradient not in COPY_GRADIENTS:
-        raise ValueError(f"unknown copy_gradient {copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
+    check_copy_gradient(copy_gradient, z_on_copy)
     if cell == "hm-lstm":
         return HMLSTM(input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode, impl=impl,
-                      copy_gradient=copy_gradient)
+                      copy_gradient=copy_gradient, z_on_copy=z_on_copy, boundary_norm=boundary_norm,
+                      boundary_bias=boundary_bias)
     return CELLS[cell](input_size, hidden_sizes, layer_norm=layer_norm, boundary_mode=boundary_mode)
