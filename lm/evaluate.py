@@ -20,11 +20,15 @@ import argparse
 import json
 import math
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+import numpy as np
+
+from handwriting_hm.hmlstm.detectors import DetectorHealth
 from handwriting_hm.hmlstm.output import SoftmaxHead
 from handwriting_hm.hmlstm.device import resolve_device
 
@@ -32,13 +36,15 @@ from .batches import evaluation_rows
 from .corpus import SPLITS
 from .prepared_text import load_prepared_text
 from .model import DEFAULT_MODEL, load_lm
+from .segmentation import boundary_report, report_lines
 
 
 @torch.no_grad()
 def split_bpc(model: nn.Module, ids, rows: int = 1, bptt: int = 100, slope: float = 1.0,
-              progress: bool = False) -> tuple[float, int]:
+              progress: bool = False, on_output: Callable | None = None) -> tuple[float, int]:
     """(bits per character, symbols scored) of `model` on the stream `ids` (see the module docstring).
-    `progress` shows a bar of windows read on stderr."""
+    `progress` shows a bar of windows read on stderr; `on_output(output, inputs, valid, state)`, if given,
+    sees each window's LMOutput, its (R, T) inputs and valid steps, and the state it started from."""
     device = next(model.parameters()).device
     inputs, targets, mask = (tensor.to(device) for tensor in evaluation_rows(ids, rows))
     was_training = model.training
@@ -51,9 +57,36 @@ def split_bpc(model: nn.Module, ids, rows: int = 1, bptt: int = 100, slope: floa
         output = model(inputs[:, window], state=state, mask=None if bool(valid.all()) else valid, slope=slope)
         log_p = SoftmaxHead.log_likelihood(output.logits.float(), targets[:, window])
         total_nats -= float((log_p * valid).sum())
+        if on_output is not None:
+            on_output(output, inputs[:, window], valid, state)
         state = output.core.state.carried()
     model.train(was_training)
     return total_nats / scored / math.log(2.0), scored
+
+
+class BoundaryRecorder:
+    """Collects, from split_bpc's windows, the boundaries in stream order and the detectors' health."""
+
+    def __init__(self, num_layers: int, slope: float, z_on_copy: str = "keep") -> None:
+        self.health = DetectorHealth(num_layers, z_on_copy)
+        self.slope = slope
+        self.boundaries: list[torch.Tensor] = []
+        self.inputs: list[torch.Tensor] = []
+        self.valid: list[torch.Tensor] = []
+
+    def __call__(self, output, inputs: torch.Tensor, valid: torch.Tensor, state) -> None:
+        core = output.core
+        self.health.add(core.boundaries, core.preactivations, self.slope,
+                        None if state is None else state.z, valid)
+        self.boundaries.append(core.boundaries.detach().cpu())
+        self.inputs.append(inputs.cpu())
+        self.valid.append(valid.cpu())
+
+    def stream(self) -> tuple[np.ndarray, np.ndarray]:
+        """(boundaries (N, L-1), ids (N,)) of the valid steps in stream order (row after row)."""
+        valid = torch.cat(self.valid, dim=1).flatten()
+        boundaries = torch.cat(self.boundaries, dim=1).flatten(0, 1)[valid]
+        return boundaries.numpy(), torch.cat(self.inputs, dim=1).flatten()[valid].numpy()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,15 +112,30 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: its vocabulary differs from the model's (prepared from another corpus?)")
     ids = data.splits[args.split][: args.limit]
     model = loaded.model.to(resolve_device(args.device))
+    detectors = model.core.num_detectors
+    recorder = BoundaryRecorder(model.core.num_layers, loaded.slope, getattr(model.core, "z_on_copy", "keep")) \
+        if detectors else None
     started = time.monotonic()
-    bpc, scored = split_bpc(model, ids, rows=args.rows, bptt=args.bptt, slope=loaded.slope, progress=True)
+    bpc, scored = split_bpc(model, ids, rows=args.rows, bptt=args.bptt, slope=loaded.slope, progress=True,
+                            on_output=recorder)
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "bpc": bpc, "symbols_scored": scored,
               "symbols_in_split": int(data.splits[args.split].size), "rows": args.rows,
-              "slope": loaded.slope, "device": str(model.embedding.weight.device),
+              "boundary_slope": loaded.slope, "device": str(model.embedding.weight.device),
               "seconds": time.monotonic() - started}
+    if recorder is not None:
+        boundaries, read = recorder.stream()
+        result["boundaries"] = boundary_report(boundaries, read, loaded.vocab)
+        result["health"] = recorder.health.summary()
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{args.split} BPC {bpc:.4f} over {scored} symbols (rows {args.rows}, slope {loaded.slope:g}, "
-              f"{result['seconds']:.1f} s on {result['device']})")
+        return 0
+    print(f"{args.split} BPC {bpc:.4f} over {scored} symbols (rows {args.rows}, boundary slope a = "
+          f"{loaded.slope:g}, {result['seconds']:.1f} s on {result['device']})")
+    if recorder is not None:
+        print("where the boundaries fall (word boundaries: a separator read, or the next symbol one):")
+        print("\n".join(report_lines(result["boundaries"])))
+        health = result["health"]
+        print("  operations: " + "; ".join(
+            f"layer {l + 1} UPDATE {health[f'layer{l + 1}_update']:.1%} COPY {health[f'layer{l + 1}_copy']:.1%} "
+            f"FLUSH {health[f'layer{l + 1}_flush']:.1%}" for l in range(model.core.num_layers)))
     return 0

@@ -32,7 +32,12 @@ class LMConfig(StoredConfig):
     embedding_size: int = 512
     layer_norm: bool = True
     boundary_mode: str = "step"
-
+    # how the detectors compute and learn (handwriting_hm.hmlstm.core.HMLSTM); the defaults are the
+    # settings every earlier checkpoint was trained with
+    z_on_copy: str = "keep"
+    copy_gradient: str = "straight"
+    boundary_norm: bool = True
+    boundary_bias: float | None = None
 
 
 class LMOutput(NamedTuple):
@@ -50,15 +55,26 @@ class LanguageModel(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.input_embedding)
         self.core = make_core(config.cell, config.input_embedding, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl)
+                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl,
+                              copy_gradient=config.copy_gradient, z_on_copy=config.z_on_copy,
+                              boundary_norm=config.boundary_norm, boundary_bias=config.boundary_bias)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = SoftmaxHead(config.embedding_size, config.vocab_size)
 
     def forward(self, ids: Tensor, state: HMLSTMState | None = None, mask: Tensor | None = None,
-                slope: float = 1.0) -> LMOutput:
+                slope: float = 1.0, boundary_mode: str | None = None, forced_z1: Tensor | None = None,
+                impl: str | None = None, preactivations: bool = False) -> LMOutput:
         """ids: (B, T) input symbols; state: carried from the previous window (zeros if None);
-        mask: (B, T) valid steps (padded steps leave the state untouched)."""
-        core = self.core(self.embedding(ids), state=state, mask=mask, slope=slope)
+        mask: (B, T) valid steps (padded steps leave the state untouched). boundary_mode, impl: override
+        the core's for this call; forced_z1 (B, T): layer 1's boundaries, given (the oracle; HM-LSTM only);
+        preactivations: make sure the core's output carries the boundary pre-activations, recomputed
+        (HMLSTM.boundary_preactivations) where the path that ran gives none."""
+        extra = {} if self.config.cell == "lstm" else {"boundary_mode": boundary_mode, "forced_z1": forced_z1,
+                                                        "impl": impl}
+        x = self.embedding(ids)
+        core = self.core(x, state=state, mask=mask, slope=slope, **extra)
+        if preactivations and core.preactivations is None and self.core.num_detectors:
+            core = core._replace(preactivations=self.core.boundary_preactivations(x, core, state))
         return LMOutput(self.head(self.output(core.hidden)), core)
 
 

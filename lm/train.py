@@ -44,14 +44,16 @@ from torch import Tensor
 
 from handwriting_hm.hmlstm.checkpoint import StoredConfig
 from handwriting_hm.hmlstm.core import SLOPE_PRESETS, HMLSTMState
+from handwriting_hm.hmlstm.detectors import rate_penalty
 from handwriting_hm.hmlstm.output import SoftmaxHead
 from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
 from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything
 
 from .batches import bptt_rows, bptt_windows
 from .prepared_text import load_prepared_text
-from .evaluate import split_bpc
+from .evaluate import BoundaryRecorder, split_bpc
 from .model import KIND, LanguageModel, LMConfig
+from .segmentation import boundary_report, separators
 
 
 BPTT = 100
@@ -70,6 +72,12 @@ class TaskSettings(StoredConfig):
     train_symbols: int | None = None  # use only the first N training symbols (CPU slices)
     valid_symbols: int | None = None
     val_rows: int = 16
+    # recipes for boundaries that learn (docs/boundaries.md); the defaults leave the paper's training as it is
+    rate_targets: tuple[float, ...] = ()  # per detector, the firing rate the rate loss pulls towards
+    rate_weight: float = 0.0  # weight of the firing-rate loss (hmlstm.detectors.rate_penalty)
+    rate_steps: int | None = None  # the rate loss applies for this many steps only (None: always)
+    bernoulli_steps: int = 0  # sampled boundaries (Eq. 9, Bernoulli) for this many steps, then the model's own
+    oracle_steps: int = 0  # layer 1's boundaries forced to the word separators for this many steps, then free
 
 
 def _preset(cell: str, hidden_size: int, embedding_size: int, batch_size: int, lr: float, slope_schedule: str,
@@ -99,7 +107,9 @@ PRESETS: dict[str, Preset] = {
 class LanguageModelTask(TrainingTask):
     """Truncated BPTT over a character stream, the final state of a batch starting the next."""
 
-    def __init__(self, train_ids: np.ndarray, valid_ids: np.ndarray, settings: TaskSettings) -> None:
+    def __init__(self, train_ids: np.ndarray, valid_ids: np.ndarray, settings: TaskSettings,
+                 vocab: list[str] | None = None) -> None:
+        """vocab: the symbols (index = id), for the boundary figures at validation and the oracle."""
         if settings.slope_schedule not in SLOPE_PRESETS:
             raise ValueError(f"unknown slope schedule {settings.slope_schedule!r}: choose one of {', '.join(SLOPE_PRESETS)}")
         if settings.batch_size < 1 or settings.bptt < 1 or settings.val_rows < 1:
@@ -113,8 +123,19 @@ class LanguageModelTask(TrainingTask):
                 raise ValueError(f"batch size {settings.batch_size} does not divide among {rank.world_size} processes")
             self.inputs, self.targets = self.inputs[rank.rank::rank.world_size], self.targets[rank.rank::rank.world_size]
         self.valid_ids = valid_ids[: settings.valid_symbols]
+        if settings.rate_weight < 0 or settings.bernoulli_steps < 0 or settings.oracle_steps < 0:
+            raise ValueError("rate_weight, bernoulli_steps and oracle_steps must be >= 0")
+        if settings.rate_weight > 0 and not settings.rate_targets:
+            raise ValueError("a firing-rate loss needs target rates (--rate-targets, one per detector)")
+        if any(not 0 <= rate <= 1 for rate in settings.rate_targets):
+            raise ValueError(f"target rates must lie in [0, 1], got {list(settings.rate_targets)}")
+        if settings.oracle_steps and vocab is None:
+            raise ValueError("the oracle needs the vocabulary to find the word separators")
+        self.vocab = vocab
+        self.separator = None if vocab is None else torch.from_numpy(separators(np.arange(len(vocab)), vocab))
         self.slope = self.schedule(0)
         self.state: HMLSTMState | None = None
+        self.steps_done = 0  # training steps begun: the recipes' schedules read it
 
     def batches(self, epoch: int):
         return bptt_windows(self.inputs, self.targets, self.settings.bptt)
@@ -132,35 +153,85 @@ class LanguageModelTask(TrainingTask):
         else:
             self.state = None
 
+    def start_step(self, device: torch.device) -> None:
+        self.steps_done += 1
+
     def loss(self, model: torch.nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
         inputs, targets = batch
+        settings, step = self.settings, self.steps_done - 1
         state = self.state
         if state is not None and state.z.device != inputs.device:  # restored from a checkpoint on the CPU
             state = state.to(inputs.device)
-        output = model(inputs, state=state, slope=self.slope)
+        recipes = {}
+        if step < settings.bernoulli_steps:
+            recipes["boundary_mode"] = "bernoulli"
+        if step < settings.oracle_steps:
+            recipes["forced_z1"] = self.separator.to(inputs.device)[inputs].float()
+        rate_loss = settings.rate_weight > 0 and (settings.rate_steps is None or step < settings.rate_steps)
+        output = model(inputs, state=state, slope=self.slope, preactivations=rate_loss, **recipes)
         loss = -SoftmaxHead.log_likelihood(output.logits.float(), targets).mean()
+        if rate_loss:
+            core = output.core
+            loss = loss + settings.rate_weight * rate_penalty(
+                core.preactivations, core.boundaries, self.slope, settings.rate_targets,
+                getattr(_core_of(model), "z_on_copy", "keep"), None if state is None else state.z)
         carried = output.core.state.carried()
         self.state = carried if carried.is_finite() else None
         return loss, targets.numel()
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
-        bpc, _ = split_bpc(model, self.valid_ids, rows=self.settings.val_rows, bptt=self.settings.bptt,
-                           slope=self.slope)
-        return {"val_loss": bpc * np.log(2.0), "val_bpc": bpc}
+        """BPC; for an HM-LSTM also the detectors' health and where they fire against the words."""
+        core = model.core
+        recorder = BoundaryRecorder(core.num_layers, self.slope, getattr(core, "z_on_copy", "keep")) \
+            if core.num_detectors else None
+        rows, bptt = self.settings.val_rows, self.settings.bptt
+        bpc, _ = split_bpc(model, self.valid_ids, rows=rows, bptt=bptt, slope=self.slope, on_output=recorder)
+        metrics = {"val_loss": bpc * np.log(2.0), "val_bpc": bpc}
+        if recorder is None:
+            return metrics
+        metrics.update(recorder.health.summary())
+        if not recorder.health.window_seen:  # a fast path: the straight-through window from a short reference pass
+            window = BoundaryRecorder(core.num_layers, self.slope, getattr(core, "z_on_copy", "keep"))
+            impl, core.impl = core.impl, "reference"
+            try:
+                split_bpc(model, self.valid_ids[: rows * 2 * bptt + 1], rows=rows, bptt=bptt, slope=self.slope,
+                          on_output=window)
+            finally:
+                core.impl = impl
+            metrics.update({key: value for key, value in window.health.summary().items() if key.endswith("_window")})
+        if self.vocab is not None:
+            boundaries, read = recorder.stream()
+            for name, figures in boundary_report(boundaries, read, self.vocab).items():
+                metrics.update({f"{name}_{key}": figures[key] for key in ("precision", "recall", "f1", "lift")})
+        return metrics
 
     def scalars(self) -> dict[str, float]:
         return {"slope": self.slope}
 
     def state_dict(self) -> dict:
-        return {"slope": self.slope, "carried": None if self.state is None else self.state.saved()}
+        return {"slope": self.slope, "carried": None if self.state is None else self.state.saved(),
+                "steps_done": self.steps_done}
 
     def load_state_dict(self, state: dict) -> None:
         self.slope = float(state["slope"])
+        self.steps_done = int(state.get("steps_done", 0))
         carried = state.get("carried")
         self.state = None if carried is None else HMLSTMState.from_saved(carried)
 
 
+def _core_of(model: torch.nn.Module):
+    """The recurrent core of a LanguageModel, under a DDP wrapper or not."""
+    return getattr(model, "module", model).core
+
+
 # ----------------------------------------------------------------------------- command line
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 0.18,0.06, got {text!r}") from None
+
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
@@ -184,6 +255,22 @@ FLAGS = (
     Flag("task", "train_symbols", {"type": int, "help": "train on the first N symbols only (a slice, for CPU runs)"}),
     Flag("task", "valid_symbols", {"type": int, "help": "validate on the first N symbols only"}),
     Flag("task", "val_rows", {"type": int, "help": "rows read side by side in validation"}),
+    Flag("model", "z_on_copy", {"choices": ("keep", "recompute"),
+                                "help": "a COPY step keeps its boundary, or recomputes it as Eq. 5-9 write it"}),
+    Flag("model", "copy_gradient", {"choices": ("straight", "mixed", "exact"),
+                                    "help": "what a COPY row passes back (keep: straight, mixed; recompute: "
+                                            "straight, exact)"}),
+    Flag("model", "boundary_norm", {"action": argparse.BooleanOptionalAction,
+                                    "help": "whether the layer norm covers the boundary unit (--no-boundary-norm: "
+                                            "it keeps its raw sum and its own bias)"}),
+    Flag("model", "boundary_bias", {"type": float, "help": "the boundary units' initial bias"}),
+    Flag("task", "rate_targets", {"type": _rates, "help": "firing rates the rate loss pulls each detector towards, "
+                                                          "e.g. 0.18,0.06"}),
+    Flag("task", "rate_weight", {"type": float, "help": "weight of the firing-rate loss (0: off)"}),
+    Flag("task", "rate_steps", {"type": int, "help": "apply the firing-rate loss for this many steps only"}),
+    Flag("task", "bernoulli_steps", {"type": int, "help": "sample the boundaries (Bernoulli) for this many steps"}),
+    Flag("task", "oracle_steps", {"type": int, "help": "force layer 1's boundaries to the word separators for this "
+                                                       "many steps (the oracle run)"}),
 )
 DEFAULT_PRESET = "ptb"
 
@@ -207,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     elif start.checkpoint["metadata"]["vocab"] != data.vocab:
         source = run_dir / LATEST if args.resume else args.init_from
         raise ValueError(f"{args.data}: its vocabulary differs from the one {source} was trained on")
-    task = LanguageModelTask(data.splits["train"], data.splits["valid"], settings)
+    task = LanguageModelTask(data.splits["train"], data.splits["valid"], settings, vocab=data.vocab)
     seed_everything(train_config.seed)
     model = LanguageModel(config, impl=args.impl)
     trainer = Trainer(model, task, train_config, run_dir, kind=KIND, model_config=config.to_dict(),

@@ -143,10 +143,72 @@ def test_boundary_unit_outside_the_layer_norm_keeps_its_raw_sum_and_bias():
     torch.manual_seed(1)
     core = HMLSTM(3, (4, 4, 4), layer_norm=True, boundary_norm=False, boundary_bias=1.5)
     assert [norm.normalized_shape for norm in core.norms] == [(16,), (16,), (16,)]
-    assert float(core.recurrent[0].bias[16]) == 1.5 and float(core.recurrent[1].bias[16]) == 1.5
+    assert float(core.recurrent[0].bias[16].detach()) == 1.5 and float(core.recurrent[1].bias[16].detach()) == 1.5
     x = torch.randn(2, 1, 3)
-    output = core(x, impl="auto")
+    output = core(x, impl="reference")
     raw = core.recurrent[0](torch.zeros(2, 4)) + core.bottom_up[0](x[:, 0])  # the zero state: no top-down
     torch.testing.assert_close(output.preactivations[:, 0, 0], raw[:, 16])
     inside = HMLSTM(3, (4, 4, 4), layer_norm=True, boundary_bias=1.5)
-    assert float(inside.norms[0].bias[16]) == 1.5  # inside the norm, the norm's own bias is the last term
+    assert float(inside.norms[0].bias[16].detach()) == 1.5  # inside the norm, the norm's own bias is the last term
+
+
+@pytest.mark.parametrize("settings", [dict(layer_norm=True), dict(layer_norm=True, boundary_norm=False),
+                                      dict(layer_norm=False)])
+def test_boundary_preactivations_recomputed_from_any_path_equal_the_reference_loops(settings):
+    """s_z recomputed from a fast path's output (for the firing-rate loss) equals what the reference loop
+    read at each step, and so does its gradient."""
+    from handwriting_hm.hmlstm.core import HMLSTMState
+    torch.manual_seed(2)
+    core = HMLSTM(3, (6, 5, 4), **settings)
+    x = torch.randn(4, 9, 3)
+    state = HMLSTMState(tuple(torch.randn(4, n) for n in (6, 5, 4)), tuple(torch.randn(4, n) for n in (6, 5, 4)),
+                        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]))
+    reference = core(x, state=state, impl="reference")
+    for impl in ("reference", "sparse") if core.boundary_outside_norm else ("reference", "sparse", "fused"):
+        output = core(x, state=state, impl=impl)
+        recomputed = core.boundary_preactivations(x, output, state)
+        computed_rows = operations(reference.boundaries, state.z)[..., :-1] != COPY
+        torch.testing.assert_close(recomputed[computed_rows], reference.preactivations[computed_rows],
+                                   rtol=1e-5, atol=1e-5)
+        grads = torch.autograd.grad((recomputed * computed_rows).square().sum(), list(core.parameters()),
+                                    allow_unused=True)
+        want = torch.autograd.grad((reference.preactivations * computed_rows).square().sum(),
+                                   list(core.parameters()), retain_graph=True, allow_unused=True)
+        for g, w in zip(grads, want):
+            if w is None:
+                continue
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("copy_gradient", ["straight", "mixed"])
+@pytest.mark.parametrize("mode", ["step", "bernoulli"])
+def test_sparse_c_loop_runs_the_boundary_unit_outside_the_norm_as_the_reference_loop(copy_gradient, mode):
+    from handwriting_hm.hmlstm.core import HMLSTMState
+    from handwriting_hm.hmlstm.sparse_native import runs_natively
+    torch.manual_seed(5)
+    core = HMLSTM(3, (6, 5, 4), layer_norm=True, boundary_norm=False, boundary_bias=0.3, copy_gradient=copy_gradient)
+    if not runs_natively(torch.zeros(1, 1, 3), list(core.parameters()), 3):
+        pytest.skip("the C loop cannot be built here")
+    with torch.no_grad():
+        for norm in core.norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(6, 12, 3, requires_grad=True)
+    state = HMLSTMState(tuple(torch.randn(6, n) for n in (6, 5, 4)), tuple(torch.randn(6, n) for n in (6, 5, 4)),
+                        (torch.rand(6, 2) < 0.5).float())
+    outputs = {}
+    for impl in ("reference", "sparse"):
+        torch.manual_seed(11)  # the same uniforms for Bernoulli boundaries
+        output = core(x, state=state, slope=1.3, boundary_mode=mode, impl=impl)
+        loss = sum((h * torch.linspace(-1, 1, h.shape[-1])).sum() for h in output.hidden) + output.state.c[2].sum()
+        outputs[impl] = (output, torch.autograd.grad(loss, [x, *core.parameters()]))
+    (ref, ref_grads), (fast, fast_grads) = outputs["reference"], outputs["sparse"]
+    codes = operations(ref.boundaries, state.z)
+    assert bool((codes[..., 1] == COPY).any()) and bool((codes[..., 1] == FLUSH).any())
+    torch.testing.assert_close(fast.boundaries, ref.boundaries)
+    for got, want in zip(fast.hidden, ref.hidden):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    for got, want in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="cannot run the boundary unit outside"):
+        core(x, impl="fused")

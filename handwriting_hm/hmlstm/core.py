@@ -55,13 +55,14 @@ What a COPY row does with z (`z_on_copy`) and the gradient estimators, one line 
   nothing doubles.
 - "recompute" + "straight": z recomputed as in "exact"; a COPY row passes no gradient to the z's
   that chose it.
-Only the reference loop runs "recompute" (and `boundary_norm=False`); impl="auto" picks it then.
+Only the reference loop runs "recompute"; impl="auto" picks it then.
 
 The boundary unit may also sit outside the layer norm (`boundary_norm=False`): the LayerNorm then
 covers the 4*H gate pre-activations only and the boundary pre-activation keeps its raw sum and
 its own bias (the recurrent map's last bias, started at `boundary_bias`). Adam moves a normalised
 unit's bias by about the learning rate per step, so it can leave the straight-through window
-within a few thousand steps and never come back; the raw unit's scale is the weights' own.
+within a few thousand steps and never come back; the raw unit's scale is the weights' own. The
+reference loop and the sparse path's C loop run it.
 """
 from __future__ import annotations
 
@@ -324,12 +325,17 @@ class HMLSTM(RecurrentCore):
 
     @property
     def reference_only(self) -> str | None:
-        """Why only the reference loop can run this core's settings, or None if every path can."""
+        """Why only the reference loop can run this core's settings, or None if another path can."""
         if self.z_on_copy != "keep":
             return f"z_on_copy={self.z_on_copy!r}"
-        if not self.boundary_norm and self.layer_norm:
-            return "the boundary unit outside the layer norm"
+        if self.boundary_outside_norm and few_rows_library() is None:
+            return "the boundary unit outside the layer norm without the C loop"
         return None
+
+    @property
+    def boundary_outside_norm(self) -> bool:
+        """Whether the layer norm leaves the boundary unit out: the reference loop and the sparse C loop run that."""
+        return self.layer_norm and not self.boundary_norm
 
     # -- one step
 
@@ -460,6 +466,35 @@ class HMLSTM(RecurrentCore):
         return (state.h[l].index_copy(0, rows, h), state.c[l].index_copy(0, rows, c),
                 None if top else z_prev.index_copy(0, rows, z), rows)
 
+    def boundary_preactivations(self, x: Tensor, output: HMLSTMOutput, state: HMLSTMState | None = None) -> Tensor:
+        """(B, T, L-1): each step's s_z (Eq. 5, and the layer norm where it covers the boundary unit),
+        recomputed from x and a forward pass's output over it from `state` (zeros if None), whatever path
+        ran it; gradients reach the weights and, through the output, the pass itself. Exact at every step
+        of an unpadded sequence; on a COPY step with z kept it is the s_z the step would have read."""
+        batch, steps = check_input(x, self.input_size)
+        if state is None:
+            state = self.initial_state(batch, x.device, x.dtype)
+        boundaries = output.boundaries
+        z_previous = torch.cat([state.z.unsqueeze(1).to(boundaries.dtype), boundaries[:, :-1]], dim=1)
+        result = []
+        for l in range(self.num_detectors):
+            size = self.hidden_sizes[l]
+            h_previous = torch.cat([state.h[l].unsqueeze(1), output.hidden[l][:, :-1]], dim=1)
+            above_previous = torch.cat([state.h[l + 1].unsqueeze(1), output.hidden[l + 1][:, :-1]], dim=1)
+            h_below = x if l == 0 else output.hidden[l - 1]
+            z_below = x.new_ones(batch, steps, 1) if l == 0 else boundaries[..., l - 1:l]
+            z_prev = z_previous[..., l:l + 1]
+            if self.norms is None or not self.boundary_norm:  # the boundary row alone
+                row = slice(4 * size, 4 * size + 1)
+                s_z = (F.linear(h_previous, self.recurrent[l].weight[row], self.recurrent[l].bias[row])
+                       + z_prev * F.linear(above_previous, self.top_down[l].weight[row])
+                       + z_below * F.linear(h_below, self.bottom_up[l].weight[row]))
+            else:  # the norm needs the whole pre-activation
+                s_z = self.norms[l](self.recurrent[l](h_previous) + z_prev * self.top_down[l](above_previous)
+                                    + z_below * self.bottom_up[l](h_below))[..., 4 * size:]
+            result.append(s_z)
+        return torch.cat(result, dim=-1)
+
     # -- a whole sequence
 
     def forward(self, x: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
@@ -484,7 +519,8 @@ class HMLSTM(RecurrentCore):
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
         self.check_state(state, batch)
-        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, self.reference_only)
+        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, self.reference_only,
+                            self.boundary_outside_norm)
         if path == "fused":  # the fast paths are imported here: they build on this module
             from .fused import hmlstm_fused
             return hmlstm_fused(self, x, state, mask, slope_value(slope), mode)
@@ -533,23 +569,35 @@ def check_impl(impl: str) -> None:
 
 
 def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
-                 copy_gradient: str = "straight", reference_only: str | None = None) -> str:
+                 copy_gradient: str = "straight", reference_only: str | None = None,
+                 outside_norm: bool = False) -> str:
     """The path that runs: `impl` itself, or for "auto" the fastest that can run here (impl_choice says why)."""
-    return impl_choice(impl, device, boundary_mode, copy_gradient, reference_only)[0]
+    return impl_choice(impl, device, boundary_mode, copy_gradient, reference_only, outside_norm)[0]
 
 
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
-                copy_gradient: str = "straight", reference_only: str | None = None) -> tuple[str, str]:
+                copy_gradient: str = "straight", reference_only: str | None = None,
+                outside_norm: bool = False) -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
     on the CPU the sparse path where it can run (binary boundaries), else the fused path; on a GPU the
     Triton kernels where triton is installed, else the fused path. `reference_only` (HMLSTM.reference_only)
-    names a setting that only the reference loop runs: "auto" then picks it, and a faster path is refused."""
+    names a setting that only the reference loop runs: "auto" then picks it, and a faster path is refused.
+    `outside_norm` (HMLSTM.boundary_outside_norm): only the reference loop and the sparse C loop run it."""
     check_impl(impl)
     if reference_only is not None:
         if impl == "auto":
             return "reference", f"auto: the reference loop, the only path that runs {reference_only}"
         if impl != "reference":
             raise ValueError(f"impl={impl!r} cannot run {reference_only}: use impl='reference' or 'auto'")
+    if outside_norm:
+        if impl in ("fused", "triton"):
+            raise ValueError(f"impl={impl!r} cannot run the boundary unit outside the layer norm: use impl='sparse' "
+                             f"(the C loop, float32 on the CPU), 'reference' or 'auto'")
+        if impl == "auto":
+            if torch.device(device).type == "cpu" and boundary_mode in ("step", "bernoulli"):
+                return "sparse", ("auto on the CPU: the sparse path's C loop, which skips the work of COPY rows and "
+                                  "runs the boundary unit outside the layer norm")
+            return "reference", "auto: the reference loop (the boundary unit outside the layer norm, here)"
     if impl == "sparse" and boundary_mode == "soft":
         raise ValueError("impl='sparse' needs binary boundaries (here 'soft'): use impl='fused' or 'auto'")
     if impl != "auto":

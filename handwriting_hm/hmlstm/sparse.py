@@ -68,6 +68,9 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
             saving = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs)
             outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, saving, eps, mask, *inputs)
         else:
+            if core.boundary_outside_norm:
+                raise ValueError("the sparse path runs the boundary unit outside the layer norm only in its C loop "
+                                 "(float32 on the CPU, a C compiler): use impl='reference' or 'auto'")
             outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,
                                           state.z, *parameters)
     return unpack_outputs(outputs, L)

@@ -27,6 +27,7 @@ void tile_product(const float *x, const float *wt, float *y, int64_t m, int64_t 
 
 typedef struct {
     int64_t layers, batch, steps, threads, bernoulli, layer_norm, mixed;
+    int64_t boundary_norm;    /* 1: the layer norm covers the boundary unit; 0: it keeps its raw sum */
     int64_t saving;           /* 0: no backward will follow; the arrays below "saved" hold one step, rewritten */
     int64_t sizes[MAX_LAYERS];
     float slope, eps;
@@ -40,7 +41,7 @@ typedef struct {
     const float *top_down[MAX_LAYERS];                       /* U_{l+1}^l (G_l, H_{l+1}), l < L-1 */
     const float *bottom_up[MAX_LAYERS];                      /* W_{l-1}^l (G_l, H_{l-1}), l > 0 */
     const float *recurrent_t[MAX_LAYERS], *top_down_t[MAX_LAYERS], *bottom_up_t[MAX_LAYERS]; /* their transposes */
-    const float *norm_weight[MAX_LAYERS], *norm_bias[MAX_LAYERS];                           /* (G_l) */
+    const float *norm_weight[MAX_LAYERS], *norm_bias[MAX_LAYERS];            /* (N_l): normed_of(l) values */
     float *cached_top_down[MAX_LAYERS]; /* (B, G_l): U_{l+1}^l h^{l+1} of the current state, l < L-1 */
     /* saved by the forward pass for the rows that computed */
     uint8_t *computed[MAX_LAYERS];      /* (T, B) */
@@ -72,6 +73,11 @@ static void product(const SparseLoop *a, const float *x, const float *w, const f
 
 static inline int64_t gates_of(const SparseLoop *a, int64_t l) {
     return 4 * a->sizes[l] + (l < a->layers - 1);
+}
+
+/* how many of layer l's pre-activations the layer norm covers: all, or the 4H gates without the boundary */
+static inline int64_t normed_of(const SparseLoop *a, int64_t l) {
+    return a->boundary_norm ? gates_of(a, l) : 4 * a->sizes[l];
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -149,7 +155,8 @@ static void copy_gates(const SparseLoop *a, int64_t t, int64_t l, const int64_t 
     for (int64_t i = 0; i < n; ++i) {
         const int64_t r = rows[i], saved = t * B + r;
         float *si = w->s + i * G, mean, inverse_std;
-        if (a->layer_norm) layer_norm_row(si, G, a->norm_weight[l], a->norm_bias[l], a->eps, &mean, &inverse_std);
+        if (a->layer_norm)
+            layer_norm_row(si, normed_of(a, l), a->norm_weight[l], a->norm_bias[l], a->eps, &mean, &inverse_std);
         gate_activations(si, a->activations[l] + saved * 4 * H, H);
         a->copied[l][saved] = 1;
         if (!top) a->copy_z_hat[l][saved] = detector(a, si[4 * H], t, l, r);
@@ -214,9 +221,9 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
             memcpy(a->top_down_term[l] + saved * G, cached, sizeof(float) * G);
             for (int64_t j = 0; j < G; ++j) si[j] += z_prev * cached[j];
         }
-        if (a->layer_norm) { /* over the whole pre-activation, the boundary's included */
+        if (a->layer_norm) { /* over the whole pre-activation, or its gates only (boundary_norm) */
             memcpy(a->pre_norm[l] + saved * G, si, sizeof(float) * G);
-            layer_norm_row(si, G, a->norm_weight[l], a->norm_bias[l], a->eps, a->mean[l] + saved,
+            layer_norm_row(si, normed_of(a, l), a->norm_weight[l], a->norm_bias[l], a->eps, a->mean[l] + saved,
                            a->inverse_std[l] + saved);
         }
         float *act = a->activations[l] + saved * 4 * H;
@@ -290,7 +297,7 @@ static void copy_backward(const SparseLoop *a, int64_t t, int64_t l) {
 }
 
 static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
-    const int64_t B = a->batch, L = a->layers, Z = L - 1, H = a->sizes[l], G = gates_of(a, l);
+    const int64_t B = a->batch, L = a->layers, Z = L - 1, H = a->sizes[l], G = gates_of(a, l), N = normed_of(a, l);
     const int top = l == L - 1;
     const uint8_t *computed = a->computed[l] + t * B;
     const float *z_now = a->z + (t + 1) * B * Z, *z_before = a->z + t * B * Z;
@@ -338,18 +345,18 @@ static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
             ds[4 * H] = fabsf(a->slope * a->boundary_input[l][saved]) < 1.0f ? dz * (a->slope / 2.0f) : 0.0f;
         }
         d_copy[i] = copy_sum;
-        if (a->layer_norm) { /* y = x_hat gamma + beta */
+        if (a->layer_norm) { /* y = x_hat gamma + beta over the first N values; the rest pass as they are */
             const float mean = a->mean[l][saved], inverse_std = a->inverse_std[l][saved];
             const float *x = a->pre_norm[l] + saved * G, *gamma = a->norm_weight[l];
             double sum = 0.0, dot = 0.0;
-            for (int64_t j = 0; j < G; ++j) {
+            for (int64_t j = 0; j < N; ++j) {
                 const float x_hat = (x[j] - mean) * inverse_std, d_x_hat = ds[j] * gamma[j];
                 sum += d_x_hat;
                 dot += d_x_hat * x_hat;
             }
-            const float mean_d = (float)(sum / G), mean_dot = (float)(dot / G);
+            const float mean_d = (float)(sum / N), mean_dot = (float)(dot / N);
             float *normed = a->grad_s[l] + saved * G; /* d y, for the norm's own gradients below */
-            for (int64_t j = 0; j < G; ++j) {
+            for (int64_t j = 0; j < N; ++j) {
                 const float x_hat = (x[j] - mean) * inverse_std;
                 normed[j] = ds[j];
                 ds[j] = inverse_std * (ds[j] * gamma[j] - mean_d - x_hat * mean_dot);
@@ -362,7 +369,7 @@ static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
             const int64_t saved = t * B + rows[i];
             const float mean = a->mean[l][saved], inverse_std = a->inverse_std[l][saved];
             const float *x = a->pre_norm[l] + saved * G, *normed = a->grad_s[l] + saved * G;
-            for (int64_t j = 0; j < G; ++j) {
+            for (int64_t j = 0; j < N; ++j) {
                 gw[j] += normed[j] * (x[j] - mean) * inverse_std;
                 gb[j] += normed[j];
             }

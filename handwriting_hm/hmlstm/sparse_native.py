@@ -32,7 +32,7 @@ class _Loop(ctypes.Structure):
     """sparse_loop.c's SparseLoop, field for field."""
 
     _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm",
-                                                             "mixed", "saving")] + [
+                                                             "mixed", "boundary_norm", "saving")] + [
         ("sizes", ctypes.c_int64 * MAX_LAYERS), ("slope", ctypes.c_float), ("eps", ctypes.c_float),
         ("valid", _Pointer), ("uniforms", _Pointer), ("projected", _Pointer), ("z", _Pointer)] + [
         (name, _Layers) for name in ("h", "c", "recurrent", "bias", "top_down", "bottom_up", "recurrent_t",
@@ -135,8 +135,11 @@ class SparseLoopHMLSTM(torch.autograd.Function):
                       "top_down_t": [w.t().contiguous() for w in top_down],
                       "bottom_up_t": [None] + [w.t().contiguous() for w in bottom_up[1:]]}
 
+        # the norm covers every pre-activation, or (boundary unit outside it) the 4H gates only
+        boundary_norm = not layer_norm or norm_weights[0].shape[0] == gates[0]
         loop = _Loop(layers=L, batch=batch, steps=steps, threads=torch.get_num_threads(),
                      bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), mixed=int(mixed),
+                     boundary_norm=int(boundary_norm),
                      saving=int(saving), slope=slope, eps=eps,
                      valid=_address(valid), uniforms=_address(uniforms), projected=_address(projected),
                      z=_address(z_states))
@@ -173,8 +176,9 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         grad_c = [g.clone().contiguous() for g in grads[2 * L + 1:3 * L + 1]]
         grad_z = grads[3 * L + 1].clone().contiguous()
         grad_s = [x.new_zeros(steps, batch, g) for g in gates]
-        grad_norm_weights = [x.new_zeros(g) for g in gates] if layer_norm else []
-        grad_norm_biases = [x.new_zeros(g) for g in gates] if layer_norm else []
+        normed = [w.shape[0] for w in params[4 * L - 1:5 * L - 1]]  # what each layer norm covers
+        grad_norm_weights = [x.new_zeros(n) for n in normed]
+        grad_norm_biases = [x.new_zeros(n) for n in normed]
         loop.grad_boundaries, loop.grad_z = _address(grad_boundaries), _address(grad_z)
         for name, values in (("grad_hidden", grad_hidden), ("grad_h", grad_h), ("grad_c", grad_c),
                              ("grad_s", grad_s), ("grad_norm_weight", grad_norm_weights),

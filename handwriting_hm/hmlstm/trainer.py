@@ -115,6 +115,7 @@ from tqdm import tqdm
 from .atomic import atomic_write
 from .checkpoint import check_plain, checkpoint_payload, load_checkpoint, save_checkpoint
 from .core import HMLSTM, LEARNING_ONLY, impl_choice
+from .detectors import silent_detectors
 from .device import resolve_device
 from .graphed_step import GraphedStep
 
@@ -442,10 +443,13 @@ def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str
         elif record.get("type") == "val":
             val[record["step"]] = record
 
-    figure = Figure(figsize=(9, 6))
+    detectors = sorted({int(key[1:-5]) for record in val.values() for key in record
+                        if key.startswith("z") and key.endswith("_rate")})
+    figure = Figure(figsize=(9, 8 if detectors else 6))
     figure.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.08, hspace=0.08)
     FigureCanvasAgg(figure)
-    losses, rates = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    axes = figure.subplots(3 if detectors else 2, 1, sharex=True, height_ratios=[3, 1, 1.5] if detectors else [3, 1])
+    losses, rates = axes[0], axes[1]
     train_points = [(step, r["loss"]) for step, r in sorted(train.items()) if r.get("loss") is not None]
     val_points = [(step, r[metric]) for step, r in sorted(val.items()) if r.get(metric) is not None]
     if train_points:
@@ -461,8 +465,20 @@ def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str
         rates.plot(*zip(*rate_points), color="tab:green", drawstyle="steps-post")
         rates.set_yscale("log")
     rates.set_ylabel("learning rate")
-    rates.set_xlabel("step")
     rates.grid(alpha=0.3)
+    if detectors:  # the detectors' health: firing rate (solid) and share in the straight-through window (dashed)
+        health = axes[2]
+        for l in detectors:
+            for key, style in ((f"z{l}_rate", "-"), (f"z{l}_window", "--")):
+                points = [(step, r[key]) for step, r in sorted(val.items()) if r.get(key) is not None]
+                if points:
+                    health.plot(*zip(*points), style, marker="o", markersize=2, color=f"C{l - 1}",
+                                label=f"z{l} {'rate' if key.endswith('rate') else 'in window'}")
+        health.set_ylim(-0.02, 1.02)
+        health.set_ylabel("detectors")
+        health.legend(fontsize=7, ncol=2)
+        health.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
 
     with atomic_write(png_path) as file:
         figure.savefig(file, format="png", dpi=100)
@@ -525,6 +541,8 @@ class Trainer:
         self.elapsed_before = 0.0  # training seconds of earlier fit() calls on this run
         self.last_validated_step: int | None = None
         self._graph: GraphedStep | None = None  # the captured training step (_graphed_step)
+        self._validations: list[dict] = []  # this fit()'s validation metrics, to notice silent detectors
+        self._said_silent: set[int] = set()
         self._graph_reported = False
 
     # ---- the run -------------------------------------------------------------------------
@@ -585,7 +603,8 @@ class Trainer:
         core = getattr(self.model, "core", None)
         if not isinstance(core, HMLSTM):
             return None
-        return impl_choice(core.impl, self.device, core.boundary_mode, core.copy_gradient)
+        return impl_choice(core.impl, self.device, core.boundary_mode, core.copy_gradient, core.reference_only,
+                           core.boundary_outside_norm)
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self) -> Iterator[None]:
@@ -819,6 +838,7 @@ class Trainer:
                 "type": "val", "step": self.step, "epoch": self.epoch, **metrics, "lr": self._lr(),
                 "best_metric": self.best_metric, "scheduled": scheduled, "elapsed_s": self._elapsed(),
             })
+            self._say_silent_detectors(metrics)
             if type(self.task).write_samples is not TrainingTask.write_samples:
                 samples = self.run_dir / "samples" / f"step_{self.step:08d}.png"
                 samples.parent.mkdir(exist_ok=True)
@@ -829,6 +849,17 @@ class Trainer:
             plot_learning_curves(self.run_dir / LOG, self.run_dir / CURVES, self.config.metric)
         # Time spent validating is not training time: keep it out of steps/s.
         self._interval_start += time.monotonic() - validate_started
+
+    def _say_silent_detectors(self, metrics: dict[str, float]) -> None:
+        """One line, once, for each detector that has not fired in two validations in a row."""
+        self._validations.append(metrics)
+        silent = silent_detectors(self._validations)
+        for l in silent:
+            if l not in self._said_silent:
+                message = f"layer {l}'s detector has stopped firing at step {self.step}"
+                print(message, file=sys.stderr, flush=True)
+                self._log({"type": "detector", "step": self.step, "detector": l, "message": message})
+        self._said_silent = set(silent)
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._started

@@ -1,0 +1,98 @@
+"""What the boundary detectors do, measured while training, and the firing-rate loss that keeps them alive.
+
+Health (`DetectorHealth`): per detector l (z^l, l = 1..L-1), over the valid steps of the batches
+added to it,
+  rate      the share of steps with z^l = 1;
+  window    the share of the steps at which z^l was computed whose |a * s_z| < 1: the straight-through
+            estimator passes gradient there and nowhere else, so a detector whose window share
+            falls to 0 can never learn again (None where the path gave no pre-activations);
+and per layer l = 1..L the shares of UPDATE, COPY and FLUSH. A detector "has stopped firing" when
+its rate is 0.
+
+Firing-rate loss (`rate_penalty`): sum over detectors of (mean p^l - target_l)^2, where
+p = sigmoid(2 a s_z) is the smooth twin of the hard sigmoid (same value and slope at s_z = 0) and
+so passes gradient at every step, inside the window or not. With z kept on COPY (`z_on_copy`
+"keep") a COPY step's z is 0 whatever s_z says, so p counts only where z was computed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .core import COPY, FLUSH, OPERATION_NAMES, UPDATE, Slope, operations
+
+
+def computed(boundaries: Tensor, initial_z: Tensor | None, z_on_copy: str) -> Tensor:
+    """(B, T, L-1) bool: where z^l was computed (every step with z recomputed; else where layer l did not COPY)."""
+    if z_on_copy == "recompute":
+        return torch.ones_like(boundaries, dtype=torch.bool)
+    return operations(boundaries.detach(), initial_z)[..., :-1] != COPY
+
+
+def rate_penalty(preactivations: Tensor, boundaries: Tensor, slope: Slope, targets: Sequence[float],
+                 z_on_copy: str = "keep", initial_z: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """The two-sided firing-rate loss (see the module docstring); preactivations, boundaries (B, T, L-1),
+    mask (B, T) valid steps. Returns a scalar."""
+    if len(targets) != preactivations.shape[-1]:
+        raise ValueError(f"{len(targets)} target rates for {preactivations.shape[-1]} boundary detectors")
+    p = torch.sigmoid(2.0 * slope * preactivations) * computed(boundaries, initial_z, z_on_copy)
+    weight = torch.ones_like(p[..., 0]) if mask is None else mask.to(p.dtype)
+    rates = (p * weight.unsqueeze(-1)).sum(dim=(0, 1)) / weight.sum().clamp_min(1.0)
+    return ((rates - torch.as_tensor(targets, dtype=rates.dtype, device=rates.device)) ** 2).sum()
+
+
+class DetectorHealth:
+    """Counts, over batches, each detector's firings and straight-through window, each layer's operations."""
+
+    def __init__(self, num_layers: int, z_on_copy: str = "keep") -> None:
+        self.num_layers = num_layers
+        self.z_on_copy = z_on_copy
+        self.steps = 0
+        self.fired = torch.zeros(num_layers - 1, dtype=torch.float64)
+        self.computed = torch.zeros(num_layers - 1, dtype=torch.float64)
+        self.in_window = torch.zeros(num_layers - 1, dtype=torch.float64)
+        self.window_seen = False
+        self.operations = torch.zeros(num_layers, 3, dtype=torch.float64)  # COPY, UPDATE, FLUSH
+
+    @torch.no_grad()
+    def add(self, boundaries: Tensor, preactivations: Tensor | None, slope: Slope,
+            initial_z: Tensor | None = None, mask: Tensor | None = None) -> None:
+        """Count one batch: boundaries and preactivations (B, T, L-1), initial_z (B, L-1), mask (B, T)."""
+        boundaries = boundaries.detach().float().cpu()
+        valid = (torch.ones(boundaries.shape[:2], dtype=torch.bool) if mask is None else mask.cpu()).unsqueeze(-1)
+        initial = None if initial_z is None else initial_z.detach().float().cpu()
+        codes = operations(boundaries, initial)
+        self.steps += int(valid.sum())
+        self.fired += ((boundaries > 0.5) & valid).sum(dim=(0, 1)).double()
+        for code in (COPY, UPDATE, FLUSH):
+            self.operations[:, code] += ((codes == code) & valid).sum(dim=(0, 1)).double()
+        if preactivations is not None:
+            where = computed(boundaries, initial, self.z_on_copy) & valid
+            inside = (float(slope) * preactivations.detach().float().cpu()).abs() < 1.0
+            self.computed += where.sum(dim=(0, 1)).double()
+            self.in_window += (inside & where).sum(dim=(0, 1)).double()
+            self.window_seen = True
+
+    def summary(self) -> dict[str, float]:
+        """Flat numbers for a log record: z{l}_rate, z{l}_window (when seen), layer{l}_update/_copy/_flush."""
+        steps = max(self.steps, 1)
+        result: dict[str, float] = {}
+        for l in range(self.num_layers - 1):
+            result[f"z{l + 1}_rate"] = float(self.fired[l]) / steps
+            if self.window_seen:
+                result[f"z{l + 1}_window"] = float(self.in_window[l]) / max(float(self.computed[l]), 1.0)
+        for l in range(self.num_layers):
+            for code, name in enumerate(OPERATION_NAMES):
+                result[f"layer{l + 1}_{name.lower()}"] = float(self.operations[l, code]) / steps
+        return result
+
+
+def silent_detectors(records: Sequence[dict], validations: int = 2) -> list[int]:
+    """The detectors (1-based) whose rate was 0 in each of the last `validations` records that report rates."""
+    reported = [record for record in records if "z1_rate" in record][-validations:]
+    if len(reported) < validations:
+        return []
+    detectors = sorted(int(key[1:-5]) for key in reported[-1] if key.startswith("z") and key.endswith("_rate"))
+    return [l for l in detectors if all(record.get(f"z{l}_rate", 1.0) == 0.0 for record in reported)]
