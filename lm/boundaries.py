@@ -10,7 +10,10 @@ scaled to its own maximum). Long texts wrap into several panels.
 The fraction of steps each layer updates is the fraction that is not COPY (UPDATE or FLUSH,
 from `handwriting_hm.hmlstm.core.operations`); layer 1 reads every symbol, so its fraction is 1.
 Text is encoded as `lm.corpus.encode_text` documents (PTB: spaces -> "_", newlines -> end of
-line); a character the model does not know is an error that names it.
+line); a character the model does not know is an error that names it. Texts are at most
+MAX_SYMBOLS symbols long (the picture grows with the text); `hm-lm evaluate` measures a whole split.
+After the picture it prints, per detector, where the firings fall against the words
+(`lm.segmentation`: precision, recall, F1, lift over chance and over a circular shift).
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE, operations
 
 from .corpus import EOL, encode_text
 from .model import DEFAULT_MODEL, LoadedLM, load_lm
+from .segmentation import boundary_report, report_lines
+
+MAX_SYMBOLS = 2000
 
 
 class BoundaryAnalysis(NamedTuple):
@@ -125,6 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.width < 1:
         raise ValueError(f"--width must be >= 1, got {args.width}")
+    if len(args.text) > MAX_SYMBOLS:
+        raise ValueError(f"the text has {len(args.text)} characters; at most {MAX_SYMBOLS} are drawn "
+                         f"(`hm-lm evaluate --limit N` measures the boundaries over longer text)")
     loaded = load_lm(args.checkpoint)
     if loaded.model.core.num_detectors == 0:
         raise ValueError(f"checkpoint {args.checkpoint}: an LSTM has no boundary detectors to draw")
@@ -139,4 +148,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  layer {layer + 1}: updates {fraction:.1%} of steps ({int((codes == UPDATE).sum())} UPDATE, "
               f"{int((codes == FLUSH).sum())} FLUSH, {int((codes == COPY).sum())} COPY)"
               + (f", z fires {fired} times" if layer < analysis.boundaries.shape[1] else ""))
+    ids = np.array(encode_text(args.text, loaded.vocab, loaded.dataset))
+    print("where the boundaries fall (word boundaries: a separator read, or the next symbol one):")
+    print("\n".join(report_lines(boundary_report(analysis.boundaries, ids, loaded.vocab))))
     return 0

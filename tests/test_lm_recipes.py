@@ -117,3 +117,14 @@ def test_evaluate_reports_where_the_boundaries_fall(tmp_path: Path, prepared: Pa
     assert main(["evaluate", checkpoint, "--data", str(prepared), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "boundary slope a = " in out and "z1: fires at" in out and "layer 3 UPDATE" in out
+
+
+def test_boundaries_command_reports_alignment_and_bounds_the_text(tmp_path: Path, prepared: Path, capsys):
+    assert train(prepared, tmp_path / "run", capsys, "--max-steps", "2")[0] == 0
+    checkpoint = str(tmp_path / "run" / "latest.pt")
+    assert main(["boundaries", checkpoint, "the cat sat on the mat", "-o", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    assert "z1: fires at" in out and "z2: fires at" in out and "precision" in out
+    assert main(["boundaries", checkpoint, "the cat " * 300, "-o", str(tmp_path / "long.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most 2000" in err and not (tmp_path / "long.png").exists()
