@@ -132,10 +132,12 @@ def test_pairs_and_paths_that_do_not_go_together_are_refused():
         make_core("hm-lstm", 3, (4, 4), z_on_copy="recompute", copy_gradient="mixed")
     with pytest.raises(ValueError, match="unknown z_on_copy"):
         HMLSTM(3, (4, 4), z_on_copy="sometimes")
-    core = HMLSTM(3, (4, 4), z_on_copy="recompute", copy_gradient="exact", impl="sparse")
+    core = HMLSTM(3, (4, 4), z_on_copy="recompute", copy_gradient="exact", impl="fused")
     with pytest.raises(ValueError, match="cannot run z_on_copy='recompute'"):
         core(torch.randn(1, 2, 3))
-    assert resolve_impl("auto", "cpu", "step", "exact", core.reference_only) == "reference"
+    assert resolve_impl("auto", "cpu", "step", "exact", None, core.c_loop_only) == "sparse"
+    assert resolve_impl("auto", "cpu", "soft", "exact", None, core.c_loop_only) == "reference"
+    assert resolve_impl("auto", "cpu", "step", "exact", "no C", core.c_loop_only) == "reference"
     assert resolve_impl("auto", "cpu", "step", "straight", None) == "sparse"
 
 
@@ -212,3 +214,47 @@ def test_sparse_c_loop_runs_the_boundary_unit_outside_the_norm_as_the_reference_
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="cannot run the boundary unit outside"):
         core(x, impl="fused")
+
+
+@pytest.mark.parametrize("layer_norm, boundary_norm", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("copy_gradient", ["exact", "straight"])
+@pytest.mark.parametrize("mode", ["step", "bernoulli"])
+def test_sparse_c_loop_recomputes_z_on_copy_as_the_reference_loop(layer_norm, boundary_norm, copy_gradient, mode):
+    """z_on_copy="recompute" in the C loop (s of a COPY row once per COPY run, its z at every step): values
+    and every gradient as the reference loop's, with padded steps, UPDATE, COPY and FLUSH all occurring."""
+    from handwriting_hm.hmlstm.core import HMLSTMState
+    from handwriting_hm.hmlstm.sparse_native import runs_natively
+    torch.manual_seed(7)
+    core = HMLSTM(3, (6, 5, 4), layer_norm=layer_norm, boundary_norm=boundary_norm, z_on_copy="recompute",
+                  copy_gradient=copy_gradient)
+    if not runs_natively(torch.zeros(1, 1, 3), list(core.parameters()), 3):
+        pytest.skip("the C loop cannot be built here")
+    with torch.no_grad():
+        for parameter in core.parameters():
+            parameter.mul_(1.5)
+    x = torch.randn(7, 14, 3, requires_grad=True)
+    h0 = tuple(torch.randn(7, n, requires_grad=True) for n in (6, 5, 4))
+    c0 = tuple(torch.randn(7, n, requires_grad=True) for n in (6, 5, 4))
+    state = HMLSTMState(h0, c0, (torch.rand(7, 2) < 0.5).float())
+    lengths = torch.tensor([14, 9, 3, 0, 14, 11, 6])
+    outputs = {}
+    for impl in ("reference", "sparse"):
+        torch.manual_seed(11)  # the same uniforms for Bernoulli boundaries
+        output = core(x, state=state, lengths=lengths, slope=1.3, boundary_mode=mode, impl=impl)
+        weights = torch.Generator().manual_seed(3)
+        loss = sum((h * torch.randn(h.shape, generator=weights)).sum() for h in output.hidden)
+        loss = loss + (output.boundaries * torch.randn(output.boundaries.shape, generator=weights)).sum()
+        loss = loss + sum((c * torch.randn(c.shape, generator=weights)).sum() for c in output.state.c)
+        loss = loss + (output.state.z * torch.randn(output.state.z.shape, generator=weights)).sum()
+        outputs[impl] = (output, torch.autograd.grad(loss, [x, *h0, *c0, *core.parameters()]))
+    (ref, ref_grads), (fast, fast_grads) = outputs["reference"], outputs["sparse"]
+    codes = operations(ref.boundaries, state.z)[..., 1:]
+    for code in (COPY, UPDATE, FLUSH):
+        assert bool((codes == code).any())
+    assert bool(((codes[..., 0] == COPY) & (ref.boundaries[..., 1] > 0.5)).any()), "no COPY row fired"
+    torch.testing.assert_close(fast.boundaries, ref.boundaries)
+    for got, want in zip((*fast.hidden, *fast.state.h, *fast.state.c, fast.state.z),
+                         (*ref.hidden, *ref.state.h, *ref.state.c, ref.state.z)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    for got, want in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=2e-4)

@@ -55,7 +55,8 @@ What a COPY row does with z (`z_on_copy`) and the gradient estimators, one line 
   nothing doubles.
 - "recompute" + "straight": z recomputed as in "exact"; a COPY row passes no gradient to the z's
   that chose it.
-Only the reference loop runs "recompute"; impl="auto" picks it then.
+The reference loop and the sparse path's C loop run "recompute"; the C loop computes a COPY row's
+s = U_l^l h_{t-1} + b once per COPY run (h_{t-1} does not change along it) and its z at every step.
 
 The boundary unit may also sit outside the layer norm (`boundary_norm=False`): the LayerNorm then
 covers the 4*H gate pre-activations only and the boundary pre-activation keeps its raw sum and
@@ -325,16 +326,23 @@ class HMLSTM(RecurrentCore):
 
     @property
     def reference_only(self) -> str | None:
-        """Why only the reference loop can run this core's settings, or None if another path can."""
+        """Why only the reference loop can run this core's settings here, or None if another path can."""
+        if self.c_loop_only is not None and few_rows_library() is None:
+            return f"{self.c_loop_only} without the C loop"
+        return None
+
+    @property
+    def c_loop_only(self) -> str | None:
+        """The setting that only the reference loop and the sparse path's C loop run, or None."""
         if self.z_on_copy != "keep":
             return f"z_on_copy={self.z_on_copy!r}"
-        if self.boundary_outside_norm and few_rows_library() is None:
-            return "the boundary unit outside the layer norm without the C loop"
+        if self.layer_norm and not self.boundary_norm:
+            return "the boundary unit outside the layer norm"
         return None
 
     @property
     def boundary_outside_norm(self) -> bool:
-        """Whether the layer norm leaves the boundary unit out: the reference loop and the sparse C loop run that."""
+        """Whether the layer norm leaves the boundary unit out."""
         return self.layer_norm and not self.boundary_norm
 
     # -- one step
@@ -520,7 +528,7 @@ class HMLSTM(RecurrentCore):
             state = self.initial_state(batch, x.device, x.dtype)
         self.check_state(state, batch)
         path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, self.reference_only,
-                            self.boundary_outside_norm)
+                            self.c_loop_only)
         if path == "fused":  # the fast paths are imported here: they build on this module
             from .fused import hmlstm_fused
             return hmlstm_fused(self, x, state, mask, slope_value(slope), mode)
@@ -570,34 +578,34 @@ def check_impl(impl: str) -> None:
 
 def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
                  copy_gradient: str = "straight", reference_only: str | None = None,
-                 outside_norm: bool = False) -> str:
+                 c_loop_only: str | None = None) -> str:
     """The path that runs: `impl` itself, or for "auto" the fastest that can run here (impl_choice says why)."""
-    return impl_choice(impl, device, boundary_mode, copy_gradient, reference_only, outside_norm)[0]
+    return impl_choice(impl, device, boundary_mode, copy_gradient, reference_only, c_loop_only)[0]
 
 
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
                 copy_gradient: str = "straight", reference_only: str | None = None,
-                outside_norm: bool = False) -> tuple[str, str]:
+                c_loop_only: str | None = None) -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
     on the CPU the sparse path where it can run (binary boundaries), else the fused path; on a GPU the
     Triton kernels where triton is installed, else the fused path. `reference_only` (HMLSTM.reference_only)
     names a setting that only the reference loop runs: "auto" then picks it, and a faster path is refused.
-    `outside_norm` (HMLSTM.boundary_outside_norm): only the reference loop and the sparse C loop run it."""
+    `c_loop_only` (HMLSTM.c_loop_only) names one that only the reference loop and the sparse C loop run."""
     check_impl(impl)
     if reference_only is not None:
         if impl == "auto":
             return "reference", f"auto: the reference loop, the only path that runs {reference_only}"
         if impl != "reference":
             raise ValueError(f"impl={impl!r} cannot run {reference_only}: use impl='reference' or 'auto'")
-    if outside_norm:
+    if c_loop_only is not None:
         if impl in ("fused", "triton"):
-            raise ValueError(f"impl={impl!r} cannot run the boundary unit outside the layer norm: use impl='sparse' "
-                             f"(the C loop, float32 on the CPU), 'reference' or 'auto'")
+            raise ValueError(f"impl={impl!r} cannot run {c_loop_only}: use impl='sparse' (the C loop, float32 on the "
+                             f"CPU), 'reference' or 'auto'")
         if impl == "auto":
             if torch.device(device).type == "cpu" and boundary_mode in ("step", "bernoulli"):
-                return "sparse", ("auto on the CPU: the sparse path's C loop, which skips the work of COPY rows and "
-                                  "runs the boundary unit outside the layer norm")
-            return "reference", "auto: the reference loop (the boundary unit outside the layer norm, here)"
+                return "sparse", (f"auto on the CPU: the sparse path's C loop, which skips the work of COPY rows and "
+                                  f"runs {c_loop_only}")
+            return "reference", f"auto: the reference loop, as {c_loop_only} runs there and in the sparse C loop only"
     if impl == "sparse" and boundary_mode == "soft":
         raise ValueError("impl='sparse' needs binary boundaries (here 'soft'): use impl='fused' or 'auto'")
     if impl != "auto":

@@ -58,7 +58,8 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
         raise ValueError(f"the sparse path needs binary boundaries (step or bernoulli), got {mode!r}")
     L = core.num_layers
     norm_weights, norm_biases, eps = norm_parameters(core)
-    mixed = core.copy_gradient == "mixed"
+    mixed = core.copy_gradient in ("mixed", "exact")  # the choice of COPY passes gradient back
+    recompute = core.z_on_copy == "recompute"
     parameters = [*[layer.weight for layer in core.recurrent], *[layer.bias for layer in core.recurrent],
                   *[layer.weight for layer in core.top_down], *[layer.weight for layer in core.bottom_up],
                   *norm_weights, *norm_biases]
@@ -66,11 +67,13 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
         if runs_natively(x, parameters, L):  # the same loop in C (sparse_native.py)
             inputs = [x, *state.h, *state.c, state.z, *parameters]
             saving = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs)
-            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, saving, eps, mask, *inputs)
+            outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, recompute, saving, eps, mask,
+                                             *inputs)
         else:
-            if core.boundary_outside_norm:
-                raise ValueError("the sparse path runs the boundary unit outside the layer norm only in its C loop "
-                                 "(float32 on the CPU, a C compiler): use impl='reference' or 'auto'")
+            if core.boundary_outside_norm or recompute:
+                raise ValueError("the sparse path runs z_on_copy='recompute' and the boundary unit outside the layer "
+                                 "norm only in its C loop (float32 on the CPU, a C compiler): use impl='reference' "
+                                 "or 'auto'")
             outputs = _SparseHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, eps, mask, x, *state.h, *state.c,
                                           state.z, *parameters)
     return unpack_outputs(outputs, L)

@@ -28,6 +28,7 @@ void tile_product(const float *x, const float *wt, float *y, int64_t m, int64_t 
 typedef struct {
     int64_t layers, batch, steps, threads, bernoulli, layer_norm, mixed;
     int64_t boundary_norm;    /* 1: the layer norm covers the boundary unit; 0: it keeps its raw sum */
+    int64_t recompute;        /* z_on_copy "recompute": a COPY row computes its z from s = U h_{t-1} + b */
     int64_t saving;           /* 0: no backward will follow; the arrays below "saved" hold one step, rewritten */
     int64_t sizes[MAX_LAYERS];
     float slope, eps;
@@ -50,8 +51,12 @@ typedef struct {
     float *mean[MAX_LAYERS], *inverse_std[MAX_LAYERS]; /* (T, B), with layer norm */
     float *top_down_term[MAX_LAYERS];   /* (T, B, G_l): the ungated top-down term read, l < L-1 */
     float *boundary_input[MAX_LAYERS];  /* (T, B): s_z after layer norm, l < L-1 */
-    uint8_t *copied[MAX_LAYERS];        /* (T, B): mixed, the valid rows that COPYed, l > 0 */
+    uint8_t *copied[MAX_LAYERS];        /* (T, B): mixed or recompute, the valid rows that COPYed, l > 0 */
     float *copy_z_hat[MAX_LAYERS];      /* (T, B): mixed, the z^ those rows would have had, 0 < l < L-1 */
+    /* a COPY row's s = U h_{t-1} + b (after the norm) does not change along its COPY run: one product per run */
+    float *copy_s[MAX_LAYERS], *copy_pre[MAX_LAYERS];       /* (B, G_l): after and before the norm */
+    float *copy_mean[MAX_LAYERS], *copy_inverse_std[MAX_LAYERS]; /* (B) */
+    uint8_t *copy_cached[MAX_LAYERS];   /* (B): 1 while row r's copy_s holds its current run's */
     /* the backward pass */
     const float *grad_hidden[MAX_LAYERS]; /* (T, B, H_l), padding already zeroed */
     const float *grad_boundaries;         /* (T, B, L-1), padding already zeroed */
@@ -106,7 +111,7 @@ static int64_t max_size(const SparseLoop *a) {
 
 /* Working memory of one layer-step: row indices and a few (B, 4 max H + 1) matrices. */
 typedef struct {
-    int64_t *rows, *flush;
+    int64_t *rows, *flush, *stale;
     float *x, *s, *y, *scalars;
 } Work;
 
@@ -114,15 +119,16 @@ static int work_alloc(Work *w, const SparseLoop *a) {
     const int64_t B = a->batch, G = max_size(a);
     w->rows = malloc(sizeof(int64_t) * B);
     w->flush = malloc(sizeof(int64_t) * B);
+    w->stale = malloc(sizeof(int64_t) * B);
     w->x = malloc(sizeof(float) * B * G);
     w->s = malloc(sizeof(float) * B * G);
     w->y = malloc(sizeof(float) * B * G);
     w->scalars = malloc(sizeof(float) * B * 3); /* d flush, d update, d copy per row */
-    return w->rows && w->flush && w->x && w->s && w->y && w->scalars;
+    return w->rows && w->flush && w->stale && w->x && w->s && w->y && w->scalars;
 }
 
 static void work_free(Work *w) {
-    free(w->rows); free(w->flush); free(w->x); free(w->s); free(w->y); free(w->scalars);
+    free(w->rows); free(w->flush); free(w->stale); free(w->x); free(w->s); free(w->y); free(w->scalars);
 }
 
 /* ------------------------------------------------------------------------------------- forward */
@@ -140,26 +146,56 @@ static void layer_norm_row(float *s, int64_t G, const float *weight, const float
     *inverse_std_out = inverse_std;
 }
 
-/* copy_gradient="mixed": the gates (and z^) the COPY rows `rows` would have had, for the gradient of the
-   choice of COPY: s = U_l^l h^l_{t-1} + b, the top-down and bottom-up terms gated off (Eq. 5). Forward only:
-   the rows' state stays as it is. */
-static void copy_gates(const SparseLoop *a, int64_t t, int64_t l, const int64_t *rows, int64_t n, Work *w) {
-    const int64_t B = a->batch, H = a->sizes[l], G = gates_of(a, l);
+/* The COPY rows `rows` of layer l at step t, for copy_gradient "mixed" or "exact" (the gates, for the gradient
+   of the choice of COPY) and for z_on_copy "recompute" (their z): s = U_l^l h^l_{t-1} + b, the top-down and
+   bottom-up terms gated off (Eq. 5). The rows' h and c stay as they are, so s is the same all along a COPY
+   run: computed at its first step, then read from the cache. */
+static void copy_gates(const SparseLoop *a, int64_t t, int64_t l, const int64_t *rows, int64_t n, Work *w,
+                       float *z_now) {
+    const int64_t B = a->batch, H = a->sizes[l], G = gates_of(a, l), Z = a->layers - 1;
     const int top = l == a->layers - 1;
+    const int64_t kept = a->saving ? t : 0;
     const float *h_prev = a->h[l] + t * B * H;
+    int64_t m = 0;
     for (int64_t i = 0; i < n; ++i) {
-        memcpy(w->x + i * H, h_prev + rows[i] * H, sizeof(float) * H);
-        memcpy(w->s + i * G, a->bias[l], sizeof(float) * G);
+        const int64_t r = rows[i];
+        if (a->copy_cached[l][r]) continue;
+        memcpy(w->x + m * H, h_prev + r * H, sizeof(float) * H);
+        memcpy(w->s + m * G, a->bias[l], sizeof(float) * G);
+        w->stale[m++] = r;
     }
-    product(a, w->x, a->recurrent[l], a->recurrent_t[l], w->s, n, G, H, 1);
+    if (m) product(a, w->x, a->recurrent[l], a->recurrent_t[l], w->s, m, G, H, 1);
+    for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = w->stale[i];
+        float *cached = a->copy_s[l] + r * G;
+        memcpy(cached, w->s + i * G, sizeof(float) * G);
+        if (a->layer_norm) {
+            memcpy(a->copy_pre[l] + r * G, cached, sizeof(float) * G);
+            layer_norm_row(cached, normed_of(a, l), a->norm_weight[l], a->norm_bias[l], a->eps,
+                           a->copy_mean[l] + r, a->copy_inverse_std[l] + r);
+        }
+        a->copy_cached[l][r] = 1;
+    }
     for (int64_t i = 0; i < n; ++i) {
-        const int64_t r = rows[i], saved = t * B + r;
-        float *si = w->s + i * G, mean, inverse_std;
-        if (a->layer_norm)
-            layer_norm_row(si, normed_of(a, l), a->norm_weight[l], a->norm_bias[l], a->eps, &mean, &inverse_std);
-        gate_activations(si, a->activations[l] + saved * 4 * H, H);
-        a->copied[l][saved] = 1;
-        if (!top) a->copy_z_hat[l][saved] = detector(a, si[4 * H], t, l, r);
+        const int64_t r = rows[i], saved = kept * B + r;
+        const float *si = a->copy_s[l] + r * G;
+        if (a->saving) {
+            gate_activations(si, a->activations[l] + saved * 4 * H, H);
+            a->copied[l][saved] = 1;
+            if (a->layer_norm) {
+                memcpy(a->pre_norm[l] + saved * G, a->copy_pre[l] + r * G, sizeof(float) * G);
+                a->mean[l][saved] = a->copy_mean[l][r];
+                a->inverse_std[l][saved] = a->copy_inverse_std[l][r];
+            }
+        }
+        if (top) continue;
+        const float z_hat = detector(a, si[4 * H], t, l, r);
+        if (a->recompute) { /* Eq. 5-9 as written: z from s_t at every step */
+            z_now[r * Z + l] = z_hat;
+            a->boundary_input[l][saved] = si[4 * H];
+        } else if (a->saving) {
+            a->copy_z_hat[l][saved] = z_hat;
+        }
     }
 }
 
@@ -185,10 +221,10 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
         } else {
             memcpy(h_next + r * H, h_prev + r * H, sizeof(float) * H);
             memcpy(c_next + r * H, c_prev + r * H, sizeof(float) * H);
-            if (a->mixed && l > 0 && valid) w->flush[n_copy++] = r;
+            if (l > 0 && valid && ((a->mixed && a->saving) || (a->recompute && !top))) w->flush[n_copy++] = r;
         }
     }
-    if (n_copy > 0 && a->saving) copy_gates(a, t, l, w->flush, n_copy, w);
+    if (n_copy > 0) copy_gates(a, t, l, w->flush, n_copy, w, z_now);
     if (n == 0) return;
     const int64_t *rows = w->rows;
 
@@ -216,6 +252,7 @@ static void forward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
         const int64_t r = rows[i], saved = kept * B + r;
         float *si = s + i * G;
         const float z_prev = top ? 0.0f : z_before[r * Z + l];
+        a->copy_cached[l][r] = 0; /* h and c change: a COPY run that follows starts its own s */
         if (!top) { /* + z^l_{t-1} U_{l+1}^l h^{l+1}_{t-1}, from the cache; kept for d z^l_{t-1} */
             const float *cached = a->cached_top_down[l] + r * G;
             memcpy(a->top_down_term[l] + saved * G, cached, sizeof(float) * G);
@@ -266,14 +303,17 @@ int sparse_loop_forward(const SparseLoop *a) {
 
 /* ------------------------------------------------------------------------------------ backward */
 
-/* copy_gradient="mixed" on layer l's COPY rows at step t: what the choice of COPY passes back. With
-   flush = z_prev, update = (1 - z_prev) z_below, copy = (1 - z_prev)(1 - z_below) and z_prev = z_below = 0
-   on these rows, d z_prev = d flush - d copy and d z_below = d update - d copy. Their h and c gradients
-   pass through unchanged, as COPY is the identity; the z the row keeps passes none back (core.py), so its
-   gradient is replaced, not added to. */
-static void copy_backward(const SparseLoop *a, int64_t t, int64_t l) {
-    const int64_t B = a->batch, Z = a->layers - 1, H = a->sizes[l];
+/* Layer l's COPY rows at step t. With copy_gradient "mixed" or "exact": what the choice of COPY passes back.
+   With flush = z_prev, update = (1 - z_prev) z_below, copy = (1 - z_prev)(1 - z_below) and z_prev = z_below = 0
+   on these rows, d z_prev = d flush - d copy and d z_below = d update - d copy. Their h and c gradients pass
+   through unchanged, as COPY is the identity. With z kept ("mixed"), z = copy z_prev + (1 - copy) z^ passes
+   none back along the run (core.py), so the gradient of z_prev is replaced, not added to. With z recomputed,
+   z = z^(s) passes its gradient through the straight-through estimator into s = U h_{t-1} + b (and the norm):
+   to h_{t-1}, and through grad_s to U and b; the choice passes back only with "exact". */
+static void copy_backward(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
+    const int64_t B = a->batch, Z = a->layers - 1, H = a->sizes[l], G = gates_of(a, l), N = normed_of(a, l);
     const int top = l == a->layers - 1;
+    int64_t m = 0; /* rows whose recomputed z passes gradient into s */
     for (int64_t r = 0; r < B; ++r) {
         const int64_t saved = t * B + r;
         if (!a->copied[l][saved]) continue;
@@ -288,11 +328,60 @@ static void copy_backward(const SparseLoop *a, int64_t t, int64_t l) {
             copy_sum += dc[j] * cp[j] + dh[j] * (hp[j] - o[j] * tanh_(cp[j])); /* Eq. 3, c = c_prev here */
         }
         const float d_update = flush_sum + update_sum;
-        if (!top) { /* z = copy z_prev + (1 - copy) z^, z_prev = 0 */
+        if (!top && a->recompute) {
+            const float dz = a->grad_z[r * Z + l];
+            const float ds_z = fabsf(a->slope * a->boundary_input[l][saved]) < 1.0f ? dz * (a->slope / 2.0f) : 0.0f;
+            a->grad_z[r * Z + l] = a->mixed ? flush_sum - copy_sum : 0.0f;
+            if (ds_z != 0.0f) {
+                float *ds = w->s + m * G;
+                memset(ds, 0, sizeof(float) * G);
+                ds[4 * H] = ds_z;
+                if (a->layer_norm && N == G) { /* the norm's backward for d y = (0, ..., 0, ds_z) */
+                    const float mean = a->mean[l][saved], inverse_std = a->inverse_std[l][saved];
+                    const float *x = a->pre_norm[l] + saved * G, *gamma = a->norm_weight[l];
+                    const float x_hat_z = (x[4 * H] - mean) * inverse_std, d_x_hat_z = ds_z * gamma[4 * H];
+                    const float mean_d = d_x_hat_z / N, mean_dot = d_x_hat_z * x_hat_z / N;
+                    for (int64_t j = 0; j < N; ++j) {
+                        const float x_hat = (x[j] - mean) * inverse_std;
+                        ds[j] = inverse_std * ((j == 4 * H ? d_x_hat_z : 0.0f) - mean_d - x_hat * mean_dot);
+                    }
+                    a->grad_norm_weight[l][4 * H] += ds_z * x_hat_z;
+                    a->grad_norm_bias[l][4 * H] += ds_z;
+                }
+                memcpy(a->grad_s[l] + saved * G, ds, sizeof(float) * G);
+                w->stale[m++] = r;
+            }
+        } else if (!top && a->mixed) { /* z = copy z_prev + (1 - copy) z^, z_prev = 0 */
             copy_sum -= a->grad_z[r * Z + l] * a->copy_z_hat[l][saved];
             a->grad_z[r * Z + l] = flush_sum - copy_sum;
         }
-        a->grad_z[r * Z + l - 1] += d_update - copy_sum;
+        if (a->mixed) a->grad_z[r * Z + l - 1] += d_update - copy_sum;
+    }
+    if (m == 0) return;
+    /* d h^l_{t-1} += d s U_l^l for the rows whose z read s */
+    product(a, w->s, a->recurrent_t[l], a->recurrent[l], w->y, m, H, G, 0);
+    for (int64_t i = 0; i < m; ++i) {
+        float *target = a->grad_h[l] + w->stale[i] * H;
+        for (int64_t j = 0; j < H; ++j) target[j] += w->y[i * H + j];
+    }
+    /* the gated terms are off (z_prev = z_below = 0) but their gates read d s: d z_prev += d s . U_{l+1}^l h^{l+1}_{t-1},
+       d z_below += d s . W_{l-1}^l h^{l-1}_t */
+    const int64_t H_above = a->sizes[l + 1], H_below = a->sizes[l - 1];
+    product(a, w->s, a->top_down_t[l], a->top_down[l], w->y, m, H_above, G, 0);
+    for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = w->stale[i];
+        const float *above = a->h[l + 1] + (t * B + r) * H_above;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < H_above; ++j) dot += w->y[i * H_above + j] * above[j];
+        a->grad_z[r * Z + l] += dot;
+    }
+    product(a, w->s, a->bottom_up_t[l], a->bottom_up[l], w->y, m, H_below, G, 0);
+    for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = w->stale[i];
+        const float *below = a->h[l - 1] + ((t + 1) * B + r) * H_below;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < H_below; ++j) dot += w->y[i * H_below + j] * below[j];
+        a->grad_z[r * Z + l - 1] += dot;
     }
 }
 
@@ -302,7 +391,7 @@ static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
     const uint8_t *computed = a->computed[l] + t * B;
     const float *z_now = a->z + (t + 1) * B * Z, *z_before = a->z + t * B * Z;
     const float *h_prev = a->h[l] + t * B * H, *c_prev = a->c[l] + t * B * H;
-    if (a->mixed && l > 0) copy_backward(a, t, l);
+    if ((a->mixed || a->recompute) && l > 0) copy_backward(a, t, l, w);
     int64_t n = 0;
     for (int64_t r = 0; r < B; ++r)
         if (computed[r]) w->rows[n++] = r;
@@ -341,7 +430,7 @@ static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
         d_update[i] = flush_sum + update_sum;
         if (!top) { /* z = z_hat here, whose straight-through gradient is a/2 inside |a s_z| < 1 */
             const float dz = a->grad_z[r * Z + l];
-            copy_sum += dz * (z_prev - z_now[r * Z + l]);
+            if (!a->recompute) copy_sum += dz * (z_prev - z_now[r * Z + l]); /* z = copy z_prev + (1 - copy) z^ */
             ds[4 * H] = fabsf(a->slope * a->boundary_input[l][saved]) < 1.0f ? dz * (a->slope / 2.0f) : 0.0f;
         }
         d_copy[i] = copy_sum;

@@ -32,13 +32,14 @@ class _Loop(ctypes.Structure):
     """sparse_loop.c's SparseLoop, field for field."""
 
     _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm",
-                                                             "mixed", "boundary_norm", "saving")] + [
+                                                             "mixed", "boundary_norm", "recompute", "saving")] + [
         ("sizes", ctypes.c_int64 * MAX_LAYERS), ("slope", ctypes.c_float), ("eps", ctypes.c_float),
         ("valid", _Pointer), ("uniforms", _Pointer), ("projected", _Pointer), ("z", _Pointer)] + [
         (name, _Layers) for name in ("h", "c", "recurrent", "bias", "top_down", "bottom_up", "recurrent_t",
                                      "top_down_t", "bottom_up_t", "norm_weight", "norm_bias", "cached_top_down",
                                      "computed", "activations", "pre_norm", "mean", "inverse_std", "top_down_term",
-                                     "boundary_input", "copied", "copy_z_hat", "grad_hidden")] + [
+                                     "boundary_input", "copied", "copy_z_hat", "copy_s", "copy_pre", "copy_mean",
+                                     "copy_inverse_std", "copy_cached", "grad_hidden")] + [
         ("grad_boundaries", _Pointer), ("grad_h", _Layers), ("grad_c", _Layers), ("grad_z", _Pointer),
         ("grad_s", _Layers), ("grad_norm_weight", _Layers), ("grad_norm_bias", _Layers)]
 
@@ -91,12 +92,14 @@ def _weight_gradient(ds: Tensor, inputs: Tensor) -> Tensor:
 
 class SparseLoopHMLSTM(torch.autograd.Function):
     """Inputs as sparse._SparseHMLSTM's, and `saving` (whether a backward pass may follow): sizes, slope, mode,
-    mixed, saving, eps, mask (B, T) bool or None,
+    mixed (copy_gradient "mixed" or "exact": the choice of COPY passes gradient back), recompute (z_on_copy
+    "recompute"), saving, eps, mask (B, T) bool or None,
     x (B, T, I), h0 (L), c0 (L), z0 (B, L-1), recurrent weights (L), biases (L), top-down weights (L-1),
     bottom-up weights (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused.pack_outputs."""
 
     @staticmethod
-    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, saving: bool, eps: float,
+    def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, recompute: bool, saving: bool,
+                eps: float,
                 mask: Tensor | None, x: Tensor, *tensors: Tensor):  # type: ignore[override]
         L = len(sizes)
         h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
@@ -125,11 +128,16 @@ class SparseLoopHMLSTM(torch.autograd.Function):
             "inverse_std": [x.new_empty(kept, batch) for _ in sizes] if layer_norm else [],
             "top_down_term": [x.new_empty(kept, batch, g) for g in gates[:-1]],
             "boundary_input": [x.new_empty(kept, batch) for _ in sizes[:-1]],
-            # copy_gradient="mixed": the COPY rows' gates (in "activations") and z^, for the gradient of the choice
-            "copied": [torch.zeros(kept, batch, dtype=torch.uint8) for _ in sizes] if mixed and saving else [],
+            # the COPY rows: with mixed, their gates (in "activations") and z^, for the gradient of the choice;
+            # with recompute, their z's pre-activation (in "boundary_input")
+            "copied": [torch.zeros(kept, batch, dtype=torch.uint8) for _ in sizes] if (mixed or recompute) and saving
+            else [],
             "copy_z_hat": [x.new_empty(kept, batch) for _ in sizes[:-1]] if mixed and saving else [],
         }
         cached_top_down = [(h0[l + 1] @ top_down[l].t()).contiguous() for l in range(L - 1)]
+        copy_runs = {"copy_s": [x.new_empty(batch, g) for g in gates], "copy_pre": [x.new_empty(batch, g) for g in gates],
+                     "copy_mean": [x.new_empty(batch) for _ in sizes], "copy_inverse_std": [x.new_empty(batch) for _ in sizes],
+                     "copy_cached": [torch.zeros(batch, dtype=torch.uint8) for _ in sizes]}
         # the products read each weight in either layout, by how many rows they have (sparse_loop.c's product)
         transposed = {"recurrent_t": [w.t().contiguous() for w in recurrent],
                       "top_down_t": [w.t().contiguous() for w in top_down],
@@ -139,7 +147,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         boundary_norm = not layer_norm or norm_weights[0].shape[0] == gates[0]
         loop = _Loop(layers=L, batch=batch, steps=steps, threads=torch.get_num_threads(),
                      bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), mixed=int(mixed),
-                     boundary_norm=int(boundary_norm),
+                     boundary_norm=int(boundary_norm), recompute=int(recompute),
                      saving=int(saving), slope=slope, eps=eps,
                      valid=_address(valid), uniforms=_address(uniforms), projected=_address(projected),
                      z=_address(z_states))
@@ -148,12 +156,12 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         for name, values in (("h", h_states), ("c", c_states), ("recurrent", recurrent), ("bias", biases),
                              ("top_down", top_down), ("bottom_up", bottom_up), ("norm_weight", norm_weights),
                              ("norm_bias", norm_biases), ("cached_top_down", cached_top_down), *transposed.items(),
-                             *saved.items()):
+                             *saved.items(), *copy_runs.items()):
             _set(loop, name, values)
         _call(_entry_points()[0], loop)
 
-        ctx.sizes, ctx.slope, ctx.loop = tuple(sizes), slope, loop
-        ctx.buffers = (h_states, c_states, z_states, saved, transposed)  # the loop's pointers into them stay valid
+        ctx.sizes, ctx.slope, ctx.loop, ctx.recompute = tuple(sizes), slope, loop, recompute
+        ctx.buffers = (h_states, c_states, z_states, saved, transposed, copy_runs)  # the loop's pointers into them stay valid
         ctx.save_for_backward(mask, x, *params)
         keep = None if mask is None else mask.to(x.dtype)
         return pack_outputs(h_states, c_states, z_states, z_states[1:], keep, steps)
@@ -164,7 +172,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         mask, x, *params = ctx.saved_tensors
         recurrent, bottom_up = params[:L], params[3 * L - 1:4 * L - 1]
         layer_norm = len(params) > 4 * L - 1
-        h_states, c_states, z_states, saved, _ = ctx.buffers
+        h_states, c_states, z_states, saved, _, _ = ctx.buffers
         batch, steps = loop.batch, loop.steps
         gates = [w.shape[0] for w in recurrent]
 
@@ -191,7 +199,10 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         for l, size in enumerate(sizes):
             ds = grad_s[l].view(-1, gates[l])  # zero where the row did not compute
             grad_biases.append(ds.sum(dim=0))
-            rows = _rows(saved["computed"][l].view(-1))
+            used = saved["computed"][l].view(-1)
+            if ctx.recompute and l < L - 1:  # a COPY row's recomputed z read U h_{t-1} + b
+                used = used | saved["copied"][l].view(-1)
+            rows = _rows(used)
             ds_rows = _select(ds, rows)
             grad_recurrent.append(_weight_gradient(ds_rows, _select(h_states[l][:-1].reshape(-1, size), rows)))
             if l > 0:  # z^{l-1}_t h^{l-1}_t
@@ -208,5 +219,5 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         grad_x = (ds @ bottom_up[0]).view(steps, batch, -1).transpose(0, 1).contiguous()
         grad_bottom_up.insert(0, _weight_gradient(ds, x_time_major))
         ctx.loop = ctx.buffers = None
-        return (None, None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
+        return (None, None, None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
                 *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)

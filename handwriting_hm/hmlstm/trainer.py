@@ -604,7 +604,7 @@ class Trainer:
         if not isinstance(core, HMLSTM):
             return None
         return impl_choice(core.impl, self.device, core.boundary_mode, core.copy_gradient, core.reference_only,
-                           core.boundary_outside_norm)
+                           core.c_loop_only)
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self) -> Iterator[None]:
