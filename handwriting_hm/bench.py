@@ -265,8 +265,9 @@ def sparse_rows(repeats: int) -> list[list[str]]:
         lstm(x)[0].sum().backward()
 
     def hm_step(impl: str, copy_gradient: str) -> Callable[[], None]:
-        def step() -> None:
+        def step() -> None:  # "exact" is the paper's reading: z recomputed on COPY (core.py)
             core.copy_gradient = copy_gradient
+            core.z_on_copy = "recompute" if copy_gradient == "exact" else "keep"
             sum(h.sum() for h in core(x, impl=impl).hidden).backward()
         return step
 
@@ -277,7 +278,8 @@ def sparse_rows(repeats: int) -> list[list[str]]:
     measured = []
     for name, firing in (("paper's", PAPER_FIRING), ("dense", DENSE_FIRING)):
         rates = calibrate_firing(core, x, firing)
-        for impl, copy_gradient in (("sparse", "straight"), ("sparse", "mixed"), ("fused", "straight")):
+        for impl, copy_gradient in (("sparse", "straight"), ("sparse", "mixed"), ("sparse", "exact"),
+                                    ("fused", "straight")):
             seconds = best_times(hm_step(impl, copy_gradient), device, repeats)[clock]
             label = f"HM-LSTM {impl}" + (f", {copy_gradient} gradient" if impl == "sparse" else "")
             measured.append((label, f"{name}: " + " / ".join(f"{rate:.2f}" for rate in rates), seconds))
