@@ -258,3 +258,29 @@ def test_sparse_c_loop_recomputes_z_on_copy_as_the_reference_loop(layer_norm, bo
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     for got, want in zip(fast_grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("z_on_copy, copy_gradient", [("keep", "straight"), ("keep", "mixed"), ("recompute", "exact")])
+def test_forced_layer_1_boundaries_run_in_the_c_loop_as_in_the_reference_loop(z_on_copy, copy_gradient):
+    """The oracle: z^1 given. Layer 1's z is the given one, no gradient reaches its s_z, and the C loop's
+    values and gradients are the reference loop's."""
+    from handwriting_hm.hmlstm.sparse_native import runs_natively
+    torch.manual_seed(4)
+    core = HMLSTM(3, (6, 5, 4), layer_norm=True, z_on_copy=z_on_copy, copy_gradient=copy_gradient)
+    if not runs_natively(torch.zeros(1, 1, 3), list(core.parameters()), 3):
+        pytest.skip("the C loop cannot be built here")
+    x = torch.randn(5, 11, 3, requires_grad=True)
+    forced = (torch.rand(5, 11) < 0.3).float()
+    results = {}
+    for impl in ("reference", "sparse"):
+        output = core(x, forced_z1=forced, impl=impl)
+        loss = sum((h * torch.linspace(-1, 2, h.shape[-1])).sum() for h in output.hidden)
+        results[impl] = (output, torch.autograd.grad(loss, [x, *core.parameters()], allow_unused=True))
+    assert torch.equal(results["sparse"][0].boundaries[..., 0], forced)
+    torch.testing.assert_close(results["sparse"][0].boundaries, results["reference"][0].boundaries)
+    for got, want in zip(results["sparse"][1], results["reference"][1]):
+        if want is None:
+            continue
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="forced_z1 must have shape"):
+        core(x, forced_z1=forced[:, :3])

@@ -515,11 +515,10 @@ class HMLSTM(RecurrentCore):
         lengths (B,) or mask (B, T) bool: padded steps leave the state untouched and output zeros,
         so padding never changes a valid step's result. slope: the hard sigmoid's slope a, a number
         or a one-element tensor (see Slope). impl: overrides the constructor's choice for this call.
-        forced_z1 (B, T), if given, replaces layer 1's boundaries (the oracle; reference loop only).
+        forced_z1 (B, T), if given, replaces layer 1's boundaries (the oracle; the reference loop and the sparse
+        C loop run it: "auto" picks one of them).
         """
         mode = boundary_mode or self.boundary_mode
-        if forced_z1 is not None:
-            impl = "reference"
         check_slope(slope)
         check_boundary_mode(mode)
         batch, steps = check_input(x, self.input_size)
@@ -527,19 +526,21 @@ class HMLSTM(RecurrentCore):
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
         self.check_state(state, batch)
-        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, self.reference_only,
-                            self.c_loop_only)
+        if forced_z1 is not None and tuple(forced_z1.shape) != (batch, steps):
+            raise ValueError(f"forced_z1 must have shape {(batch, steps)}, got {tuple(forced_z1.shape)}")
+        c_loop_only = self.c_loop_only or (None if forced_z1 is None else "forced layer-1 boundaries")
+        reference_only = self.reference_only or (None if forced_z1 is None or few_rows_library() is not None
+                                                 else "forced layer-1 boundaries without the C loop")
+        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, reference_only, c_loop_only)
         if path == "fused":  # the fast paths are imported here: they build on this module
             from .fused import hmlstm_fused
             return hmlstm_fused(self, x, state, mask, slope_value(slope), mode)
         if path == "sparse":
             from .sparse import hmlstm_sparse
-            return hmlstm_sparse(self, x, state, mask, slope_value(slope), mode)
+            return hmlstm_sparse(self, x, state, mask, slope_value(slope), mode, forced_z1)
         if path == "triton":
             from .triton_cell import hmlstm_triton
             return hmlstm_triton(self, x, state, mask, slope, mode)
-        if forced_z1 is not None and tuple(forced_z1.shape) != (batch, steps):
-            raise ValueError(f"forced_z1 must have shape {(batch, steps)}, got {tuple(forced_z1.shape)}")
 
         hidden: list[list[Tensor]] = [[] for _ in range(self.num_layers)]
         boundaries: list[Tensor] = []

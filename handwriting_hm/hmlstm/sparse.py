@@ -52,8 +52,9 @@ BINARY_MODES = ("step", "bernoulli")
 
 
 def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
-                  mode: str) -> HMLSTMOutput:
-    """core.HMLSTM.forward with already checked arguments and binary boundaries, computed by _SparseHMLSTM."""
+                  mode: str, forced_z1: Tensor | None = None) -> HMLSTMOutput:
+    """core.HMLSTM.forward with already checked arguments and binary boundaries, computed by _SparseHMLSTM;
+    forced_z1 (B, T): layer 1's boundaries, given (the C loop only)."""
     if mode not in BINARY_MODES:
         raise ValueError(f"the sparse path needs binary boundaries (step or bernoulli), got {mode!r}")
     L = core.num_layers
@@ -68,8 +69,10 @@ def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | No
             inputs = [x, *state.h, *state.c, state.z, *parameters]
             saving = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in inputs)
             outputs = SparseLoopHMLSTM.apply(core.hidden_sizes, slope, mode, mixed, recompute, saving, eps, mask,
-                                             *inputs)
+                                             forced_z1, *inputs)
         else:
+            if forced_z1 is not None:
+                raise ValueError("the sparse path forces layer 1's boundaries only in its C loop: use impl='reference'")
             if core.boundary_outside_norm or recompute:
                 raise ValueError("the sparse path runs z_on_copy='recompute' and the boundary unit outside the layer "
                                  "norm only in its C loop (float32 on the CPU, a C compiler): use impl='reference' "

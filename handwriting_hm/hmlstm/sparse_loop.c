@@ -34,6 +34,7 @@ typedef struct {
     float slope, eps;
     const uint8_t *valid;     /* (T, B), or NULL: every step of every row is valid */
     const float *uniforms;    /* (T, L-1, B) Bernoulli draws, or NULL */
+    const float *forced;      /* (T, B) layer 1's boundaries, given (the oracle), or NULL */
     const float *projected;   /* (T, B, G_0): W_0^1 x_t + b, layer 1's input term for every step */
     float *z;                 /* (T+1, B, L-1) boundaries after every step; [0] is the initial z */
     float *h[MAX_LAYERS];     /* (T+1, B, H_l) */
@@ -97,6 +98,7 @@ static inline void gate_activations(const float *s, float *act, int64_t H) {
 
 /* Eq. 8-9: z^ = step or Bernoulli (row r's uniform at step t) of hard_sigm(a s_z) */
 static inline float detector(const SparseLoop *a, float boundary_input, int64_t t, int64_t l, int64_t r) {
+    if (l == 0 && a->forced != NULL) return a->forced[t * a->batch + r];
     float z_tilde = (a->slope * boundary_input + 1.0f) / 2.0f;
     z_tilde = z_tilde < 0.0f ? 0.0f : (z_tilde > 1.0f ? 1.0f : z_tilde);
     return a->bernoulli ? (float)(a->uniforms[(t * (a->layers - 1) + l) * a->batch + r] < z_tilde)
@@ -431,7 +433,8 @@ static void backward_layer(const SparseLoop *a, int64_t t, int64_t l, Work *w) {
         if (!top) { /* z = z_hat here, whose straight-through gradient is a/2 inside |a s_z| < 1 */
             const float dz = a->grad_z[r * Z + l];
             if (!a->recompute) copy_sum += dz * (z_prev - z_now[r * Z + l]); /* z = copy z_prev + (1 - copy) z^ */
-            ds[4 * H] = fabsf(a->slope * a->boundary_input[l][saved]) < 1.0f ? dz * (a->slope / 2.0f) : 0.0f;
+            const int given = l == 0 && a->forced != NULL; /* a forced boundary passes nothing to s_z */
+            ds[4 * H] = !given && fabsf(a->slope * a->boundary_input[l][saved]) < 1.0f ? dz * (a->slope / 2.0f) : 0.0f;
         }
         d_copy[i] = copy_sum;
         if (a->layer_norm) { /* y = x_hat gamma + beta over the first N values; the rest pass as they are */

@@ -34,7 +34,8 @@ class _Loop(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64) for name in ("layers", "batch", "steps", "threads", "bernoulli", "layer_norm",
                                                              "mixed", "boundary_norm", "recompute", "saving")] + [
         ("sizes", ctypes.c_int64 * MAX_LAYERS), ("slope", ctypes.c_float), ("eps", ctypes.c_float),
-        ("valid", _Pointer), ("uniforms", _Pointer), ("projected", _Pointer), ("z", _Pointer)] + [
+        ("valid", _Pointer), ("uniforms", _Pointer), ("forced", _Pointer), ("projected", _Pointer),
+        ("z", _Pointer)] + [
         (name, _Layers) for name in ("h", "c", "recurrent", "bias", "top_down", "bottom_up", "recurrent_t",
                                      "top_down_t", "bottom_up_t", "norm_weight", "norm_bias", "cached_top_down",
                                      "computed", "activations", "pre_norm", "mean", "inverse_std", "top_down_term",
@@ -93,14 +94,14 @@ def _weight_gradient(ds: Tensor, inputs: Tensor) -> Tensor:
 class SparseLoopHMLSTM(torch.autograd.Function):
     """Inputs as sparse._SparseHMLSTM's, and `saving` (whether a backward pass may follow): sizes, slope, mode,
     mixed (copy_gradient "mixed" or "exact": the choice of COPY passes gradient back), recompute (z_on_copy
-    "recompute"), saving, eps, mask (B, T) bool or None,
+    "recompute"), saving, eps, mask (B, T) bool or None, forced_z1 (B, T) or None (layer 1's boundaries, given),
     x (B, T, I), h0 (L), c0 (L), z0 (B, L-1), recurrent weights (L), biases (L), top-down weights (L-1),
     bottom-up weights (L), LayerNorm weights (L or 0), biases (L or 0). Outputs as fused.pack_outputs."""
 
     @staticmethod
     def forward(ctx, sizes: Sequence[int], slope: float, mode: str, mixed: bool, recompute: bool, saving: bool,
-                eps: float,
-                mask: Tensor | None, x: Tensor, *tensors: Tensor):  # type: ignore[override]
+                eps: float, mask: Tensor | None, forced_z1: Tensor | None, x: Tensor,
+                *tensors: Tensor):  # type: ignore[override]
         L = len(sizes)
         h0, c0, z0 = tensors[:L], tensors[L:2 * L], tensors[2 * L]
         params = [p.contiguous() for p in tensors[2 * L + 1:]]
@@ -116,6 +117,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         # Bernoulli boundaries: one uniform per row and detector at every step, drawn in the order sparse.py draws them
         uniforms = torch.rand(steps, L - 1, batch, dtype=x.dtype, device=x.device) if mode == "bernoulli" else None
         valid = None if mask is None else mask.t().contiguous().to(torch.uint8)
+        forced = None if forced_z1 is None else forced_z1.t().contiguous().to(x.dtype)
         # what the backward pass reads, for every step; where none will follow (evaluation, sampling under
         # no_grad) one step's worth, rewritten at every step: at 3x400, B=32 and a 1,900-point line the
         # whole would be about 3 GB
@@ -149,7 +151,8 @@ class SparseLoopHMLSTM(torch.autograd.Function):
                      bernoulli=int(mode == "bernoulli"), layer_norm=int(layer_norm), mixed=int(mixed),
                      boundary_norm=int(boundary_norm), recompute=int(recompute),
                      saving=int(saving), slope=slope, eps=eps,
-                     valid=_address(valid), uniforms=_address(uniforms), projected=_address(projected),
+                     valid=_address(valid), uniforms=_address(uniforms), forced=_address(forced),
+                     projected=_address(projected),
                      z=_address(z_states))
         for l, size in enumerate(sizes):
             loop.sizes[l] = size
@@ -161,7 +164,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         _call(_entry_points()[0], loop)
 
         ctx.sizes, ctx.slope, ctx.loop, ctx.recompute = tuple(sizes), slope, loop, recompute
-        ctx.buffers = (h_states, c_states, z_states, saved, transposed, copy_runs)  # the loop's pointers into them stay valid
+        ctx.buffers = (h_states, c_states, z_states, saved, transposed, copy_runs, forced)  # the loop's pointers into them stay valid
         ctx.save_for_backward(mask, x, *params)
         keep = None if mask is None else mask.to(x.dtype)
         return pack_outputs(h_states, c_states, z_states, z_states[1:], keep, steps)
@@ -172,7 +175,7 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         mask, x, *params = ctx.saved_tensors
         recurrent, bottom_up = params[:L], params[3 * L - 1:4 * L - 1]
         layer_norm = len(params) > 4 * L - 1
-        h_states, c_states, z_states, saved, _, _ = ctx.buffers
+        h_states, c_states, z_states, saved, _, _, _ = ctx.buffers
         batch, steps = loop.batch, loop.steps
         gates = [w.shape[0] for w in recurrent]
 
@@ -219,5 +222,5 @@ class SparseLoopHMLSTM(torch.autograd.Function):
         grad_x = (ds @ bottom_up[0]).view(steps, batch, -1).transpose(0, 1).contiguous()
         grad_bottom_up.insert(0, _weight_gradient(ds, x_time_major))
         ctx.loop = ctx.buffers = None
-        return (None, None, None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
+        return (None, None, None, None, None, None, None, None, None, grad_x, *grad_h, *grad_c, grad_z, *grad_recurrent, *grad_biases,
                 *grad_top_down, *grad_bottom_up, *grad_norm_weights, *grad_norm_biases)
