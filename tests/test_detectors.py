@@ -112,3 +112,20 @@ def test_language_model_recomputes_preactivations_for_a_fast_path():
     reference = model(ids, impl="reference").core
     assert isinstance(model.core, HMLSTM)
     torch.testing.assert_close(fast.preactivations[..., 0], reference.preactivations[..., 0], rtol=1e-5, atol=1e-5)
+
+
+def test_event_alignment_within_a_window_of_points():
+    """Pen-ups as events, +-2 points: a firing 2 points from a pen-up hits, 3 points away misses."""
+    from handwriting_hm.hmlstm.detectors import event_alignment
+    events = np.zeros(100, dtype=bool)
+    events[[20, 50, 80]] = True
+    fired = np.zeros(100, dtype=bool)
+    fired[[18, 53, 81, 5]] = True
+    figures = event_alignment(fired, events, before=2, after=2)
+    assert figures["precision"] == 0.5  # 18 (2 before 20) and 81 hit; 53 (3 after 50) and 5 miss
+    assert figures["recall"] == pytest.approx(2 / 3)  # 20 and 80 found, 50 not
+    assert figures["chance_precision"] == pytest.approx(15 / 100)  # 5 steps around each of 3 events
+    assert figures["lift"] == pytest.approx(0.5 / 0.15)
+    assert event_alignment(fired, events)["precision"] == 0.0  # no window: exact steps only
+    with pytest.raises(ValueError, match="equal 1-d"):
+        event_alignment(fired[:5], events)

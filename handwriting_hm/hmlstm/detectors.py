@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,3 +97,47 @@ def silent_detectors(records: Sequence[dict], validations: int = 2) -> list[int]
         return []
     detectors = sorted(int(key[1:-5]) for key in reported[-1] if key.startswith("z") and key.endswith("_rate"))
     return [l for l in detectors if all(record.get(f"z{l}_rate", 1.0) == 0.0 for record in reported)]
+
+
+SHIFTS = 16  # offsets of the circular-shift null, spread over the sequence
+
+
+def _near(marks: np.ndarray, before: int, after: int) -> np.ndarray:
+    """near[t]: whether a mark lies in [t - before, t + after]."""
+    counts = np.concatenate([[0], np.cumsum(marks, dtype=np.int64)])
+    steps = marks.size
+    low = np.clip(np.arange(steps) - before, 0, steps)
+    high = np.clip(np.arange(steps) + after + 1, 0, steps)
+    return counts[high] - counts[low] > 0
+
+
+def _scores(fired: np.ndarray, events: np.ndarray, before: int, after: int) -> tuple[float, float, float]:
+    precision = float(_near(events, before, after)[fired].mean()) if fired.any() else 0.0
+    recall = float(_near(fired, after, before)[events].mean()) if events.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return precision, recall, f1
+
+
+def event_alignment(fired: np.ndarray, events: np.ndarray, before: int = 0, after: int = 0) -> dict[str, float]:
+    """The alignment figures of the module docstring for one detector: fired and events (T,) bool."""
+    fired, events = np.asarray(fired, dtype=bool), np.asarray(events, dtype=bool)
+    if fired.shape != events.shape or fired.ndim != 1:
+        raise ValueError(f"fired and events must be two equal 1-d arrays, got {fired.shape} and {events.shape}")
+    if before < 0 or after < 0:
+        raise ValueError(f"the window must not be negative, got before={before}, after={after}")
+    steps = fired.size
+    precision, recall, f1 = _scores(fired, events, before, after)
+    chance = float(_near(events, before, after).mean()) if steps else 0.0
+    margin = steps // (SHIFTS + 1)
+    offsets = np.unique(np.linspace(margin, steps - margin, SHIFTS).astype(int))
+    offsets = offsets[(offsets > before + after) & (offsets < steps - before - after)]
+    shifted = (np.array([_scores(np.roll(fired, int(k)), events, before, after) for k in offsets])
+               if offsets.size else np.zeros((1, 3)))
+    shift_precision, shift_recall, shift_f1 = (float(v) for v in shifted.mean(axis=0))
+    return {
+        "rate": float(fired.mean()) if steps else 0.0,
+        "precision": precision, "recall": recall, "f1": f1,
+        "chance_precision": chance, "lift": precision / chance if chance > 0 else 0.0,
+        "shift_precision": shift_precision, "shift_recall": shift_recall, "shift_f1": shift_f1,
+        "shift_lift": precision / shift_precision if shift_precision > 0 else 0.0,
+    }
