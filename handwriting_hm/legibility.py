@@ -1,4 +1,4 @@
-"""How legible written lines are, read by an off-the-shelf recogniser (issue 14, item 8).
+"""How legible written lines are, read by an off-the-shelf recogniser.
 
 A line is drawn as a PNG (drawing.render_png, ink only) and read by Tesseract, Debian's
 `tesseract-ocr` package, run as a program: no Python dependency. Tesseract is trained on print,

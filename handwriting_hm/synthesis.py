@@ -149,10 +149,9 @@ class SynthesisModel(nn.Module):
     - "auto": on the CPU "sparse" while layer 1's detector fired at under SPARSE_BELOW of the points
       in the last call (and in the first) and copy_gradient is "straight", else "compiled"; elsewhere
       "compiled", as the sparse
-      step's reading of the boundaries at every layer-step would stall a GPU (not measured there).
-      On the CPU (`python -m handwriting_hm.bench`, 3x256, B=32, T=200, one thread) the sparse
-      step ran at 2.05x the compiled one with silent detectors, 1.08x at the paper's rates
-      (z^1 17.6 %, z^2 3.3 %) and 0.67x at 50 % / 50 %.
+      step's reading of the boundaries at every layer-step would stall a GPU. On the CPU the sparse
+      step beats the compiled one while few detectors fire and loses to it when half fire (the
+      synthesis table of `python -m handwriting_hm.bench`; docs/synthesis.md has the measurements).
     """
 
     point_size = 3  # dx, dy, end_of_stroke

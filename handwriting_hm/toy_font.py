@@ -1,4 +1,4 @@
-"""Proof that the synthesis model's window works, without the big model (issue 14, item 7).
+"""Proof that the synthesis model's window works, without the big model.
 
 A made-up stroke font: each character is one pen stroke of a few fixed offsets, drawn with a
 little Gaussian noise, with a pen-up after its last point. Lines are random strings. A small

@@ -335,8 +335,8 @@ DEFAULT_PRESET = "paper-hm-anneal"
 # the --impl values the synthesis model takes (SynthesisModel.impl), and why auto picks what it picks
 SYNTHESIS_IMPLS = ("reference", "sparse", "auto")
 SYNTHESIS_AUTO_REASON = ("on the CPU the sparse step, which skips the rows that COPY, while z1 fires at under 20% of "
-                         "the points (bench, 3x256: 2.05x the torch.compile'd step with silent detectors, 1.08x at the "
-                         "paper's rates, 0.67x at 50%), else the compiled step; on a GPU, or with --copy-gradient mixed "
+                         "the points (where it is the faster; see `python -m handwriting_hm.bench`), else the "
+                         "torch.compile'd step; on a GPU, or with --copy-gradient mixed "
                          "(which the sparse step cannot give), the compiled step")
 
 

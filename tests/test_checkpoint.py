@@ -25,7 +25,7 @@ def as_legacy(path: Path, slope_under: str) -> None:
     torch.save(payload, path)
 
 
-# the handwriting model shipped until 2026-11-23 (3 x 128), in the legacy format, kept to show it still loads
+# the first shipped handwriting model (3 x 128), in the legacy format, kept to show it still loads
 LEGACY_HANDWRITING_MODEL = Path(__file__).parent / "fixtures" / "legacy-handwriting-3x128.pt"
 
 

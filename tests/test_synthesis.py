@@ -433,7 +433,7 @@ def test_the_toy_font_reader_reads_the_font_and_counts_edits():
 
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory):
-    """Issue 14, item 7: a 2 x 64 model trained on the toy font for 600 steps (about 60 s of one CPU thread)."""
+    """A 2 x 64 model trained on the toy font for 600 steps (about 60 s of one CPU thread)."""
     font = ToyFont(ToyFontConfig())
     model, texts = train_toy_model(font, ToyTrainingConfig(), tmp_path_factory.mktemp("toy"))
     return font, model, texts

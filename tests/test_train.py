@@ -226,7 +226,7 @@ def test_resume_takes_every_setting_from_the_run_and_applies_training_flags(prep
 
 
 def test_a_run_saved_before_a_config_setting_existed_resumes_with_its_own_command(prepared, trained_run, tmp_path):
-    """A run written before copy_gradient joined the model config (as every run before 2026-11-23 was)."""
+    """A run written before copy_gradient joined the model config (as every early run was)."""
     run_dir = tmp_path / "old"
     shutil.copytree(trained_run, run_dir)
     checkpoint = torch.load(run_dir / "latest.pt", weights_only=True)
