@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .alphabet import Alphabet, alphabet_of_prepared
-from .evaluate import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
+from .scoring import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
 from .hmlstm.checkpoint import StoredConfig, load_checkpoint
 from .hmlstm.core import LEARNING_ONLY
 from .hmlstm.presets import Preset
@@ -162,7 +162,7 @@ def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: f
 def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet,
                    batch_size: int, slope: float, progress: bool = False) -> Evaluation:
     """The paper's metric over `lines`, each given its text, with its interval and the boundaries'
-    rates (evaluate.py's numbers); a line whose log-likelihood is not finite is named (by its text)."""
+    rates (scoring.py's numbers); a line whose log-likelihood is not finite is named (by its text)."""
     if not lines:
         raise ValueError("nothing to evaluate: no lines")
     device = next(model.parameters()).device

@@ -51,7 +51,8 @@ from handwriting_hm import synthesis_train
 from handwriting_hm.hmlstm.checkpoint import StoredConfig, load_checkpoint
 from handwriting_hm.hmlstm.core import BOUNDARY_MODES, COPY_GRADIENTS, HMLSTMState, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
-from handwriting_hm.evaluate import check_finite, check_same_statistics, sequence_log_likelihoods, summarise
+from handwriting_hm.evaluate import check_same_statistics, sequence_log_likelihoods
+from handwriting_hm.scoring import check_finite, summarise
 from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
 from handwriting_hm.generate import generate
