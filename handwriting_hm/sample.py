@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.dataset import denormalise
+from .normalisation import denormalise
 
 from . import generate
 from .hmlstm.core import OPERATION_NAMES, COPY

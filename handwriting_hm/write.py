@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_prep.dataset import coordinate_scale
+from .normalisation import coordinate_scale
 
 from .alphabet import UnknownCharacters
 from .hmlstm.atomic import atomic_write

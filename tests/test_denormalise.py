@@ -1,11 +1,12 @@
-"""One de-normalisation (`data_prep.dataset.denormalise`) for the dataset, training pictures and the sampler."""
+"""One de-normalisation (`handwriting_hm.normalisation.denormalise`) for the dataset, training pictures and the sampler."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from data_prep.dataset import HandwritingDataset, denormalise
+from data_prep.dataset import HandwritingDataset
+from handwriting_hm.normalisation import denormalise
 from handwriting_hm.sample import raw_offsets
 from factories import make_prepared
 
