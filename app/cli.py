@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from handwriting_hm.model import DEFAULT_MODEL
-from handwriting_hm.sample import load_model_or_explain
-from handwriting_hm.synthesis import DEFAULT_SYNTHESIS_MODEL, load_synthesis_model
+from handwriting_hm.unconditional.model import DEFAULT_MODEL
+from handwriting_hm.unconditional.sample import load_model_or_explain
+from handwriting_hm.synthesis.model import DEFAULT_SYNTHESIS_MODEL, load_synthesis_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -38,7 +38,7 @@ def write_random_checkpoint(path: Path) -> Path:
     import torch
 
     from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
-    from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import KIND, HandwritingConfig, HandwritingModel
 
     torch.manual_seed(0)
     config = HandwritingConfig()

@@ -30,8 +30,8 @@ from torch import nn
 
 from .hmlstm.core import FLUSH, HMLSTM, resolve_impl
 from .hmlstm.graphed_step import GraphedStep, optimizer_step
-from .model import HandwritingConfig, HandwritingModel, shift_inputs
-from .generate import generate, generate_reference
+from .unconditional.model import HandwritingConfig, HandwritingModel, shift_inputs
+from .unconditional.generate import generate, generate_reference
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ def synthesis_rows(repeats: int) -> list[list[str]]:
     loops: the plain step, the torch.compile'd step and the sparse step, with the detectors' biases set so
     that they fire at the paper's rates, at an untrained model's, and never (as in the first IAM run)."""
     from .mixture import mixture_log_likelihood
-    from .synthesis import SynthesisConfig, SynthesisModel
+    from .synthesis.model import SynthesisConfig, SynthesisModel
 
     shape, device = SYNTHESIS_SHAPE, torch.device("cpu")
     torch.manual_seed(0)

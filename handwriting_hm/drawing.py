@@ -35,7 +35,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from handwriting_hm.hmlstm.atomic import atomic_write
-from handwriting_hm.letter_boundaries import word_ends  # where a word ends on the ink: counted there
+from handwriting_hm.synthesis.letter_boundaries import word_ends  # where a word ends on the ink: counted there
 
 
 class Sample(Protocol):

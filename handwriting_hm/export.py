@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from handwriting_hm.hmlstm.checkpoint import export_checkpoint, load_checkpoint
-from handwriting_hm.model import KIND, load_handwriting_model
-from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND, load_synthesis_model
+from handwriting_hm.unconditional.model import KIND, load_handwriting_model
+from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND, load_synthesis_model
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -6,8 +6,8 @@
     handwriting-hm train --preset tiny --data iam.npz --run-dir runs/warm --init-from handwriting_hm/models/handwriting-default.pt
     handwriting-hm train --preset synthesis --data iam.npz --run-dir runs/synthesis
 
-The `synthesis` preset trains the text-conditioned model of `synthesis.py` instead (see
-`synthesis_train.py`): the same trainer and the same --resume and --init-from rules, with the flags
+The `synthesis` preset trains the text-conditioned model of `synthesis/model.py` instead (see
+`synthesis/task.py`): the same trainer and the same --resume and --init-from rules, with the flags
 that are settings of that model and task (a handwriting-only flag such as --cell is refused in one
 line). --resume and --init-from find out from the checkpoint which of the two models a run trains.
 
@@ -47,18 +47,18 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from handwriting_hm import synthesis_train
+from handwriting_hm.synthesis import task as synthesis_train
 from handwriting_hm.hmlstm.checkpoint import StoredConfig, load_checkpoint
 from handwriting_hm.hmlstm.core import BOUNDARY_MODES, COPY_GRADIENTS, HMLSTMState, SlopeSchedule
 from handwriting_hm.drawing import render_grid_png
 from handwriting_hm.evaluate import check_same_statistics, sequence_log_likelihoods
 from handwriting_hm.scoring import check_finite, summarise
-from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
+from handwriting_hm.unconditional.model import KIND, HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import MixtureParams, mixture_log_likelihood
-from handwriting_hm.generate import generate
-from handwriting_hm.sample import raw_offsets
+from handwriting_hm.unconditional.generate import generate
+from handwriting_hm.unconditional.sample import raw_offsets
 from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
-from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND, SynthesisConfig, SynthesisModel
+from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env,
                                            seed_everything, shard_batches, share_lines)
 
@@ -371,7 +371,7 @@ def refuse_flags(args: argparse.Namespace, flags: tuple[Flag, ...], what: str) -
 
 
 def run_synthesis(args: argparse.Namespace) -> int:
-    """`train` for the synthesis model: the same preset rules (`hmlstm/presets.py`), `synthesis_train`'s run."""
+    """`train` for the synthesis model: the same preset rules (`hmlstm/presets.py`), `synthesis.task`'s run."""
     if args.impl not in SYNTHESIS_IMPLS:
         raise ValueError(f"--impl {args.impl}: the synthesis model runs its own loop of steps (its window sits "
                          "between layer 1 and layer 2 inside every step): give reference, sparse (skip the rows "

@@ -391,7 +391,7 @@ def test_layer_norm_keeps_straight_through_gradients_bounded():
 
 def test_copy_gradient_reaches_the_core_from_the_model_config():
     from handwriting_hm.hmlstm.core import make_core
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
     config = HandwritingConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2, copy_gradient="mixed")
     assert HandwritingModel(config).core.copy_gradient == "mixed"

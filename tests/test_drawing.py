@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from handwriting_hm import drawing
-from handwriting_hm.sample import Sample
+from handwriting_hm.unconditional.sample import Sample
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

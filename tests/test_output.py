@@ -7,7 +7,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
-from handwriting_hm.model import (HandwritingConfig, HandwritingModel, load_handwriting_model, shift_inputs)
+from handwriting_hm.unconditional.model import (HandwritingConfig, HandwritingModel, load_handwriting_model, shift_inputs)
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 from handwriting_hm.mixture import (MixtureDensityHead, MixtureParams, adjust,
                                    mixture_log_likelihood, sample_mixture)

@@ -10,19 +10,19 @@ import pytest
 import torch
 from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
-from handwriting_hm.alphabet import Alphabet, UnknownCharacters
+from handwriting_hm.synthesis.alphabet import Alphabet, UnknownCharacters
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.trainer import TrainConfig
-from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits, word_ends
+from handwriting_hm.synthesis.letter_boundaries import character_ends, word_boundary_hits, word_ends
 from handwriting_hm.mixture import mixture_log_likelihood
-from handwriting_hm.model import shift_inputs
-from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisState
-from handwriting_hm.synthesis_generate import write_texts
-from handwriting_hm.synthesis_train import SynthesisPreset, SynthesisTask, evaluate_synthesis, train_synthesis
-from handwriting_hm.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
+from handwriting_hm.unconditional.model import shift_inputs
+from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel, SynthesisState
+from handwriting_hm.synthesis.generate import write_texts
+from handwriting_hm.synthesis.task import SynthesisPreset, SynthesisTask, evaluate_synthesis, train_synthesis
+from handwriting_hm.synthesis.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
                                      train_toy_model)
-from handwriting_hm.styles import style_from_file, style_from_line, style_from_strokes
-from handwriting_hm.write import write
+from handwriting_hm.synthesis.styles import style_from_file, style_from_line, style_from_strokes
+from handwriting_hm.synthesis.write import write
 
 ALPHABET = "abcdefghij"
 

@@ -15,7 +15,7 @@ from handwriting_hm.cli import main
 from handwriting_hm.hmlstm import trainer as trainer_module
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
 from handwriting_hm.hmlstm.graphed_step import GraphedStep
-from handwriting_hm.model import HandwritingConfig, HandwritingModel, load_handwriting_model
+from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel, load_handwriting_model
 from handwriting_hm.train import PRESETS, HandwritingTask, LineChunk, TaskSettings
 from factories import make_prepared
 
@@ -121,7 +121,7 @@ def test_the_loss_of_a_cropped_batch_can_be_captured_in_a_cuda_graph(prepared, m
 
 
 def test_loss_is_the_mean_nll_per_valid_point(prepared):
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
     train_set = HandwritingDataset(prepared, "train", "paper")
     task = HandwritingTask(TaskSettings(batch_size=4), train_set, [], train_set.stats, seed=0)
@@ -328,7 +328,7 @@ def test_the_run_says_which_core_path_auto_picked_and_logs_it(prepared, tmp_path
 
 
 def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
     validation = HandwritingDataset(prepared, "validation", "paper")
     lines = [validation[i][0].clone() for i in range(3)]

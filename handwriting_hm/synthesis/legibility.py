@@ -27,8 +27,8 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .drawing import render_png
-from .hmlstm.atomic import atomic_write
+from ..drawing import render_png
+from ..hmlstm.atomic import atomic_write
 
 Recogniser = Callable[[Path], str]  # a PNG of one line -> the text read
 
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
               "real": read_lines(real, recognise, "reading the real lines")}
     rows = [("real IAM-OnDB lines", character_error_rate(texts, report["real"]))]
     if args.synthesis is not None:
-        from .synthesis import load_synthesis_model
+        from .model import load_synthesis_model
         from .write import check_synthesis_checkpoint, write_in_batches
 
         loaded = load_synthesis_model(check_synthesis_checkpoint(args.synthesis))

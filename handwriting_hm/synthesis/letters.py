@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
-from .synthesis import load_synthesis_model
+from .model import load_synthesis_model
 from .write import check_synthesis_checkpoint, write_in_batches
 
 

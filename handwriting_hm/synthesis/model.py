@@ -41,13 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from .alphabet import Alphabet
-from .hmlstm.checkpoint import StoredConfig, load_model
-from .hmlstm.cli import first_line
-from .hmlstm.core import (COPY_GRADIENTS, HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask,
+from ..hmlstm.checkpoint import StoredConfig, load_model
+from ..hmlstm.cli import first_line
+from ..hmlstm.core import (COPY_GRADIENTS, HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask,
                           stack_time)
-from .hmlstm.output import GatedOutput
-from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
-from .model import read_stats, shift_inputs
+from ..hmlstm.output import GatedOutput
+from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
+from ..unconditional.model import read_stats, shift_inputs
 
 
 @dataclass
@@ -339,7 +339,7 @@ class SynthesisModel(nn.Module):
 # ----------------------------------------------------------------------------- loading
 
 KIND = "synthesis"  # the checkpoint kind of this model
-DEFAULT_SYNTHESIS_MODEL = Path(__file__).parent / "models" / "synthesis-default.pt"  # models/SYNTHESIS_MODEL_CARD.md
+DEFAULT_SYNTHESIS_MODEL = Path(__file__).parents[1] / "models" / "synthesis-default.pt"  # models/SYNTHESIS_MODEL_CARD.md
 UNNORMALISED = {"mean": (0.0, 0.0), "std": (1.0, 1.0)}  # the stats of data that was not normalised (the toy font)
 
 

@@ -31,15 +31,15 @@ import torch
 from torch import Tensor
 
 from .alphabet import Alphabet, alphabet_of_prepared
-from .scoring import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
-from .hmlstm.checkpoint import StoredConfig, load_checkpoint
-from .hmlstm.core import LEARNING_ONLY
-from .hmlstm.presets import Preset
-from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
+from ..scoring import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
+from ..hmlstm.checkpoint import StoredConfig, load_checkpoint
+from ..hmlstm.core import LEARNING_ONLY
+from ..hmlstm.presets import Preset
+from ..hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
                              shard_batches, share_lines)
-from .mixture import mixture_log_likelihood
-from .model import shift_inputs
-from .synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisOutput, SynthesisState, load_synthesis_model
+from ..mixture import mixture_log_likelihood
+from ..unconditional.model import shift_inputs
+from .model import KIND, SynthesisConfig, SynthesisModel, SynthesisOutput, SynthesisState, load_synthesis_model
 
 
 @dataclass
@@ -286,8 +286,8 @@ def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m handwriting_hm.synthesis_train ARGS`: the same as `handwriting-hm train --preset synthesis ARGS`."""
-    from .cli import main as handwriting_hm
+    """`python -m handwriting_hm.synthesis.task ARGS`: the same as `handwriting-hm train --preset synthesis ARGS`."""
+    from ..cli import main as handwriting_hm
 
     return handwriting_hm(["train", "--preset", PRESET_NAME, *(sys.argv[1:] if argv is None else argv)])
 
