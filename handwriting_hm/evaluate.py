@@ -28,7 +28,7 @@ bad) would make every number NaN: evaluation names it and stops instead. The com
 progress bar on stderr (the test split takes minutes on a CPU).
 
 A synthesis checkpoint (kind "synthesis") gets the same numbers with each line given its text
-(`synthesis.task.evaluate_synthesis`), on the split scheme it was trained on.
+(`synthesis.evaluate.evaluate_synthesis`), on the split scheme it was trained on.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_synthesis(args: argparse.Namespace, device: torch.device) -> int:
     """A synthesis checkpoint: the same metric with each line given its text, on the checkpoint's own scheme."""
-    from handwriting_hm.synthesis.task import evaluate_synthesis  # reads the prepared file through data_prep
+    from handwriting_hm.synthesis.evaluate import evaluate_synthesis  # reads the prepared file through data_prep
 
     result = evaluate_synthesis(args.checkpoint, args.data, args.split, args.batch_size, args.max_lines, device,
                                 progress=True)

@@ -18,7 +18,8 @@ from handwriting_hm.mixture import mixture_log_likelihood
 from handwriting_hm.unconditional.model import shift_inputs
 from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel, SynthesisState
 from handwriting_hm.synthesis.generate import write_texts
-from handwriting_hm.synthesis.task import SynthesisPreset, SynthesisTask, evaluate_synthesis, train_synthesis
+from handwriting_hm.synthesis.evaluate import evaluate_synthesis
+from handwriting_hm.synthesis.task import SynthesisPreset, SynthesisTask, train_synthesis
 from handwriting_hm.synthesis.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
                                      train_toy_model)
 from handwriting_hm.synthesis.styles import style_from_file, style_from_line, style_from_strokes

@@ -11,7 +11,7 @@ from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
 from handwriting_hm.synthesis.model import KIND
 from handwriting_hm.synthesis import task as synthesis_train
-from handwriting_hm.synthesis.task import evaluate_synthesis
+from handwriting_hm.synthesis.evaluate import evaluate_synthesis
 from handwriting_hm.synthesis.write import write
 
 TINY = ["--hidden-sizes", "8,8", "--embedding-size", "8", "--n-mixtures", "2", "--n-window", "2",
