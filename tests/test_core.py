@@ -300,6 +300,7 @@ def test_gradients_reach_every_parameter_through_the_boundaries():
     assert all(g.abs().sum() > 0 for g in detector_grads)
 
 
+@pytest.mark.slow
 def test_layer_norm_trains():
     torch.manual_seed(0)
     model = HMLSTM(1, (16, 16), layer_norm=True)

@@ -21,10 +21,10 @@ from real_data import DATA, not_found
 IAM = DATA / "iam_ondb"
 STROKES, ASCII, SPLITS = IAM / "lineStrokes-all.tar.xz", IAM / "ascii-all.tar.xz", IAM / "splits"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(  # slow: one full preparation of the release
     not (STROKES.exists() and ASCII.exists() and SPLITS.is_dir()),
     reason=not_found("real IAM-OnDB data", "iam_ondb"),
-)
+)]
 
 
 @pytest.fixture(scope="module")

@@ -228,6 +228,7 @@ def train_args(prepared: Path, run_dir: Path, *extra: str) -> list[str]:
             "--quiet", "--log-every", "2", *extra]
 
 
+@pytest.mark.slow
 def test_train_resume_continues_exactly_with_the_carried_state(tmp_path: Path, ptb_prepared: Path, capsys) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert run_cli(train_args(ptb_prepared, whole, "--max-steps", "14"), capsys)[0] == 0

@@ -158,6 +158,7 @@ def test_first_input_is_a_zero_vector():
     assert torch.equal(shifted[0, 0], torch.zeros(3)) and torch.equal(shifted[0, 1:], offsets[0, :3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["hm-lstm", "lstm"])
 def test_model_learns_a_simple_stroke_pattern(cell):
     torch.manual_seed(0)

@@ -96,6 +96,7 @@ def test_padded_steps_and_characters_change_nothing():
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
+@pytest.mark.slow  # torch.compile
 def test_the_compiled_step_gives_the_plain_loops_likelihoods_and_gradients():
     """impl="compiled" (train --impl auto) is the same model: one compile serves texts of any length."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
@@ -440,12 +441,14 @@ def toy_model(tmp_path_factory):
     return font, model, texts
 
 
+@pytest.mark.slow  # trains the toy model (module-scoped, shared with the next test)
 def test_a_small_model_trained_on_the_toy_font_writes_held_out_strings_legibly(toy_model):
     font, model, texts = toy_model
     assert len(texts) == 100
     assert evaluate_toy(font, model, texts, ToyTrainingConfig.bias).accuracy >= 0.90  # 94.9% when measured
 
 
+@pytest.mark.slow
 def test_primed_with_a_line_the_toy_model_writes_on_after_it(toy_model):
     font, model, texts = toy_model
     generator = torch.Generator().manual_seed(7)

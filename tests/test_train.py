@@ -345,6 +345,7 @@ def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
     assert "NaN or infinite values" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_whole_lines_in_chunks_carry_the_state_and_resume_exactly(tmp_path):
     """chunk_points: every line of a batch whole, in consecutive chunks; the chunks' log-likelihoods add
     up to the lines' (the state is carried), and a run stopped between two chunks resumes exactly."""
