@@ -1,101 +1,27 @@
 """`handwriting-hm evaluate`: the paper's handwriting metric (§4.2, Table 3) on a prepared split.
 
-The metric, exactly:
-
-    LL_i = sum over the points t = 1..T_i of line i of log p(x_t | x_<t)        (nats)
-    reported = mean over the N lines of the split of LL_i                       (higher is better)
-
-where x_t = (dx, dy, end_of_stroke), dx and dy normalised with the training split's mean and
-std (the space the model works in; the density is NOT converted back to sensor units), and
-log p is the mixture-density log-likelihood of Graves (2013) Eq. 23-26: the bivariate Gaussian
-mixture for (dx, dy) plus the Bernoulli end-of-stroke term. The first point is scored too (the
-model reads a zero vector before it). Every line is run whole from a zero state, in float32,
-with the boundary slope stored in the checkpoint and step (deterministic) boundaries, through the
-core's fastest path here (impl "auto": the reference loop's numbers up to rounding).
-
-Also reported: nats per point = sum_i LL_i / sum_i T_i, bits per point = that / ln 2, and a 95%
-confidence interval of the mean over lines, mean ± 1.96 · s / sqrt(N) with s the sample standard
-deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hundreds.
-
-Boundaries: each detector's firing rate (the fraction of points where z^l = 1), and how many of its
-firings fall on a pen-up, the paper's Figure 5: z^l fires at a pen-up when it fires while the model
-reads a point whose end_of_stroke is 1 (step t reads point t-1). Against that, the chance rate:
-the fraction of the points read that are pen-ups, which is what a detector that fires at random
-points would score.
-
-A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
-bad) would make every number NaN: evaluation names it and stops instead. The command shows a
-progress bar on stderr (the test split takes minutes on a CPU).
-
-A synthesis checkpoint (kind "synthesis") gets the same numbers with each line given its text
-(`synthesis.evaluate.evaluate_synthesis`), on the split scheme it was trained on.
+The numbers and their definition are scoring.py's. A handwriting checkpoint is scored by
+`unconditional.evaluate`, through the core's fastest path here (impl "auto": the reference loop's
+numbers up to rounding); a synthesis checkpoint (kind "synthesis") gets the same numbers with each
+line given its text (`synthesis.evaluate.evaluate_synthesis`), on the split scheme it was trained on.
+The command shows a progress bar on stderr (the test split takes minutes on a CPU).
 """
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from handwriting_hm.hmlstm.core import HMLSTM
-from handwriting_hm.unconditional.model import HandwritingModel, load_handwriting_model
+from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
+from handwriting_hm.unconditional.model import load_handwriting_model
 from handwriting_hm.hmlstm.atomic import atomic_write
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
 from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND
 from handwriting_hm.hmlstm.device import resolve_device
-from handwriting_hm.scoring import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
-
-@torch.no_grad()
-def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
-                             batch_size: int = 32, device: torch.device | str = "cpu",
-                             progress: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
-    """Total log-likelihood (nats) of each line, in the given order, and the boundary counts.
-
-    lines: normalised (T_i, 3) offsets. Lines are batched by length (less padding); padded
-    steps count nothing. Returns (N,) float64 log-likelihoods and the boundary firings summed
-    over all points. `progress` shows a bar of lines scored on stderr.
-    """
-    order = np.argsort([len(line) for line in lines], kind="stable")
-
-    def score(chosen: Sequence[int]) -> tuple[torch.Tensor, BoundaryCounts]:
-        lengths = torch.tensor([len(lines[i]) for i in chosen])
-        offsets = torch.zeros(len(chosen), int(lengths.max()), 3)
-        for row, i in enumerate(chosen):
-            offsets[row, :len(lines[i])] = lines[i]
-        log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
-        return log_likelihood, BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths)
-
-    return score_in_batches(model, [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)],
-                            len(lines), score, progress)
-
-
-def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
-                   batch_size: int = 32, device: torch.device | str = "cpu",
-                   names: Sequence[str] | None = None, progress: bool = False) -> Evaluation:
-    """The paper's metric over `lines` (normalised offsets), see the module docstring.
-
-    Raises ValueError naming the first line (by `names`, else its index) whose log-likelihood
-    is not finite.
-    """
-    if not lines:
-        raise ValueError("nothing to evaluate: no lines")
-    totals, counts = sequence_log_likelihoods(model, lines, slope, batch_size, device, progress=progress)
-    check_finite(totals, lines, names)
-    return summarise(totals, sum(len(line) for line in lines), counts)
-
-
-def check_same_statistics(model_stats: dict, data_stats: dict, checkpoint: Path) -> None:
-    """The model only means something on data normalised the way it was trained."""
-    for key in ("mean", "std"):
-        if not np.allclose(model_stats[key], data_stats[key], rtol=1e-5, atol=1e-6):
-            raise ValueError(
-                f"checkpoint {checkpoint} was trained with normalisation {key} {list(model_stats[key])}, but the "
-                f"prepared file's is {list(data_stats[key])}: use the same prepared file and --scheme as in training"
-            )
 
 
 # ----------------------------------------------------------------------------- command line

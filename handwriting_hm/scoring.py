@@ -1,7 +1,32 @@
 """Scoring lines with a handwriting model, shared by both models: the scoring loop, the boundary counts,
-and the reported numbers (the paper's log-likelihood per sequence with its 95% interval, per point, each
-detector's firing rate and its share of firings on a pen-up). `unconditional` and `synthesis` each say
-how one batch of lines is scored; evaluate.py's docstring gives the metric exactly."""
+and the reported numbers. `unconditional.evaluate` and `synthesis.evaluate` each say how one batch of
+lines is scored (the synthesis model's given their texts).
+
+The metric, exactly:
+
+    LL_i = sum over the points t = 1..T_i of line i of log p(x_t | x_<t)        (nats)
+    reported = mean over the N lines of the split of LL_i                       (higher is better)
+
+where x_t = (dx, dy, end_of_stroke), dx and dy normalised with the training split's mean and
+std (the space the model works in; the density is NOT converted back to sensor units), and
+log p is the mixture-density log-likelihood of Graves (2013) Eq. 23-26: the bivariate Gaussian
+mixture for (dx, dy) plus the Bernoulli end-of-stroke term. The first point is scored too (the
+model reads a zero vector before it). Every line is run whole from a zero state, in float32,
+with the boundary slope stored in the checkpoint and step (deterministic) boundaries.
+
+Also reported: nats per point = sum_i LL_i / sum_i T_i, bits per point = that / ln 2, and a 95%
+confidence interval of the mean over lines, mean ± 1.96 · s / sqrt(N) with s the sample standard
+deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hundreds.
+
+Boundaries: each detector's firing rate (the fraction of points where z^l = 1), and how many of its
+firings fall on a pen-up, the paper's Figure 5: z^l fires at a pen-up when it fires while the model
+reads a point whose end_of_stroke is 1 (step t reads point t-1). Against that, the chance rate:
+the fraction of the points read that are pen-ups, which is what a detector that fires at random
+points would score.
+
+A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
+bad) would make every number NaN: evaluation names it and stops instead.
+"""
 from __future__ import annotations
 
 import math

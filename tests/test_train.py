@@ -16,7 +16,7 @@ from handwriting_hm.hmlstm import trainer as trainer_module
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
 from handwriting_hm.hmlstm.graphed_step import GraphedStep
 from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel, load_handwriting_model
-from handwriting_hm.train import PRESETS, HandwritingTask, LineChunk, TaskSettings
+from handwriting_hm.unconditional.task import PRESETS, HandwritingTask, LineChunk, TaskSettings
 from factories import make_prepared
 
 # A model small enough that a step takes milliseconds; an annealed slope, so resume must restore it.
