@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handwriting_hm.drawing import offsets_to_points
+from handwriting_hm.drawing.geometry import offsets_to_points
 from handwriting_hm.synthesis.write import WrittenPage, WrittenText, lay_out, wrap_text
 
 

@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..drawing import render_png
+from ..drawing.png import render_png
 from ..hmlstm.atomic import atomic_write
 
 Recogniser = Callable[[Path], str]  # a PNG of one line -> the text read

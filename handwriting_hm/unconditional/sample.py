@@ -115,7 +115,7 @@ def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..drawing import COLOUR_MODES  # CLI glue: drawing is downstream of the sampler
+    from ..drawing.geometry import COLOUR_MODES  # CLI glue: drawing is downstream of the sampler
 
     parser.add_argument("--out", required=True, type=Path,
                         help="file to write, .svg, .png or .json (the app's downloads are the same files); "
@@ -136,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..drawing import SAVE_FORMATS, save_samples
+    from ..drawing.records import SAVE_FORMATS, save_samples
 
     if args.out.suffix.lower() not in SAVE_FORMATS:
         raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")

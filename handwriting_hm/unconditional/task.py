@@ -23,7 +23,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from ..drawing import render_grid_png
+from ..drawing.png import render_grid_png
 from ..hmlstm.checkpoint import StoredConfig
 from ..hmlstm.core import HMLSTMState, SlopeSchedule
 from ..hmlstm.presets import Preset
