@@ -40,3 +40,11 @@ def denormalise(offsets: Offsets, stats: Mapping[str, Sequence[float]]) -> Offse
     raw = np.array(offsets, copy=True)
     raw[..., :2] = raw[..., :2] * np.asarray(scale, dtype=raw.dtype) + np.asarray(mean, dtype=raw.dtype)
     return raw
+
+
+def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> np.ndarray:
+    """The model's normalised offsets in raw units: dx, dy through `denormalise`, end_of_stroke exactly
+    0 or 1."""
+    raw = denormalise(offsets, stats)
+    raw[..., 2] = (offsets[..., 2] > 0.5).astype(raw.dtype)
+    return raw

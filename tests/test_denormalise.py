@@ -7,7 +7,7 @@ import torch
 
 from data_prep.dataset import HandwritingDataset
 from handwriting_hm.normalisation import denormalise
-from handwriting_hm.unconditional.sample import raw_offsets
+from handwriting_hm.normalisation import raw_offsets
 from factories import make_prepared
 
 STATS = {"mean": (1.0, -2.0), "std": (2.0, 0.5)}

@@ -27,12 +27,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..normalisation import coordinate_scale
+from ..normalisation import coordinate_scale, raw_offsets
 
 from .alphabet import UnknownCharacters
 from ..hmlstm.atomic import atomic_write
 from ..drawing.geometry import offsets_to_points, split_strokes, straighten_baseline
-from ..unconditional.sample import raw_offsets
 from ..hmlstm.checkpoint import load_checkpoint
 from .model import DEFAULT_SYNTHESIS_MODEL, KIND, LoadedSynthesisModel, load_synthesis_model
 from .generate import MAX_POINTS_PER_CHARACTER, write_texts

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..normalisation import denormalise
+from ..normalisation import denormalise, raw_offsets
 
 from . import generate
 from ..hmlstm.core import OPERATION_NAMES, COPY
@@ -101,14 +101,6 @@ def sample_handwriting(model: LoadedModel | None = None, *, n_samples: int = 1, 
                operations=generated.operations[i].cpu().long().numpy(), counts=generated.counts[i].cpu().long().numpy())
         for i in range(n_samples)
     ]
-
-
-def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> np.ndarray:
-    """Undo the training set's normalisation of dx, dy (the dataset's own inverse, `denormalise`);
-    end_of_stroke becomes exactly 0 or 1."""
-    raw = denormalise(offsets, stats)
-    raw[..., 2] = (offsets[..., 2] > 0.5).astype(raw.dtype)
-    return raw
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -29,11 +29,11 @@ from ..hmlstm.core import HMLSTMState, SlopeSchedule
 from ..hmlstm.presets import Preset
 from ..hmlstm.trainer import TrainConfig, TrainingTask, distributed_from_env, shard_batches, share_lines
 from ..mixture import MixtureParams, mixture_log_likelihood
+from ..normalisation import raw_offsets
 from ..scoring import check_finite, summarise
 from .evaluate import sequence_log_likelihoods
 from .generate import generate
 from .model import HandwritingConfig, shift_inputs
-from .sample import raw_offsets
 
 
 @dataclass
