@@ -27,8 +27,8 @@ import gradio as gr
 import numpy as np
 
 from handwriting_hm.synthesis.alphabet import UnknownCharacters
-from handwriting_hm.drawing.geometry import INK_HEIGHT
 from handwriting_hm.drawing.png import render_png
+from handwriting_hm.drawing.style import INK_HEIGHT
 from handwriting_hm.drawing.svg import render_letters_svg, render_plotter_svg, render_svg
 from handwriting_hm.hmlstm.atomic import atomic_write
 from handwriting_hm.unconditional.sample import LIMITS

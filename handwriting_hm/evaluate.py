@@ -12,16 +12,12 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from handwriting_hm.hmlstm.core import HMLSTM
-from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
-from handwriting_hm.unconditional.model import load_handwriting_model
 from handwriting_hm.hmlstm.atomic import atomic_write
-from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND
-from handwriting_hm.hmlstm.device import resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 
 # ----------------------------------------------------------------------------- command line
@@ -39,7 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not above, so that --help answers at once
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
+    from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+    from handwriting_hm.hmlstm.core import HMLSTM
+    from handwriting_hm.hmlstm.device import resolve_device
+    from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND
+    from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
+    from handwriting_hm.unconditional.model import load_handwriting_model
 
     if args.batch_size < 1 or (args.max_lines is not None and args.max_lines < 1):
         raise ValueError("--batch-size and --max-lines must be at least 1")
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 def run_synthesis(args: argparse.Namespace, device: torch.device) -> int:
     """A synthesis checkpoint: the same metric with each line given its text, on the checkpoint's own scheme."""
     from handwriting_hm.synthesis.evaluate import evaluate_synthesis  # reads the prepared file through data_prep
+    from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND
 
     result = evaluate_synthesis(args.checkpoint, args.data, args.split, args.batch_size, args.max_lines, device,
                                 progress=True)

@@ -11,7 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from handwriting_hm.drawing import geometry, png, records, svg
+from handwriting_hm.drawing import geometry, png, records, style, svg
 from handwriting_hm.unconditional.sample import Sample
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -154,7 +154,7 @@ def test_y_is_flipped_so_writing_is_upright():
 
 def test_ink_mode_uses_one_dark_colour_or_the_first_given():
     colours = {colour for colour, _ in svg_paths(parse_svg(svg.render_svg(make_offsets())))}
-    assert colours == {geometry.INK_COLOUR}
+    assert colours == {style.INK_COLOUR}
     chosen = svg.render_svg(make_offsets(), colours=np.array(["#000000", "#ff0000"]))
     assert {colour for colour, _ in svg_paths(parse_svg(chosen))} == {"#000000"}
 
@@ -163,7 +163,7 @@ def test_strokes_mode_gives_consecutive_strokes_different_colours():
     colours = [colour for colour, _ in svg_paths(parse_svg(svg.render_svg(make_offsets(), colour_by="strokes")))]
     assert len(colours) == len(STROKES)
     assert all(a != b for a, b in zip(colours, colours[1:]))
-    assert all(c in geometry.PALETTE for c in colours)
+    assert all(c in style.PALETTE for c in colours)
 
 
 @pytest.mark.parametrize("layer", [1, 2])
@@ -210,7 +210,7 @@ def test_layer1_pieces_for_the_fixture():
     # segments (one per firing) of each piece's own points: the crossbar and the dot carry on
     # the segment their stroke's predecessor ended in
     segments = [0, 1, 1, 2, 3, 4, 4, 5, 6]
-    assert [colour for colour, _ in pieces] == [geometry.PALETTE[s] for s in segments]
+    assert [colour for colour, _ in pieces] == [style.PALETTE[s] for s in segments]
 
 
 def test_boolean_and_float_boundaries_draw_the_same():
@@ -222,7 +222,7 @@ def test_boolean_and_float_boundaries_draw_the_same():
 def test_markers_sit_exactly_on_firing_points(layer):
     offsets, boundaries = make_offsets(), make_boundaries()
     screen = np.array(screen_of_points(offsets), dtype=float)
-    for colour_by in geometry.COLOUR_MODES:
+    for colour_by in style.COLOUR_MODES:
         root = parse_svg(svg.render_svg(offsets, boundaries, colour_by=colour_by, marker_layer=layer))
         centres = np.array([(float(c.get("cx")), float(c.get("cy"))) for c in root.iter(f"{SVG}circle")])
         expected = screen[np.flatnonzero(boundaries[:, layer - 1])]

@@ -13,7 +13,10 @@ from matplotlib.figure import Figure
 
 from ..hmlstm.atomic import atomic_write
 
-from .geometry import BACKGROUND, INK_COLOUR, INK_HEIGHT, LETTERS_LABEL_BAND, LETTERS_TITLE_BAND, MARKER_COLOUR, STROKE_WIDTH, WrittenText, _Layout, _check_boundaries, _check_offsets, _drawn_points, _layout, _letters_row, _margin, _marker_indices, coloured_pieces
+from .geometry import (WrittenText, coloured_pieces, _Layout, _check_boundaries, _check_offsets, _drawn_points, _layout,
+                       _letters_row, _margin, _marker_indices)
+from .style import (BACKGROUND, INK_COLOUR, INK_HEIGHT, LETTERS_LABEL_BAND, LETTERS_TITLE_BAND, MARKER_COLOUR,
+                    STROKE_WIDTH)
 
 
 # One SVG pixel is 1/100 inch in the PNG, so at dpi=100 both pictures have the same size.

@@ -12,14 +12,12 @@ import numpy as np
 
 from ..hmlstm.atomic import atomic_write
 
-from .geometry import Sample, _check_boundaries, _check_offsets, offsets_to_points
-from .svg import render_svg, stack_svgs
+from .geometry import Sample, offsets_to_points, _check_boundaries, _check_offsets
 from .png import render_grid_png
+from .svg import render_svg, stack_svgs
 
 
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
-
-
 SAVE_FORMATS = (".svg", ".png", ".json")
 
 

@@ -9,7 +9,10 @@ from typing import Sequence
 import numpy as np
 import svgwrite
 
-from .geometry import BACKGROUND, INK_COLOUR, INK_HEIGHT, LETTERS_LABEL_BAND, LETTERS_TITLE_BAND, MARKER_COLOUR, PLOTTER_STROKE_WIDTH, STROKE_WIDTH, WrittenText, _LettersRow, _check_boundaries, _check_offsets, _drawn_points, _layout, _letters_row, _margin, _marker_indices, _stroke_spans, coloured_pieces
+from .geometry import (WrittenText, coloured_pieces, _LettersRow, _check_boundaries, _check_offsets, _drawn_points,
+                       _layout, _letters_row, _margin, _marker_indices, _stroke_spans)
+from .style import (BACKGROUND, INK_COLOUR, INK_HEIGHT, LETTERS_LABEL_BAND, LETTERS_TITLE_BAND, MARKER_COLOUR,
+                    PLOTTER_STROKE_WIDTH, STROKE_WIDTH)
 
 
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"

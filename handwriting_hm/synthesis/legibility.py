@@ -27,7 +27,6 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..drawing.png import render_png
 from ..hmlstm.atomic import atomic_write
 
 Recogniser = Callable[[Path], str]  # a PNG of one line -> the text read
@@ -83,6 +82,8 @@ def tesseract_recogniser(executable: str = "tesseract") -> Recogniser:
 
 def read_lines(lines: Sequence[np.ndarray], recognise: Recogniser, description: str = "reading") -> list[str]:
     """Draw each line (raw offsets (T, 3)) as a PNG, ink only, and read it."""
+    from ..drawing.png import render_png  # matplotlib: imported here, so that --help answers at once
+
     readings = []
     with tempfile.TemporaryDirectory() as folder:
         for index, offsets in enumerate(tqdm(lines, desc=description, unit="line", leave=False)):

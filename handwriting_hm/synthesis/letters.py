@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
-from .model import load_synthesis_model
-from .write import check_synthesis_checkpoint, write_in_batches
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not above, so that --help answers at once
+    from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
+    from .model import load_synthesis_model
+    from .write import check_synthesis_checkpoint, write_in_batches
+
     texts = list(args.texts)
     if args.texts_file is not None:
         texts += [line.strip() for line in args.texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -339,7 +339,6 @@ class SynthesisModel(nn.Module):
 # ----------------------------------------------------------------------------- loading
 
 KIND = "synthesis"  # the checkpoint kind of this model
-DEFAULT_SYNTHESIS_MODEL = Path(__file__).parents[1] / "models" / "synthesis-default.pt"  # models/SYNTHESIS_MODEL_CARD.md
 UNNORMALISED = {"mean": (0.0, 0.0), "std": (1.0, 1.0)}  # the stats of data that was not normalised (the toy font)
 
 

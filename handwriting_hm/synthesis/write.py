@@ -33,7 +33,8 @@ from .alphabet import UnknownCharacters
 from ..hmlstm.atomic import atomic_write
 from ..drawing.geometry import offsets_to_points, split_strokes, straighten_baseline
 from ..hmlstm.checkpoint import load_checkpoint
-from .model import DEFAULT_SYNTHESIS_MODEL, KIND, LoadedSynthesisModel, load_synthesis_model
+from ..shipped import DEFAULT_SYNTHESIS_MODEL
+from .model import KIND, LoadedSynthesisModel, load_synthesis_model
 from .generate import MAX_POINTS_PER_CHARACTER, write_texts
 
 
@@ -242,9 +243,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..drawing.geometry import INK_HEIGHT
     from ..drawing.png import render_letters_png, render_png
     from ..drawing.records import SAVE_FORMATS
+    from ..drawing.style import INK_HEIGHT
     from ..drawing.svg import render_letters_svg, render_plotter_svg
     from .styles import style_from_file, style_from_line
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..hmlstm.checkpoint import StoredConfig, load_model
 from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope, make_core
 from ..hmlstm.output import GatedOutput
+from ..shipped import DEFAULT_MODEL
 from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 
 
@@ -87,7 +88,6 @@ def shift_inputs(offsets: Tensor, previous: Tensor | None = None) -> Tensor:
 # ----------------------------------------------------------------------------- loading
 
 KIND = "handwriting"  # the checkpoint kind of this model
-DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "handwriting-default.pt"
 
 
 class LoadedModel(NamedTuple):
