@@ -13,7 +13,7 @@ from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.p
 from handwriting_hm.synthesis.alphabet import Alphabet, UnknownCharacters
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.trainer import TrainConfig
-from handwriting_hm.synthesis.letter_boundaries import character_ends, word_boundary_hits, word_ends
+from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits, word_ends
 from handwriting_hm.mixture import mixture_log_likelihood
 from handwriting_hm.unconditional.model import shift_inputs
 from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel, SynthesisState

@@ -12,7 +12,7 @@ from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytes
 
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
-from handwriting_hm.synthesis.letter_boundaries import format_hits, word_boundary_hits
+from handwriting_hm.letter_boundaries import format_hits, word_boundary_hits
 from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis.write import write, write_each, write_lines
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ..synthesis.letter_boundaries import word_ends  # where a word ends on the ink: counted there
+from ..letter_boundaries import word_ends  # where a word ends on the ink: counted there
 
 from .style import COLOUR_MODES, INK_COLOUR, LETTERS_LABEL_BAND, LETTERS_TITLE_BAND, PALETTE
 

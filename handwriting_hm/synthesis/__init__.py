@@ -2,7 +2,7 @@
 
 model, task (training on IAM-OnDB lines with their texts), evaluate (log-likelihood per line given
 its text), generate (writing until the window passes the text), write (the `write` command and its
-page layout), styles (priming with a hand), alphabet, and the analyses: letter_boundaries and letters
-(where the boundaries fall on the letters), legibility (Tesseract's error rate), toy_font (a proof
-on a made-up font).
+page layout), styles (priming with a hand), alphabet, and the analyses: letters (where the
+boundaries fall on the letters, counted by handwriting_hm/letter_boundaries.py, which the drawings
+share), legibility (Tesseract's error rate), toy_font (a proof on a made-up font).
 """

@@ -1,6 +1,6 @@
 """`handwriting-hm letters`: write a set of texts with a synthesis model and report where its
 boundaries fall on the letters: the share of z1's firings at character ends and of z2's at word
-ends, against chance (the counting is letter_boundaries.py's).
+ends, against chance (the counting is handwriting_hm/letter_boundaries.py's).
 
     handwriting-hm letters "a few words" "and more" --checkpoint runs/synthesis/best.pt
     handwriting-hm letters --texts-file texts.txt --checkpoint best.pt --tolerance 3
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not above, so that --help answers at once
-    from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
+    from ..letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
     from .model import load_synthesis_model
     from .write import check_synthesis_checkpoint, write_in_batches
 

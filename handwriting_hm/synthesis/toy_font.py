@@ -23,7 +23,7 @@ from torch import Tensor
 from .alphabet import Alphabet
 from ..hmlstm.trainer import TrainConfig, Trainer
 from .legibility import edit_distance
-from .letter_boundaries import BoundaryHits, boundary_hits, character_ends
+from ..letter_boundaries import BoundaryHits, boundary_hits, character_ends
 from .model import KIND, SynthesisConfig, SynthesisModel
 from .generate import write_texts
 from .task import SynthesisTask
