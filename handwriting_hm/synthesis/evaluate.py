@@ -28,7 +28,7 @@ class SynthesisBatch:
     lengths: Tensor  # (B,) points per line
     text: Tensor  # (B, U, V) one-hot characters, zero rows past each text's end
     text_lengths: Tensor  # (B,) characters per text
-    # a later chunk of the lines (see `chunks`): the point before offsets[:, 0], the first input;
+    # a later chunk of the lines (see `task.chunks`): the point before offsets[:, 0], the first input;
     # None at the lines' start, where the input is a zero vector and the state starts from zeros
     previous: Tensor | None = None
 
