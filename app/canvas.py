@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from data_prep.cleaning import resample_strokes
-from handwriting_hm.drawing import split_strokes
+from handwriting_hm.drawing.geometry import split_strokes
 
 PIXEL_SCALE = 5.0  # IAM-OnDB sensor units per canvas pixel
 RESAMPLE_STEP = 18.0  # sensor units between points after resampling: IAM-OnDB's median pen-down step

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from handwriting_hm.model import DEFAULT_MODEL
-from handwriting_hm.sample import load_model_or_explain
-from handwriting_hm.synthesis import DEFAULT_SYNTHESIS_MODEL, load_synthesis_model
+from handwriting_hm.shipped import DEFAULT_MODEL, DEFAULT_SYNTHESIS_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from handwriting_hm.synthesis.model import load_synthesis_model
+    from handwriting_hm.unconditional.sample import load_model_or_explain
+
     model = load_model_or_explain(args.checkpoint)
     synthesis_path = args.synthesis or (DEFAULT_SYNTHESIS_MODEL if DEFAULT_SYNTHESIS_MODEL.is_file() else None)
     synthesis = load_synthesis_model(synthesis_path) if synthesis_path is not None else None

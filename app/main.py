@@ -28,10 +28,11 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from handwriting_hm.drawing import render_svg, save_samples
-from handwriting_hm.model import LoadedModel
-from handwriting_hm.sample import LIMITS, Sample, sample_handwriting, sampling_parameters
-from handwriting_hm.synthesis import LoadedSynthesisModel
+from handwriting_hm.drawing.records import save_samples
+from handwriting_hm.drawing.svg import render_svg
+from handwriting_hm.unconditional.model import LoadedModel
+from handwriting_hm.unconditional.sample import LIMITS, Sample, sample_handwriting, sampling_parameters
+from handwriting_hm.synthesis.model import LoadedSynthesisModel
 
 from . import canvas
 from .write_view import CSS as WRITE_CSS, build_write_view

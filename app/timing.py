@@ -7,7 +7,7 @@
 Start-up is the time from launching `handwriting-hm app` in a fresh process until its page
 answers over HTTP (imports, model loading and server start included). Latency is the time a
 gradio_client request for one 700-point sample takes to come back with the drawing (the SVG
-in the reply), and, measured apart, with its three download files fetched too. Targets (issue 7): start-up under 10 s; one 700-point sample within 1 s on 2 CPU cores.
+in the reply), and, measured apart, with its three download files fetched too. Targets: start-up under 10 s; one 700-point sample within 1 s on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def write_random_checkpoint(path: Path) -> Path:
     import torch
 
     from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
-    from handwriting_hm.model import KIND, HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import KIND, HandwritingConfig, HandwritingModel
 
     torch.manual_seed(0)
     config = HandwritingConfig()

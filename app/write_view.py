@@ -26,14 +26,16 @@ from typing import Any, Callable
 import gradio as gr
 import numpy as np
 
-from handwriting_hm.alphabet import UnknownCharacters
-from handwriting_hm.drawing import INK_HEIGHT, render_letters_svg, render_plotter_svg, render_png, render_svg
+from handwriting_hm.synthesis.alphabet import UnknownCharacters
+from handwriting_hm.drawing.png import render_png
+from handwriting_hm.drawing.style import INK_HEIGHT
+from handwriting_hm.drawing.svg import render_letters_svg, render_plotter_svg, render_svg
 from handwriting_hm.hmlstm.atomic import atomic_write
-from handwriting_hm.sample import LIMITS
-from handwriting_hm.styles import style_from_line, style_from_strokes
-from handwriting_hm.synthesis import LoadedSynthesisModel
-from handwriting_hm.synthesis_generate import MAX_POINTS_PER_CHARACTER
-from handwriting_hm.write import ALIGNMENTS, WrittenText, page_document, wrap_text, write_lines
+from handwriting_hm.unconditional.sample import LIMITS
+from handwriting_hm.synthesis.styles import style_from_line, style_from_strokes
+from handwriting_hm.synthesis.model import LoadedSynthesisModel
+from handwriting_hm.synthesis.generate import MAX_POINTS_PER_CHARACTER
+from handwriting_hm.synthesis.write import ALIGNMENTS, WrittenText, page_document, wrap_text, write_lines
 
 from . import canvas
 

@@ -4,15 +4,15 @@
     loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds.lengths, 32), collate_fn=collate_strokes)
 
 Items are `(offsets, text)`: offsets is float32 (T, 3) = dx, dy normalised with the scheme's
-training mean and std, and end_of_stroke in {0, 1}. `denormalise` undoes that for everything
-downstream (training pictures, the sampler): one function, so the two directions cannot drift apart.
+training mean and std, and end_of_stroke in {0, 1}. `handwriting_hm.normalisation.denormalise` undoes
+that for everything downstream (training pictures, the sampler): the divisor both use is one
+function, `coordinate_scale`, so the two directions cannot drift apart.
 """
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,34 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from data_prep.prepared_file import load_prepared
 from data_prep.splits import select
-
-Offsets = TypeVar("Offsets", np.ndarray, torch.Tensor)
-
-
-def coordinate_scale(std: Sequence[float]) -> tuple[float, float]:
-    """The divisor of dx and dy: the std, except that a constant coordinate (std 0, only in toy
-    data) is left unscaled rather than made infinite. A negative or non-finite std is an error:
-    statistics like that come from broken data, and every number made with them would be wrong."""
-    for name, value in zip(("dx", "dy"), std):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"normalisation std of {name} is {value}: the statistics are broken "
-                             "(prepared from data with NaN or infinite values?)")
-    return tuple(float(value) if value > 0 else 1.0 for value in std)
-
-
-def denormalise(offsets: Offsets, stats: Mapping[str, Sequence[float]]) -> Offsets:
-    """Normalised (..., 3) offsets (numpy or torch) back to raw units: dx, dy times the std plus the
-    mean; end_of_stroke unchanged. The inverse of the dataset's normalisation, zero std included."""
-    mean, scale = tuple(map(float, stats["mean"])), coordinate_scale(tuple(map(float, stats["std"])))
-    if not all(math.isfinite(value) for value in mean):
-        raise ValueError(f"normalisation mean is {list(mean)}: the statistics are broken")
-    if isinstance(offsets, torch.Tensor):
-        mean_t = torch.tensor(mean, dtype=offsets.dtype, device=offsets.device)
-        scale_t = torch.tensor(scale, dtype=offsets.dtype, device=offsets.device)
-        return torch.cat([offsets[..., :2] * scale_t + mean_t, offsets[..., 2:]], dim=-1)
-    raw = np.array(offsets, copy=True)
-    raw[..., :2] = raw[..., :2] * np.asarray(scale, dtype=raw.dtype) + np.asarray(mean, dtype=raw.dtype)
-    return raw
+from handwriting_hm.normalisation import coordinate_scale, denormalise
 
 
 class HandwritingDataset(Dataset):

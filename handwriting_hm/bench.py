@@ -30,8 +30,8 @@ from torch import nn
 
 from .hmlstm.core import FLUSH, HMLSTM, resolve_impl
 from .hmlstm.graphed_step import GraphedStep, optimizer_step
-from .model import HandwritingConfig, HandwritingModel, shift_inputs
-from .generate import generate, generate_reference
+from .unconditional.model import HandwritingConfig, HandwritingModel, shift_inputs
+from .unconditional.generate import generate, generate_reference
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,10 @@ class TrainShape:
         return f"B={self.batch} T={self.steps} {self.layers}x{self.hidden}"
 
 
-# the issue's shapes: the PTB language model (128-d character embedding in) and handwriting
+# the target shapes: the PTB language model (128-d character embedding in) and handwriting
 FULL_SHAPES = (TrainShape("characters", 64, 100, 128, 512), TrainShape("points", 32, 650, 3, 400))
 QUICK_SHAPES = (TrainShape("characters", 16, 50, 128, 128), TrainShape("points", 8, 100, 3, 128))
-SPARSE_SHAPE = TrainShape("points", 32, 100, 3, 400)  # the CPU issue's shape (T=650 takes minutes per row there)
+SPARSE_SHAPE = TrainShape("points", 32, 100, 3, 400)  # the CPU target's shape (T=650 takes minutes per row there)
 SAMPLE_POINTS = 700
 # the paper's Figure 4: layers 1 / 2 / 3 updated 270 / 56 / 9 times in 270 steps, so layer 2's
 # detector fired about 9 times and layer 1's about 56 - 9 = 47 times (each firing makes the
@@ -250,7 +250,7 @@ def calibrate_firing(core: HMLSTM, x: torch.Tensor, firing: tuple[float, ...], i
 
 
 def sparse_rows(repeats: int) -> list[list[str]]:
-    """The issue's table: 3x400 layer-normalised HM-LSTM, B=32, T=100, forward + backward of the
+    """The CPU targets' table: 3x400 layer-normalised HM-LSTM, B=32, T=100, forward + backward of the
     core, the sparse path with either copy gradient and the fused path, at the paper's and at dense
     firing rates, against nn.LSTM(3, 400, 3) on the same input, in one run (with one thread CPU
     seconds of this process, so that other jobs on the machine count less; with more, wall-clock
@@ -304,7 +304,7 @@ def synthesis_rows(repeats: int) -> list[list[str]]:
     loops: the plain step, the torch.compile'd step and the sparse step, with the detectors' biases set so
     that they fire at the paper's rates, at an untrained model's, and never (as in the first IAM run)."""
     from .mixture import mixture_log_likelihood
-    from .synthesis import SynthesisConfig, SynthesisModel
+    from .synthesis.model import SynthesisConfig, SynthesisModel
 
     shape, device = SYNTHESIS_SHAPE, torch.device("cpu")
     torch.manual_seed(0)
@@ -351,7 +351,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 @contextlib.contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
-    """TF32 matmuls (CUDA only), for both sides alike, as the issue's targets specify."""
+    """TF32 matmuls (CUDA only), for both sides alike, as the GPU targets specify."""
     previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:

@@ -18,12 +18,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "or the text-conditioned one (preset synthesis)"),
     "evaluate": ("handwriting_hm.evaluate", "Average log-likelihood per test sequence (paper Table 3), per point, 95% CI"),
     "export": ("handwriting_hm.export", "Checkpoint -> compact half-precision inference model (as shipped by default)"),
-    "sample": ("handwriting_hm.sample", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
-    "write": ("handwriting_hm.write", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
+    "sample": ("handwriting_hm.unconditional.sample_command", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
+    "write": ("handwriting_hm.synthesis.write", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
               "JSON; multi-line layout; --boundaries draws z1 and z2 against the letters"),
-    "letters": ("handwriting_hm.letters", "Over a set of texts: the share of z1 firings at character ends "
+    "letters": ("handwriting_hm.synthesis.letters", "Over a set of texts: the share of z1 firings at character ends "
                 "and of z2 firings at word ends, against chance"),
-    "legibility": ("handwriting_hm.legibility", "Character error rate of real and written lines, read by Tesseract"),
+    "legibility": ("handwriting_hm.synthesis.legibility", "Character error rate of real and written lines, read by Tesseract"),
     "app": ("app.cli", "Serve the Gradio page: generate handwriting and see the HM-LSTM's boundaries (127.0.0.1 by default)"),
     "bench": ("handwriting_hm.bench", "Benchmark the HM-LSTM training paths against nn.LSTM, and the sampler"),
 }

@@ -15,18 +15,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from handwriting_hm.hmlstm.checkpoint import export_checkpoint, load_checkpoint
-from handwriting_hm.model import KIND, load_handwriting_model
-from handwriting_hm.synthesis import KIND as SYNTHESIS_KIND, load_synthesis_model
-
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = ("bfloat16", "float16", "float32")  # torch's names of the weights' storage types
 
 
-def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype = torch.float16) -> dict:
+def export_model(source: str | Path, destination: str | Path, dtype: str = "float16") -> dict:
     """Write the inference file for `source`, a handwriting or synthesis checkpoint, to `destination`
-    (atomically); return its metadata."""
+    (atomically), its weights stored as `dtype` (one of DTYPES); return its metadata."""
+    # imported here, not above, so that --help answers at once
+    import torch
+
+    from handwriting_hm.hmlstm.checkpoint import export_checkpoint, load_checkpoint
+    from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND, load_synthesis_model
+    from handwriting_hm.unconditional.model import KIND, load_handwriting_model
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     kind = load_checkpoint(source)["kind"]
     # refuse, in one line, a checkpoint whose config, weights or stats are unusable
     if kind == SYNTHESIS_KIND:
@@ -34,16 +37,16 @@ def export_model(source: str | Path, destination: str | Path, dtype: torch.dtype
     else:
         load_handwriting_model(source)
         kind = KIND
-    return export_checkpoint(source, destination, kind, dtype)
+    return export_checkpoint(source, destination, kind, getattr(torch, dtype))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a training run's best.pt or latest.pt")
     parser.add_argument("out", type=Path, help="inference model file to write (never the input or a training checkpoint)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="weight storage (default: %(default)s)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float16", help="weight storage (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    export_model(args.checkpoint, args.out, DTYPES[args.dtype])
+    export_model(args.checkpoint, args.out, args.dtype)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, {args.dtype} weights)")
     return 0

@@ -1,4 +1,4 @@
-"""Where the boundaries fall on the letters (issue 14, item 5).
+"""Where the boundaries fall on the letters.
 
 A synthesis model writing a known text says, at every point, which character its window weighs
 most (`write.WrittenText.attended`). That places the character and word boundaries on the ink,

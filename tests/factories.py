@@ -8,7 +8,7 @@ import torch
 
 from data_prep.prepare import prepare
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
-from handwriting_hm.model import HandwritingConfig, HandwritingModel
+from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
 TINY = HandwritingConfig(hidden_sizes=(16, 16, 16), embedding_size=16, n_mixtures=3)
 

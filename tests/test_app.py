@@ -16,8 +16,8 @@ from gradio_client.exceptions import AppError
 import app.main
 from app.main import _card, build_app, launch_app, model_defaults
 from handwriting_hm.cli import main
-from handwriting_hm.model import load_handwriting_model
-from handwriting_hm.sample import Sample
+from handwriting_hm.unconditional.model import load_handwriting_model
+from handwriting_hm.unconditional.sample import Sample
 from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -15,11 +15,11 @@ from gradio_client.exceptions import AppError
 from app import canvas
 from app.main import build_app, launch_app
 from app.write_view import NO_MODEL, finished_line
-from handwriting_hm.alphabet import alphabet_of_prepared
+from handwriting_hm.synthesis.alphabet import alphabet_of_prepared
 from handwriting_hm.cli import main
-from handwriting_hm.model import load_handwriting_model
-from handwriting_hm.synthesis import load_synthesis_model
-from handwriting_hm.write import WrittenText
+from handwriting_hm.unconditional.model import load_handwriting_model
+from handwriting_hm.synthesis.model import load_synthesis_model
+from handwriting_hm.synthesis.write import WrittenText
 from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 from write_factory import write_tiny_synthesis_checkpoint
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from app.main import build_app, launch_app
-from handwriting_hm.model import load_handwriting_model
-from handwriting_hm.synthesis import load_synthesis_model
+from handwriting_hm.unconditional.model import load_handwriting_model
+from handwriting_hm.synthesis.model import load_synthesis_model
 from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 from write_factory import write_tiny_synthesis_checkpoint
 

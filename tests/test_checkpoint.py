@@ -8,7 +8,7 @@ import torch
 
 from handwriting_hm.hmlstm.checkpoint import (FORMAT, LEGACY_FORMAT, checkpoint_payload, export_checkpoint,
                                               load_checkpoint, save_checkpoint)
-from handwriting_hm.model import DEFAULT_MODEL as HANDWRITING_MODEL, load_handwriting_model
+from handwriting_hm.unconditional.model import DEFAULT_MODEL as HANDWRITING_MODEL, load_handwriting_model
 from lm.model import DEFAULT_MODEL as LM_MODEL, load_lm
 from test_trainer import make_trainer  # tests/ is on sys.path under pytest's default import mode
 
@@ -25,7 +25,7 @@ def as_legacy(path: Path, slope_under: str) -> None:
     torch.save(payload, path)
 
 
-# the handwriting model shipped until 2026-11-23 (3 x 128), in the legacy format, kept to show it still loads
+# the first shipped handwriting model (3 x 128), in the legacy format, kept to show it still loads
 LEGACY_HANDWRITING_MODEL = Path(__file__).parent / "fixtures" / "legacy-handwriting-3x128.pt"
 
 
@@ -104,7 +104,7 @@ def claim_huge_layers(path: Path) -> None:
 
 def test_a_config_that_does_not_fit_the_weights_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
     from factories import write_tiny_checkpoint
-    from handwriting_hm.model import HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingModel
     from lm.model import LanguageModel, LMConfig
 
     lm_path = tmp_path / "lm.pt"
@@ -149,8 +149,8 @@ def test_export_refuses_to_overwrite_its_input_or_a_training_checkpoint(tmp_path
 
 def _small_models():
     """One small model of each kind, with the loader that reads it and the metadata it needs."""
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
-    from handwriting_hm.synthesis import SynthesisConfig, SynthesisModel, load_synthesis_model
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.synthesis.model import SynthesisConfig, SynthesisModel, load_synthesis_model
     from lm.model import LMConfig, LanguageModel
 
     stats = {"mean": [0.0, 0.0], "std": [1.0, 1.0]}

@@ -1,4 +1,9 @@
-"""Both command lines: every subcommand's help renders, and user errors are one line."""
+"""Both command lines: every subcommand's help renders, without loading torch where it can, and user errors are
+one line."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from handwriting_hm import cli as handwriting_cli
@@ -19,6 +24,21 @@ def test_every_help_renders(main, commands, capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+# their command modules are also the model code they run; each of the others parses before it imports torch
+LOADS_TORCH_FOR_HELP = {"train", "write", "bench"}
+HEAVY = ("torch", "matplotlib", "gradio")
+
+
+@pytest.mark.parametrize("name", sorted(set(handwriting_cli.COMMANDS) - LOADS_TORCH_FOR_HELP))
+def test_help_loads_no_torch_matplotlib_or_gradio(name):
+    check = (f"import sys\nfrom handwriting_hm.cli import main\ntry:\n    main([{name!r}, '--help'])\n"
+             f"except SystemExit:\n    pass\nprint([m for m in {HEAVY!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_no_command_prints_help_and_fails(capsys):

@@ -300,6 +300,7 @@ def test_gradients_reach_every_parameter_through_the_boundaries():
     assert all(g.abs().sum() > 0 for g in detector_grads)
 
 
+@pytest.mark.slow
 def test_layer_norm_trains():
     torch.manual_seed(0)
     model = HMLSTM(1, (16, 16), layer_norm=True)
@@ -391,7 +392,7 @@ def test_layer_norm_keeps_straight_through_gradients_bounded():
 
 def test_copy_gradient_reaches_the_core_from_the_model_config():
     from handwriting_hm.hmlstm.core import make_core
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
     config = HandwritingConfig(hidden_sizes=(8, 8), embedding_size=8, n_mixtures=2, copy_gradient="mixed")
     assert HandwritingModel(config).core.copy_gradient == "mixed"

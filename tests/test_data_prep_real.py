@@ -1,4 +1,5 @@
-"""data_prep on the real IAM-OnDB copy in ../shared/data/iam_ondb (skipped when it is absent).
+"""data_prep on the real IAM-OnDB copy in $HANDWRITING_HM_DATA/iam_ondb (skipped, saying where it looked, when it
+is absent; the folder defaults to shared/data beside the repository).
 
 One full preparation (about 30 s on 2 cores) is shared by the tests of this module.
 """
@@ -6,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,14 +16,15 @@ from data_prep.iam_xml import _parse_fast, _parse_strict
 from data_prep.prepare import prepare
 from data_prep.prepared_file import load_prepared
 from data_prep.splits import select
+from real_data import DATA, not_found
 
-IAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iam_ondb"
+IAM = DATA / "iam_ondb"
 STROKES, ASCII, SPLITS = IAM / "lineStrokes-all.tar.xz", IAM / "ascii-all.tar.xz", IAM / "splits"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(  # slow: one full preparation of the release
     not (STROKES.exists() and ASCII.exists() and SPLITS.is_dir()),
-    reason=f"real IAM-OnDB data not found at {IAM}",
-)
+    reason=not_found("real IAM-OnDB data", "iam_ondb"),
+)]
 
 
 @pytest.fixture(scope="module")

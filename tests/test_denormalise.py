@@ -1,12 +1,13 @@
-"""One de-normalisation (`data_prep.dataset.denormalise`) for the dataset, training pictures and the sampler."""
+"""One de-normalisation (`handwriting_hm.normalisation.denormalise`) for the dataset, training pictures and the sampler."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from data_prep.dataset import HandwritingDataset, denormalise
-from handwriting_hm.sample import raw_offsets
+from data_prep.dataset import HandwritingDataset
+from handwriting_hm.normalisation import denormalise
+from handwriting_hm.normalisation import raw_offsets
 from factories import make_prepared
 
 STATS = {"mean": (1.0, -2.0), "std": (2.0, 0.5)}

@@ -11,8 +11,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from handwriting_hm import drawing
-from handwriting_hm.sample import Sample
+from handwriting_hm.drawing import geometry, png, records, style, svg
+from handwriting_hm.unconditional.sample import Sample
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -71,7 +71,7 @@ def svg_paths(root: ET.Element) -> list[tuple[str, list[tuple[str, str]]]]:
 def screen_of_points(offsets: np.ndarray, **kwargs) -> list[tuple[str, str]]:
     """Screen coordinates of every point, in time order, read from the ink-mode SVG."""
     screen = []
-    for _, coordinates in svg_paths(parse_svg(drawing.render_svg(offsets, **kwargs))):
+    for _, coordinates in svg_paths(parse_svg(svg.render_svg(offsets, **kwargs))):
         if len(coordinates) == 2 and coordinates[0] == coordinates[1]:
             coordinates = coordinates[:1]  # a single point drawn as a zero-length line
         screen.extend(coordinates)
@@ -99,7 +99,7 @@ def view_box(root: ET.Element) -> tuple[float, float, float, float]:
 
 def test_offsets_to_points_cumulates_and_keeps_end_of_stroke():
     offsets = make_offsets(close_last=True)
-    points = drawing.offsets_to_points(offsets)
+    points = geometry.offsets_to_points(offsets)
     expected = [xy for stroke in STROKES for xy in stroke]
     np.testing.assert_allclose(points[:, :2], expected)
     np.testing.assert_array_equal(points[:, 2], offsets[:, 2])
@@ -107,7 +107,7 @@ def test_offsets_to_points_cumulates_and_keeps_end_of_stroke():
 
 def test_split_strokes_keeps_trailing_stroke_without_end_of_stroke():
     for close_last in (True, False):
-        strokes = drawing.split_strokes(drawing.offsets_to_points(make_offsets(close_last=close_last)))
+        strokes = geometry.split_strokes(geometry.offsets_to_points(make_offsets(close_last=close_last)))
         assert [len(s) for s in strokes] == STROKE_LENGTHS
         for got, want in zip(strokes, STROKES):
             np.testing.assert_allclose(got, want)
@@ -118,7 +118,7 @@ def test_split_strokes_keeps_trailing_stroke_without_end_of_stroke():
 
 @pytest.mark.parametrize("colour_by", ["ink", "strokes"])
 def test_svg_has_one_round_capped_unfilled_path_per_stroke(colour_by):
-    root = parse_svg(drawing.render_svg(make_offsets(), colour_by=colour_by))
+    root = parse_svg(svg.render_svg(make_offsets(), colour_by=colour_by))
     paths = svg_paths(root)
     assert [len(set(coordinates)) for _, coordinates in paths] == STROKE_LENGTHS
     group = root.find(f"{SVG}g")
@@ -127,13 +127,13 @@ def test_svg_has_one_round_capped_unfilled_path_per_stroke(colour_by):
 
 
 def test_single_point_stroke_is_a_zero_length_path():
-    _, coordinates = svg_paths(parse_svg(drawing.render_svg(make_offsets())))[3]
+    _, coordinates = svg_paths(parse_svg(svg.render_svg(make_offsets())))[3]
     assert len(coordinates) == 2 and coordinates[0] == coordinates[1]
 
 
 def test_viewbox_contains_every_point_with_room_for_the_pen():
     stroke_width = 3.0
-    root = parse_svg(drawing.render_svg(make_offsets(), stroke_width=stroke_width))
+    root = parse_svg(svg.render_svg(make_offsets(), stroke_width=stroke_width))
     x0, y0, width, height = view_box(root)
     screen = np.array(screen_of_points(make_offsets(), stroke_width=stroke_width), dtype=float)
     assert len(screen) == T
@@ -153,23 +153,23 @@ def test_y_is_flipped_so_writing_is_upright():
 
 
 def test_ink_mode_uses_one_dark_colour_or_the_first_given():
-    colours = {colour for colour, _ in svg_paths(parse_svg(drawing.render_svg(make_offsets())))}
-    assert colours == {drawing.INK_COLOUR}
-    chosen = drawing.render_svg(make_offsets(), colours=np.array(["#000000", "#ff0000"]))
+    colours = {colour for colour, _ in svg_paths(parse_svg(svg.render_svg(make_offsets())))}
+    assert colours == {style.INK_COLOUR}
+    chosen = svg.render_svg(make_offsets(), colours=np.array(["#000000", "#ff0000"]))
     assert {colour for colour, _ in svg_paths(parse_svg(chosen))} == {"#000000"}
 
 
 def test_strokes_mode_gives_consecutive_strokes_different_colours():
-    colours = [colour for colour, _ in svg_paths(parse_svg(drawing.render_svg(make_offsets(), colour_by="strokes")))]
+    colours = [colour for colour, _ in svg_paths(parse_svg(svg.render_svg(make_offsets(), colour_by="strokes")))]
     assert len(colours) == len(STROKES)
     assert all(a != b for a, b in zip(colours, colours[1:]))
-    assert all(c in drawing.PALETTE for c in colours)
+    assert all(c in style.PALETTE for c in colours)
 
 
 @pytest.mark.parametrize("layer", [1, 2])
 def test_layer_mode_changes_colour_exactly_after_each_boundary(layer):
     offsets, boundaries = make_offsets(), make_boundaries()
-    pieces = path_indices(drawing.render_svg(offsets, boundaries, colour_by=f"layer{layer}"), offsets)
+    pieces = path_indices(svg.render_svg(offsets, boundaries, colour_by=f"layer{layer}"), offsets)
     fired = boundaries[:, layer - 1]
     segment = np.concatenate([[0], np.cumsum(fired[:-1])]).astype(int)  # segment of each point
     stroke = np.repeat(np.arange(len(STROKES)), STROKE_LENGTHS)
@@ -199,7 +199,7 @@ def test_layer_mode_changes_colour_exactly_after_each_boundary(layer):
 def test_layer1_pieces_for_the_fixture():
     """The exact cut for layer 1, spelled out (fires at t = 1, 4, 7, 8, 11, 12)."""
     offsets, boundaries = make_offsets(), make_boundaries()
-    pieces = path_indices(drawing.render_svg(offsets, boundaries, colour_by="layer1"), offsets)
+    pieces = path_indices(svg.render_svg(offsets, boundaries, colour_by="layer1"), offsets)
     assert [indices for _, indices in pieces] == [
         [0, 1], [1, 2],       # "A" left stroke, cut after t=1
         [3, 4],               # crossbar; fires on its last point: next stroke gets a new colour
@@ -210,42 +210,42 @@ def test_layer1_pieces_for_the_fixture():
     # segments (one per firing) of each piece's own points: the crossbar and the dot carry on
     # the segment their stroke's predecessor ended in
     segments = [0, 1, 1, 2, 3, 4, 4, 5, 6]
-    assert [colour for colour, _ in pieces] == [drawing.PALETTE[s] for s in segments]
+    assert [colour for colour, _ in pieces] == [style.PALETTE[s] for s in segments]
 
 
 def test_boolean_and_float_boundaries_draw_the_same():
     offsets, boundaries = make_offsets(), make_boundaries()
-    assert drawing.render_svg(offsets, boundaries, "layer1") == drawing.render_svg(offsets, boundaries.astype(bool), "layer1")
+    assert svg.render_svg(offsets, boundaries, "layer1") == svg.render_svg(offsets, boundaries.astype(bool), "layer1")
 
 
 @pytest.mark.parametrize("layer", [1, 2])
 def test_markers_sit_exactly_on_firing_points(layer):
     offsets, boundaries = make_offsets(), make_boundaries()
     screen = np.array(screen_of_points(offsets), dtype=float)
-    for colour_by in drawing.COLOUR_MODES:
-        root = parse_svg(drawing.render_svg(offsets, boundaries, colour_by=colour_by, marker_layer=layer))
+    for colour_by in style.COLOUR_MODES:
+        root = parse_svg(svg.render_svg(offsets, boundaries, colour_by=colour_by, marker_layer=layer))
         centres = np.array([(float(c.get("cx")), float(c.get("cy"))) for c in root.iter(f"{SVG}circle")])
         expected = screen[np.flatnonzero(boundaries[:, layer - 1])]
         np.testing.assert_allclose(centres, expected, atol=0.011)
 
 
 def test_no_markers_without_marker_layer():
-    root = parse_svg(drawing.render_svg(make_offsets(), make_boundaries(), colour_by="layer1"))
+    root = parse_svg(svg.render_svg(make_offsets(), make_boundaries(), colour_by="layer1"))
     assert list(root.iter(f"{SVG}circle")) == []
 
 
 def test_layer_modes_need_the_layer_to_exist():
     offsets = make_offsets()
     with pytest.raises(ValueError, match="needs boundaries"):
-        drawing.render_svg(offsets, colour_by="layer1")
+        svg.render_svg(offsets, colour_by="layer1")
     with pytest.raises(ValueError, match="layer 2.*1 layer column"):
-        drawing.render_svg(offsets, make_boundaries()[:, :1], colour_by="layer2")
+        svg.render_svg(offsets, make_boundaries()[:, :1], colour_by="layer2")
     with pytest.raises(ValueError, match="layer 3"):
-        drawing.render_svg(offsets, make_boundaries(), marker_layer=3)
+        svg.render_svg(offsets, make_boundaries(), marker_layer=3)
     with pytest.raises(ValueError, match="needs boundaries"):
-        drawing.render_png(offsets, marker_layer=1)
+        png.render_png(offsets, marker_layer=1)
     with pytest.raises(ValueError, match="colour_by must be one of"):
-        drawing.render_svg(offsets, colour_by="rainbow")
+        svg.render_svg(offsets, colour_by="rainbow")
 
 
 def test_bad_inputs_are_rejected_with_a_clear_message():
@@ -253,27 +253,27 @@ def test_bad_inputs_are_rejected_with_a_clear_message():
     bad = offsets.copy()
     bad[3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
-        drawing.render_svg(bad)
+        svg.render_svg(bad)
     bad[3, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
-        drawing.to_json(bad)
+        records.to_json(bad)
     with pytest.raises(ValueError, match=r"\(15, 2\)"):
-        drawing.render_svg(offsets[:, :2])
+        svg.render_svg(offsets[:, :2])
     with pytest.raises(ValueError, match=r"boundaries.*\(14, 2\)"):
-        drawing.render_svg(offsets, make_boundaries()[:-1], colour_by="layer1")
+        svg.render_svg(offsets, make_boundaries()[:-1], colour_by="layer1")
     with pytest.raises(ValueError, match="only 0 and 1"):
-        drawing.render_svg(offsets, make_boundaries() * 0.5, colour_by="layer1")
+        svg.render_svg(offsets, make_boundaries() * 0.5, colour_by="layer1")
     with pytest.raises(ValueError, match=r"operations.*\(15,\)"):
-        drawing.to_json(offsets, operations=np.zeros(T, dtype=int))
+        records.to_json(offsets, operations=np.zeros(T, dtype=int))
 
 
 def test_empty_input_gives_valid_empty_pictures():
     empty = np.zeros((0, 3))
-    root = parse_svg(drawing.render_svg(empty))
+    root = parse_svg(svg.render_svg(empty))
     assert list(root.iter(f"{SVG}path")) == [] and len(view_box(root)) == 4
-    assert drawing.render_png(empty).startswith(PNG_SIGNATURE)
-    assert json.loads(drawing.to_json(empty))["points"] == []
-    assert drawing.split_strokes(empty) == []
+    assert png.render_png(empty).startswith(PNG_SIGNATURE)
+    assert json.loads(records.to_json(empty))["points"] == []
+    assert geometry.split_strokes(empty) == []
 
 
 # --- PNG --------------------------------------------------------------------------------
@@ -290,42 +290,42 @@ def red_pixels(image: np.ndarray) -> int:
 
 
 def test_png_decodes_to_a_picture_with_ink():
-    image = decode_png(drawing.render_png(make_offsets()))
+    image = decode_png(png.render_png(make_offsets()))
     ink = image.min(axis=-1) < 0.5
     assert 0.002 < ink.mean() < 0.5, "expected some dark ink on a white page"
 
 
 def test_png_shows_a_single_point_stroke_as_a_dot():
-    image = decode_png(drawing.render_png(np.array([[3.0, 4.0, 1.0]]), stroke_width=4.0))
+    image = decode_png(png.render_png(np.array([[3.0, 4.0, 1.0]]), stroke_width=4.0))
     assert (image.min(axis=-1) < 0.5).sum() >= 4
 
 
 def test_png_colour_modes_use_the_palette_and_markers_are_red():
     offsets, boundaries = make_offsets(), make_boundaries()
-    ink = decode_png(drawing.render_png(offsets))
-    strokes = decode_png(drawing.render_png(offsets, colour_by="strokes"))
+    ink = decode_png(png.render_png(offsets))
+    strokes = decode_png(png.render_png(offsets, colour_by="strokes"))
     # colourful pixels: channels far apart (dark ink and white page are nearly grey)
     assert ((ink.max(-1) - ink.min(-1)) > 0.3).mean() < ((strokes.max(-1) - strokes.min(-1)) > 0.3).mean()
-    plain = decode_png(drawing.render_png(offsets, boundaries, colour_by="layer1"))
-    marked = decode_png(drawing.render_png(offsets, boundaries, colour_by="layer1", marker_layer=1))
+    plain = decode_png(png.render_png(offsets, boundaries, colour_by="layer1"))
+    marked = decode_png(png.render_png(offsets, boundaries, colour_by="layer1", marker_layer=1))
     assert red_pixels(plain) == 0 and red_pixels(marked) > 20
 
 
 def test_png_is_written_to_path(tmp_path):
     path = tmp_path / "line.png"
-    data = drawing.render_png(make_offsets(), path=path)
+    data = png.render_png(make_offsets(), path=path)
     assert path.read_bytes() == data
 
 
 def test_grid_png_stacks_lines(tmp_path):
     offsets = make_offsets()
-    single = decode_png(drawing.render_png(offsets))
-    grid_bytes = drawing.render_grid_png([offsets, offsets[:5], offsets], titles=["a", "b", "c"], path=tmp_path / "g.png")
+    single = decode_png(png.render_png(offsets))
+    grid_bytes = png.render_grid_png([offsets, offsets[:5], offsets], titles=["a", "b", "c"], path=tmp_path / "g.png")
     grid = decode_png(grid_bytes)
     assert grid.shape[0] > 2 * single.shape[0]
     assert (tmp_path / "g.png").read_bytes() == grid_bytes
     with pytest.raises(ValueError, match="2 titles for 3"):
-        drawing.render_grid_png([offsets] * 3, titles=["a", "b"])
+        png.render_grid_png([offsets] * 3, titles=["a", "b"])
 
 
 # --- JSON and files ---------------------------------------------------------------------
@@ -334,20 +334,20 @@ def test_grid_png_stacks_lines(tmp_path):
 def test_json_round_trips_everything():
     offsets, boundaries = make_offsets(), make_boundaries()
     operations = np.random.default_rng(0).integers(0, 3, size=(T, 3))
-    document = json.loads(drawing.to_json(offsets, boundaries, operations, text="A to", bias=np.float32(0.5)))
-    np.testing.assert_allclose(document["points"], drawing.offsets_to_points(offsets))
+    document = json.loads(records.to_json(offsets, boundaries, operations, text="A to", bias=np.float32(0.5)))
+    np.testing.assert_allclose(document["points"], geometry.offsets_to_points(offsets))
     np.testing.assert_allclose(document["offsets"], offsets)
     assert document["boundaries"] == boundaries.astype(int).tolist()
     assert document["operations"] == operations.tolist()
     assert document["operation_names"] == ["COPY", "UPDATE", "FLUSH"]
     assert document["text"] == "A to" and document["bias"] == 0.5
-    bare = json.loads(drawing.to_json(offsets))
+    bare = json.loads(records.to_json(offsets))
     assert bare["boundaries"] is None and bare["operations"] is None
 
 
 def test_json_refuses_extra_fields_that_clash():
     with pytest.raises(ValueError, match="points"):
-        drawing.to_json(make_offsets(), points=[])
+        records.to_json(make_offsets(), points=[])
 
 
 def make_sample(offsets=None, boundaries=None) -> Sample:
@@ -360,9 +360,9 @@ def make_sample(offsets=None, boundaries=None) -> Sample:
 
 def test_save_samples_picks_the_format_from_the_extension(tmp_path):
     samples, parameters = [make_sample()], {"seed": 3}
-    drawing.save_samples(tmp_path / "a.svg", samples, parameters, colour_by="layer2", marker_layer=1)
-    drawing.save_samples(tmp_path / "a.PNG", samples, parameters, colour_by="layer1")
-    drawing.save_samples(tmp_path / "a.json", samples, parameters, straighten=True)
+    records.save_samples(tmp_path / "a.svg", samples, parameters, colour_by="layer2", marker_layer=1)
+    records.save_samples(tmp_path / "a.PNG", samples, parameters, colour_by="layer1")
+    records.save_samples(tmp_path / "a.json", samples, parameters, straighten=True)
     assert len(list(parse_svg((tmp_path / "a.svg").read_text()).iter(f"{SVG}circle"))) == make_boundaries()[:, 0].sum()
     assert (tmp_path / "a.PNG").read_bytes().startswith(PNG_SIGNATURE)
     document = json.loads((tmp_path / "a.json").read_text())
@@ -372,25 +372,25 @@ def test_save_samples_picks_the_format_from_the_extension(tmp_path):
     np.testing.assert_allclose(document["samples"][0]["offsets"], make_offsets())  # raw, never straightened
     assert document["samples"][0]["operation_counts"]["layer1"] == {"COPY": 0, "UPDATE": T, "FLUSH": 0}
     with pytest.raises(ValueError, match=r"\.svg, \.png, \.json"):
-        drawing.save_samples(tmp_path / "a.pdf", samples, parameters)
+        records.save_samples(tmp_path / "a.pdf", samples, parameters)
     assert sorted(os.listdir(tmp_path)) == ["a.PNG", "a.json", "a.svg"], "no temp files, nothing for .pdf"
 
 
 def test_several_samples_go_into_one_file_of_each_format(tmp_path):
     samples = [make_sample(), make_sample(make_offsets()[:5], make_boundaries()[:5].astype(np.int64))]
-    svg = parse_svg(drawing.render_samples(".svg", samples, {}).decode())
-    assert len(svg.findall(f"{SVG}svg")) == 2
-    one_row = decode_png(drawing.render_samples(".png", samples[:1], {}))
-    two_rows = decode_png(drawing.render_samples(".png", samples, {}))
+    stacked = parse_svg(records.render_samples(".svg", samples, {}).decode())
+    assert len(stacked.findall(f"{SVG}svg")) == 2
+    one_row = decode_png(records.render_samples(".png", samples[:1], {}))
+    two_rows = decode_png(records.render_samples(".png", samples, {}))
     assert two_rows.shape[0] > one_row.shape[0]
-    assert len(json.loads(drawing.render_samples(".json", samples, {}))["samples"]) == 2
+    assert len(json.loads(records.render_samples(".json", samples, {}))["samples"]) == 2
 
 
 def test_stack_svgs_makes_one_valid_document():
     one = '<svg xmlns="http://www.w3.org/2000/svg" width="30px" height="10px" viewBox="0 0 30 10"><path d="M0,0 L1,1"/></svg>'
     two = one.replace('width="30px"', 'width="50px"').replace('height="10px"', 'height="20px"')
-    assert drawing.stack_svgs([one]) == one
-    root = ET.fromstring(drawing.stack_svgs([one, two]))
+    assert svg.stack_svgs([one]) == one
+    root = ET.fromstring(svg.stack_svgs([one, two]))
     assert (root.get("width"), root.get("height")) == ("50px", "30px")
     assert [inner.get("y") for inner in root.findall(f"{SVG}svg")] == ["0.00", "10.00"]
 
@@ -402,9 +402,9 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkey
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(drawing.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        drawing.save_samples(path, [make_sample()], {})
+        records.save_samples(path, [make_sample()], {})
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["line.svg"]
 
@@ -428,7 +428,7 @@ def slanted_writing(degrees: float) -> np.ndarray:
 def test_a_slanted_straight_line_comes_out_level():
     x = np.arange(50.0)
     points = np.stack([x, 0.4 * x + 3, (x % 10 == 9).astype(float)], axis=1)
-    level = drawing.straighten_baseline(points)
+    level = geometry.straighten_baseline(points)
     assert np.ptp(level[:, 1]) == pytest.approx(0, abs=1e-9)
     np.testing.assert_array_equal(level[:, 2], points[:, 2])  # pen lifts kept
     # a rotation: the line keeps its length
@@ -437,21 +437,21 @@ def test_a_slanted_straight_line_comes_out_level():
 
 @pytest.mark.parametrize("degrees", [-20.0, 15.0, 35.0])
 def test_slanted_writing_comes_out_as_the_level_original(degrees):
-    original = drawing.offsets_to_points(slanted_writing(0.0))
-    level = drawing.straighten_baseline(drawing.offsets_to_points(slanted_writing(degrees)))
-    level_original = drawing.straighten_baseline(original)  # the fit is rotation-equivariant
+    original = geometry.offsets_to_points(slanted_writing(0.0))
+    level = geometry.straighten_baseline(geometry.offsets_to_points(slanted_writing(degrees)))
+    level_original = geometry.straighten_baseline(original)  # the fit is rotation-equivariant
     np.testing.assert_allclose(level[:, :2] - level[:, :2].mean(axis=0),
                                level_original[:, :2] - level_original[:, :2].mean(axis=0), atol=1e-6)
-    assert np.ptp(level[:, 1]) < 0.5 * np.ptp(drawing.offsets_to_points(slanted_writing(degrees))[:, 1])
+    assert np.ptp(level[:, 1]) < 0.5 * np.ptp(geometry.offsets_to_points(slanted_writing(degrees))[:, 1])
 
 
 def test_straighten_changes_the_drawing_not_the_data():
     offsets = slanted_writing(25.0)
     before = offsets.copy()
-    slanted, level = (parse_svg(drawing.render_svg(offsets, straighten=flag)) for flag in (False, True))
+    slanted, level = (parse_svg(svg.render_svg(offsets, straighten=flag)) for flag in (False, True))
     width_of = lambda root: float(root.get("width").removesuffix("px"))  # noqa: E731
     # the same ink height: a level line is a longer, flatter picture
     assert width_of(level) > width_of(slanted)
-    png_slanted, png_level = (decode_png(drawing.render_png(offsets, straighten=flag)) for flag in (False, True))
+    png_slanted, png_level = (decode_png(png.render_png(offsets, straighten=flag)) for flag in (False, True))
     assert png_level.shape[1] > png_slanted.shape[1]
     np.testing.assert_array_equal(offsets, before)

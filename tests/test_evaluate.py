@@ -12,8 +12,9 @@ import torch
 from data_prep.dataset import HandwritingDataset
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from handwriting_hm.cli import main
-from handwriting_hm.evaluate import confidence_interval, evaluate_lines
-from handwriting_hm.model import HandwritingConfig, HandwritingModel, shift_inputs
+from handwriting_hm.unconditional.evaluate import evaluate_lines
+from handwriting_hm.scoring import confidence_interval
+from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel, shift_inputs
 from handwriting_hm.mixture import mixture_log_likelihood
 from factories import make_prepared
 

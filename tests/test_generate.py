@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
-from handwriting_hm.model import HandwritingConfig, HandwritingModel
-from handwriting_hm.generate import _few_row_linear, generate, generate_reference
+from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
+from handwriting_hm.unconditional.generate import _few_row_linear, generate, generate_reference
 
 N_POINTS = 60
 

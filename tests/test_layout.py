@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handwriting_hm.drawing import offsets_to_points
-from handwriting_hm.write import WrittenPage, WrittenText, lay_out, wrap_text
+from handwriting_hm.drawing.geometry import offsets_to_points
+from handwriting_hm.synthesis.write import WrittenPage, WrittenText, lay_out, wrap_text
 
 
 def line(width: float, height: float, rise: float = 0.0, points: int = 20) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 
 from factories import make_prepared  # tests/ is on sys.path
 from handwriting_hm.cli import main
-from handwriting_hm.legibility import character_error_rate, edit_distance, read_lines, tesseract_recogniser
+from handwriting_hm.synthesis.legibility import character_error_rate, edit_distance, read_lines, tesseract_recogniser
 from write_factory import write_tiny_synthesis_checkpoint
 
 

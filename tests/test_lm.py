@@ -23,8 +23,8 @@ from lm.evaluate import split_bpc
 from lm.model import DEFAULT_MODEL, LanguageModel, LMConfig, load_lm
 from lm.prepare import prepare
 from lm.prepared_text import load_prepared_text
+from real_data import DATA, not_found
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 WORDS = ["the cat sat on the mat", "a dog ate N apples", "<unk> said the bank 's chief", "prices fell"]
 
@@ -166,9 +166,9 @@ def test_a_file_that_is_not_prepared_is_a_clear_error(tmp_path: Path) -> None:
         load_prepared_text(tmp_path / "missing.npz")
 
 
-@pytest.mark.skipif(not (SHARED / "ptb_char").is_dir(), reason=f"real PTB char data not found at {SHARED / 'ptb_char'}")
+@pytest.mark.skipif(not (DATA / "ptb_char").is_dir(), reason=not_found("real PTB char data", "ptb_char"))
 def test_real_ptb_counts_and_vocabulary(tmp_path: Path) -> None:
-    prepared = prepare("ptb", tmp_path / "ptb.npz", path=SHARED / "ptb_char")
+    prepared = prepare("ptb", tmp_path / "ptb.npz", path=DATA / "ptb_char")
     assert prepared.metadata["counts"] == {"train": 5_017_482, "valid": 393_042, "test": 442_423}
     assert len(prepared.vocab) == 50
     assert prepared.metadata["sources_sha256"] == lm_data.DOWNLOADS["ptb"].members
@@ -228,6 +228,7 @@ def train_args(prepared: Path, run_dir: Path, *extra: str) -> list[str]:
             "--quiet", "--log-every", "2", *extra]
 
 
+@pytest.mark.slow
 def test_train_resume_continues_exactly_with_the_carried_state(tmp_path: Path, ptb_prepared: Path, capsys) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert run_cli(train_args(ptb_prepared, whole, "--max-steps", "14"), capsys)[0] == 0

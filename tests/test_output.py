@@ -7,7 +7,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
-from handwriting_hm.model import (HandwritingConfig, HandwritingModel, load_handwriting_model, shift_inputs)
+from handwriting_hm.unconditional.model import (HandwritingConfig, HandwritingModel, load_handwriting_model, shift_inputs)
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 from handwriting_hm.mixture import (MixtureDensityHead, MixtureParams, adjust,
                                    mixture_log_likelihood, sample_mixture)
@@ -158,6 +158,7 @@ def test_first_input_is_a_zero_vector():
     assert torch.equal(shifted[0, 0], torch.zeros(3)) and torch.equal(shifted[0, 1:], offsets[0, :3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["hm-lstm", "lstm"])
 def test_model_learns_a_simple_stroke_pattern(cell):
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Tests for handwriting_hm.sample: the sampling API, its limits, and `handwriting-hm sample`.
+"""Tests for handwriting_hm.unconditional.sample: the sampling API, its limits, and `handwriting-hm sample`.
 
 A tiny random-weight model stands in for the shipped one, so these tests never depend on it.
 `write_tiny_checkpoint` is also used by test_app.py and test_browser.py.
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from handwriting_hm import sample as sample_module
+from handwriting_hm.unconditional import sample as sample_module
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
-from handwriting_hm.model import load_handwriting_model
-from handwriting_hm.sample import LIMITS, sample_handwriting
+from handwriting_hm.unconditional.model import load_handwriting_model
+from handwriting_hm.unconditional.sample import LIMITS, sample_handwriting
 from factories import write_tiny_checkpoint
 
 STATS = {"mean": [0.5, -0.25], "std": [2.0, 3.0]}

@@ -10,19 +10,20 @@ import pytest
 import torch
 from factories import make_prepared, write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
-from handwriting_hm.alphabet import Alphabet, UnknownCharacters
+from handwriting_hm.synthesis.alphabet import Alphabet, UnknownCharacters
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from handwriting_hm.hmlstm.trainer import TrainConfig
 from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits, word_ends
 from handwriting_hm.mixture import mixture_log_likelihood
-from handwriting_hm.model import shift_inputs
-from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisState
-from handwriting_hm.synthesis_generate import write_texts
-from handwriting_hm.synthesis_train import SynthesisPreset, SynthesisTask, evaluate_synthesis, train_synthesis
-from handwriting_hm.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
+from handwriting_hm.unconditional.model import shift_inputs
+from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel, SynthesisState
+from handwriting_hm.synthesis.generate import write_texts
+from handwriting_hm.synthesis.evaluate import evaluate_synthesis
+from handwriting_hm.synthesis.task import SynthesisPreset, SynthesisTask, train_synthesis
+from handwriting_hm.synthesis.toy_font import (ToyFont, ToyFontConfig, ToyTrainingConfig, character_accuracy, evaluate_toy,
                                      train_toy_model)
-from handwriting_hm.styles import style_from_file, style_from_line, style_from_strokes
-from handwriting_hm.write import write
+from handwriting_hm.synthesis.styles import style_from_file, style_from_line, style_from_strokes
+from handwriting_hm.synthesis.write import write
 
 ALPHABET = "abcdefghij"
 
@@ -95,6 +96,7 @@ def test_padded_steps_and_characters_change_nothing():
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
+@pytest.mark.slow  # torch.compile
 def test_the_compiled_step_gives_the_plain_loops_likelihoods_and_gradients():
     """impl="compiled" (train --impl auto) is the same model: one compile serves texts of any length."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
@@ -433,18 +435,20 @@ def test_the_toy_font_reader_reads_the_font_and_counts_edits():
 
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory):
-    """Issue 14, item 7: a 2 x 64 model trained on the toy font for 600 steps (about 60 s of one CPU thread)."""
+    """A 2 x 64 model trained on the toy font for 600 steps (about 60 s of one CPU thread)."""
     font = ToyFont(ToyFontConfig())
     model, texts = train_toy_model(font, ToyTrainingConfig(), tmp_path_factory.mktemp("toy"))
     return font, model, texts
 
 
+@pytest.mark.slow  # trains the toy model (module-scoped, shared with the next test)
 def test_a_small_model_trained_on_the_toy_font_writes_held_out_strings_legibly(toy_model):
     font, model, texts = toy_model
     assert len(texts) == 100
     assert evaluate_toy(font, model, texts, ToyTrainingConfig.bias).accuracy >= 0.90  # 94.9% when measured
 
 
+@pytest.mark.slow
 def test_primed_with_a_line_the_toy_model_writes_on_after_it(toy_model):
     font, model, texts = toy_model
     generator = torch.Generator().manual_seed(7)

@@ -9,10 +9,10 @@ from factories import make_prepared  # tests/ is on sys.path under pytest's defa
 
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.synthesis import KIND
-from handwriting_hm import synthesis_train
-from handwriting_hm.synthesis_train import evaluate_synthesis
-from handwriting_hm.write import write
+from handwriting_hm.synthesis.model import KIND
+from handwriting_hm.synthesis import task as synthesis_train
+from handwriting_hm.synthesis.evaluate import evaluate_synthesis
+from handwriting_hm.synthesis.write import write
 
 TINY = ["--hidden-sizes", "8,8", "--embedding-size", "8", "--n-mixtures", "2", "--n-window", "2",
         "--batch-size", "4", "--validation-lines", "2", "--eval-every", "2", "--device", "cpu", "--quiet"]

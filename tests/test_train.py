@@ -15,8 +15,8 @@ from handwriting_hm.cli import main
 from handwriting_hm.hmlstm import trainer as trainer_module
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
 from handwriting_hm.hmlstm.graphed_step import GraphedStep
-from handwriting_hm.model import HandwritingConfig, HandwritingModel, load_handwriting_model
-from handwriting_hm.train import PRESETS, HandwritingTask, LineChunk, TaskSettings
+from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel, load_handwriting_model
+from handwriting_hm.unconditional.task import PRESETS, HandwritingTask, LineChunk, TaskSettings
 from factories import make_prepared
 
 # A model small enough that a step takes milliseconds; an annealed slope, so resume must restore it.
@@ -121,7 +121,7 @@ def test_the_loss_of_a_cropped_batch_can_be_captured_in_a_cuda_graph(prepared, m
 
 
 def test_loss_is_the_mean_nll_per_valid_point(prepared):
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
     train_set = HandwritingDataset(prepared, "train", "paper")
     task = HandwritingTask(TaskSettings(batch_size=4), train_set, [], train_set.stats, seed=0)
@@ -226,7 +226,7 @@ def test_resume_takes_every_setting_from_the_run_and_applies_training_flags(prep
 
 
 def test_a_run_saved_before_a_config_setting_existed_resumes_with_its_own_command(prepared, trained_run, tmp_path):
-    """A run written before copy_gradient joined the model config (as every run before 2026-11-23 was)."""
+    """A run written before copy_gradient joined the model config (as every early run was)."""
     run_dir = tmp_path / "old"
     shutil.copytree(trained_run, run_dir)
     checkpoint = torch.load(run_dir / "latest.pt", weights_only=True)
@@ -328,7 +328,7 @@ def test_the_run_says_which_core_path_auto_picked_and_logs_it(prepared, tmp_path
 
 
 def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
-    from handwriting_hm.model import HandwritingConfig, HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
 
     validation = HandwritingDataset(prepared, "validation", "paper")
     lines = [validation[i][0].clone() for i in range(3)]
@@ -345,6 +345,7 @@ def test_a_validation_line_with_a_non_finite_log_likelihood_is_named(prepared):
     assert "NaN or infinite values" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_whole_lines_in_chunks_carry_the_state_and_resume_exactly(tmp_path):
     """chunk_points: every line of a batch whole, in consecutive chunks; the chunks' log-likelihoods add
     up to the lines' (the state is carried), and a run stopped between two chunks resumes exactly."""

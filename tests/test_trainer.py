@@ -126,6 +126,7 @@ def make_trainer(run_dir: Path, task: ToyTask | None = None, **overrides) -> Tra
 # ---- exact resume --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eval_every", [3, None])
 @pytest.mark.parametrize("first_steps", [7, 10])  # mid-epoch, and exactly at the end of epoch 2
 def test_resume_gives_bit_identical_weights(tmp_path, eval_every, first_steps):
@@ -527,6 +528,7 @@ def ddp_worker(rank: int, world_size: int, port: int, run_dir: Path) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed")
+@pytest.mark.slow  # two processes
 def test_two_process_ddp_on_cpu_keeps_ranks_in_step_and_only_rank_0_writes(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton", reason="triton is not installed (the test extra installs it on Linux x86-64)")
+pytestmark = pytest.mark.slow  # on the CPU, Triton's interpreter
 
 from handwriting_hm.hmlstm.core import COPY, COPY_GRADIENTS, FLUSH, UPDATE, HMLSTM, HMLSTMState, operations
 from handwriting_hm.hmlstm.triton_cell import hmlstm_triton, triton_available

@@ -13,8 +13,8 @@ from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytes
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
 from handwriting_hm.letter_boundaries import format_hits, word_boundary_hits
-from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
-from handwriting_hm.write import write, write_each, write_lines
+from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel
+from handwriting_hm.synthesis.write import write, write_each, write_lines
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -117,7 +117,7 @@ def test_user_errors_are_one_line(checkpoint, tmp_path, capsys):
 
 def test_without_checkpoint_the_shipped_model_writes_or_one_line_says_it_is_missing(checkpoint, tmp_path, monkeypatch,
                                                                                     capsys):
-    import handwriting_hm.write as write_module
+    import handwriting_hm.synthesis.write as write_module
 
     out = tmp_path / "x.json"
     monkeypatch.setattr(write_module, "DEFAULT_SYNTHESIS_MODEL", checkpoint)

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
-from handwriting_hm.synthesis import KIND, SynthesisConfig, SynthesisModel
+from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel
 
 # about IAM-OnDB's normalisation, so that a canvas's strokes in sensor units are read at a sensible scale
 STATS = {"mean": [8.0, 0.0], "std": [40.0, 37.0]}

@@ -9,7 +9,7 @@ stroke is still being drawn, and Graves's rule alone cut that stroke short (on t
 most lines lost their last character so). A row whose window never gets past the text stops at
 a cap that scales with it, `max_points_per_character` points per character, so no row runs on.
 
-Rows are aligned as in generate.py: row j of the boundaries and of the window says what the
+Rows are aligned as in unconditional/generate.py: row j of the boundaries and of the window says what the
 model did while READING point j, and the stop rule is checked on that window.
 
 Style priming (Graves §5.5): given a primer, a real line's offsets and its text, the model first
@@ -24,10 +24,10 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .hmlstm.core import check_slope
-from .mixture import adjust, sample_mixture
-from .model import shift_inputs
-from .synthesis import SynthesisModel, SynthesisState, Window
+from ..hmlstm.core import check_slope
+from ..mixture import adjust, sample_mixture
+from ..unconditional.model import shift_inputs
+from .model import SynthesisModel, SynthesisState, Window
 
 
 class Written(NamedTuple):

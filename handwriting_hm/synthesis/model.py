@@ -41,13 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from .alphabet import Alphabet
-from .hmlstm.checkpoint import StoredConfig, load_model
-from .hmlstm.cli import first_line
-from .hmlstm.core import (COPY_GRADIENTS, HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask,
+from ..hmlstm.checkpoint import StoredConfig, load_model
+from ..hmlstm.cli import first_line
+from ..hmlstm.core import (COPY_GRADIENTS, HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask,
                           stack_time)
-from .hmlstm.output import GatedOutput
-from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
-from .model import read_stats, shift_inputs
+from ..hmlstm.output import GatedOutput
+from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
+from ..unconditional.model import read_stats, shift_inputs
 
 
 @dataclass
@@ -149,10 +149,9 @@ class SynthesisModel(nn.Module):
     - "auto": on the CPU "sparse" while layer 1's detector fired at under SPARSE_BELOW of the points
       in the last call (and in the first) and copy_gradient is "straight", else "compiled"; elsewhere
       "compiled", as the sparse
-      step's reading of the boundaries at every layer-step would stall a GPU (not measured there).
-      On the CPU (`python -m handwriting_hm.bench`, 3x256, B=32, T=200, one thread) the sparse
-      step ran at 2.05x the compiled one with silent detectors, 1.08x at the paper's rates
-      (z^1 17.6 %, z^2 3.3 %) and 0.67x at 50 % / 50 %.
+      step's reading of the boundaries at every layer-step would stall a GPU. On the CPU the sparse
+      step beats the compiled one while few detectors fire and loses to it when half fire (the
+      synthesis table of `python -m handwriting_hm.bench`; docs/synthesis.md has the measurements).
     """
 
     point_size = 3  # dx, dy, end_of_stroke
@@ -340,7 +339,6 @@ class SynthesisModel(nn.Module):
 # ----------------------------------------------------------------------------- loading
 
 KIND = "synthesis"  # the checkpoint kind of this model
-DEFAULT_SYNTHESIS_MODEL = Path(__file__).parent / "models" / "synthesis-default.pt"  # models/SYNTHESIS_MODEL_CARD.md
 UNNORMALISED = {"mean": (0.0, 0.0), "std": (1.0, 1.0)}  # the stats of data that was not normalised (the toy font)
 
 

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .hmlstm.checkpoint import StoredConfig, load_model
-from .hmlstm.core import HMLSTMOutput, HMLSTMState, Slope, make_core
-from .hmlstm.output import GatedOutput
-from .mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
+from ..hmlstm.checkpoint import StoredConfig, load_model
+from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope, make_core
+from ..hmlstm.output import GatedOutput
+from ..shipped import DEFAULT_MODEL
+from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 
 
 @dataclass
@@ -87,7 +88,6 @@ def shift_inputs(offsets: Tensor, previous: Tensor | None = None) -> Tensor:
 # ----------------------------------------------------------------------------- loading
 
 KIND = "handwriting"  # the checkpoint kind of this model
-DEFAULT_MODEL = Path(__file__).parent / "models" / "handwriting-default.pt"
 
 
 class LoadedModel(NamedTuple):

@@ -27,15 +27,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_prep.dataset import coordinate_scale
+from ..normalisation import coordinate_scale, raw_offsets
 
 from .alphabet import UnknownCharacters
-from .hmlstm.atomic import atomic_write
-from .drawing import offsets_to_points, split_strokes, straighten_baseline
-from .sample import raw_offsets
-from .hmlstm.checkpoint import load_checkpoint
-from .synthesis import DEFAULT_SYNTHESIS_MODEL, KIND, LoadedSynthesisModel, load_synthesis_model
-from .synthesis_generate import MAX_POINTS_PER_CHARACTER, write_texts
+from ..hmlstm.atomic import atomic_write
+from ..drawing.geometry import offsets_to_points, split_strokes, straighten_baseline
+from ..hmlstm.checkpoint import load_checkpoint
+from ..shipped import DEFAULT_SYNTHESIS_MODEL
+from .model import KIND, LoadedSynthesisModel, load_synthesis_model
+from .generate import MAX_POINTS_PER_CHARACTER, write_texts
 
 
 @dataclass
@@ -243,8 +243,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .drawing import (INK_HEIGHT, SAVE_FORMATS, render_letters_png, render_letters_svg, render_plotter_svg,
-                          render_png)
+    from ..drawing.png import render_letters_png, render_png
+    from ..drawing.records import SAVE_FORMATS
+    from ..drawing.style import INK_HEIGHT
+    from ..drawing.svg import render_letters_svg, render_plotter_svg
     from .styles import style_from_file, style_from_line
 
     suffix = args.out.suffix.lower()
@@ -286,7 +288,7 @@ def page_document(text: str, page: WrittenPage, parameters: dict) -> dict:
     """The JSON file of `handwriting-hm write`: the text, the parameters, and per line its raw strokes
     (offsets and points in the training data's units, as written), z per point, the attended
     character per point (index into the line's text, and the character), and its points on the page."""
-    from .drawing import drawing_record
+    from ..drawing.records import drawing_record
 
     lines = []
     for line, points in zip(page.lines, page.points):

@@ -1,4 +1,4 @@
-"""How legible written lines are, read by an off-the-shelf recogniser (issue 14, item 8).
+"""How legible written lines are, read by an off-the-shelf recogniser.
 
 A line is drawn as a PNG (drawing.render_png, ink only) and read by Tesseract, Debian's
 `tesseract-ocr` package, run as a program: no Python dependency. Tesseract is trained on print,
@@ -27,8 +27,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .drawing import render_png
-from .hmlstm.atomic import atomic_write
+from ..hmlstm.atomic import atomic_write
 
 Recogniser = Callable[[Path], str]  # a PNG of one line -> the text read
 
@@ -83,6 +82,8 @@ def tesseract_recogniser(executable: str = "tesseract") -> Recogniser:
 
 def read_lines(lines: Sequence[np.ndarray], recognise: Recogniser, description: str = "reading") -> list[str]:
     """Draw each line (raw offsets (T, 3)) as a PNG, ink only, and read it."""
+    from ..drawing.png import render_png  # matplotlib: imported here, so that --help answers at once
+
     readings = []
     with tempfile.TemporaryDirectory() as folder:
         for index, offsets in enumerate(tqdm(lines, desc=description, unit="line", leave=False)):
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
               "real": read_lines(real, recognise, "reading the real lines")}
     rows = [("real IAM-OnDB lines", character_error_rate(texts, report["real"]))]
     if args.synthesis is not None:
-        from .synthesis import load_synthesis_model
+        from .model import load_synthesis_model
         from .write import check_synthesis_checkpoint, write_in_batches
 
         loaded = load_synthesis_model(check_synthesis_checkpoint(args.synthesis))

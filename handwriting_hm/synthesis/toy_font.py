@@ -1,4 +1,4 @@
-"""Proof that the synthesis model's window works, without the big model (issue 14, item 7).
+"""Proof that the synthesis model's window works, without the big model.
 
 A made-up stroke font: each character is one pen stroke of a few fixed offsets, drawn with a
 little Gaussian noise, with a pen-up after its last point. Lines are random strings. A small
@@ -6,7 +6,7 @@ synthesis model is trained on them by the shared Trainer on the CPU; it then wri
 strings, and a nearest-template reader decodes what it wrote. Only a model that writes the
 character its window points at, and moves the window one character per stroke, reads back right.
 
-    python -m handwriting_hm.toy_font        # trains (about a minute of one CPU thread), prints the accuracy
+    python -m handwriting_hm.synthesis.toy_font        # trains (about a minute of one CPU thread), prints the accuracy
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 
 from .alphabet import Alphabet
-from .hmlstm.trainer import TrainConfig, Trainer
+from ..hmlstm.trainer import TrainConfig, Trainer
 from .legibility import edit_distance
-from .letter_boundaries import BoundaryHits, boundary_hits, character_ends
-from .synthesis import KIND, SynthesisConfig, SynthesisModel
-from .synthesis_generate import write_texts
-from .synthesis_train import SynthesisTask
+from ..letter_boundaries import BoundaryHits, boundary_hits, character_ends
+from .model import KIND, SynthesisConfig, SynthesisModel
+from .generate import write_texts
+from .task import SynthesisTask
 
 
 @dataclass
@@ -150,7 +150,7 @@ def evaluate_toy(font: ToyFont, model: SynthesisModel, texts: Sequence[str], bia
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.toy_font", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.synthesis.toy_font", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=ToyTrainingConfig.max_steps, help="training steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
-from .hmlstm.few_rows import times, times_transposed
+from ..hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
+from ..hmlstm.few_rows import times, times_transposed
 from .model import HandwritingModel
-from .hmlstm.output import GatedOutput
-from .mixture import MixtureParams, adjust, sample_component, sample_mixture
+from ..hmlstm.output import GatedOutput
+from ..mixture import MixtureParams, adjust, sample_component, sample_mixture
 
 
 class Generated(NamedTuple):
@@ -123,9 +123,8 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
 @contextmanager
 def _intra_op_threads(count: int) -> Iterator[None]:
     """Run with `count` intra-op threads. The products here are (n, 400) x (400, 1601): too small
-    to share between cores, and on a busy 2-core machine a second thread that has to wait for a
-    core makes every product wait. Measured there (700 points, 3 x 400, sparse boundaries):
-    batch 1 0.73 s with 1 thread, 2.6 s with 2; batch 8 1.6 s and 13 s."""
+    to share between cores, and on a busy machine a second thread that has to wait for a core
+    makes every product wait (docs/speed.md has the measurement)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:

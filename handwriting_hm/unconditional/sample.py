@@ -1,4 +1,4 @@
-"""Sampling handwriting from a trained model, and the `handwriting-hm sample` command.
+"""Sampling handwriting from a trained model, for people rather than for tensors.
 
 `sample_handwriting` wraps `generate.generate` for people rather than for tensors: it checks
 the parameters against LIMITS, seeds its own generator (same seed, same drawing), and turns
@@ -6,22 +6,22 @@ the model's normalised offsets back into the raw units of the training data with
 checkpoint's stats. Each Sample keeps, for every point, what each layer's boundary detector
 did and which operation (COPY / UPDATE / FLUSH) each layer performed.
 
-The command writes every sample of a request into one SVG, PNG or JSON file through
-`drawing.save_samples`, the writer the app's downloads use: the same seed gives the same file.
+`handwriting-hm sample` (sample_command.py) writes every sample of a request into one SVG, PNG or
+JSON file through `drawing.records.save_samples`, the writer the app's downloads use: the same seed
+gives the same file.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from data_prep.dataset import denormalise
+from ..normalisation import denormalise, raw_offsets
 
 from . import generate
-from .hmlstm.core import OPERATION_NAMES, COPY
+from ..hmlstm.core import OPERATION_NAMES, COPY
 from .model import DEFAULT_MODEL, LoadedModel, load_handwriting_model
 
 # What one request may ask for: long enough for a line of handwriting, small enough that a
@@ -103,53 +103,6 @@ def sample_handwriting(model: LoadedModel | None = None, *, n_samples: int = 1, 
     ]
 
 
-def raw_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> np.ndarray:
-    """Undo the training set's normalisation of dx, dy (the dataset's own inverse, `denormalise`);
-    end_of_stroke becomes exactly 0 or 1."""
-    raw = denormalise(offsets, stats)
-    raw[..., 2] = (offsets[..., 2] > 0.5).astype(raw.dtype)
-    return raw
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .drawing import COLOUR_MODES  # CLI glue: drawing is downstream of the sampler
-
-    parser.add_argument("--out", required=True, type=Path,
-                        help="file to write, .svg, .png or .json (the app's downloads are the same files); "
-                             "with --n-samples > 1 it holds every sample, top to bottom")
-    parser.add_argument("--n-samples", type=int, default=1, help="how many drawings (default 1)")
-    parser.add_argument("--n-points", type=int, default=700, help="length of each drawing in points (default 700)")
-    parser.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias, 0 = none (default 0)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same drawing")
-    parser.add_argument("--colour-by", choices=COLOUR_MODES, default="ink",
-                        help="ink: one colour; strokes: per pen-down stroke; layer1/layer2: per segment "
-                             "between that layer's boundaries")
-    parser.add_argument("--marker-layer", type=int, default=None, help="mark the points where this layer fired")
-    parser.add_argument("--straighten", action="store_true",
-                        help="draw the line rotated so its baseline is level (the JSON keeps the raw strokes)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .drawing import SAVE_FORMATS, save_samples
-
-    if args.out.suffix.lower() not in SAVE_FORMATS:
-        raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
-    parameters = sampling_parameters(args.n_points, args.n_samples, args.bias, args.temperature, args.seed)
-    loaded = load_model_or_explain(args.checkpoint)
-    samples = sample_handwriting(loaded, **parameters)
-    save_samples(args.out, samples, parameters, colour_by=args.colour_by, marker_layer=args.marker_layer,
-                 straighten=args.straighten)
-    for i, sample in enumerate(samples, start=1):
-        print(f"{args.out}  sample {i}: {format_counts(sample)}")
-    return 0
-
-
 def load_model_or_explain(checkpoint: Path | None) -> LoadedModel:
     """Load `checkpoint` (None: the shipped model); a missing default model says how to pass one,
     and statistics that cannot undo the normalisation (NaN, infinite or negative std) are refused."""
@@ -162,10 +115,3 @@ def load_model_or_explain(checkpoint: Path | None) -> LoadedModel:
     except ValueError as error:
         raise ValueError(f"checkpoint {checkpoint or DEFAULT_MODEL}: {error}") from None
     return loaded
-
-
-def format_counts(sample: Sample) -> str:
-    """One line: each layer's UPDATE/COPY/FLUSH counts and the share of layer-steps copied."""
-    layers = "  ".join(f"{layer}: " + "/".join(str(counts[name]) for name in ("UPDATE", "COPY", "FLUSH"))
-                       for layer, counts in sample.operation_counts().items())
-    return f"UPDATE/COPY/FLUSH  {layers}  ({sample.copied_fraction():.0%} of layer-steps copied)"

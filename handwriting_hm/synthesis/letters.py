@@ -1,6 +1,6 @@
 """`handwriting-hm letters`: write a set of texts with a synthesis model and report where its
 boundaries fall on the letters: the share of z1's firings at character ends and of z2's at word
-ends, against chance (the counting is letter_boundaries.py's).
+ends, against chance (the counting is handwriting_hm/letter_boundaries.py's).
 
     handwriting-hm letters "a few words" "and more" --checkpoint runs/synthesis/best.pt
     handwriting-hm letters --texts-file texts.txt --checkpoint best.pt --tolerance 3
@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
-from .synthesis import load_synthesis_model
-from .write import check_synthesis_checkpoint, write_in_batches
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not above, so that --help answers at once
+    from ..letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
+    from .model import load_synthesis_model
+    from .write import check_synthesis_checkpoint, write_in_batches
+
     texts = list(args.texts)
     if args.texts_file is not None:
         texts += [line.strip() for line in args.texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]

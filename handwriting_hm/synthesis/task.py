@@ -16,9 +16,8 @@ On IAM-OnDB (`train_synthesis`, or `handwriting-hm train --preset synthesis --da
 DIR`, whose flags `train.py` shares with the handwriting presets through `hmlstm/presets.py`): the
 alphabet is every character of the prepared file's transcriptions, lines without a transcription
 are left out (8 in the release), `resume` continues a run exactly and `init_from` starts one from
-another synthesis model's weights. `evaluate_synthesis` gives the paper's metric, the test
-log-likelihood per line, each given its text (`handwriting-hm evaluate` runs it for a synthesis
-checkpoint).
+another synthesis model's weights. `evaluate.evaluate_synthesis` gives the paper's metric, the test
+log-likelihood per line, each given its text.
 """
 from __future__ import annotations
 
@@ -31,40 +30,13 @@ import torch
 from torch import Tensor
 
 from .alphabet import Alphabet, alphabet_of_prepared
-from .evaluate import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
-from .hmlstm.checkpoint import StoredConfig, load_checkpoint
-from .hmlstm.core import LEARNING_ONLY
-from .hmlstm.presets import Preset
-from .hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, move_to, seed_everything,
+from .evaluate import SynthesisBatch, collate_lines, evaluate_lines, iam_lines, line_log_likelihoods
+from ..hmlstm.checkpoint import StoredConfig, load_checkpoint
+from ..hmlstm.core import LEARNING_ONLY
+from ..hmlstm.presets import Preset
+from ..hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything,
                              shard_batches, share_lines)
-from .mixture import mixture_log_likelihood
-from .model import shift_inputs
-from .synthesis import KIND, SynthesisConfig, SynthesisModel, SynthesisOutput, SynthesisState, load_synthesis_model
-
-
-@dataclass
-class SynthesisBatch:
-    offsets: Tensor  # (B, T, 3) normalised offsets, zeros past each line's end
-    lengths: Tensor  # (B,) points per line
-    text: Tensor  # (B, U, V) one-hot characters, zero rows past each text's end
-    text_lengths: Tensor  # (B,) characters per text
-    # a later chunk of the lines (see `chunks`): the point before offsets[:, 0], the first input;
-    # None at the lines' start, where the input is a zero vector and the state starts from zeros
-    previous: Tensor | None = None
-
-    def inputs(self) -> Tensor:
-        """The inputs that predict `offsets` (B, T, 3): the point before each one."""
-        return shift_inputs(self.offsets, self.previous)
-
-
-def collate_lines(lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet, points: int = 0) -> SynthesisBatch:
-    """Pad (offsets (T_i, 3), text) pairs into one batch, at least `points` points long."""
-    lengths = torch.tensor([len(offsets) for offsets, _ in lines], dtype=torch.long)
-    offsets = torch.zeros(len(lines), max(int(lengths.max()), points), 3)
-    for row, (line, _) in enumerate(lines):
-        offsets[row, :len(line)] = line
-    text, text_lengths = alphabet.one_hot([text for _, text in lines])
-    return SynthesisBatch(offsets, lengths, text, text_lengths)
+from .model import KIND, SynthesisConfig, SynthesisModel, SynthesisState
 
 
 def chunks(batch: SynthesisBatch, points: int) -> Iterator[SynthesisBatch]:
@@ -147,37 +119,6 @@ class SynthesisTask(TrainingTask):
                 **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)}}
 
 
-def line_log_likelihoods(model: torch.nn.Module, batch: SynthesisBatch, slope: float,
-                         state: SynthesisState | None = None) -> tuple[Tensor, SynthesisOutput]:
-    """Each line's total log-likelihood given its text (B,), nats, and the model's output; from
-    `state` (a later chunk's) or from zeros. Calls the module itself (not sequence_log_likelihood),
-    so that it also runs through the trainer's DDP wrapper."""
-    output = model(batch.inputs(), batch.text, state=state, lengths=batch.lengths, slope=slope)
-    per_point = mixture_log_likelihood(output.params, batch.offsets)
-    valid = torch.arange(batch.offsets.shape[1], device=per_point.device)[None, :] < batch.lengths[:, None]
-    return (per_point * valid).sum(dim=1), output
-
-
-@torch.no_grad()
-def evaluate_lines(model: torch.nn.Module, lines: Sequence[tuple[Tensor, str]], alphabet: Alphabet,
-                   batch_size: int, slope: float, progress: bool = False) -> Evaluation:
-    """The paper's metric over `lines`, each given its text, with its interval and the boundaries'
-    rates (evaluate.py's numbers); a line whose log-likelihood is not finite is named (by its text)."""
-    if not lines:
-        raise ValueError("nothing to evaluate: no lines")
-    device = next(model.parameters()).device
-
-    def score(chosen: Sequence[int]) -> tuple[Tensor, BoundaryCounts]:
-        batch = move_to(collate_lines([lines[i] for i in chosen], alphabet), device)
-        log_likelihoods, output = line_log_likelihoods(model, batch, slope)
-        return log_likelihoods, BoundaryCounts.of_batch(output.boundaries, batch.offsets, batch.lengths)
-
-    batches = [range(begin, min(begin + batch_size, len(lines))) for begin in range(0, len(lines), batch_size)]
-    totals, counts = score_in_batches(model, batches, len(lines), score, progress)
-    check_finite(totals, [offsets for offsets, _ in lines], [repr(text) for _, text in lines])
-    return summarise(totals, sum(len(offsets) for offsets, _ in lines), counts)
-
-
 # ----------------------------------------------------------------------------- IAM-OnDB
 
 @dataclass
@@ -226,17 +167,6 @@ PRESETS = {PRESET_NAME: Preset(_DEFAULT.model, _DEFAULT.task(), _DEFAULT.train,
                                "M = 20, batch 32, lr 3e-4, slope 1, whole lines")}
 
 
-def iam_lines(path: str | Path, split: str, scheme: str = "paper") -> tuple[list[tuple[Tensor, str]], dict]:
-    """(offsets, text) of every transcribed line of one split, normalised with the scheme's
-    training statistics, and those statistics."""
-    from data_prep.dataset import HandwritingDataset  # data_prep is needed only to read the prepared file
-
-    dataset = HandwritingDataset(path, split=split, scheme=scheme)
-    lines = [dataset[i] for i in range(len(dataset)) if dataset.texts[i]]
-    stats = {"mean": [float(v) for v in dataset.stats["mean"]], "std": [float(v) for v in dataset.stats["std"]]}
-    return lines, stats
-
-
 def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False,
                     init_from: str | Path | None = None, impl: str = "reference") -> dict:
     """Train (with `resume`, continue; with `init_from`, start from that synthesis model's weights) a
@@ -268,26 +198,9 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
     return trainer.fit(resume=resume, init_from=init_from)
 
 
-def evaluate_synthesis(checkpoint: str | Path, data: str | Path, split: str = "test", batch_size: int = 32,
-                       max_lines: int | None = None, device: torch.device | str = "cpu",
-                       progress: bool = False) -> Evaluation:
-    """The paper's metric for a synthesis checkpoint: the mean log-likelihood per line of one split
-    (nats; of its first `max_lines` transcribed lines if given), each line given its text, on the
-    scheme the checkpoint was trained on."""
-    loaded = load_synthesis_model(checkpoint)
-    lines, stats = iam_lines(data, split, loaded.metadata.get("scheme", "paper"))
-    if stats != {key: list(value) for key, value in loaded.stats.items()}:
-        raise ValueError(f"{data}: its normalisation statistics differ from those {checkpoint} was trained with")
-    lines = lines[:max_lines]
-    if not lines:
-        raise ValueError(f"{data}: no transcribed lines in the {split} split to evaluate")
-    loaded.model.impl = "auto"  # the fastest loop there is: the same numbers up to rounding
-    return evaluate_lines(loaded.model.to(device), lines, loaded.model.alphabet, batch_size, loaded.slope, progress)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m handwriting_hm.synthesis_train ARGS`: the same as `handwriting-hm train --preset synthesis ARGS`."""
-    from .cli import main as handwriting_hm
+    """`python -m handwriting_hm.synthesis.task ARGS`: the same as `handwriting-hm train --preset synthesis ARGS`."""
+    from ..cli import main as handwriting_hm
 
     return handwriting_hm(["train", "--preset", PRESET_NAME, *(sys.argv[1:] if argv is None else argv)])
 

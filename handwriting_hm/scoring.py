@@ -1,0 +1,159 @@
+"""Scoring lines with a handwriting model, shared by both models: the scoring loop, the boundary counts,
+and the reported numbers. `unconditional.evaluate` and `synthesis.evaluate` each say how one batch of
+lines is scored (the synthesis model's given their texts).
+
+The metric, exactly:
+
+    LL_i = sum over the points t = 1..T_i of line i of log p(x_t | x_<t)        (nats)
+    reported = mean over the N lines of the split of LL_i                       (higher is better)
+
+where x_t = (dx, dy, end_of_stroke), dx and dy normalised with the training split's mean and
+std (the space the model works in; the density is NOT converted back to sensor units), and
+log p is the mixture-density log-likelihood of Graves (2013) Eq. 23-26: the bivariate Gaussian
+mixture for (dx, dy) plus the Bernoulli end-of-stroke term. The first point is scored too (the
+model reads a zero vector before it). Every line is run whole from a zero state, in float32,
+with the boundary slope stored in the checkpoint and step (deterministic) boundaries.
+
+Also reported: nats per point = sum_i LL_i / sum_i T_i, bits per point = that / ln 2, and a 95%
+confidence interval of the mean over lines, mean ± 1.96 · s / sqrt(N) with s the sample standard
+deviation (ddof = 1) of the LL_i: the normal approximation, fair for N in the hundreds.
+
+Boundaries: each detector's firing rate (the fraction of points where z^l = 1), and how many of its
+firings fall on a pen-up, the paper's Figure 5: z^l fires at a pen-up when it fires while the model
+reads a point whose end_of_stroke is 1 (step t reads point t-1). Against that, the chance rate:
+the fraction of the points read that are pen-ups, which is what a detector that fires at random
+points would score.
+
+A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
+bad) would make every number NaN: evaluation names it and stops instead.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+
+
+@dataclass
+class Evaluation:
+    """The metric and its companions for one split (see the module docstring)."""
+
+    lines: int
+    points: int
+    log_likelihood_per_sequence: float  # the paper's number, nats
+    ci95_low: float
+    ci95_high: float
+    nats_per_point: float  # log-likelihood (higher is better)
+    bits_per_point: float
+    boundary_rate: list[float]  # fraction of points where each detector layer fired (z = 1)
+    # per detector, the fraction of its firings made while reading a pen-up (None: it never fired)
+    firings_on_pen_up: list[float | None]
+    pen_up_rate: float  # the fraction of the points read that are pen-ups: the chance rate of the above
+
+    def format(self) -> str:
+        rates = ", ".join(f"z{l + 1} {rate:.3f}" for l, rate in enumerate(self.boundary_rate))
+        on_pen_up = ", ".join(f"z{l + 1} " + ("no firings" if share is None else f"{share:.1%}")
+                              for l, share in enumerate(self.firings_on_pen_up))
+        return (f"{self.lines} lines, {self.points} points\n"
+                f"log-likelihood per sequence: {self.log_likelihood_per_sequence:.2f} nats "
+                f"(95% CI {self.ci95_low:.2f} .. {self.ci95_high:.2f})\n"
+                f"per point: {self.nats_per_point:.4f} nats, {self.bits_per_point:.4f} bits"
+                + (f"\nboundary rate: {rates}\nfirings on a pen-up: {on_pen_up} (chance: {self.pen_up_rate:.1%} of "
+                   f"the points are pen-ups)" if rates else ""))
+
+
+def confidence_interval(values: np.ndarray) -> tuple[float, float]:
+    """95% normal-approximation interval of the mean of `values` (a single value: zero width)."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean
+    half_width = Z_95 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean - half_width, mean + half_width
+
+
+class BoundaryCounts(NamedTuple):
+    """Boundary firings summed over lines: the numerators and denominators of Evaluation's rates."""
+
+    fired: np.ndarray  # (L-1,) firings of each detector
+    fired_on_pen_up: np.ndarray  # (L-1,) of those, the ones made while reading a pen-up
+    pen_ups: int  # pen-up points read
+    points_read: int  # points read (every point of a line but its last, which no step reads)
+
+    @classmethod
+    def of_batch(cls, boundaries: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor) -> BoundaryCounts:
+        """The counts of one padded batch: boundaries (B, T, L-1), zeros at padding; offsets (B, T, 3); lengths (B,)."""
+        boundaries, offsets, lengths = boundaries.double().cpu(), offsets.double().cpu(), lengths.cpu()
+        # step t reads point t-1: the steps of a line of T_i points read its points 0 .. T_i - 2
+        read = torch.arange(offsets.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
+        pen_up_read = offsets[:, :-1, 2] * read
+        return cls(boundaries.sum(dim=(0, 1)).numpy(),
+                   (boundaries[:, 1:] * pen_up_read[..., None]).sum(dim=(0, 1)).numpy(),
+                   int(pen_up_read.sum()), int(read.sum()))
+
+    def plus(self, other: BoundaryCounts) -> BoundaryCounts:
+        """The counts of both."""
+        return BoundaryCounts(self.fired + other.fired, self.fired_on_pen_up + other.fired_on_pen_up,
+                              self.pen_ups + other.pen_ups, self.points_read + other.points_read)
+
+
+def score_in_batches(model: torch.nn.Module, batches: Sequence[Sequence[int]], count: int,
+                     score: Callable[[Sequence[int]], tuple[torch.Tensor, BoundaryCounts]],
+                     progress: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
+    """The scoring loop of every model here: `score` each batch of line indices (their log-likelihoods in the
+    batch's order, and its boundary counts) with the model in eval mode and a bar of lines scored on stderr.
+    Returns the (count,) float64 log-likelihoods in line order and the counts summed over the batches."""
+    was_training = model.training
+    model.eval()
+    totals = np.zeros(count, dtype=np.float64)
+    counts = None
+    bar = tqdm(total=count, unit="line", desc="scoring", disable=not progress, dynamic_ncols=True)
+    try:
+        for chosen in batches:
+            log_likelihood, batch_counts = score(chosen)
+            totals[np.asarray(chosen)] = log_likelihood.double().cpu().numpy()
+            counts = batch_counts if counts is None else counts.plus(batch_counts)
+            bar.update(len(chosen))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return totals, counts
+
+
+def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts) -> Evaluation:
+    """Turn per-line log-likelihoods and boundary counts into the reported numbers."""
+    low, high = confidence_interval(totals)
+    nats_per_point = float(totals.sum()) / points
+    return Evaluation(
+        lines=len(totals), points=points,
+        log_likelihood_per_sequence=float(totals.mean()), ci95_low=low, ci95_high=high,
+        nats_per_point=nats_per_point, bits_per_point=nats_per_point / math.log(2.0),
+        boundary_rate=[float(count) / points for count in counts.fired],
+        firings_on_pen_up=[float(on) / float(count) if count else None
+                           for on, count in zip(counts.fired_on_pen_up, counts.fired)],
+        pen_up_rate=counts.pen_ups / max(counts.points_read, 1),
+    )
+
+
+def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Sequence[str] | None = None,
+                 kind: str = "line", weights_remedy: str | None = None) -> None:
+    """Raise ValueError, naming the first line whose log-likelihood is NaN or infinite and why (`kind`
+    names what the lines are; `weights_remedy` is said when the weights, not the data, are at fault)."""
+    bad = np.flatnonzero(~np.isfinite(totals))
+    if not len(bad):
+        return
+    first = int(bad[0])
+    name = names[first] if names is not None else f"number {first}"
+    values = lines[first]
+    broken = np.flatnonzero(~torch.isfinite(values).all(dim=-1).cpu().numpy())
+    cause = (f"its offsets hold NaN or infinite values (point {int(broken[0])}): prepare the data again"
+             if len(broken) else "its offsets are finite, so the model's weights are bad"
+             + (f": {weights_remedy}" if weights_remedy else ""))
+    more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
+    raise ValueError(f"{kind} {name}{more} has log-likelihood {totals[first]}; {cause}")

@@ -1,0 +1,61 @@
+"""The unconditional model's log-likelihood of lines: whole lines from a zero state, batched by length,
+and the paper's metric over them (scoring.py's numbers and their definition)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..scoring import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
+from .model import HandwritingModel
+
+
+@torch.no_grad()
+def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
+                             batch_size: int = 32, device: torch.device | str = "cpu",
+                             progress: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
+    """Total log-likelihood (nats) of each line, in the given order, and the boundary counts.
+
+    lines: normalised (T_i, 3) offsets. Lines are batched by length (less padding); padded
+    steps count nothing. Returns (N,) float64 log-likelihoods and the boundary firings summed
+    over all points. `progress` shows a bar of lines scored on stderr.
+    """
+    order = np.argsort([len(line) for line in lines], kind="stable")
+
+    def score(chosen: Sequence[int]) -> tuple[torch.Tensor, BoundaryCounts]:
+        lengths = torch.tensor([len(lines[i]) for i in chosen])
+        offsets = torch.zeros(len(chosen), int(lengths.max()), 3)
+        for row, i in enumerate(chosen):
+            offsets[row, :len(lines[i])] = lines[i]
+        log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
+        return log_likelihood, BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths)
+
+    return score_in_batches(model, [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)],
+                            len(lines), score, progress)
+
+
+def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
+                   batch_size: int = 32, device: torch.device | str = "cpu",
+                   names: Sequence[str] | None = None, progress: bool = False) -> Evaluation:
+    """The paper's metric over `lines` (normalised offsets), see the module docstring.
+
+    Raises ValueError naming the first line (by `names`, else its index) whose log-likelihood
+    is not finite.
+    """
+    if not lines:
+        raise ValueError("nothing to evaluate: no lines")
+    totals, counts = sequence_log_likelihoods(model, lines, slope, batch_size, device, progress=progress)
+    check_finite(totals, lines, names)
+    return summarise(totals, sum(len(line) for line in lines), counts)
+
+
+def check_same_statistics(model_stats: dict, data_stats: dict, checkpoint: Path) -> None:
+    """The model only means something on data normalised the way it was trained."""
+    for key in ("mean", "std"):
+        if not np.allclose(model_stats[key], data_stats[key], rtol=1e-5, atol=1e-6):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with normalisation {key} {list(model_stats[key])}, but the "
+                f"prepared file's is {list(data_stats[key])}: use the same prepared file and --scheme as in training"
+            )

@@ -1,0 +1,60 @@
+"""`handwriting-hm sample`: generate handwriting with a trained model and write it as SVG, PNG or JSON.
+
+    handwriting-hm sample --out hand.svg --n-points 700 --bias 1.5 --seed 3 --colour-by layer1 --marker-layer 1
+
+The sampler (sample.py) and the drawing are imported when the command runs, not above, so that
+--help answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..drawing.style import COLOUR_MODES
+from ..shipped import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from .sample import Sample
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path,
+                        help="file to write, .svg, .png or .json (the app's downloads are the same files); "
+                             "with --n-samples > 1 it holds every sample, top to bottom")
+    parser.add_argument("--n-samples", type=int, default=1, help="how many drawings (default 1)")
+    parser.add_argument("--n-points", type=int, default=700, help="length of each drawing in points (default 700)")
+    parser.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias, 0 = none (default 0)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same drawing")
+    parser.add_argument("--colour-by", choices=COLOUR_MODES, default="ink",
+                        help="ink: one colour; strokes: per pen-down stroke; layer1/layer2: per segment "
+                             "between that layer's boundaries")
+    parser.add_argument("--marker-layer", type=int, default=None, help="mark the points where this layer fired")
+    parser.add_argument("--straighten", action="store_true",
+                        help="draw the line rotated so its baseline is level (the JSON keeps the raw strokes)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..drawing.records import SAVE_FORMATS, save_samples
+    from .sample import load_model_or_explain, sample_handwriting, sampling_parameters
+
+    if args.out.suffix.lower() not in SAVE_FORMATS:
+        raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
+    parameters = sampling_parameters(args.n_points, args.n_samples, args.bias, args.temperature, args.seed)
+    loaded = load_model_or_explain(args.checkpoint)
+    samples = sample_handwriting(loaded, **parameters)
+    save_samples(args.out, samples, parameters, colour_by=args.colour_by, marker_layer=args.marker_layer,
+                 straighten=args.straighten)
+    for i, sample in enumerate(samples, start=1):
+        print(f"{args.out}  sample {i}: {format_counts(sample)}")
+    return 0
+
+
+def format_counts(sample: Sample) -> str:
+    """One line: each layer's UPDATE/COPY/FLUSH counts and the share of layer-steps copied."""
+    layers = "  ".join(f"{layer}: " + "/".join(str(counts[name]) for name in ("UPDATE", "COPY", "FLUSH"))
+                       for layer, counts in sample.operation_counts().items())
+    return f"UPDATE/COPY/FLUSH  {layers}  ({sample.copied_fraction():.0%} of layer-steps copied)"

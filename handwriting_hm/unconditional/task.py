@@ -1,0 +1,264 @@
+"""Training the unconditional model: its presets, how batches are made and validated, and the slope schedule.
+
+`HandwritingTask` is the shared Trainer's task (`hmlstm/trainer.py`): batches of (cropped) lines, or
+whole lines in chunks with the state carried; the masked mean negative log-likelihood per point;
+validation with the paper's metric; sample pictures. `handwriting-hm train` (train.py) builds it
+from a prepared file and a preset.
+
+Slope annealing, a = min(max, 1 + rate * N). The paper's handwriting schedule is rate 0.004,
+max 3, with N called "N_epoch". Read as epochs, a reaches 3 only after 500 epochs (about
+164,000 steps at batch 32), far past any run the paper could have made, so that reading would
+turn annealing into "a barely moves". We count N in units of `slope_unit_steps` optimiser steps
+instead: the paper presets use 50 steps per unit, so a = 3 at step 25,000, about 76 epochs of the
+paper split's 328 batches, inside the presets' 100-epoch budget (a rises for the first three
+quarters of training and then stays at 3). The `tiny` CPU preset uses 1 step per unit, so that
+its short run anneals too. The slope actually used is logged as `slope` in log.jsonl.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from ..drawing.png import render_grid_png
+from ..hmlstm.checkpoint import StoredConfig
+from ..hmlstm.core import HMLSTMState, SlopeSchedule
+from ..hmlstm.presets import Preset
+from ..hmlstm.trainer import TrainConfig, TrainingTask, distributed_from_env, shard_batches, share_lines
+from ..mixture import MixtureParams, mixture_log_likelihood
+from ..normalisation import raw_offsets
+from ..scoring import check_finite, summarise
+from .evaluate import sequence_log_likelihoods
+from .generate import generate
+from .model import HandwritingConfig, shift_inputs
+
+
+@dataclass
+class TaskSettings(StoredConfig):
+    """How training batches are made, what is validated, and the boundary slope schedule."""
+
+    scheme: str = "paper"  # split scheme of the prepared file (see data_prep/splits.py)
+    batch_size: int = 32
+    crop_points: int | None = None  # train on random windows of this many points; None: whole lines
+    # train whole lines in consecutive chunks of this many points, one step each, the state carried
+    chunk_points: int | None = None
+    validation_lines: int | None = None  # validate on this many lines spread over the split; None: all
+    slope_rate: float = 0.0  # a = min(slope_max, 1 + slope_rate * step / slope_unit_steps)
+    slope_max: float = 1.0
+    slope_unit_steps: int = 1
+    sample_points: int = 400  # length of the sample pictures drawn at each validation
+    sample_biases: tuple[float, ...] = (0.0, 1.0)  # two samples per bias (Graves's Eq. 61-62)
+
+    def __post_init__(self) -> None:
+        self.sample_biases = tuple(float(b) for b in self.sample_biases)
+        for name in ("batch_size", "slope_unit_steps", "sample_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("crop_points", "chunk_points", "validation_lines"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+        if self.crop_points is not None and self.chunk_points is not None:
+            raise ValueError("crop_points (random windows) and chunk_points (whole lines in chunks) exclude each "
+                             "other: with --chunk-points give --crop-points 0")
+        if self.slope_rate < 0 or self.slope_max < 1:
+            raise ValueError(f"need slope_rate >= 0 and slope_max >= 1, got {self.slope_rate}, {self.slope_max}")
+
+    def slope(self, step: int) -> float:
+        return SlopeSchedule(self.slope_rate, self.slope_max)(step / self.slope_unit_steps)
+
+
+def _paper(cell: str, annealed: bool, description: str) -> Preset:
+    # Paper §4.2: 3 x 400 units, output embedding 400, batch 32, lr 0.0003, layer norm; Graves's
+    # 20 mixtures; Adam, gradient-norm clip 1 and "divide the learning rate by 50 on a plateau"
+    # as in the paper's other experiments. Budget: 100 epochs of the paper split, the same for all three.
+    return Preset(
+        model=HandwritingConfig(cell=cell, hidden_sizes=(400, 400, 400), embedding_size=400, n_mixtures=20,
+                                layer_norm=True, boundary_mode="step"),
+        task=TaskSettings(scheme="paper", batch_size=32,
+                          slope_rate=0.004 if annealed else 0.0, slope_max=3.0 if annealed else 1.0,
+                          slope_unit_steps=50 if annealed else 1),
+        train=TrainConfig(lr=3e-4, clip=1.0, max_epochs=100, plateau_factor=0.02, plateau_patience=3,
+                          log_every=50, bf16=True),
+        description=description,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    "paper-hm": _paper("hm-lstm", False, "HM-LSTM of Table 3, slope fixed at 1"),
+    "paper-hm-anneal": _paper("hm-lstm", True, "HM-LSTM of Table 3 with slope annealing min(3, 1 + 0.004 N)"),
+    "paper-lstm": _paper("lstm", False, "the standard (layer-normalised) LSTM baseline of Table 3"),
+    # About 20 minutes on a 2-core CPU: 3 x 128 units, 100-point windows, 64 lines a batch,
+    # validation on 64 whole lines. The step count, not the clock, ends it, so a run is repeatable.
+    # The shipped default model is this preset's run (handwriting_hm/models/MODEL_CARD.md).
+    "tiny": Preset(
+        model=HandwritingConfig(cell="hm-lstm", hidden_sizes=(128, 128, 128), embedding_size=128, n_mixtures=10,
+                                layer_norm=True, boundary_mode="step"),
+        task=TaskSettings(scheme="paper", batch_size=64, crop_points=100, validation_lines=64,
+                          slope_rate=0.004, slope_max=3.0, slope_unit_steps=1, sample_points=300),
+        train=TrainConfig(lr=2e-3, clip=1.0, max_steps=1000, eval_every=100, log_every=10,
+                          plateau_factor=0.5, plateau_patience=2),
+        description="a small annealed HM-LSTM that trains on a 2-core CPU",
+    ),
+}
+
+
+class LineChunk(NamedTuple):
+    """Consecutive points of a batch of whole lines (TaskSettings.chunk_points)."""
+
+    offsets: torch.Tensor  # (B, T, 3), zeros past each line's end
+    mask: torch.Tensor  # (B, T) True on real points
+    previous: torch.Tensor | None  # (B, 3) the point before offsets[:, 0]; None at the lines' start
+
+
+class HandwritingTask(TrainingTask):
+    """Batches of (cropped) lines, the masked per-point NLL, validation and sample pictures."""
+
+    def __init__(self, settings: TaskSettings, train_set, validation_lines: list[torch.Tensor],
+                 stats: dict, seed: int, validation_ids: list[str] | None = None) -> None:
+        """validation_ids: the lines' names in the prepared file, for messages (default: their positions)."""
+        self.settings = settings
+        self.train_set = train_set
+        self.validation_lines = validation_lines
+        self.validation_ids = validation_ids or [f"#{i}" for i in range(len(validation_lines))]
+        self.stats = stats
+        self.seed = seed
+        self.step = 0  # counts start_step() calls, which is the trainer's step count (skipped steps included)
+        self.slope = settings.slope(0)
+        self._slope_input: torch.Tensor | None = None  # the slope as loss() reads it off the CPU (core.Slope)
+        # the training NLL and its sequences, summed on the device since the last scalars() call, for the
+        # log: in place, because a replayed CUDA graph adds to these very tensors
+        self._sequence_nll: torch.Tensor | None = None
+        self._sequences: torch.Tensor | None = None
+        self.state: HMLSTMState | None = None  # carried from chunk to chunk (chunk_points)
+
+    def batches(self, epoch: int) -> Iterator:
+        from data_prep.dataset import BucketBatchSampler, collate_strokes
+
+        sampler = BucketBatchSampler(self.train_set.lengths, self.settings.batch_size, shuffle=True, seed=self.seed)
+        sampler.set_epoch(epoch)
+        crop = self.settings.crop_points
+        lengths = self.train_set.lengths
+        # Window starts come from their own stream, seeded by the epoch, so batches(epoch) is repeatable.
+        room = np.maximum(lengths - (crop or 0) + 1, 1)
+        starts = (np.random.default_rng((self.seed, epoch, 1)).random(len(lengths)) * room).astype(np.int64)
+
+        def item(index: int):
+            offsets, text = self.train_set[index]
+            return (offsets, text) if crop is None else (offsets[starts[index]:starts[index] + crop], text)
+
+        where = distributed_from_env()
+        if self.settings.chunk_points is not None:
+            return self._chunked(sampler, where.rank, where.world_size)
+        every = (collate_strokes([item(i) for i in indices]) for indices in sampler)
+        return shard_batches(every, where.rank, where.world_size)
+
+    def _chunked(self, sampler, rank: int, world_size: int) -> Iterator[LineChunk]:
+        # every process goes as far as the batch's longest line, so all take the same number of steps
+        from data_prep.dataset import collate_strokes
+
+        chunk = self.settings.chunk_points
+        for mine, indices in share_lines(sampler, rank, world_size):
+            batch = collate_strokes([self.train_set[i] for i in mine])
+            longest = int(max(self.train_set.lengths[i] for i in indices))
+            offsets = torch.nn.functional.pad(batch.offsets, (0, 0, 0, longest - batch.offsets.shape[1]))
+            mask = torch.nn.functional.pad(batch.mask, (0, longest - batch.mask.shape[1]))
+            for start in range(0, longest, chunk):
+                yield LineChunk(offsets[:, start:start + chunk], mask[:, start:start + chunk],
+                                None if start == 0 else offsets[:, start - 1])
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.state = None
+
+    def start_step(self, device: torch.device) -> None:
+        self.slope = self.settings.slope(self.step)
+        self.step += 1
+        if device.type != "cpu":  # a tensor, which a CUDA graph's replay reads afresh; on the CPU the number
+            if self._slope_input is None or self._slope_input.device != device:
+                self._slope_input = torch.empty((), device=device)
+            self._slope_input.fill_(self.slope)
+        self._accumulators(device)
+
+    def graph_safe(self, batch) -> bool:
+        return not isinstance(batch, LineChunk)  # chunks carry their state in Python, from step to step
+
+    def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        device = batch.offsets.device
+        slope = self._slope_input if self._slope_input is not None and self._slope_input.device == device \
+            else self.slope
+        # No lengths for the core: padding sits after each line's end, so it never changes a valid
+        # step, and the masked loss ignores what the core does there (saves the per-step masking).
+        chunked = isinstance(batch, LineChunk)
+        previous = batch.previous if chunked else None
+        # a later chunk of the lines goes on from the carried state
+        state = None if previous is None or self.state is None else self.state.to(previous.device)
+        output = model(shift_inputs(batch.offsets, previous), state=state, slope=slope)
+        if chunked:
+            carried = output.core.state.carried()
+            self.state = carried if carried.is_finite() else None
+        with torch.autocast(device_type=device.type, enabled=False):  # the density in float32
+            params = MixtureParams(*(p.float() for p in output.params))
+            per_point = mixture_log_likelihood(params, batch.offsets).masked_fill(~batch.mask, 0.0)
+        points = batch.mask.sum()
+        per_sequence = -per_point.sum(dim=1).detach()
+        finite = torch.isfinite(per_sequence).all()  # a non-finite batch is left out of the logged NLL
+        sequence_nll, sequences = self._accumulators(device)
+        sequence_nll.add_(torch.where(finite, per_sequence.sum(), 0.0))
+        sequences.add_(finite.to(sequences.dtype) * len(per_sequence))
+        # a process whose lines all ended before this chunk (DDP) has no point: its loss is 0
+        return -per_point.sum() / points.clamp(min=1), points
+
+    def _accumulators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._sequence_nll is None or self._sequence_nll.device != device:
+            self._sequence_nll = torch.zeros((), dtype=torch.float64, device=device)
+            self._sequences = torch.zeros((), dtype=torch.int64, device=device)
+        return self._sequence_nll, self._sequences
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        totals, counts = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
+                                                  device)
+        # One non-finite line would make every validation NaN: the plateau schedule would cut the
+        # learning rate each time and best.pt never be written. Name the line and stop instead.
+        check_finite(totals, self.validation_lines, self.validation_ids, kind="validation line",
+                     weights_remedy="resume from an earlier best.pt")
+        result = summarise(totals, sum(len(line) for line in self.validation_lines), counts)
+        return {
+            "val_loss": -result.nats_per_point,
+            "val_ll_per_sequence": result.log_likelihood_per_sequence,
+            "val_bits_per_point": result.bits_per_point,
+            **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)},
+            **{f"val_on_pen_up_{l + 1}": share for l, share in enumerate(result.firings_on_pen_up) if share is not None},
+        }
+
+    def scalars(self) -> dict[str, float]:
+        values = {"slope": self.slope}
+        if self._sequences is not None and (sequences := int(self._sequences)):
+            # per training sequence: a crop when crop_points is set, else a whole line
+            values["train_nll_per_sequence"] = float(self._sequence_nll) / sequences
+            self._sequence_nll.zero_()  # in place: a captured graph adds to these tensors
+            self._sequences.zero_()
+        return values
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "slope": self.slope, "carried": None if self.state is None else self.state.saved()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.slope = int(state["step"]), float(state["slope"])
+        carried = state.get("carried")
+        self.state = None if carried is None else HMLSTMState.from_saved(carried)
+
+    def write_samples(self, model: torch.nn.Module, path: Path) -> None:
+        device = next(model.parameters()).device
+        drawings, titles = [], []
+        for bias in self.settings.sample_biases:
+            generator = torch.Generator(device=device).manual_seed(self.seed)  # the same draw at every validation
+            samples = generate(model, self.settings.sample_points, n_samples=2, bias=bias, slope=self.slope,
+                               generator=generator)
+            for offsets in samples.offsets.cpu().numpy():
+                drawings.append(raw_offsets(offsets, self.stats))  # back to sensor units: the true aspect ratio
+                titles.append(f"bias {bias:g}")  # short: a narrow drawing clips a long title; the file name has the step
+        render_grid_png(drawings, titles=titles, path=path)

@@ -1,0 +1,92 @@
+"""The layering that docs/architecture.md draws, read from the code's own import statements: no circle among
+the client's modules, the library imports no client, lm uses only the library, drawing imports no model,
+data_prep takes from handwriting_hm only the prepared files' storage and the normalisation, the unconditional
+model knows nothing of texts, and the model folders import data_prep only inside the functions that read it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("handwriting_hm", "data_prep", "app", "lm")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+
+
+def imports(module: str) -> list[tuple[str, bool]]:
+    """(imported module of this tree, made at module level) for every import statement of `module`; imports
+    under `if TYPE_CHECKING:` are left out (they never run)."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING":
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, top) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    parent = package.split(".")[:len(package.split(".")) - child.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                found.extend((f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base, top)
+                             for alias in child.names)
+            visit(child, top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), True)
+    return [(name, top) for name, top in found if name in MODULES]
+
+
+def under(module: str, *prefixes: str) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def test_no_circle_among_the_client_modules():
+    client = [m for m in MODULES if not under(m, "handwriting_hm.hmlstm")]
+    graph = {m: {name for name, _ in imports(m) if name in client and name != m} for m in client}
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def walk(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for name in sorted(graph[module]):
+            if state.get(name) == 1:
+                pytest.fail("import circle: " + " -> ".join(path[path.index(name):] + [module, name]))
+            if name not in state:
+                walk(name, path + [module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [])
+
+
+@pytest.mark.parametrize("package, allowed", [
+    ("handwriting_hm.hmlstm", ("handwriting_hm.hmlstm",)),
+    ("lm", ("lm", "handwriting_hm.hmlstm")),
+    ("handwriting_hm.drawing", ("handwriting_hm.drawing", "handwriting_hm.hmlstm", "handwriting_hm.letter_boundaries")),
+    ("data_prep", ("data_prep", "handwriting_hm.hmlstm.archive", "handwriting_hm.hmlstm.atomic",
+                   "handwriting_hm.normalisation")),
+    ("handwriting_hm.unconditional", ("handwriting_hm.unconditional", "handwriting_hm.hmlstm", "handwriting_hm.drawing",
+                                      "handwriting_hm.mixture", "handwriting_hm.normalisation",
+                                      "handwriting_hm.scoring", "handwriting_hm.shipped", "data_prep")),
+])
+def test_a_package_imports_only_what_its_layer_may(package, allowed):
+    for module in (m for m in MODULES if under(m, package)):
+        for name, _ in imports(module):
+            assert under(name, *allowed), f"{module} imports {name}"
+
+
+def test_the_models_import_data_prep_only_where_they_read_a_prepared_file():
+    for module in (m for m in MODULES if under(m, "handwriting_hm.unconditional", "handwriting_hm.synthesis")):
+        for name, top in imports(module):
+            assert not (top and under(name, "data_prep")), f"{module} imports {name} at module level"
