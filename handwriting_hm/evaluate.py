@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="lines per forward pass (default: %(default)s)")
     parser.add_argument("--max-lines", type=int, default=None, help="score only the first N lines of the split")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--pen-up-window", type=int, default=2, help="a firing within this many points of a pen-up "
+                        "counts as at it (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
 
 
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.max_lines is not None and args.max_lines < 1):
         raise ValueError("--batch-size and --max-lines must be at least 1")
+    if args.pen_up_window < 0:
+        raise ValueError(f"--pen-up-window must be >= 0, got {args.pen_up_window}")
     device = resolve_device(args.device)
     if load_checkpoint(args.checkpoint)["kind"] == SYNTHESIS_KIND:
         return run_synthesis(args, device)
@@ -57,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     count = len(dataset) if args.max_lines is None else min(args.max_lines, len(dataset))
     lines = [dataset[i][0] for i in range(count)]
     result = evaluate_lines(loaded.model.to(device), lines, loaded.slope, args.batch_size, device,
-                            names=dataset.line_ids[:count], progress=True)
-    print(f"{args.checkpoint} on {args.scheme}/{args.split} (slope {loaded.slope:.3f})")
+                            names=dataset.line_ids[:count], progress=True, pen_up_window=args.pen_up_window)
+    print(f"{args.checkpoint} on {args.scheme}/{args.split} (boundary slope a = {loaded.slope:.3f})")
     print(result.format())
     if args.json is not None:
         write_json(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,

@@ -24,6 +24,13 @@ reads a point whose end_of_stroke is 1 (step t reads point t-1). Against that, t
 the fraction of the points read that are pen-ups, which is what a detector that fires at random
 points would score.
 
+Where the firings fall against the pen-ups (hmlstm.detectors.event_alignment): a step's events are
+the pen-ups it reads; a firing within +-k steps of one (k = `pen_up_window`, 2 by default) is a hit;
+precision, recall of the pen-ups, F1, and lift over rate-matched chance and over a circular shift of
+the firings, over every line of the split read one after another. With them, each detector's share
+of the steps that compute z inside the straight-through window (|a s_z| < 1) and each layer's shares
+of UPDATE, COPY and FLUSH (hmlstm.detectors.DetectorHealth).
+
 A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
 bad) would make every number NaN: evaluation names it and stops instead.
 """
@@ -37,6 +44,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from .hmlstm.core import OPERATION_NAMES, Slope
+from .hmlstm.detectors import DetectorHealth, event_alignment
+
+PEN_UP_WINDOW = 2  # points either side of a pen-up within which a firing counts as at it
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
@@ -56,6 +68,11 @@ class Evaluation:
     # per detector, the fraction of its firings made while reading a pen-up (None: it never fired)
     firings_on_pen_up: list[float | None]
     pen_up_rate: float  # the fraction of the points read that are pen-ups: the chance rate of the above
+    # per detector, event_alignment against the pen-ups within +-pen_up_window points
+    pen_up_alignment: list[dict[str, float]] | None = None
+    pen_up_window: int = PEN_UP_WINDOW
+    window_share: list[float | None] | None = None  # per detector: computing steps inside the straight-through window
+    operation_shares: list[dict[str, float]] | None = None  # per layer: {"update": .., "copy": .., "flush": ..}
 
     def format(self) -> str:
         rates = ", ".join(f"z{l + 1} {rate:.3f}" for l, rate in enumerate(self.boundary_rate))
@@ -66,7 +83,21 @@ class Evaluation:
                 f"(95% CI {self.ci95_low:.2f} .. {self.ci95_high:.2f})\n"
                 f"per point: {self.nats_per_point:.4f} nats, {self.bits_per_point:.4f} bits"
                 + (f"\nboundary rate: {rates}\nfirings on a pen-up: {on_pen_up} (chance: {self.pen_up_rate:.1%} of "
-                   f"the points are pen-ups)" if rates else ""))
+                   f"the points are pen-ups)" if rates else "") + self._format_detectors())
+
+    def _format_detectors(self) -> str:
+        lines = []
+        for l, figures in enumerate(self.pen_up_alignment or []):
+            window = (self.window_share or [None] * (l + 1))[l]
+            lines.append(f"z{l + 1} within {self.pen_up_window} points of a pen-up: precision {figures['precision']:.2f} "
+                         f"(lift {figures['lift']:.2f} over chance, {figures['shift_lift']:.2f} over a shift), "
+                         f"recall {figures['recall']:.2f}, F1 {figures['f1']:.2f}"
+                         + ("" if window is None else f"; {window:.0%} of its steps in the straight-through window"))
+        if self.operation_shares:
+            lines.append("operations: " + "; ".join(
+                f"layer {l + 1} " + " ".join(f"{name} {share:.1%}" for name, share in shares.items())
+                for l, shares in enumerate(self.operation_shares)))
+        return "".join("\n" + line for line in lines)
 
 
 def confidence_interval(values: np.ndarray) -> tuple[float, float]:
@@ -85,22 +116,42 @@ class BoundaryCounts(NamedTuple):
     fired_on_pen_up: np.ndarray  # (L-1,) of those, the ones made while reading a pen-up
     pen_ups: int  # pen-up points read
     points_read: int  # points read (every point of a line but its last, which no step reads)
+    fired_steps: np.ndarray | None = None  # (N, L-1) bool: z at each step that reads a point, line after line
+    pen_up_steps: np.ndarray | None = None  # (N,) bool: whether the point that step reads is a pen-up
+    health: DetectorHealth | None = None  # operations and the straight-through window, over the valid steps
 
     @classmethod
-    def of_batch(cls, boundaries: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor) -> BoundaryCounts:
-        """The counts of one padded batch: boundaries (B, T, L-1), zeros at padding; offsets (B, T, 3); lengths (B,)."""
+    def of_batch(cls, boundaries: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
+                 preactivations: torch.Tensor | None = None, slope: Slope = 1.0,
+                 z_on_copy: str = "keep") -> BoundaryCounts:
+        """The counts of one padded batch: boundaries (B, T, L-1), zeros at padding; offsets (B, T, 3); lengths (B,);
+        preactivations (B, T, L-1), if known, for the straight-through window (at `slope`)."""
         boundaries, offsets, lengths = boundaries.double().cpu(), offsets.double().cpu(), lengths.cpu()
         # step t reads point t-1: the steps of a line of T_i points read its points 0 .. T_i - 2
         read = torch.arange(offsets.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
         pen_up_read = offsets[:, :-1, 2] * read
+        fired = [boundaries[row, 1:length] > 0.5 for row, length in enumerate(lengths.tolist())]
+        pen_ups = [offsets[row, :length - 1, 2] > 0.5 for row, length in enumerate(lengths.tolist())]
+        health = DetectorHealth(boundaries.shape[2] + 1, z_on_copy)
+        valid = torch.arange(boundaries.shape[1])[None, :] < lengths[:, None]
+        health.add(boundaries, preactivations, slope, mask=valid)
         return cls(boundaries.sum(dim=(0, 1)).numpy(),
                    (boundaries[:, 1:] * pen_up_read[..., None]).sum(dim=(0, 1)).numpy(),
-                   int(pen_up_read.sum()), int(read.sum()))
+                   int(pen_up_read.sum()), int(read.sum()),
+                   torch.cat(fired).numpy() if fired else np.zeros((0, boundaries.shape[2]), dtype=bool),
+                   torch.cat(pen_ups).numpy() if pen_ups else np.zeros(0, dtype=bool), health)
 
     def plus(self, other: BoundaryCounts) -> BoundaryCounts:
         """The counts of both."""
+        def joined(mine, theirs):
+            return theirs if mine is None else mine if theirs is None else np.concatenate([mine, theirs])
+
+        health = self.health if other.health is None else other.health if self.health is None else self.health.plus(
+            other.health)
         return BoundaryCounts(self.fired + other.fired, self.fired_on_pen_up + other.fired_on_pen_up,
-                              self.pen_ups + other.pen_ups, self.points_read + other.points_read)
+                              self.pen_ups + other.pen_ups, self.points_read + other.points_read,
+                              joined(self.fired_steps, other.fired_steps), joined(self.pen_up_steps, other.pen_up_steps),
+                              health)
 
 
 def score_in_batches(model: torch.nn.Module, batches: Sequence[Sequence[int]], count: int,
@@ -126,10 +177,19 @@ def score_in_batches(model: torch.nn.Module, batches: Sequence[Sequence[int]], c
     return totals, counts
 
 
-def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts) -> Evaluation:
+def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts, pen_up_window: int = PEN_UP_WINDOW) -> Evaluation:
     """Turn per-line log-likelihoods and boundary counts into the reported numbers."""
     low, high = confidence_interval(totals)
     nats_per_point = float(totals.sum()) / points
+    alignment = window_share = operation_shares = None
+    if counts.fired_steps is not None and counts.fired_steps.shape[1]:
+        alignment = [event_alignment(counts.fired_steps[:, l], counts.pen_up_steps, pen_up_window, pen_up_window)
+                     for l in range(counts.fired_steps.shape[1])]
+    if counts.health is not None and counts.health.num_layers > 1:
+        summary = counts.health.summary()
+        window_share = [summary.get(f"z{l + 1}_window") for l in range(counts.health.num_layers - 1)]
+        operation_shares = [{name.lower(): summary[f"layer{l + 1}_{name.lower()}"] for name in OPERATION_NAMES}
+                            for l in range(counts.health.num_layers)]
     return Evaluation(
         lines=len(totals), points=points,
         log_likelihood_per_sequence=float(totals.mean()), ci95_low=low, ci95_high=high,
@@ -138,6 +198,8 @@ def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts) -> Evalua
         firings_on_pen_up=[float(on) / float(count) if count else None
                            for on, count in zip(counts.fired_on_pen_up, counts.fired)],
         pen_up_rate=counts.pen_ups / max(counts.points_read, 1),
+        pen_up_alignment=alignment, pen_up_window=pen_up_window, window_share=window_share,
+        operation_shares=operation_shares,
     )
 
 

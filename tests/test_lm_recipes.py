@@ -42,6 +42,7 @@ def validations(run_dir: Path) -> list[dict]:
     return [r for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if r["type"] == "val"]
 
 
+@pytest.mark.slow
 def test_validation_logs_the_detectors_health_and_where_they_fire(tmp_path: Path, prepared: Path, capsys):
     code, _, _ = train(prepared, tmp_path / "run", capsys, "--max-steps", "4", "--eval-every", "2", "--impl", "auto")
     assert code == 0
@@ -55,6 +56,7 @@ def test_validation_logs_the_detectors_health_and_where_they_fire(tmp_path: Path
     assert (tmp_path / "run" / "curves.png").exists()
 
 
+@pytest.mark.slow
 def test_a_detector_that_never_fires_is_named_once(tmp_path: Path, prepared: Path, capsys):
     code, _, err = train(prepared, tmp_path / "run", capsys, "--max-steps", "4", "--eval-every", "1",
                          "--boundary-bias", "-50")  # inside the norm: the norm's bias, far below the window
@@ -65,6 +67,7 @@ def test_a_detector_that_never_fires_is_named_once(tmp_path: Path, prepared: Pat
     assert [r["detector"] for r in records if r["type"] == "detector"] == [1, 2]
 
 
+@pytest.mark.slow
 def test_the_rate_loss_moves_the_firing_rates_towards_their_targets(tmp_path: Path, prepared: Path, capsys):
     common = ("--max-steps", "30", "--eval-every", "30", "--lr", "0.02", "--boundary-bias", "-2")
     assert train(prepared, tmp_path / "free", capsys, *common)[0] == 0
@@ -104,6 +107,7 @@ def test_recipe_flags_are_checked_in_one_line(tmp_path: Path, prepared: Path, ca
     assert exited.value.code == 2 and "expected rates like 0.18,0.06" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_reports_where_the_boundaries_fall(tmp_path: Path, prepared: Path, capsys):
     assert train(prepared, tmp_path / "run", capsys, "--max-steps", "2", "--z-on-copy", "recompute",
                  "--copy-gradient", "exact", "--no-boundary-norm", "--boundary-bias", "1")[0] == 0
@@ -119,6 +123,7 @@ def test_evaluate_reports_where_the_boundaries_fall(tmp_path: Path, prepared: Pa
     assert "boundary slope a = " in out and "z1: fires at" in out and "layer 3 UPDATE" in out
 
 
+@pytest.mark.slow
 def test_boundaries_command_reports_alignment_and_bounds_the_text(tmp_path: Path, prepared: Path, capsys):
     assert train(prepared, tmp_path / "run", capsys, "--max-steps", "2")[0] == 0
     checkpoint = str(tmp_path / "run" / "latest.pt")

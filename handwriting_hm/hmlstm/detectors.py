@@ -76,6 +76,15 @@ class DetectorHealth:
             self.in_window += (inside & where).sum(dim=(0, 1)).double()
             self.window_seen = True
 
+    def plus(self, other: "DetectorHealth") -> "DetectorHealth":
+        """The counts of both (of the same model)."""
+        both = DetectorHealth(self.num_layers, self.z_on_copy)
+        both.steps = self.steps + other.steps
+        for name in ("fired", "computed", "in_window", "operations"):
+            setattr(both, name, getattr(self, name) + getattr(other, name))
+        both.window_seen = self.window_seen or other.window_seen
+        return both
+
     def summary(self) -> dict[str, float]:
         """Flat numbers for a log record: z{l}_rate, z{l}_window (when seen), layer{l}_update/_copy/_flush."""
         steps = max(self.steps, 1)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..scoring import BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
-from .model import HandwritingModel
+from ..hmlstm.core import HMLSTM, HMLSTMOutput
+from ..scoring import PEN_UP_WINDOW, BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
+from .model import HandwritingModel, shift_inputs
 
 
 @torch.no_grad()
@@ -30,7 +31,12 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
         for row, i in enumerate(chosen):
             offsets[row, :len(lines[i])] = lines[i]
         log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
-        return log_likelihood, BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths)
+        core, preactivations = model.core, getattr(output.core, "preactivations", None)
+        if preactivations is None and isinstance(core, HMLSTM) and isinstance(output.core, HMLSTMOutput):
+            # a fast path ran: s_z recomputed from its output
+            preactivations = core.boundary_preactivations(shift_inputs(offsets.to(device)), output.core)
+        return log_likelihood, BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths, preactivations,
+                                                       slope, getattr(core, "z_on_copy", "keep"))
 
     return score_in_batches(model, [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)],
                             len(lines), score, progress)
@@ -38,7 +44,8 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
 
 def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
                    batch_size: int = 32, device: torch.device | str = "cpu",
-                   names: Sequence[str] | None = None, progress: bool = False) -> Evaluation:
+                   names: Sequence[str] | None = None, progress: bool = False,
+                   pen_up_window: int = PEN_UP_WINDOW) -> Evaluation:
     """The paper's metric over `lines` (normalised offsets), see the module docstring.
 
     Raises ValueError naming the first line (by `names`, else its index) whose log-likelihood
@@ -48,7 +55,7 @@ def evaluate_lines(model: HandwritingModel, lines: list[torch.Tensor], slope: fl
         raise ValueError("nothing to evaluate: no lines")
     totals, counts = sequence_log_likelihoods(model, lines, slope, batch_size, device, progress=progress)
     check_finite(totals, lines, names)
-    return summarise(totals, sum(len(line) for line in lines), counts)
+    return summarise(totals, sum(len(line) for line in lines), counts, pen_up_window)
 
 
 def check_same_statistics(model_stats: dict, data_stats: dict, checkpoint: Path) -> None:

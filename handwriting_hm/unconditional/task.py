@@ -232,6 +232,7 @@ class HandwritingTask(TrainingTask):
             "val_bits_per_point": result.bits_per_point,
             **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)},
             **{f"val_on_pen_up_{l + 1}": share for l, share in enumerate(result.firings_on_pen_up) if share is not None},
+            **detector_metrics(result),
         }
 
     def scalars(self) -> dict[str, float]:
@@ -262,3 +263,19 @@ class HandwritingTask(TrainingTask):
                 drawings.append(raw_offsets(offsets, self.stats))  # back to sensor units: the true aspect ratio
                 titles.append(f"bias {bias:g}")  # short: a narrow drawing clips a long title; the file name has the step
         render_grid_png(drawings, titles=titles, path=path)
+
+
+def detector_metrics(result) -> dict[str, float]:
+    """The detectors' health and their alignment with the pen-ups, under the keys the trainer's log and
+    curves read (z1_rate, z1_window, layer2_copy, z1_precision, ...)."""
+    metrics: dict[str, float] = {}
+    for l, rate in enumerate(result.boundary_rate):
+        metrics[f"z{l + 1}_rate"] = rate
+    for l, share in enumerate(result.window_share or []):
+        if share is not None:
+            metrics[f"z{l + 1}_window"] = share
+    for l, shares in enumerate(result.operation_shares or []):
+        metrics.update({f"layer{l + 1}_{name}": share for name, share in shares.items()})
+    for l, figures in enumerate(result.pen_up_alignment or []):
+        metrics.update({f"z{l + 1}_{key}": figures[key] for key in ("precision", "recall", "f1", "lift", "shift_lift")})
+    return metrics
