@@ -32,6 +32,10 @@ class HandwritingConfig(StoredConfig):
     layer_norm: bool = True
     boundary_mode: str = "step"
     copy_gradient: str = "straight"  # what a COPY row passes back: see hmlstm/core.py (an LSTM core ignores it)
+    # how the detectors compute (hmlstm/core.py); the defaults are what every earlier checkpoint was trained with
+    z_on_copy: str = "keep"
+    boundary_norm: bool = True
+    boundary_bias: float | None = None
 
 
 
@@ -52,14 +56,21 @@ class HandwritingModel(nn.Module):
         self.config = config
         self.core = make_core(config.cell, self.input_size, config.hidden_sizes,
                               layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl,
-                              copy_gradient=config.copy_gradient)
+                              copy_gradient=config.copy_gradient, z_on_copy=config.z_on_copy,
+                              boundary_norm=config.boundary_norm, boundary_bias=config.boundary_bias)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 
     def forward(self, inputs: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
-                slope: Slope = 1.0) -> HandwritingOutput:
-        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope)."""
-        core = self.core(inputs, state=state, lengths=lengths, slope=slope)
+                slope: Slope = 1.0, boundary_mode: str | None = None,
+                preactivations: bool = False) -> HandwritingOutput:
+        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope);
+        boundary_mode: the core's for this call (HM-LSTM only); preactivations: make sure the core's output
+        carries the boundary pre-activations, recomputed where the path that ran gives none."""
+        extra = {} if boundary_mode is None else {"boundary_mode": boundary_mode}
+        core = self.core(inputs, state=state, lengths=lengths, slope=slope, **extra)
+        if preactivations and core.preactivations is None and self.core.num_detectors:
+            core = core._replace(preactivations=self.core.boundary_preactivations(inputs, core, state))
         return HandwritingOutput(self.head(self.output(core.hidden)), core)
 
     def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None,
