@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .core import HMLSTMOutput, Slope
+from .core import HMLSTMOutput, HMLSTMState, Slope, StackedLSTM, HMLSTM, make_core
 from .detectors import rate_penalty
 from .presets import Flag
 
@@ -55,6 +55,24 @@ class BoundaryRecipes:
             raise ValueError("the firing-rate loss needs the boundary pre-activations of the forward pass")
         return self.rate_weight * rate_penalty(core.preactivations, core.boundaries, slope, self.rate_targets,
                                                z_on_copy, initial_z, mask)
+
+
+def core_from_config(config, input_size: int, impl: str) -> HMLSTM | StackedLSTM:
+    """The recurrent core a model config describes (its cell, sizes, layer norm and detector settings):
+    both models build theirs here."""
+    return make_core(config.cell, input_size, config.hidden_sizes, layer_norm=config.layer_norm,
+                     boundary_mode=config.boundary_mode, impl=impl, copy_gradient=config.copy_gradient,
+                     z_on_copy=config.z_on_copy, boundary_norm=config.boundary_norm,
+                     boundary_bias=config.boundary_bias)
+
+
+def with_preactivations(core: HMLSTM | StackedLSTM, x: Tensor, output: HMLSTMOutput,
+                        state: HMLSTMState | None = None) -> HMLSTMOutput:
+    """`output` carrying its boundary pre-activations: as the path gave them, else recomputed from x
+    (HMLSTM.boundary_preactivations). An LSTM's output is returned as it is."""
+    if output.preactivations is not None or not core.num_detectors:
+        return output
+    return output._replace(preactivations=core.boundary_preactivations(x, output, state))
 
 
 def _rates(text: str) -> tuple[float, ...]:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..hmlstm.checkpoint import StoredConfig, load_model
-from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope, make_core
+from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope
+from ..hmlstm.recipes import core_from_config, with_preactivations
 from ..hmlstm.output import GatedOutput
 from ..shipped import DEFAULT_MODEL
 from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
@@ -54,10 +55,7 @@ class HandwritingModel(nn.Module):
         since it changes the speed, not the model."""
         super().__init__()
         self.config = config
-        self.core = make_core(config.cell, self.input_size, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl,
-                              copy_gradient=config.copy_gradient, z_on_copy=config.z_on_copy,
-                              boundary_norm=config.boundary_norm, boundary_bias=config.boundary_bias)
+        self.core = core_from_config(config, self.input_size, impl)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 
@@ -69,8 +67,8 @@ class HandwritingModel(nn.Module):
         carries the boundary pre-activations, recomputed where the path that ran gives none."""
         extra = {} if boundary_mode is None else {"boundary_mode": boundary_mode}
         core = self.core(inputs, state=state, lengths=lengths, slope=slope, **extra)
-        if preactivations and core.preactivations is None and self.core.num_detectors:
-            core = core._replace(preactivations=self.core.boundary_preactivations(inputs, core, state))
+        if preactivations:
+            core = with_preactivations(self.core, inputs, core, state)
         return HandwritingOutput(self.head(self.output(core.hidden)), core)
 
     def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None,
