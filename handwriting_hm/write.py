@@ -32,10 +32,14 @@ from data_prep.dataset import coordinate_scale
 from .alphabet import UnknownCharacters
 from .hmlstm.atomic import atomic_write
 from .drawing import offsets_to_points, split_strokes, straighten_baseline
-from .sample import raw_offsets
+from .sample import LIMITS, raw_offsets
+from .styles import check_style
 from .hmlstm.checkpoint import load_checkpoint
 from .synthesis import DEFAULT_SYNTHESIS_MODEL, KIND, LoadedSynthesisModel, load_synthesis_model
 from .synthesis_generate import MAX_POINTS_PER_CHARACTER, write_texts
+
+SEEDS = LIMITS["seed"]  # what torch's generator takes
+MAX_CHARACTERS = 300  # `handwriting-hm write`'s text, newlines aside, as the app's: up to 24,000 steps at the cap
 
 
 @dataclass
@@ -45,6 +49,8 @@ class WrittenText:
     boundaries: np.ndarray  # (T, L-1): z of layers 1..L-1 while reading each point, 0 or 1
     attended: np.ndarray  # (T,): index into `text` of the character the window weighed most at each point
     finished: bool  # the window passed the text (False: the step cap stopped it)
+    primed: int | None = None  # with a style: how many of its points primed the model (its last ones, where all
+    # of them would have left the window past the text: synthesis_generate.fit_primers)
 
     @property
     def strokes(self) -> list[np.ndarray]:
@@ -70,6 +76,11 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
                seed: int = 0, max_points_per_character: int = MAX_POINTS_PER_CHARACTER) -> list[WrittenText]:
     """`write` for several texts at once: one batch of the sampler, one WrittenText per text, each
     primed with the same style. One text gives exactly what `write` gives."""
+    low, high = SEEDS
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not low <= seed <= high:
+        raise ValueError(f"seed must be a whole number between {low} and {high}, got {seed!r:.80}")
+    if style is not None:
+        check_style(*style)
     loaded = checkpoint if isinstance(checkpoint, LoadedSynthesisModel) else load_synthesis_model(checkpoint)
     primers, offset = None, 0
     if style is not None:
@@ -78,7 +89,7 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
             style_text += " "
         primer = normalised_offsets(style_offsets, loaded.stats)
         primers, offset = [(primer, style_text)] * len(texts), len(style_text)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     written = write_texts(loaded.model, list(texts), bias=bias, temperature=temperature, slope=loaded.slope,
                           max_points_per_character=max_points_per_character, generator=generator, primers=primers)
     lines = []
@@ -89,7 +100,8 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
                                  offsets=raw_offsets(written.offsets[row, :length].numpy(), loaded.stats),
                                  boundaries=written.boundaries[row, :length].round().long().numpy(),
                                  attended=log_phi.argmax(dim=-1).numpy(),
-                                 finished=bool(written.finished[row])))
+                                 finished=bool(written.finished[row]),
+                                 primed=None if written.primed is None else int(written.primed[row])))
     return lines
 
 
@@ -257,6 +269,10 @@ def run(args: argparse.Namespace) -> int:
     style = (style_from_line(args.data, args.style) if args.style is not None else
              style_from_file(args.style_file, args.style_text) if args.style_file is not None else None)
     text = args.text.replace("\\n", "\n")
+    characters = len(text.replace("\n", ""))
+    if characters > MAX_CHARACTERS:
+        raise ValueError(f"the text has {characters:,} characters; `write` takes at most {MAX_CHARACTERS} (newlines "
+                         f"aside): write a longer text in parts")
     loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint or installed_synthesis_model()))
     parameters = {"bias": args.bias, "temperature": args.temperature, "seed": args.seed, "width": args.width,
                   "line_spacing": args.line_spacing, "align": args.align, "straighten": args.straighten,
@@ -276,8 +292,14 @@ def run(args: argparse.Namespace) -> int:
     with atomic_write(args.out) as file:
         file.write(data)
     print(f"{args.out}: {len(written)} line(s), {sum(len(line.offsets) for line in written)} points")
+    if style is not None and written[0].primed < len(style[0]):
+        print(f"the style's {len(style[0])} points carry more ink than its text {style[1]!r} says: the model was "
+              f"primed with its last {written[0].primed} points only (give the text the strokes say)")
     for number, line in enumerate(written, start=1):
-        if not line.finished:
+        if not len(line.offsets):
+            print(f"line {number} ({line.text!r}): no points written, the window was past the text before the "
+                  f"first point")
+        elif not line.finished:
             print(f"line {number} ({line.text!r}) stopped at the step cap before the window passed its text")
     return 0
 
