@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from data_prep.dataset import coordinate_scale
 
@@ -106,11 +107,16 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
 
 
 def write_in_batches(texts: Sequence[str], loaded: LoadedSynthesisModel, bias: float = 0.0, seed: int = 0,
-                     batch_size: int = 32) -> list[WrittenText]:
+                     batch_size: int = 32, progress: str | None = None) -> list[WrittenText]:
     """`write_each` over batches of `batch_size` texts, each batch seeded with `seed` plus the index of its
-    first text (so a text is written alike whatever follows it in the list)."""
-    return [line for begin in range(0, len(texts), batch_size)
-            for line in write_each(texts[begin:begin + batch_size], loaded, bias=bias, seed=seed + begin)]
+    first text (so a text is written alike whatever follows it in the list). With `progress`, a bar of that
+    name on stderr counts the lines written."""
+    written = []
+    with tqdm(total=len(texts), desc=progress, unit="line", leave=False, disable=progress is None) as bar:
+        for begin in range(0, len(texts), batch_size):
+            written += write_each(texts[begin:begin + batch_size], loaded, bias=bias, seed=seed + begin)
+            bar.update(len(texts[begin:begin + batch_size]))
+    return written
 
 
 # ----------------------------------------------------------------------------- layout
