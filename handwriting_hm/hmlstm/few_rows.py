@@ -91,14 +91,20 @@ def checksum_of(library: Path) -> Path:
     return library.with_name(library.name + ".sha256")
 
 
+def library_path(folder: Path) -> Path:
+    """Where `build` puts the library in `folder`: a name per sources and flags (for this CPU's capability)."""
+    vector = VECTOR_FLAGS[torch.backends.cpu.get_cpu_capability()]
+    recipe = repr((COMPILE, vector, SOURCES, LINK, LIBRARIES)).encode()
+    digest = hashlib.sha256(b"".join((FOLDER / name).read_bytes() for name in SOURCES) + recipe).hexdigest()[:16]
+    return folder / f"handwriting_hm-{digest}.so"
+
+
 def build(folder: Path, rebuild: bool = False) -> Path:
     """Compile the C sources into one library in `folder` (atomically; a name per sources and flags), with its
     checksum beside it, and return its path. An existing library is kept unless `rebuild`."""
     command = compiler()
     vector = VECTOR_FLAGS[torch.backends.cpu.get_cpu_capability()]
-    recipe = repr((COMPILE, vector, SOURCES, LINK, LIBRARIES)).encode()
-    digest = hashlib.sha256(b"".join((FOLDER / name).read_bytes() for name in SOURCES) + recipe).hexdigest()[:16]
-    library = folder / f"handwriting_hm-{digest}.so"
+    library = library_path(folder)
     if library.exists() and not rebuild:
         return library
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,13 +149,17 @@ def load(library: Path) -> ctypes.CDLL:
     return loaded
 
 
+def wanted_here() -> bool:
+    """Whether `library` tries to build or load the C library here: Linux, AVX2, HANDWRITING_HM_NO_C_KERNEL unset."""
+    return (os.environ.get("HANDWRITING_HM_NO_C_KERNEL") != "1" and sys.platform.startswith("linux")
+            and torch.backends.cpu.get_cpu_capability() in VECTOR_FLAGS)
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled C library (few_rows.c and sparse_loop.c), or None (said once on stderr) where it cannot run here.
     A cached library that fails its checks is rebuilt (said in one line) before it is given up."""
-    if os.environ.get("HANDWRITING_HM_NO_C_KERNEL") == "1":
-        return None
-    if not sys.platform.startswith("linux") or torch.backends.cpu.get_cpu_capability() not in VECTOR_FLAGS:
+    if not wanted_here():
         return None
     try:
         path = build(cache_folder())
