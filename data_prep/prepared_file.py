@@ -51,7 +51,8 @@ def check_consistent(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> 
         problem = (f"starts do not cut the {len(offsets):,} offsets into lines (they must rise from 0 to "
                    f"{len(offsets):,}; they run from {starts.min()} to {starts.max()})")
     else:
-        wrong = [f"{name} has shape {arrays[name].shape}" for name in ARRAYS[2:] if arrays[name].shape != (len(starts) - 1,)]
+        wrong = [f"{name} has shape {arrays[name].shape}" for name in ARRAYS[2:]
+                 if arrays[name].shape != (len(starts) - 1,)]
         if not wrong:
             return
         problem = f"{', '.join(wrong)} entries for {len(starts) - 1} lines"

@@ -145,4 +145,5 @@ def _inkml_point(path: Path, number: int, point: str) -> list[float]:
             return [float(value) for value in values]
     except ValueError:
         pass
-    raise ValueError(f"{path}: trace {number} is not a comma-separated list of 'x y' points (at {point.strip()[:40]!r})")
+    raise ValueError(f"{path}: trace {number} is not a comma-separated list of 'x y' points "
+                     f"(at {point.strip()[:40]!r})")
