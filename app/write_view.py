@@ -43,6 +43,9 @@ from . import canvas
 LOG = logging.getLogger("app")  # the server's log: a user's error as one line (stderr where nothing else is set up)
 
 MAX_LINES = 8
+# requests written at once, each in its own thread (results as when written alone), so that a request need not
+# wait for the one before where cores are free; on a saturated 2-core machine it gained nothing (docs/limits.md)
+WRITERS = 2
 MAX_CHARACTERS = 300  # over all lines: at most 24,000 steps of the sampler at the cap, for one request
 TRAIN_COMMAND = ("`handwriting-hm train --preset synthesis --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
@@ -155,7 +158,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                 marker_layer, straighten],
         outputs=[drawing, finished, svg_file, png_file, plotter_file, json_file],
         api_name="write",
-        concurrency_limit=1,
+        concurrency_limit=WRITERS,
         preprocess=False,  # the handler checks the raw values and names the parameter
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 
 import numpy as np
@@ -161,3 +162,19 @@ def test_start_up_says_what_it_does_and_how_long_it_took(tmp_path, monkeypatch, 
     if few_rows.wanted_here():
         assert f"compiling the C kernels once into {tmp_path / 'cache'}" in said
     assert "importing Gradio and building the page" in said and "handwriting-hm app: started in" in said
+
+
+def test_more_than_one_write_is_served_at_a_time(served, monkeypatch):
+    """Each write waits until another is being written too: served one at a time, the first would wait alone."""
+    _, client = served
+    together = threading.Barrier(2, timeout=20)
+    original = write_view.write_lines
+
+    def write_lines_with_company(*args, **kwargs):
+        together.wait()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(write_view, "write_lines", write_lines_with_company)
+    jobs = [client.submit(**{**DEFAULTS, "seed": seed}, api_name="/write") for seed in range(2)]
+    assert all(job.result(timeout=60)[0] for job in jobs)
+    assert write_view.WRITERS >= 2
