@@ -298,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
     with atomic_write(args.out) as file:
         file.write(data)
     print(f"{args.out}: {len(written)} line(s), {sum(len(line.offsets) for line in written)} points")
+    if args.boundaries:
+        print(fired_markers(page.boundaries))
     if style is not None and written[0].primed < len(style[0]):
         print(f"the style's {len(style[0])} points carry more ink than its text {style[1]!r} says: the model was "
               f"primed with its last {written[0].primed} points only (give the text the strokes say)")
@@ -308,6 +310,18 @@ def run(args: argparse.Namespace) -> int:
         elif not line.finished:
             print(f"line {number} ({line.text!r}) stopped at the step cap before the window passed its text")
     return 0
+
+
+def fired_markers(boundaries: np.ndarray) -> str:
+    """One line: how many markers of each detector the letters picture draws, and why there may be none."""
+    counts = boundaries.sum(axis=0).astype(int).tolist()
+    if not counts:
+        return "boundaries: this model has no boundary detectors, so the picture has no markers"
+    marks = ["dots", "red rings"]
+    fired = [f"z{k} fired {n} time{'' if n == 1 else 's'} ({marks[k - 1] if k <= len(marks) else 'not drawn'})"
+             for k, n in enumerate(counts, start=1)]
+    silent = "; a detector that does not fire draws no marker (whether it fires varies with --bias and --seed)"
+    return "boundaries: " + ", ".join(fired) + (silent if 0 in counts else "")
 
 
 def page_document(text: str, page: WrittenPage, parameters: dict) -> dict:

@@ -19,3 +19,13 @@ def test_writing_many_lines_shows_progress(tmp_path, capsys):
     assert "writing the lines" in capsys.readouterr().err
     assert [line.offsets.tolist() for line in write_in_batches(["ab"] * 3, loaded, batch_size=2)] == [
         line.offsets.tolist() for line in written]
+
+
+def test_write_boundaries_says_how_many_markers_it_draws(tmp_path, capsys):
+    out = tmp_path / "letters.svg"
+    for bias in ("0", "1"):
+        assert main(["write", "hello world", "--boundaries", "--out", str(out), "--bias", bias]) == 0
+        said = capsys.readouterr().out
+        assert "boundaries: z1 fired " in said and " (dots), z2 fired " in said and "(red rings)" in said
+        counts = [int(part.split(" fired ")[1].split()[0]) for part in said.split("boundaries: ")[1].split(", ")]
+        assert ("a detector that does not fire draws no marker" in said) == (0 in counts)
