@@ -154,3 +154,19 @@ def test_a_cc_that_is_no_word_list_falls_back_with_one_line(monkeypatch, fresh_l
     with pytest.warns(UserWarning, match="C kernels are unavailable.*CC") as said:
         assert few_rows.library() is None
     assert len(said) == 1 and "\n" not in str(said[0].message)
+
+
+@needs_compiler
+def test_a_command_says_the_rebuild_in_one_line(cache, tmp_path):
+    from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
+
+    truncated(the_library(cache))
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
+    env = {**os.environ, "HANDWRITING_HM_CACHE": str(cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("HANDWRITING_HM_NO_C_KERNEL", None)
+    result = subprocess.run([sys.executable, "-m", "handwriting_hm.cli", "sample", "--checkpoint", str(checkpoint),
+                             "--n-samples", "2", "--n-points", "20", "--out", str(tmp_path / "s.svg")],
+                            env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("handwriting-hm: warning: rebuilding the C kernels' library: ")
+    assert result.stderr.count("\n") == 1, result.stderr
