@@ -130,8 +130,12 @@ def _inkml_strokes(path: Path, content: str) -> tuple[list, str]:
         root = ElementTree.fromstring(content)
     except ElementTree.ParseError as error:
         raise ValueError(f"{path}: not an InkML file of 'x y' traces ({error})") from None
-    strokes = [[_inkml_point(path, number, point) for point in (trace.text or "").split(",")]
-               for number, trace in enumerate(root.iter(INKML + "trace"), start=1)]
+    traces = [trace.text or "" for trace in root.iter(INKML + "trace")]
+    count = sum(trace.count(",") + 1 for trace in traces)  # counted before a list of points is made
+    if count > MAX_POINTS:
+        raise ValueError(f"{path}: a style has at most {MAX_POINTS:,} points, got {count:,}")
+    strokes = [[_inkml_point(path, number, point) for point in trace.split(",")]
+               for number, trace in enumerate(traces, start=1)]
     texts = [a.text.strip() for a in root.iter(INKML + "annotation")
              if a.get("type") == "transcription" and a.text and a.text.strip()]
     return strokes, texts[0] if texts else ""

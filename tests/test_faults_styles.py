@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +141,19 @@ def test_a_primer_that_fits_is_read_whole():
     written = write_texts(model, ["cd", "e"], primers=[(primer, "abc "), (primer, "abc ")])
     assert written.primed.tolist() == [6, 6] and bool((written.lengths > 0).all())
     assert write_texts(model, ["cd"]).primed is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak memory from /proc")
+def test_a_long_inkml_file_is_refused_before_its_points_are_listed(tmp_path):
+    """9.6 MB of one trace (2.4 million points): counted, not parsed into lists (which took 860 MB)."""
+    path = style_file(tmp_path, INKML.format("1 2," * 2_400_000 + "1 2"), ".inkml")
+    # the peak from /proc (VmHWM, KB): getrusage's ru_maxrss would count pytest's own memory, kept across exec
+    script = ("import sys\nfrom handwriting_hm.styles import style_from_file\n"
+              "try:\n    style_from_file(sys.argv[1], 'ab')\nexcept ValueError as error:\n    print(error)\n"
+              "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env,
+                            timeout=120)
+    said, peak = result.stdout.splitlines()
+    assert said.endswith("a style has at most 3,000 points, got 2,400,001")
+    assert int(peak) < 200 * 1024
