@@ -178,3 +178,12 @@ def test_more_than_one_write_is_served_at_a_time(served, monkeypatch):
     jobs = [client.submit(**{**DEFAULTS, "seed": seed}, api_name="/write") for seed in range(2)]
     assert all(job.result(timeout=60)[0] for job in jobs)
     assert write_view.WRITERS >= 2
+
+
+def test_the_write_view_says_when_a_style_was_cut_to_its_last_strokes():
+    line = WrittenText("ab", np.zeros((3, 3)), np.zeros((3, 2), dtype=np.int64), np.zeros(3, int), True, 40)
+    primer = (np.zeros((100, 3)), "a")
+    assert "The style's 100 points carry more ink than its text says, so the model was primed with its last 40 " \
+           "points only." in write_view.primed_line([line], primer)
+    whole = WrittenText("ab", np.zeros((3, 3)), np.zeros((3, 2), dtype=np.int64), np.zeros(3, int), True, 100)
+    assert write_view.primed_line([whole], primer) == "" and write_view.primed_line([line], None) == ""

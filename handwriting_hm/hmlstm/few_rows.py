@@ -51,7 +51,7 @@ FEW_ROWS_PER_THREAD = 8  # the kernel is used for at most this many rows per int
 # what a cached library must hold to be loaded: few_rows.c's kernels and sparse_loop.c's entry points
 REQUIRED = ("few_rows_times_transposed", "tile_product", "sparse_loop_forward", "sparse_loop_backward")
 LARGEST = 16 * 2**20  # bytes; the library this package builds is about 60 KB
-BUILD_SECONDS = 300  # the whole build's time limit (about 8 s on an idle 2-core machine): a hanging compiler is stopped
+BUILD_SECONDS = 300  # the whole build's time limit (it took 8 s on a 2-core machine): a hanging compiler is stopped
 
 
 def cache_folder() -> Path:
