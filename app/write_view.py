@@ -34,7 +34,7 @@ from handwriting_hm.sample import LIMITS
 from handwriting_hm.styles import MAX_TEXT as MAX_STYLE_TEXT, style_from_line, style_from_strokes
 from handwriting_hm.synthesis import LoadedSynthesisModel
 from handwriting_hm.synthesis_generate import MAX_POINTS_PER_CHARACTER
-from handwriting_hm.write import ALIGNMENTS, WrittenText, page_document, wrap_text, write_lines
+from handwriting_hm.write import ALIGNMENTS, WrittenText, page_document, primed_points, wrap_text, write_lines
 
 from handwriting_hm.hmlstm.cli import first_line
 
@@ -225,10 +225,10 @@ def fired_line(boundaries: np.ndarray, colour_by: str, marker_layer: int) -> str
 
 def primed_line(written: list[WrittenText], primer: tuple[np.ndarray, str] | None) -> str:
     """A sentence where the style primed the model with its last strokes only (more ink than its text says)."""
-    if primer is None or not written or written[0].primed >= len(primer[0]):
+    if primer is None or not written or min(line.primed for line in written) >= len(primer[0]):
         return ""
     return (f"<p class='hm-note'>The style's {len(primer[0])} points carry more ink than its text says, so the "
-            f"model was primed with its last {written[0].primed} points only.</p>")
+            f"model was primed with its last {primed_points(written)} points only.</p>")
 
 
 def finished_line(lines: list[WrittenText]) -> str:

@@ -300,9 +300,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(written)} line(s), {sum(len(line.offsets) for line in written)} points")
     if args.boundaries:
         print(fired_markers(page.boundaries))
-    if style is not None and written[0].primed < len(style[0]):
+    if style is not None and min(line.primed for line in written) < len(style[0]):
         print(f"the style's {len(style[0])} points carry more ink than its text {style[1]!r} says: the model was "
-              f"primed with its last {written[0].primed} points only (give the text the strokes say)")
+              f"primed with its last {primed_points(written)} points only (give the text the strokes say)")
     for number, line in enumerate(written, start=1):
         if not len(line.offsets):
             print(f"line {number} ({line.text!r}): no points written, the window was past the text before the "
@@ -310,6 +310,12 @@ def run(args: argparse.Namespace) -> int:
         elif not line.finished:
             print(f"line {number} ({line.text!r}) stopped at the step cap before the window passed its text")
     return 0
+
+
+def primed_points(lines: Sequence[WrittenText]) -> str:
+    """How many of the style's points primed the lines: "500", or "250 to 500" where the lines differ."""
+    kept = sorted({line.primed for line in lines})
+    return str(kept[0]) if len(kept) == 1 else f"{kept[0]} to {kept[-1]}"
 
 
 def fired_markers(boundaries: np.ndarray) -> str:

@@ -157,3 +157,11 @@ def test_a_long_inkml_file_is_refused_before_its_points_are_listed(tmp_path):
     said, peak = result.stdout.splitlines()
     assert said.endswith("a style has at most 3,000 points, got 2,400,001")
     assert int(peak) < 200 * 1024
+
+
+def test_lines_primed_with_different_numbers_of_points_say_so():
+    from handwriting_hm.write import WrittenText, primed_points
+
+    lines = [WrittenText("ab", np.zeros((1, 3)), np.zeros((1, 2)), np.zeros(1, int), True, primed) for primed in
+             (500, 250, 500)]
+    assert primed_points(lines) == "250 to 500" and primed_points(lines[:1]) == "500"
