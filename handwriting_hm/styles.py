@@ -108,7 +108,10 @@ def style_from_file(path: str | os.PathLike, text: str | None = None) -> tuple[n
         raise ValueError(f"{path}: a style file is .json or .inkml")
     if not (text or file_text):
         raise ValueError(f"{path}: the file does not say its text: give it")
-    return style_from_strokes(strokes, text or file_text)
+    try:
+        return style_from_strokes(strokes, text or file_text)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _json_strokes(path: Path, content: str) -> tuple[list, str]:

@@ -84,8 +84,9 @@ def style_file(tmp_path, content: str, suffix: str = ".json"):
     (json.dumps({"text": "a" * 301, "strokes": [[[1, 2], [3, 4]]]}), "at most 300 characters"),
 ])
 def test_a_bad_style_file_is_one_line(checkpoint, tmp_path, capsys, content, words):
-    refused(capsys, write_command(checkpoint, tmp_path, "abc", "--style-file", str(style_file(tmp_path, content))),
-            words)
+    path = style_file(tmp_path, content)
+    error = refused(capsys, write_command(checkpoint, tmp_path, "abc", "--style-file", str(path)), words)
+    assert error.startswith(f"handwriting-hm: error: {path}: ")  # the file named
 
 
 def test_a_huge_style_file_is_refused_before_it_is_read(checkpoint, tmp_path, capsys):
