@@ -178,7 +178,8 @@ def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPres
         checkpoint = load_checkpoint(source, kind=KIND)
         model_config = SynthesisConfig.from_dict(checkpoint["config"])
         if init_from is not None:
-            model_config = replace(model_config, **{name: getattr(preset.model, name) for name in LEARNING_ONLY})
+            model_config = replace(model_config, **{name: getattr(preset.model, name) for name in LEARNING_ONLY
+                                                     if hasattr(preset.model, name)})
         if checkpoint["metadata"].get("stats") != stats:  # the weights mean something only on data normalised so
             raise ValueError(f"{data}: its normalisation statistics differ from those {source} was trained with")
     elif not model_config.alphabet:
