@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("handwriting_hm.evaluate", "Average log-likelihood per test sequence (paper Table 3), per point, 95% CI"),
     "export": ("handwriting_hm.export", "Checkpoint -> compact half-precision inference model (as shipped by default)"),
     "sample": ("handwriting_hm.unconditional.sample_command", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
-    "write": ("handwriting_hm.synthesis.write", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
+    "write": ("handwriting_hm.synthesis.write_command", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
               "JSON; multi-line layout; --boundaries draws z1 and z2 against the letters"),
     "letters": ("handwriting_hm.synthesis.letters", "Over a set of texts: the share of z1 firings at character ends "
                 "and of z2 firings at word ends, against chance"),
