@@ -4,7 +4,7 @@ their full blocks, with one and two threads; and where it runs and where it does
 import pytest
 import torch
 
-from handwriting_hm.hmlstm import few_rows, sparse, sparse_native
+from handwriting_hm.hmlstm.paths import few_rows, sparse, sparse_native
 from handwriting_hm.hmlstm.core import HMLSTM, HMLSTMState
 from test_fused import assert_relative_close, run  # tests/ is on sys.path
 from test_few_rows import needs_compiler

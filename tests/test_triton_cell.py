@@ -23,7 +23,7 @@ pytest.importorskip("triton", reason="triton is not installed (the test extra in
 pytestmark = pytest.mark.slow  # on the CPU, Triton's interpreter
 
 from handwriting_hm.hmlstm.core import COPY, COPY_GRADIENTS, FLUSH, UPDATE, HMLSTM, HMLSTMState, operations
-from handwriting_hm.hmlstm.triton_cell import hmlstm_triton, triton_available
+from handwriting_hm.hmlstm.paths.triton_cell import hmlstm_triton, triton_available
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BATCH, STEPS, INPUT, SIZES = 4, 5, 2, (4, 5, 6)
@@ -269,7 +269,7 @@ def test_a_1024_wide_layer():
 UNAVAILABLE = """
 import sys, torch
 from handwriting_hm.hmlstm.core import HMLSTM
-from handwriting_hm.hmlstm import triton_cell
+from handwriting_hm.hmlstm.paths import triton_cell
 assert not triton_cell.triton_available("cpu")
 model = HMLSTM(2, (3, 3))
 try:
@@ -278,10 +278,10 @@ except RuntimeError as error:
     assert "triton_available" in str(error)
 else:
     raise AssertionError("ran without a device")
-for name in ("handwriting_hm.hmlstm.triton_cell", "handwriting_hm.hmlstm.triton_kernels"):
+for name in ("handwriting_hm.hmlstm.paths.triton_cell", "handwriting_hm.hmlstm.paths.triton_kernels"):
     del sys.modules[name]
 sys.modules["triton"] = None  # as if triton were not installed
-from handwriting_hm.hmlstm import triton_cell
+from handwriting_hm.hmlstm.paths import triton_cell
 assert not triton_cell.triton_available("cpu") and not triton_cell.triton_available("cuda")
 """
 

@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .few_rows import library as few_rows_library
+from .paths.few_rows import library as few_rows_library
 
 BOUNDARY_MODES = ("step", "bernoulli", "soft")
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
@@ -533,13 +533,13 @@ class HMLSTM(RecurrentCore):
                                                  else "forced layer-1 boundaries without the C loop")
         path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, reference_only, c_loop_only)
         if path == "fused":  # the fast paths are imported here: they build on this module
-            from .fused import hmlstm_fused
+            from .paths.fused import hmlstm_fused
             return hmlstm_fused(self, x, state, mask, slope_value(slope), mode)
         if path == "sparse":
-            from .sparse import hmlstm_sparse
+            from .paths.sparse import hmlstm_sparse
             return hmlstm_sparse(self, x, state, mask, slope_value(slope), mode, forced_z1)
         if path == "triton":
-            from .triton_cell import hmlstm_triton
+            from .paths.triton_cell import hmlstm_triton
             return hmlstm_triton(self, x, state, mask, slope, mode)
 
         hidden: list[list[Tensor]] = [[] for _ in range(self.num_layers)]
@@ -613,7 +613,7 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
         return impl, f"impl={impl!r} was asked for"
     device = torch.device(device)
     if device.type == "cuda":
-        from .triton_cell import triton_available  # imported here: it imports triton when installed
+        from .paths.triton_cell import triton_available  # imported here: it imports triton when installed
         if triton_available(device):
             return "triton", "auto on CUDA: the Triton kernels (one kernel per layer-step and direction)"
         return "fused", "auto on CUDA without triton: the fused path"

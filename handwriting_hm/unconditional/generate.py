@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
-from ..hmlstm.few_rows import times, times_transposed
+from ..hmlstm.paths.few_rows import times, times_transposed
 from .model import HandwritingModel
 from ..hmlstm.output import GatedOutput
 from ..mixture import MixtureParams, adjust, sample_component, sample_mixture

@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from ..core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
 
 
 def hmlstm_fused(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,

@@ -43,7 +43,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from ..core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
 from .few_rows import available_for, times_transposed
 from .fused import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .sparse_native import SparseLoopHMLSTM, runs_natively

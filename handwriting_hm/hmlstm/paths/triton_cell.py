@@ -22,7 +22,7 @@ of operation (to z_prev or z_below); the forward pass is the same in both.
 import torch
 from torch import Tensor
 
-from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState, Slope
+from ..core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState, Slope
 from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
 
 try:  # the kernels need triton; without it the path reports itself unavailable

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-FOLDER = Path(__file__).parent
+FOLDER = Path(__file__).resolve().parents[1] / "csrc"  # the C sources
 COMPILE = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC")
 # by the CPU's capability (torch's reading of it): with AVX-512 few_rows.c's tiles are twice as wide
 # (measured on a 2-core AMD EPYC with AVX-512, 32 rows times a 400 x 1601 weight: 2.7x its AVX2 tiles)
