@@ -38,15 +38,18 @@ arithmetic, set its speed. This file stays the readable statement of what the C 
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from ..core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from ..cell_types import HMLSTMOutput, HMLSTMState, hard_sigmoid
+from .buffers import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .few_rows import available_for, times_transposed
-from .fused import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .sparse_native import SparseLoopHMLSTM, runs_natively
+
+if TYPE_CHECKING:
+    from ..core import HMLSTM
 
 BINARY_MODES = ("step", "bernoulli")
 

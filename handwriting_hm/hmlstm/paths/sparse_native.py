@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .few_rows import function, library, times
-from .fused import input_projection, pack_outputs, state_buffers
+from .buffers import input_projection, pack_outputs, state_buffers
 
 MAX_LAYERS = 8  # sparse_loop.c's MAX_LAYERS
 

@@ -19,11 +19,18 @@ core.copy_gradient ("straight" or "mixed", see HMLSTM.step) selects the backward
 STRAIGHT_COPY: with "straight" a row that COPYs exactly passes no gradient through the choice
 of operation (to z_prev or z_below); the forward pass is the same in both.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
-from ..core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState, Slope
-from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
+from ..cell_types import COPY_GRADIENTS, HMLSTMOutput, HMLSTMState, Slope
+from .buffers import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
+
+if TYPE_CHECKING:
+    from ..core import HMLSTM
 
 try:  # the kernels need triton; without it the path reports itself unavailable
     import triton
