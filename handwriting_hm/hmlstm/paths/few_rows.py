@@ -30,7 +30,9 @@ import torch
 from torch import Tensor
 
 FOLDER = Path(__file__).resolve().parents[1] / "csrc"  # the C sources
-COMPILE = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC")
+HEADER = "hmlstm.h"  # included by both sources: its digest is a define, so that the library's name follows it
+COMPILE = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC",
+           f"-DHMLSTM_H_DIGEST={hashlib.sha256((FOLDER / HEADER).read_bytes()).hexdigest()[:16]}")
 # by the CPU's capability (torch's reading of it): with AVX-512 few_rows.c's tiles are twice as wide
 # (measured on a 2-core AMD EPYC with AVX-512, 32 rows times a 400 x 1601 weight: 2.7x its AVX2 tiles)
 VECTOR_FLAGS = {"AVX2": (), "AVX512": ("-mavx512f",)}
