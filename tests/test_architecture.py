@@ -101,10 +101,12 @@ FAST_PATHS = tuple(f"{LIBRARY}.paths.{name}" for name in ("fused", "sparse", "sp
     (f"{LIBRARY}.paths", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths")),
     (f"{LIBRARY}.dispatch", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths")),
     (f"{LIBRARY}.core", (f"{LIBRARY}.cell_types", f"{LIBRARY}.dispatch", f"{LIBRARY}.lstm")),
+    (f"{LIBRARY}.training", (f"{LIBRARY}.training", f"{LIBRARY}.atomic")),  # the loop's parts know no loop
 ])
 def test_the_library_layers(module, allowed):
     """The cell's types at the bottom, then the LSTM and the fast paths, the dispatch above the paths, and the
-    reference loop on top: the paths name the reference module only for type checking."""
+    reference loop on top: the paths name the reference module only for type checking. The training loop's
+    parts (training/) import neither the loop (trainer) nor the cell."""
     for name in (m for m in MODULES if under(m, module)):
         for imported, _ in imports(name):
             assert under(imported, LIBRARY + ".paths") and under(name, LIBRARY + ".paths") \

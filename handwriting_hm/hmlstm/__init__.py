@@ -9,7 +9,8 @@
     detectors   the boundary detectors' health and their alignment with events
     output      GatedOutput (paper §4.1) and SoftmaxHead
     checkpoint  the one checkpoint writer and reader
-    trainer     Trainer, TrainConfig, TrainingTask: loop, logs, curves, exact resume, torchrun
+    trainer     Trainer, the training loop (exact resume, non-finite guard, schedule); re-exports training/'s names
+    training/   the loop's parts: config and flags, task protocol, torchrun sharding, RNG state, batches, run log
     graphed_step  a training step replayed from a CUDA graph
     presets     named training recipes and their flags
     device      resolve_device
