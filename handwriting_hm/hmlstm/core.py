@@ -77,7 +77,8 @@ from .cell_types import (BOUNDARY_MODES, COPY, COPY_GRADIENTS, FLUSH, GRADIENTS_
                          OPERATION_NAMES, SLOPE_PRESETS, UPDATE, Z_ON_COPY, HMLSTMOutput, HMLSTMState, RecurrentCore,
                          Slope, SlopeSchedule, boundary, check_boundary_mode, check_copy_gradient, check_input,
                          check_slope, hard_sigmoid, mask_state, operations, resolve_mask, slope_value, stack_time)
-from .dispatch import IMPLEMENTATIONS, c_loop_available, check_impl, impl_choice, resolve_impl, run_path
+from .dispatch import (IMPLEMENTATIONS, SPARSE_BELOW, STEPWISE_IMPLEMENTATIONS, c_loop_available, check_impl,
+                       check_stepwise_impl, impl_choice, resolve_impl, run_path, stepwise_choice)
 from .lstm import StackedLSTM
 
 # `handwriting_hm.hmlstm.core` is where the library's clients import the cell's types, settings and checks from,
@@ -86,7 +87,8 @@ __all__ = ["BOUNDARY_MODES", "CELLS", "COPY", "COPY_GRADIENTS", "FLUSH", "GRADIE
            "HMLSTMState", "IMPLEMENTATIONS", "LEARNING_ONLY", "OPERATION_NAMES", "SLOPE_PRESETS", "UPDATE", "Z_ON_COPY",
            "RecurrentCore", "Slope", "SlopeSchedule", "StackedLSTM", "boundary", "check_boundary_mode",
            "check_copy_gradient", "check_impl", "check_input", "check_slope", "hard_sigmoid", "impl_choice",
-           "make_core", "mask_state", "operations", "resolve_impl", "resolve_mask", "slope_value", "stack_time"]
+           "make_core", "mask_state", "operations", "resolve_impl", "resolve_mask", "slope_value", "stack_time",
+           "SPARSE_BELOW", "STEPWISE_IMPLEMENTATIONS", "check_stepwise_impl", "stepwise_choice"]
 
 
 class HMLSTM(RecurrentCore):

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
 FAST_PATHS = ("fused", "sparse", "triton")
+# How a model that steps the core itself runs its steps (the synthesis model: its window sits between layer 1 and
+# layer 2 of every step, so the whole-sequence paths above cannot serve it); see stepwise_choice.
+STEPWISE_IMPLEMENTATIONS = ("reference", "compiled", "sparse", "auto")
+SPARSE_BELOW = 0.2  # stepwise "auto" on the CPU: the sparse step while layer 1 fires less often than this
 
 
 def c_loop_available() -> bool:
@@ -94,3 +98,34 @@ def run_path(path: str, core: "HMLSTM", x: Tensor, state: HMLSTMState, mask: Ten
         from .paths.triton_cell import hmlstm_triton  # imported here: it imports triton when installed
         return hmlstm_triton(core, x, state, mask, slope, mode)
     raise ValueError(f"{path!r} is not a fast path: choose one of {', '.join(FAST_PATHS)}")
+
+
+def check_stepwise_impl(impl: str, copy_gradient: str = "straight") -> None:
+    """Raise ValueError unless `impl` is one of STEPWISE_IMPLEMENTATIONS and can run `copy_gradient`."""
+    if impl not in STEPWISE_IMPLEMENTATIONS:
+        raise ValueError(f"unknown impl {impl!r}: choose one of {', '.join(STEPWISE_IMPLEMENTATIONS)}")
+    if impl == "sparse" and copy_gradient != "straight":
+        raise ValueError(f"impl='sparse' passes nothing back through the COPY rows it skips, so it needs "
+                         f"copy_gradient='straight' (here {copy_gradient!r}): use 'compiled' or 'auto'")
+
+
+def stepwise_choice(impl: str, device: torch.device | str = "cpu", copy_gradient: str = "straight",
+                    z1_rate: float | None = None) -> tuple[str, str]:
+    """(way, one line saying why) for a model that steps the core itself: "reference" (every gate of every
+    layer at every step), "compiled" (the step under torch.compile) or "sparse" (HMLSTM.sparse_layer_step:
+    layers 2 and up compute only their rows that do not COPY). "auto" picks, as impl_choice does for whole
+    sequences, by device: on the CPU the sparse step while layer 1's detector fired at under SPARSE_BELOW of
+    the points of the last call (`z1_rate`; None before the first) and copy_gradient is "straight"; else, and on
+    a GPU, where reading the boundaries at every layer-step would stall the device, the compiled step. On the
+    CPU the sparse step beats the compiled one while few detectors fire and loses to it when half fire
+    (docs/synthesis.md has the measurements)."""
+    check_stepwise_impl(impl, copy_gradient)
+    if impl != "auto":
+        return impl, f"impl={impl!r} was asked for"
+    if torch.device(device).type != "cpu":
+        return "compiled", "auto on a GPU: the compiled step (the sparse one would read the boundaries every step)"
+    if copy_gradient != "straight":
+        return "compiled", "auto on the CPU: the compiled step, as the sparse one needs copy_gradient='straight'"
+    if z1_rate is None or z1_rate < SPARSE_BELOW:
+        return "sparse", "auto on the CPU: the sparse step, as layer 1 fires rarely"
+    return "compiled", "auto on the CPU: the compiled step, as layer 1 fires often"
