@@ -102,6 +102,7 @@ FAST_PATHS = tuple(f"{LIBRARY}.paths.{name}" for name in ("fused", "sparse", "sp
     (f"{LIBRARY}.dispatch", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths")),
     (f"{LIBRARY}.core", (f"{LIBRARY}.cell_types", f"{LIBRARY}.dispatch", f"{LIBRARY}.lstm")),
     (f"{LIBRARY}.training", (f"{LIBRARY}.training", f"{LIBRARY}.atomic")),  # the loop's parts know no loop
+    (f"{LIBRARY}.stepper", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths.few_rows")),
 ])
 def test_the_library_layers(module, allowed):
     """The cell's types at the bottom, then the LSTM and the fast paths, the dispatch above the paths, and the

@@ -4,6 +4,7 @@
     core        HMLSTM, the reference loop that reads like the paper (and the names clients import)
     lstm        StackedLSTM, the LSTM baseline with the same interface
     dispatch    which path runs a forward pass ("auto" and why) and the call into it
+    stepper     CopySkippingStepper: sampling step by step without the work of COPY rows, a hook for an extra input
     paths/      the fast paths (fused, sparse with its C loop, Triton) and what they share (buffers)
     csrc/       the C sources of the sparse loop and the few-row kernel, with their one header
     detectors   the boundary detectors' health and their alignment with events
