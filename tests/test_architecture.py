@@ -140,3 +140,11 @@ def test_the_models_import_data_prep_only_where_they_read_a_prepared_file():
     for module in (m for m in MODULES if under(m, "handwriting_hm.unconditional", "handwriting_hm.synthesis")):
         for name, top in imports(module):
             assert not (top and under(name, "data_prep")), f"{module} imports {name} at module level"
+
+
+def test_every_package_is_installed():
+    """pyproject.toml's packages name every folder with an __init__.py (a missing one installs without it)."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {module_name(path) for package in PACKAGES for path in (ROOT / package).rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
