@@ -3,8 +3,7 @@ anywhere (the library's own modules included), the library imports no client, lm
 data_prep takes from handwriting_hm only the prepared files' storage and the normalisation, the unconditional
 model knows nothing of texts, and the model folders import data_prep only inside the functions that read it.
 Inside the library: the cell's types import nothing of it, the fast paths import neither the reference loop nor
-the dispatch (only their types, under TYPE_CHECKING), and the dispatch is the one module outside paths/ that
-names a path."""
+the dispatch, and the dispatch is the one module outside paths/ that names a path."""
 from __future__ import annotations
 
 import ast
@@ -106,7 +105,7 @@ FAST_PATHS = tuple(f"{LIBRARY}.paths.{name}" for name in ("fused", "sparse", "sp
 ])
 def test_the_library_layers(module, allowed):
     """The cell's types at the bottom, then the LSTM and the fast paths, the dispatch above the paths, and the
-    reference loop on top: the paths name the reference module only for type checking. The training loop's
+    reference loop on top. The training loop's
     parts (training/) import neither the loop (trainer) nor the cell."""
     for name in (m for m in MODULES if under(m, module)):
         for imported, _ in imports(name):

@@ -19,8 +19,9 @@
     archive     the prepared files' storage
     atomic      atomic file writes (no torch: data_prep imports it)
 
-Inside the library, from the bottom up: cell_types; lstm and paths/ (which name the reference module only for
-type checking); dispatch, the one module that names every path; core, whose forward asks the dispatch.
+Inside the library, from the bottom up: cell_types (HMLSTMLike types the model for the modules above it);
+lstm, paths/ and stepper; dispatch, the one module that names every path; core, whose forward asks the
+dispatch. None of them imports core.
 
 Layering of the repository, from the bottom up:
 - `handwriting_hm.hmlstm` imports nothing from the rest of the repository.

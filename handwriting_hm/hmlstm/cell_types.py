@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -153,6 +153,25 @@ class HMLSTMOutput(NamedTuple):
     # (B, T, L-1): the s_z^l that each step's hard sigmoid read (Eq. 8, before the slope), with its
     # gradient; zeros at padded steps. The reference loop gives it; faster paths give None.
     preactivations: Tensor | None = None
+
+
+class HMLSTMLike(Protocol):
+    """What the fast paths, the dispatch and the stepper read of an HM-LSTM (core.HMLSTM is one): its sizes,
+    settings and weights. Typed here, below them all, so that none of them imports the reference module."""
+
+    hidden_sizes: tuple[int, ...]
+    num_layers: int
+    num_detectors: int
+    boundary_mode: str
+    copy_gradient: str
+    z_on_copy: str
+    recurrent: nn.ModuleList  # U_l^l with the bias b, per layer
+    top_down: nn.ModuleList  # U_{l+1}^l, per layer but the top
+    bottom_up: nn.ModuleList  # W_{l-1}^l, per layer
+    norms: nn.ModuleList | None
+
+    @property
+    def boundary_outside_norm(self) -> bool: ...
 
 
 def operations(boundaries: Tensor, initial_z: Tensor | None = None) -> Tensor:

@@ -8,17 +8,13 @@ interpreter). `impl_choice` picks one for "auto" and says why; `run_path` calls 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .cell_types import HMLSTMOutput, HMLSTMState, Slope, slope_value
+from .cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState, Slope, slope_value
 from .paths import fused, sparse
 from .paths.few_rows import library as few_rows_library
-
-if TYPE_CHECKING:
-    from .core import HMLSTM
 
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
 FAST_PATHS = ("fused", "sparse", "triton")
@@ -86,8 +82,7 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
     return "fused", "auto on the CPU: the fused path, as the sparse one needs binary boundaries (here 'soft')"
 
 
-
-def run_path(path: str, core: "HMLSTM", x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: Slope, mode: str,
+def run_path(path: str, core: HMLSTMLike, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: Slope, mode: str,
              forced_z1: Tensor | None = None) -> HMLSTMOutput:
     """HMLSTM.forward's pass by the fast path `path` (one of FAST_PATHS), with already checked arguments."""
     if path == "fused":

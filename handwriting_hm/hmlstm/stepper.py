@@ -3,17 +3,14 @@ few-row products it runs on (for a batch of samples torch's CPU products of a fe
 are not). A client with an input of its own passes it through the stepper's hook (see CopySkippingStepper)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cell_types import hard_sigmoid
+from .cell_types import HMLSTMLike, hard_sigmoid
 from .paths.few_rows import times, times_transposed
-
-if TYPE_CHECKING:
-    from .core import HMLSTM
 
 
 class CopySkippingStepper:
@@ -28,7 +25,7 @@ class CopySkippingStepper:
     term as HMLSTM.layer_step adds its extra_bottom_up, so it is computed only for the rows that read it.
     """
 
-    def __init__(self, core: HMLSTM, n_samples: int, slope: float,
+    def __init__(self, core: HMLSTMLike, n_samples: int, slope: float,
                  linear: Callable[..., Tensor] | None = None) -> None:
         weight = core.recurrent[0].weight
         self.sizes = core.hidden_sizes

@@ -7,6 +7,6 @@
     few_rows       x @ weight.t() for a few rows (csrc/few_rows.c), and the loader of the C library
     triton_cell    Triton kernels (triton_kernels), CUDA or Triton's interpreter
 
-They import the cell's types (`..cell_types`) and never the reference module or the dispatch:
-`..dispatch` is the one module that names them all.
+They import the cell's types (`..cell_types`, whose HMLSTMLike types the model they read) and never the
+reference module or the dispatch: `..dispatch` is the one module that names them all.
 """

@@ -3,15 +3,12 @@ one GEMM reads them, and the packing of an autograd Function's outputs and input
 return flat tuples of tensors; these name their parts)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from ..cell_types import HMLSTMOutput, HMLSTMState
-
-if TYPE_CHECKING:
-    from ..core import HMLSTM
+from ..cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState
 
 
 def pack_outputs(h_states: Sequence[Tensor], c_states: Sequence[Tensor], z_states: Tensor, boundaries: Tensor,
@@ -53,7 +50,7 @@ def unpack_outputs(outputs: Sequence[Tensor], L: int) -> HMLSTMOutput:
     return HMLSTMOutput(tuple(hidden), boundaries, HMLSTMState(tuple(h), tuple(c), z))
 
 
-def concatenated_weights(core: HMLSTM) -> list[Tensor]:
+def concatenated_weights(core: HMLSTMLike) -> list[Tensor]:
     """Per layer [U_l^l | U_{l+1}^l | W_{l-1}^l], the weights of one GEMM per layer-step (layer 1's
     W_0^1 x_t is left out: it is computed for all steps at once)."""
     concatenated = []
@@ -67,7 +64,7 @@ def concatenated_weights(core: HMLSTM) -> list[Tensor]:
     return concatenated
 
 
-def norm_parameters(core: HMLSTM) -> tuple[list[Tensor], list[Tensor], float]:
+def norm_parameters(core: HMLSTMLike) -> tuple[list[Tensor], list[Tensor], float]:
     """The layer norms' weights, biases and epsilon; empty lists and 0 without layer norm."""
     if core.norms is None:
         return [], [], 0.0

@@ -18,19 +18,16 @@ for the backward), so it differs from nn.LayerNorm by rounding only.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from ..cell_types import HMLSTMOutput, HMLSTMState, hard_sigmoid
+from ..cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState, hard_sigmoid
 from .buffers import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
 
-if TYPE_CHECKING:
-    from ..core import HMLSTM
 
-
-def hmlstm_fused(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
+def hmlstm_fused(core: HMLSTMLike, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
                  mode: str) -> HMLSTMOutput:
     """core.HMLSTM.forward with already checked arguments, computed by _FusedHMLSTM."""
     L = core.num_layers

@@ -38,23 +38,20 @@ arithmetic, set its speed. This file stays the readable statement of what the C 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from ..cell_types import HMLSTMOutput, HMLSTMState, hard_sigmoid
+from ..cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState, hard_sigmoid
 from .buffers import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .few_rows import available_for, times_transposed
 from .sparse_native import SparseLoopHMLSTM, runs_natively
 
-if TYPE_CHECKING:
-    from ..core import HMLSTM
-
 BINARY_MODES = ("step", "bernoulli")
 
 
-def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
+def hmlstm_sparse(core: HMLSTMLike, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
                   mode: str, forced_z1: Tensor | None = None) -> HMLSTMOutput:
     """core.HMLSTM.forward with already checked arguments and binary boundaries, computed by _SparseHMLSTM;
     forced_z1 (B, T): layer 1's boundaries, given (the C loop only)."""
