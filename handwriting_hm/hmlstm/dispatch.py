@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from .cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState, Slope, slope_value
-from .paths import fused, sparse
 from .paths.few_rows import library as few_rows_library
 
 IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
@@ -85,9 +84,12 @@ def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: st
 def run_path(path: str, core: HMLSTMLike, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: Slope, mode: str,
              forced_z1: Tensor | None = None) -> HMLSTMOutput:
     """HMLSTM.forward's pass by the fast path `path` (one of FAST_PATHS), with already checked arguments."""
+    # the paths are imported on their first call, so that importing the library loads none of them
     if path == "fused":
+        from .paths import fused
         return fused.hmlstm_fused(core, x, state, mask, slope_value(slope), mode)
     if path == "sparse":
+        from .paths import sparse
         return sparse.hmlstm_sparse(core, x, state, mask, slope_value(slope), mode, forced_z1)
     if path == "triton":
         from .paths.triton_cell import hmlstm_triton  # imported here: it imports triton when installed
