@@ -1,4 +1,4 @@
-"""The few-row C kernel (hmlstm/few_rows.c) against torch's product, and its fallback to torch."""
+"""The few-row C kernel (hmlstm/csrc/few_rows.c) against torch's product, and its fallback to torch."""
 import ctypes
 import shutil
 
