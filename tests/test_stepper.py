@@ -1,5 +1,6 @@
 """The library's COPY-skipping stepper (hmlstm/stepper.py) against the reference step, with a client's extra
 input through its hook: the same states and boundaries while rows COPY, FLUSH and UPDATE side by side."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -49,3 +50,10 @@ def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it():
             seen |= torch.stack([(z_t > 0.5).any(dim=0), (z_t < 0.5).any(dim=0)], dim=1)
     assert seen.all()  # each detector both fired and not: rows COPY beside rows that compute
     assert min(asked) < n  # the hook was asked for some rows only
+
+
+@pytest.mark.parametrize("settings", [dict(boundary_mode="soft"), dict(z_on_copy="recompute", copy_gradient="exact"),
+                                      dict(layer_norm=True, boundary_norm=False)])
+def test_the_stepper_refuses_what_it_would_compute_differently(settings):
+    with pytest.raises(ValueError, match="HMLSTM.step"):
+        CopySkippingStepper(HMLSTM(3, (4, 4), **settings), 2, 1.0)

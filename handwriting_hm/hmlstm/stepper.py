@@ -27,6 +27,10 @@ class CopySkippingStepper:
 
     def __init__(self, core: HMLSTMLike, n_samples: int, slope: float,
                  linear: Callable[..., Tensor] | None = None) -> None:
+        if core.boundary_mode == "soft" or core.z_on_copy != "keep" or core.boundary_outside_norm:
+            raise ValueError("the COPY-skipping stepper runs binary boundaries that a COPY row keeps, inside the layer "
+                             f"norm (here boundary_mode={core.boundary_mode!r}, z_on_copy={core.z_on_copy!r}, boundary "
+                             f"unit {'outside' if core.boundary_outside_norm else 'inside'} the norm): step with HMLSTM.step")
         weight = core.recurrent[0].weight
         self.sizes = core.hidden_sizes
         self.slope = slope
