@@ -21,6 +21,7 @@ import numpy as np
 
 from data_prep.cleaning import resample_strokes
 from handwriting_hm.drawing.geometry import split_strokes
+from handwriting_hm.synthesis.styles import MAX_COORDINATE, MAX_POINTS as MAX_STYLE_POINTS
 
 PIXEL_SCALE = 5.0  # IAM-OnDB sensor units per canvas pixel
 RESAMPLE_STEP = 18.0  # sensor units between points after resampling: IAM-OnDB's median pen-down step
@@ -113,7 +114,8 @@ CSS = """
 def strokes_from_json(value: Any) -> list[np.ndarray]:
     """The canvas's JSON (a list of strokes, each a list of [x, y] canvas pixels) -> strokes in
     IAM-OnDB sensor units (y down still), resampled every RESAMPLE_STEP units. Raises ValueError
-    with one line naming `style_strokes` for anything else."""
+    with one line naming `style_strokes` for anything else, or for strokes that resampling would
+    make longer than a style may be (counted before resampling)."""
     expected = "style_strokes must be a JSON list of strokes, each a list of [x, y] points"
     if not isinstance(value, str):
         raise ValueError(f"{expected}, got {value!r:.80}")
@@ -132,6 +134,14 @@ def strokes_from_json(value: Any) -> list[np.ndarray]:
         raise ValueError(f"{expected}, got {value!r:.80}") from None
     if any(a.ndim != 2 or a.shape[1] != 2 for a in arrays) or not all(np.isfinite(a).all() for a in arrays):
         raise ValueError(f"{expected} (finite numbers), got {value!r:.80}")
+    scaled = [a * PIXEL_SCALE for a in arrays]
+    if any(np.abs(a).max() > MAX_COORDINATE for a in scaled):
+        raise ValueError(f"style_strokes' coordinates must lie within +-{MAX_COORDINATE / PIXEL_SCALE:,.0f} pixels")
+    # what resampling will make of them, counted before it is done: a point every RESAMPLE_STEP and each end
+    resampled = sum(int(np.hypot(*np.diff(a, axis=0).T).sum() // RESAMPLE_STEP) + 2 for a in scaled)
+    if resampled > MAX_STYLE_POINTS:
+        raise ValueError(f"style_strokes would make about {resampled:,} points once resampled every "
+                         f"{RESAMPLE_STEP / PIXEL_SCALE:g} pixels; a style takes at most {MAX_STYLE_POINTS:,}")
     # resample_strokes takes (N, 3) points whose third column ends each stroke
-    points = np.concatenate([np.column_stack([a * PIXEL_SCALE, np.arange(len(a)) == len(a) - 1]) for a in arrays])
+    points = np.concatenate([np.column_stack([a, np.arange(len(a)) == len(a) - 1]) for a in scaled])
     return split_strokes(resample_strokes(points, RESAMPLE_STEP))

@@ -12,8 +12,8 @@ nothing from the network: no analytics, no update check, no web fonts.
 
 The handler takes the inputs as sent (`preprocess=False`) and checks them itself, and `Page`
 checks their number, so a wrong value, type or count through the API gets one line naming the
-parameters, in the reply and in the log (Gradio's own checks reply {"error": null}, or print a
-traceback).
+parameters, in the reply and in the log: one line through the logger "app" (to stderr where no
+logging is set up; Gradio's own checks reply {"error": null}, or print a traceback).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from handwriting_hm.unconditional.sample import LIMITS, Sample, sample_handwriti
 from handwriting_hm.synthesis.model import LoadedSynthesisModel
 
 from . import canvas
-from .write_view import CSS as WRITE_CSS, build_write_view
+from .write_view import CSS as WRITE_CSS, build_write_view, layer_choice, refused
 
 COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments",
                 "layer2": "layer-2 segments"}
@@ -134,7 +134,7 @@ def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,
             return _generate(model, choices, n_points, n_samples, bias, temperature, seed, colour_by,
                              marker_layer, straighten)
         except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refused("generate", error) from None
 
     # delete_cache: every 10 minutes, drop the download files older than an hour
     with Page(title="HM-LSTM handwriting", analytics_enabled=False, fill_width=True,
@@ -153,7 +153,7 @@ def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,
                     seed = gr.Number(value=0, label="Seed", info="same seed, same drawing", precision=0, elem_id="seed")
                     colour_by = gr.Dropdown(defaults.colour_choices(), value=defaults.colour_by, label="Colour by",
                                             elem_id="colour_by")
-                    marker_layer = gr.Dropdown(defaults.marker_choices(), value=defaults.marker_layer, label="Markers",
+                    marker_layer = layer_choice(defaults.marker_choices(), value=defaults.marker_layer, label="Markers",
                                                elem_id="marker_layer")
                     straighten = gr.Checkbox(False, label="Straighten the baseline", elem_id="straighten",
                                              info="drawing only; the JSON keeps the raw strokes")
@@ -258,7 +258,11 @@ def _card(index: int, svg: str, sample: Sample) -> str:
     )
     n_layers, n_points = sample.operations.shape[1], sample.operations.shape[0]
     computed = int(sample.counts.sum() - sample.counts[:, 0].sum())
-    silent = "".join(
+    silent = [k for k, fired in enumerate(sample.firings(), start=1) if fired == 0]
+    why = (f" (the COPY share; here it comes from layer{'s' if len(silent) > 1 else ''} "
+           f"{', '.join(str(k + 1) for k in silent)}, never updated because the detector below never fired, "
+           f"not from skips the model chose)" if silent else " (the COPY share)")
+    notes = "".join(
         f"<br><span class='hm-silent'>Layer {k}'s boundary detector never fired in this sample: layer {k + 1} "
         f"never updated (it copied its state at every point), and layer-{k} colouring shows one segment.</span>"
         for k, fired in enumerate(sample.firings(), start=1) if fired == 0
@@ -269,7 +273,7 @@ def _card(index: int, svg: str, sample: Sample) -> str:
         "<tr><th>layer</th><th>UPDATE</th><th>COPY</th><th>FLUSH</th></tr>"
         f"{rows}</table><p class='hm-note'>A stacked LSTM computes all {n_layers} layers at all "
         f"{n_points} points ({n_layers * n_points} layer-steps). This HM-LSTM computed {computed} and "
-        f"copied the rest: <b>{html.escape(f'{sample.copied_fraction():.0%}')} saved</b>. Boundaries fired: "
-        + ", ".join(f"layer {k}: {n} times" for k, n in enumerate(sample.firings(), start=1))
-        + f".{silent}</p></div></div>"
+        f"copied the rest: <b>{html.escape(f'{sample.copied_fraction():.0%}')} of layer-steps copied</b>{why}. "
+        "Boundaries fired: " + ", ".join(f"layer {k}: {n} times" for k, n in enumerate(sample.firings(), start=1))
+        + f".{notes}</p></div></div>"
     )

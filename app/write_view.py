@@ -1,6 +1,6 @@
 """The Write view: type a text, and a synthesis model writes it, with its boundaries on the letters.
 
-The text goes to `handwriting_hm.write.write_lines`, as `handwriting-hm write` sends it: each of
+The text goes to `handwriting_hm.synthesis.write.write_lines`, as `handwriting-hm write` sends it: each of
 its lines is written (one batch of the sampler, one seed), and the lines are laid out on one page,
 left-aligned or centred. The page is drawn like the unconditional view's samples (by default
 layer-1 segments in colours, red dots where layer 2 fires), and below it the picture of where the
@@ -18,6 +18,7 @@ value through the page or the API gets one line naming the parameter and no trac
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -31,15 +32,22 @@ from handwriting_hm.drawing.png import render_png
 from handwriting_hm.drawing.style import INK_HEIGHT
 from handwriting_hm.drawing.svg import render_letters_svg, render_plotter_svg, render_svg
 from handwriting_hm.hmlstm.atomic import atomic_write
+from handwriting_hm.hmlstm.cli import first_line
 from handwriting_hm.unconditional.sample import LIMITS
-from handwriting_hm.synthesis.styles import style_from_line, style_from_strokes
+from handwriting_hm.synthesis.styles import MAX_TEXT as MAX_STYLE_TEXT, style_from_line, style_from_strokes
 from handwriting_hm.synthesis.model import LoadedSynthesisModel
 from handwriting_hm.synthesis.generate import MAX_POINTS_PER_CHARACTER
-from handwriting_hm.synthesis.write import ALIGNMENTS, WrittenText, page_document, wrap_text, write_lines
+from handwriting_hm.synthesis.write import (ALIGNMENTS, WrittenText, page_document, primed_points, wrap_text,
+                                            write_lines)
 
 from . import canvas
 
+LOG = logging.getLogger("app")  # the server's log: a user's error as one line (stderr where nothing else is set up)
+
 MAX_LINES = 8
+# requests written at once, each in its own thread (results as when written alone), so that a request need not
+# wait for the one before where cores are free; on a saturated 2-core machine it gained nothing (docs/limits.md)
+WRITERS = 2
 MAX_CHARACTERS = 300  # over all lines: at most 24,000 steps of the sampler at the cap, for one request
 TRAIN_COMMAND = ("`handwriting-hm train --preset synthesis --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
@@ -56,11 +64,27 @@ CSS = """
 
 INTRO = """
 ### Write a text
-A synthesis model reads the text through an attention window and writes it point by point. The colours
-are layer 1's segments (z¹: a new colour where layer 1's detector fires) and the red dots where layer 2's
-detector fires (z²); the picture below the writing sets those firings against the letters and words.
-To write in your own hand, write a line on the canvas and type what it says.
+A synthesis model reads the text through an attention window and writes it point by point. Where layer 1's
+boundary detector fires (z¹) the ink changes colour, and red dots mark where the layer chosen under Markers
+fires (layer 2, z², at first); a detector that does not fire leaves the ink in one colour or without dots,
+and the line below each drawing says which layers fired in it. The picture below the writing sets those
+firings against the letters and words. To write in your own hand, write a line on the canvas and type what
+it says.
 """
+
+
+def refused(endpoint: str, error: ValueError) -> gr.Error:
+    """A user's error: the reply's message, and one line in the log (logger "app")."""
+    LOG.warning("/%s refused: %s", endpoint, first_line(error))
+    return gr.Error(str(error), print_exception=False)
+
+
+def layer_choice(choices: list[tuple[str, int]], **options: Any) -> gr.Dropdown:
+    """A dropdown of layer numbers, typed as the integers it holds in the API (gr.Dropdown types every choice
+    as a string). Set on the instance: a subclass would make Gradio write a .pyi file beside this one."""
+    dropdown = gr.Dropdown(choices, **options)
+    dropdown.api_info = lambda: {"type": "integer", "enum": [value for _, value in dropdown.choices]}
+    return dropdown
 
 
 def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | None, cache_folder: Callable[[], str],
@@ -85,7 +109,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                           text, bias, temperature, seed, style, style_line, style_strokes, style_text, align,
                           colour_by, marker_layer, straighten)
         except ValueError as error:  # UnknownCharacters included
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refused("write", error) from None
 
     gr.Markdown(INTRO if synthesis is not None else NO_MODEL, elem_id="write_intro")
     with gr.Row(equal_height=False, visible=synthesis is not None):
@@ -100,7 +124,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
             colour_by = gr.Dropdown([(COLOUR_NAMES[c], c) for c in colour_choices],
                                     value="layer1" if detectors else "strokes", label="Colour by",
                                     elem_id="write_colour_by")
-            marker_layer = gr.Dropdown([("none", 0)] + [(f"layer {k} fires", k) for k in marker_choices[1:]],
+            marker_layer = layer_choice([("none", 0)] + [(f"layer {k} fires", k) for k in marker_choices[1:]],
                                        value=min(2, detectors), label="Markers", elem_id="write_marker_layer")
             align = gr.Radio([("left", "left"), ("centred", "centre")], value="left", label="Lines",
                              elem_id="align")
@@ -110,16 +134,17 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
             with gr.Group():
                 style = gr.Radio([(STYLE_NAMES[s], s) for s in sources], value="none", label="Style (whose hand)",
                                  elem_id="style")
-                style_line = gr.Textbox(label="IAM-OnDB line id", placeholder="a01-000u-01", elem_id="style_line",
+                style_line = gr.Textbox("", label="IAM-OnDB line id", placeholder="a01-000u-01", elem_id="style_line",
                                         visible=style_data is not None)
                 gr.HTML(canvas.HTML, js_on_load=canvas.SCRIPT, elem_id="style_canvas", padding=True)
-                style_text = gr.Textbox(label="The text you drew on the canvas (required: priming reads the "
+                style_text = gr.Textbox("", label="The text you drew on the canvas (required: priming reads the "
                                               "strokes together with their text)", elem_id="style_text",
                                         placeholder="e.g. the quick brown fox")
                 # filled by the canvas's script; visible="hidden" keeps it in the page, out of sight
                 style_strokes = gr.Textbox("", visible="hidden", elem_id="style_strokes")
             finished = gr.Textbox(label="Did the window finish the text?", interactive=False, elem_id="finished")
-            drawing = gr.HTML("<p class='hm-note'>Type a text and press Write.</p>", elem_id="write_drawing")
+            drawing = gr.HTML("<p class='hm-note'>Type a text and press Write.</p>", label="drawing",
+                              elem_id="write_drawing")
             with gr.Row():
                 svg_file = gr.DownloadButton("Download SVG", size="sm")
                 png_file = gr.DownloadButton("Download PNG", size="sm")
@@ -135,7 +160,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                 marker_layer, straighten],
         outputs=[drawing, finished, svg_file, png_file, plotter_file, json_file],
         api_name="write",
-        concurrency_limit=1,
+        concurrency_limit=WRITERS,
         preprocess=False,  # the handler checks the raw values and names the parameter
     )
 
@@ -177,16 +202,43 @@ def _write(synthesis: LoadedSynthesisModel, style_data: Path | None, choices: di
         with atomic_write(files[-1]) as file:
             file.write(data)
 
-    header = (f"<p class='hm-note'>{len(written)} line{'s' if len(written) > 1 else ''}, {len(page.offsets)} "
-              f"points, seed {parameters['seed']}, written and drawn in {seconds:.2f} s</p>")
+    header = (f"<p class='hm-note'>{plural(len(written), 'line')}, {plural(len(page.offsets), 'point')}, seed "
+              f"{parameters['seed']}, written and drawn in {seconds:.2f} s</p>")
     figure = (f"<p class='hm-note'>Where the boundaries fall on the letters: each character the window attends to "
               f"in its own colour and named below, dashed lines at word ends, z¹'s firings as dots, z²'s as red "
               f"rings.</p><div class='hm-drawing hm-letters'>{letters}</div>")
-    return (header + f"<div class='hm-drawing'>{svg}</div>" + figure, finished_line(written), *map(str, files))
+    return (header + f"<div class='hm-drawing'>{svg}</div>" + fired_line(page.boundaries, colour_by, marker_layer)
+            + primed_line(written, primer) + figure, finished_line(written), *map(str, files))
+
+
+def fired_line(boundaries: np.ndarray, colour_by: str, marker_layer: int) -> str:
+    """In words, which boundary detectors fired in this drawing and what the drawing shows of them."""
+    said = []
+    for k, fired in enumerate(boundaries.sum(axis=0).astype(int).tolist(), start=1):
+        shown = [what for what, shows in (("colours change at each", colour_by == f"layer{k}"),
+                                          ("a red dot marks each", marker_layer == k)) if shows]
+        if fired:
+            said.append(f"layer {k}'s detector fired {fired} time{'s' if fired > 1 else ''}"
+                        + (f" ({' and '.join(shown)} firing)" if shown else ""))
+        else:
+            said.append(f"layer {k}'s detector never fired" + (" (so no colour change or dot of it)" if shown else ""))
+    return f"<p class='hm-note'>In this drawing {'; '.join(said)}.</p>" if said else ""
+
+
+def primed_line(written: list[WrittenText], primer: tuple[np.ndarray, str] | None) -> str:
+    """A sentence where the style primed the model with its last strokes only (more ink than its text says)."""
+    if primer is None or not written or min(line.primed for line in written) >= len(primer[0]):
+        return ""
+    return (f"<p class='hm-note'>The style's {len(primer[0])} points carry more ink than its text says, so the "
+            f"model was primed with its last {primed_points(written)} points only.</p>")
 
 
 def finished_line(lines: list[WrittenText]) -> str:
     """One sentence: whether the window got past every line's text, or which lines the cap stopped."""
+    empty = [f"line {i} ({line.text!r})" for i, line in enumerate(lines, start=1) if not len(line.offsets)]
+    if empty:
+        return (f"No points written for {', '.join(empty)}: the window was past the text before the first point "
+                f"(try another style or seed).")
     capped = [f"line {i} ({line.text!r})" for i, line in enumerate(lines, start=1) if not line.finished]
     if not capped:
         return "Finished: the window passed the end of the text" + (" on every line." if len(lines) > 1 else ".")
@@ -204,8 +256,8 @@ def _text(text: Any) -> str:
     if not any(lines):
         raise ValueError("text is empty: type something to write")
     if len(lines) > MAX_LINES or sum(map(len, lines)) > MAX_CHARACTERS:
-        raise ValueError(f"text may have up to {MAX_LINES} lines and {MAX_CHARACTERS} characters, "
-                         f"got {len(lines)} lines and {sum(map(len, lines))} characters")
+        raise ValueError(f"text may have up to {MAX_LINES} lines and {MAX_CHARACTERS} characters, got "
+                         f"{plural(len(lines), 'line')} and {plural(sum(map(len, lines)), 'character')}")
     return text
 
 
@@ -221,6 +273,8 @@ def _style(synthesis: LoadedSynthesisModel, style_data: Path | None, style: str,
     else:
         if style_strokes in ("", None):
             raise ValueError("style_strokes is empty: draw a line of handwriting on the canvas first")
+        if isinstance(style_text, str) and len(style_text.strip()) > MAX_STYLE_TEXT:  # before any work
+            raise ValueError(f"style_text may have up to {MAX_STYLE_TEXT} characters, got {len(style_text.strip()):,}")
         strokes = canvas.strokes_from_json(style_strokes)
         if not isinstance(style_text, str) or not style_text.strip():
             raise ValueError("style_text is empty: type the text you drew on the canvas "
@@ -246,3 +300,7 @@ def _seed(value: Any) -> int:
             or not low <= value <= high):
         raise ValueError(f"seed must be a whole number between {low} and {high}, got {value!r:.80}")
     return int(value)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

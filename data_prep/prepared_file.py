@@ -32,5 +32,28 @@ def write_prepared(path: str | os.PathLike, arrays: dict[str, np.ndarray], metad
 
 
 def load_prepared(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a prepared file into (arrays, metadata); ValueError if it is not one we can read."""
-    return read_archive(path, ARRAYS, "IAM-OnDB", "handwriting-hm prepare", FORMAT_VERSION)
+    """Read a prepared file into (arrays, metadata); ValueError if it is not one we can read, or if its
+    arrays disagree (`check_consistent`)."""
+    arrays, metadata = read_archive(path, ARRAYS, "IAM-OnDB", "handwriting-hm prepare", FORMAT_VERSION)
+    check_consistent(path, arrays)
+    return arrays, metadata
+
+
+def check_consistent(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Raise ValueError, one line, unless the arrays agree as the module docstring says: offsets (N, 3),
+    starts L + 1 integers from 0 to N that never decrease, and one entry per line in each per-line array."""
+    offsets, starts = arrays["offsets"], arrays["starts"]
+    if offsets.ndim != 2 or offsets.shape[1:] != (3,) or offsets.dtype.kind != "f":
+        problem = f"offsets are {offsets.dtype} {offsets.shape}, not (N, 3) numbers"
+    elif starts.ndim != 1 or starts.dtype.kind not in "iu" or len(starts) == 0:
+        problem = f"starts are {starts.dtype} {starts.shape}, not L + 1 whole numbers"
+    elif starts[0] != 0 or starts[-1] != len(offsets) or bool((np.diff(starts) < 0).any()):
+        problem = (f"starts do not cut the {len(offsets):,} offsets into lines (they must rise from 0 to "
+                   f"{len(offsets):,}; they run from {starts.min()} to {starts.max()})")
+    else:
+        wrong = [f"{name} has shape {arrays[name].shape}" for name in ARRAYS[2:]
+                 if arrays[name].shape != (len(starts) - 1,)]
+        if not wrong:
+            return
+        problem = f"{', '.join(wrong)} entries for {len(starts) - 1} lines"
+    raise ValueError(f"{path}: the prepared file's arrays disagree: {problem}; run `handwriting-hm prepare` again")

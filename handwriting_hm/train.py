@@ -39,7 +39,8 @@ import numpy as np
 
 from handwriting_hm.synthesis import task as synthesis_train
 from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.hmlstm.core import BOUNDARY_MODES, COPY_GRADIENTS
+from handwriting_hm.hmlstm.core import BOUNDARY_MODES
+from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS
 from handwriting_hm.unconditional.evaluate import check_same_statistics
 from handwriting_hm.unconditional.model import KIND, HandwritingModel
 from handwriting_hm.unconditional.task import PRESETS, HandwritingTask
@@ -69,9 +70,7 @@ FLAGS = (
     Flag("model", "n_mixtures", {"type": int}),
     Flag("model", "layer_norm", {"action": argparse.BooleanOptionalAction}),
     Flag("model", "boundary_mode", {"choices": BOUNDARY_MODES}),
-    Flag("model", "copy_gradient", {"choices": COPY_GRADIENTS,
-                                    "help": "what a COPY row passes back to the boundaries (hmlstm/core.py); "
-                                            "--init-from may change it"}),
+    *DETECTOR_FLAGS,
     Flag("task", "scheme", {"help": "split scheme of the prepared file: paper, official or graves"}),
     Flag("task", "batch_size", {"type": int}),
     Flag("task", "crop_points", {"type": _all_or_count, "help": "train on random windows of N points (0: whole lines)"}),
@@ -82,6 +81,7 @@ FLAGS = (
     Flag("task", "slope_max", {"type": float}),
     Flag("task", "slope_unit_steps", {"type": int, "help": "optimiser steps per unit N of the slope schedule"}),
     Flag("task", "sample_points", {"type": int, "help": "length of the sample pictures"}),
+    *RECIPE_FLAGS,
 )
 N_WINDOW = Flag("model", "n_window", {"type": int, "help": "synthesis: K Gaussians in the attention window"})
 SYNTHESIS_ONLY = (N_WINDOW,)

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from handwriting_hm.hmlstm.checkpoint import StoredConfig, export_checkpoint, load_model
-from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState, make_core
+from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState
+from handwriting_hm.hmlstm.recipes import core_from_config, with_preactivations
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
 KIND = "lm"
@@ -54,10 +55,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.input_embedding)
-        self.core = make_core(config.cell, config.input_embedding, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl,
-                              copy_gradient=config.copy_gradient, z_on_copy=config.z_on_copy,
-                              boundary_norm=config.boundary_norm, boundary_bias=config.boundary_bias)
+        self.core = core_from_config(config, config.input_embedding, impl)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = SoftmaxHead(config.embedding_size, config.vocab_size)
 
@@ -73,8 +71,8 @@ class LanguageModel(nn.Module):
                                                         "impl": impl}
         x = self.embedding(ids)
         core = self.core(x, state=state, mask=mask, slope=slope, **extra)
-        if preactivations and core.preactivations is None and self.core.num_detectors:
-            core = core._replace(preactivations=self.core.boundary_preactivations(x, core, state))
+        if preactivations:
+            core = with_preactivations(self.core, x, core, state)
         return LMOutput(self.head(self.output(core.hidden)), core)
 
 

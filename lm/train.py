@@ -44,7 +44,7 @@ from torch import Tensor
 
 from handwriting_hm.hmlstm.checkpoint import StoredConfig
 from handwriting_hm.hmlstm.core import SLOPE_PRESETS, HMLSTMState
-from handwriting_hm.hmlstm.detectors import rate_penalty
+from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS, BoundaryRecipes
 from handwriting_hm.hmlstm.output import SoftmaxHead
 from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
 from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything
@@ -123,12 +123,10 @@ class LanguageModelTask(TrainingTask):
                 raise ValueError(f"batch size {settings.batch_size} does not divide among {rank.world_size} processes")
             self.inputs, self.targets = self.inputs[rank.rank::rank.world_size], self.targets[rank.rank::rank.world_size]
         self.valid_ids = valid_ids[: settings.valid_symbols]
-        if settings.rate_weight < 0 or settings.bernoulli_steps < 0 or settings.oracle_steps < 0:
-            raise ValueError("rate_weight, bernoulli_steps and oracle_steps must be >= 0")
-        if settings.rate_weight > 0 and not settings.rate_targets:
-            raise ValueError("a firing-rate loss needs target rates (--rate-targets, one per detector)")
-        if any(not 0 <= rate <= 1 for rate in settings.rate_targets):
-            raise ValueError(f"target rates must lie in [0, 1], got {list(settings.rate_targets)}")
+        self.recipes = BoundaryRecipes(settings.rate_targets, settings.rate_weight, settings.rate_steps,
+                                       settings.bernoulli_steps)
+        if settings.oracle_steps < 0:
+            raise ValueError(f"oracle_steps must be >= 0, got {settings.oracle_steps}")
         if settings.oracle_steps and vocab is None:
             raise ValueError("the oracle needs the vocabulary to find the word separators")
         self.vocab = vocab
@@ -158,23 +156,19 @@ class LanguageModelTask(TrainingTask):
 
     def loss(self, model: torch.nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
         inputs, targets = batch
-        settings, step = self.settings, self.steps_done - 1
+        settings, step = self.settings, max(self.steps_done - 1, 0)  # start_step has counted this step
         state = self.state
         if state is not None and state.z.device != inputs.device:  # restored from a checkpoint on the CPU
             state = state.to(inputs.device)
-        recipes = {}
-        if step < settings.bernoulli_steps:
-            recipes["boundary_mode"] = "bernoulli"
+        options = {"boundary_mode": self.recipes.boundary_mode(step)}
         if step < settings.oracle_steps:
-            recipes["forced_z1"] = self.separator.to(inputs.device)[inputs].float()
-        rate_loss = settings.rate_weight > 0 and (settings.rate_steps is None or step < settings.rate_steps)
-        output = model(inputs, state=state, slope=self.slope, preactivations=rate_loss, **recipes)
+            options["forced_z1"] = self.separator.to(inputs.device)[inputs].float()
+        rate_loss = self.recipes.rate_loss_on(step)
+        output = model(inputs, state=state, slope=self.slope, preactivations=rate_loss, **options)
         loss = -SoftmaxHead.log_likelihood(output.logits.float(), targets).mean()
         if rate_loss:
-            core = output.core
-            loss = loss + settings.rate_weight * rate_penalty(
-                core.preactivations, core.boundaries, self.slope, settings.rate_targets,
-                getattr(_core_of(model), "z_on_copy", "keep"), None if state is None else state.z)
+            loss = loss + self.recipes.penalty(output.core, self.slope, getattr(_core_of(model), "z_on_copy", "keep"),
+                                               None if state is None else state.z)
         carried = output.core.state.carried()
         self.state = carried if carried.is_finite() else None
         return loss, targets.numel()
@@ -226,13 +220,6 @@ def _core_of(model: torch.nn.Module):
 
 # ----------------------------------------------------------------------------- command line
 
-def _rates(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected rates like 0.18,0.06, got {text!r}") from None
-
-
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -255,20 +242,8 @@ FLAGS = (
     Flag("task", "train_symbols", {"type": int, "help": "train on the first N symbols only (a slice, for CPU runs)"}),
     Flag("task", "valid_symbols", {"type": int, "help": "validate on the first N symbols only"}),
     Flag("task", "val_rows", {"type": int, "help": "rows read side by side in validation"}),
-    Flag("model", "z_on_copy", {"choices": ("keep", "recompute"),
-                                "help": "a COPY step keeps its boundary, or recomputes it as Eq. 5-9 write it"}),
-    Flag("model", "copy_gradient", {"choices": ("straight", "mixed", "exact"),
-                                    "help": "what a COPY row passes back (keep: straight, mixed; recompute: "
-                                            "straight, exact)"}),
-    Flag("model", "boundary_norm", {"action": argparse.BooleanOptionalAction,
-                                    "help": "whether the layer norm covers the boundary unit (--no-boundary-norm: "
-                                            "it keeps its raw sum and its own bias)"}),
-    Flag("model", "boundary_bias", {"type": float, "help": "the boundary units' initial bias"}),
-    Flag("task", "rate_targets", {"type": _rates, "help": "firing rates the rate loss pulls each detector towards, "
-                                                          "e.g. 0.18,0.06"}),
-    Flag("task", "rate_weight", {"type": float, "help": "weight of the firing-rate loss (0: off)"}),
-    Flag("task", "rate_steps", {"type": int, "help": "apply the firing-rate loss for this many steps only"}),
-    Flag("task", "bernoulli_steps", {"type": int, "help": "sample the boundaries (Bernoulli) for this many steps"}),
+    *DETECTOR_FLAGS,
+    *RECIPE_FLAGS,
     Flag("task", "oracle_steps", {"type": int, "help": "force layer 1's boundaries to the word separators for this "
                                                        "many steps (the oracle run)"}),
 )

@@ -182,6 +182,7 @@ def test_boundary_preactivations_recomputed_from_any_path_equal_the_reference_lo
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("copy_gradient", ["straight", "mixed"])
 @pytest.mark.parametrize("mode", ["step", "bernoulli"])
 def test_sparse_c_loop_runs_the_boundary_unit_outside_the_norm_as_the_reference_loop(copy_gradient, mode):
@@ -216,6 +217,7 @@ def test_sparse_c_loop_runs_the_boundary_unit_outside_the_norm_as_the_reference_
         core(x, impl="fused")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer_norm, boundary_norm", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("copy_gradient", ["exact", "straight"])
 @pytest.mark.parametrize("mode", ["step", "bernoulli"])
@@ -260,6 +262,7 @@ def test_sparse_c_loop_recomputes_z_on_copy_as_the_reference_loop(layer_norm, bo
         torch.testing.assert_close(got, want, rtol=1e-3, atol=2e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("z_on_copy, copy_gradient", [("keep", "straight"), ("keep", "mixed"), ("recompute", "exact")])
 def test_forced_layer_1_boundaries_run_in_the_c_loop_as_in_the_reference_loop(z_on_copy, copy_gradient):
     """The oracle: z^1 given. Layer 1's z is the given one, no gradient reaches its s_z, and the C loop's

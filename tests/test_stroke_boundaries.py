@@ -63,3 +63,27 @@ def test_evaluating_a_model_reports_the_window_from_a_fast_path():
     assert fast.window_share == pytest.approx(reference.window_share, abs=1e-6)
     assert all(share is not None for share in fast.window_share)
     assert fast.pen_up_alignment == reference.pen_up_alignment
+
+
+@pytest.mark.slow
+def test_handwriting_training_takes_the_recipes_and_logs_pen_up_figures(tmp_path):
+    from factories import make_prepared
+    data = make_prepared(tmp_path / "data")
+    common = ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
+              "--n-mixtures", "2", "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0",
+              "--sample-points", "12", "--log-every", "1", "--device", "cpu", "--quiet", "--max-steps", "12",
+              "--eval-every", "12", "--lr", "0.03", "--boundary-bias", "-2"]
+    assert main([*common, "--run-dir", str(tmp_path / "free")]) == 0
+    assert main([*common, "--run-dir", str(tmp_path / "pulled"), "--rate-targets", "0.9,0.9", "--rate-weight", "20",
+                 "--bernoulli-steps", "4", "--no-boundary-norm", "--z-on-copy", "recompute",
+                 "--copy-gradient", "exact"]) == 0
+
+    def last_validation(run: str) -> dict:
+        records = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [r for r in records if r["type"] == "val"][-1]
+
+    free, pulled = last_validation("free"), last_validation("pulled")
+    for key in ("z1_rate", "z1_window", "z1_precision", "z1_recall", "z1_lift", "layer2_copy", "layer3_update"):
+        assert key in pulled, key
+    assert pulled["z1_rate"] > free["z1_rate"] + 0.2
+    assert main([*common, "--run-dir", str(tmp_path / "bad"), "--rate-weight", "1"]) == 2  # no targets: one line

@@ -14,6 +14,8 @@
     training/   the loop's parts: config and flags, task protocol, torchrun sharding, RNG state, batches, run log
     graphed_step  a training step replayed from a CUDA graph
     presets     named training recipes and their flags
+    recipes     the HM-LSTM recipes written once (rate loss, Bernoulli schedules, the detector and recipe flags)
+    run_lock    one training process per run folder
     device      resolve_device
     cli         one subcommand per module, user errors as one line
     archive     the prepared files' storage

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 
 def first_line(error: BaseException) -> str:
@@ -21,7 +22,8 @@ def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | N
     """Parse `argv`, run the chosen subcommand, and turn user errors into one line.
 
     Errors a user can cause (bad files, bad parameters, wrong checkpoints) are raised as
-    `ValueError` or `OSError`; they are printed as `prog: error: ...` with exit code 2.
+    `ValueError` or `OSError`; they are printed as `prog: error: ...` with exit code 2. A warning
+    (the C kernels rebuilt or unavailable, say) is one line, `prog: warning: ...`.
     """
     parser = argparse.ArgumentParser(prog=prog)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -38,6 +40,8 @@ def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | N
     if args.command is None:
         parser.print_help()
         return 2
+    shown = warnings.formatwarning
+    warnings.formatwarning = lambda message, *rest, **keywords: f"{prog}: warning: {first_line(message)}\n"
     try:
         return int(args.module.run(args) or 0)
     except (ValueError, OSError) as error:
@@ -46,3 +50,5 @@ def run_cli(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | N
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown

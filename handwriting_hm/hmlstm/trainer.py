@@ -33,6 +33,7 @@ from .core import HMLSTM, LEARNING_ONLY, impl_choice
 from .detectors import silent_detectors
 from .device import resolve_device
 from .graphed_step import GraphedStep
+from .run_lock import locked_run_dir
 from .training.batches import move_to, tensors_of, with_tensors
 from .training.config import TrainConfig, add_train_arguments, train_config_from_args
 from .training.distributed import Distributed, distributed_from_env, shard_batches, share_lines
@@ -130,8 +131,13 @@ class Trainer:
 
         resume=True continues from `run_dir/latest.pt`; otherwise a run folder that already
         holds one is refused, so a finished run is never overwritten by accident. `init_from`
-        starts the new run from that checkpoint's weights (same kind and model config).
+        starts the new run from that checkpoint's weights (same kind and model config). The run folder is
+        locked meanwhile (run_lock.py): a second trainer there is refused.
         """
+        with locked_run_dir(self.run_dir, take=self.dist.is_main):
+            return self._fit(resume, init_from)
+
+    def _fit(self, resume: bool, init_from: str | Path | None) -> dict:
         latest = self.run_dir / LATEST
         if resume and init_from is not None:
             raise ValueError("--resume continues a run and --init-from starts a new one: give one of them")

@@ -16,6 +16,10 @@ Style priming (Graves §5.5): given a primer, a real line's offsets and its text
 reads the primer's strokes with the window over the primer's text followed by the text to write
 (one string: the caller puts a space between them where one belongs), then writes on from there,
 in the state the primer left. Only the new points are returned; the cap counts the new text only.
+A primer with more ink than its text says (a long line given a short text) would leave the window
+beyond the text's first character, or past all of it, before a point is drawn: such a primer is read
+from its last strokes only
+(`fit_primers`), and `Written.primed` says how many of its points were read.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class Written(NamedTuple):
     boundaries: Tensor  # (N, T, L-1): z of layers 1..L-1 while reading point t
     log_phi: Tensor  # (N, T, U_max + 1): log phi(u) while reading point t (which characters it attends to);
     # with primers, u counts over the primer's text and the text together
+    primed: Tensor | None = None  # (N,) with primers: how many of each primer's points were read (`fit_primers`)
 
 
 def window_passed_text(window: Window, text_lengths: Tensor) -> Tensor:
@@ -90,12 +95,15 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
             return (*model.step(x, one_hot, state, slope), None)
         return model.sparse_step(x, one_hot, state, slope, top_down)
 
+    primed = None
     if primers is None:
         state = model.initial_state(n)
         top_down = model.top_down_products(state) if sparse else None
         state, _, window, top_down = advance(one_hot.new_zeros(n, 3), state, top_down)  # reads the zero vector
     else:
-        state, window = read_primers(model, [offsets.to(device) for offsets, _ in primers], one_hot, slope)
+        primer_lengths = torch.tensor([len(primer_text) for _, primer_text in primers], device=device)
+        state, window, primed = fit_primers(model, [offsets.to(device) for offsets, _ in primers], one_hot,
+                                            primer_lengths, slope)
         top_down = model.top_down_products(state) if sparse else None
     passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
     lengths = torch.zeros(n, dtype=torch.long, device=device)
@@ -114,7 +122,7 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
         passed = passed | (writing & window_passed_text(window, text_lengths) & (x[:, 2] > 0.5))
     sizes = ((points, 3), (boundaries, model.core.num_detectors), (log_phis, one_hot.shape[1] + 1))
     stacked = [torch.stack(values, dim=1) if values else one_hot.new_zeros(n, 0, size) for values, size in sizes]
-    return Written(stacked[0], lengths, passed, stacked[1], stacked[2])
+    return Written(stacked[0], lengths, passed, stacked[1], stacked[2], None if primers is None else primed)
 
 
 def read_primers(model: SynthesisModel, primers: Sequence[Tensor], text: Tensor,
@@ -131,3 +139,27 @@ def read_primers(model: SynthesisModel, primers: Sequence[Tensor], text: Tensor,
     last = offsets[torch.arange(len(primers), device=text.device), lengths - 1]
     state, _, window = model.step(last, text, read.state, slope)
     return state, window
+
+
+def fit_primers(model: SynthesisModel, primers: Sequence[Tensor], text: Tensor, primer_lengths: Tensor,
+                slope: float) -> tuple[SynthesisState, Window, Tensor]:
+    """`read_primers`, each primer whose reading leaves the window weighing most a character beyond the first
+    of the text to write (its own text is primer_lengths (B,) characters of `text`; a whole line ends at
+    that first character, as a written line stops there) read again from its last points only: from the
+    first stroke that starts in its second half (from its middle where none does), halved until the
+    window weighs most no character beyond. Returns the state, the window and how many points of each
+    were read."""
+    kept = [len(offsets) for offsets in primers]
+    while True:
+        state, window = read_primers(model, [offsets[len(offsets) - k:] for offsets, k in zip(primers, kept)],
+                                     text, slope)
+        ahead = (window.log_phi.argmax(dim=-1) > primer_lengths).tolist()
+        if not any(past and k > 1 for past, k in zip(ahead, kept)):
+            return state, window, torch.tensor(kept, device=text.device)
+        for row, (offsets, past) in enumerate(zip(primers, ahead)):
+            if past and kept[row] > 1:
+                begin = len(offsets) - kept[row]
+                middle = begin + kept[row] // 2
+                # a stroke starts after each pen-up
+                starts = (offsets[middle - 1:-1, 2] > 0.5).nonzero()[:, 0] + middle
+                kept[row] = len(offsets) - (int(starts[0]) if len(starts) else middle)

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         from .write import check_synthesis_checkpoint, write_in_batches
 
         loaded = load_synthesis_model(check_synthesis_checkpoint(args.synthesis))
-        written = write_in_batches(texts, loaded, bias=args.bias, seed=args.seed)
+        written = write_in_batches(texts, loaded, bias=args.bias, seed=args.seed, progress="writing the lines")
         report["generated"] = read_lines([line.offsets for line in written], recognise, "reading the written lines")
         rows.append((f"written by {args.synthesis.name} (bias {args.bias:g})",
                      character_error_rate(texts, report["generated"])))

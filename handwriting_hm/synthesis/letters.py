@@ -2,7 +2,8 @@
 boundaries fall on the letters: the share of z1's firings at character ends and of z2's at word
 ends, against chance (the counting is handwriting_hm/letter_boundaries.py's).
 
-    handwriting-hm letters "a few words" "and more" --checkpoint runs/synthesis/best.pt
+    handwriting-hm letters "a few words" "and more"      # the shipped synthesis model
+    handwriting-hm letters "a few words" --checkpoint runs/synthesis/best.pt
     handwriting-hm letters --texts-file texts.txt --checkpoint best.pt --tolerance 3
 """
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..shipped import DEFAULT_SYNTHESIS_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", help="texts to write (or give --texts-file)")
     parser.add_argument("--texts-file", type=Path, help="a file of texts, one a line (blank lines skipped)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a synthesis model")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"a synthesis model (default: the shipped model, {DEFAULT_SYNTHESIS_MODEL.name})")
     parser.add_argument("--tolerance", type=int, default=3, help="points either side of a boundary (default 3)")
     parser.add_argument("--bias", type=float, default=1.0, help="Graves's sampling bias (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     # imported here, not above, so that --help answers at once
     from ..letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
     from .model import load_synthesis_model
-    from .write import check_synthesis_checkpoint, write_in_batches
+    from .write import check_synthesis_checkpoint, installed_synthesis_model, write_in_batches
 
     texts = list(args.texts)
     if args.texts_file is not None:
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give texts to write, as arguments or with --texts-file")
     if args.tolerance < 0:
         raise ValueError(f"--tolerance must be 0 or more points, got {args.tolerance}")
-    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint))
+    loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint or installed_synthesis_model()))
     written = write_in_batches(texts, loaded, bias=args.bias, seed=args.seed)
     detectors = loaded.model.core.num_detectors
     print(f"{len(written)} texts written, {sum(not line.finished for line in written)} stopped at the step cap")

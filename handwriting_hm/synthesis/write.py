@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..normalisation import coordinate_scale, raw_offsets
 
@@ -34,8 +35,13 @@ from ..hmlstm.atomic import atomic_write
 from ..drawing.geometry import offsets_to_points, split_strokes, straighten_baseline
 from ..hmlstm.checkpoint import load_checkpoint
 from ..shipped import DEFAULT_SYNTHESIS_MODEL
+from ..unconditional.sample import LIMITS
+from .styles import check_style
 from .model import KIND, LoadedSynthesisModel, load_synthesis_model
 from .generate import MAX_POINTS_PER_CHARACTER, write_texts
+
+SEEDS = LIMITS["seed"]  # what torch's generator takes
+MAX_CHARACTERS = 300  # `handwriting-hm write`'s text, newlines aside, as the app's: up to 24,000 steps at the cap
 
 
 @dataclass
@@ -45,6 +51,8 @@ class WrittenText:
     boundaries: np.ndarray  # (T, L-1): z of layers 1..L-1 while reading each point, 0 or 1
     attended: np.ndarray  # (T,): index into `text` of the character the window weighed most at each point
     finished: bool  # the window passed the text (False: the step cap stopped it)
+    primed: int | None = None  # with a style: how many of its points primed the model (its last ones, where all
+    # of them would have left the window past the text: synthesis_generate.fit_primers)
 
     @property
     def strokes(self) -> list[np.ndarray]:
@@ -70,6 +78,11 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
                seed: int = 0, max_points_per_character: int = MAX_POINTS_PER_CHARACTER) -> list[WrittenText]:
     """`write` for several texts at once: one batch of the sampler, one WrittenText per text, each
     primed with the same style. One text gives exactly what `write` gives."""
+    low, high = SEEDS
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not low <= seed <= high:
+        raise ValueError(f"seed must be a whole number between {low} and {high}, got {seed!r:.80}")
+    if style is not None:
+        check_style(*style)
     loaded = checkpoint if isinstance(checkpoint, LoadedSynthesisModel) else load_synthesis_model(checkpoint)
     primers, offset = None, 0
     if style is not None:
@@ -78,7 +91,7 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
             style_text += " "
         primer = normalised_offsets(style_offsets, loaded.stats)
         primers, offset = [(primer, style_text)] * len(texts), len(style_text)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(seed))
     written = write_texts(loaded.model, list(texts), bias=bias, temperature=temperature, slope=loaded.slope,
                           max_points_per_character=max_points_per_character, generator=generator, primers=primers)
     lines = []
@@ -89,16 +102,22 @@ def write_each(texts: Sequence[str], checkpoint: str | Path | LoadedSynthesisMod
                                  offsets=raw_offsets(written.offsets[row, :length].numpy(), loaded.stats),
                                  boundaries=written.boundaries[row, :length].round().long().numpy(),
                                  attended=log_phi.argmax(dim=-1).numpy(),
-                                 finished=bool(written.finished[row])))
+                                 finished=bool(written.finished[row]),
+                                 primed=None if written.primed is None else int(written.primed[row])))
     return lines
 
 
 def write_in_batches(texts: Sequence[str], loaded: LoadedSynthesisModel, bias: float = 0.0, seed: int = 0,
-                     batch_size: int = 32) -> list[WrittenText]:
+                     batch_size: int = 32, progress: str | None = None) -> list[WrittenText]:
     """`write_each` over batches of `batch_size` texts, each batch seeded with `seed` plus the index of its
-    first text (so a text is written alike whatever follows it in the list)."""
-    return [line for begin in range(0, len(texts), batch_size)
-            for line in write_each(texts[begin:begin + batch_size], loaded, bias=bias, seed=seed + begin)]
+    first text (so a text is written alike whatever follows it in the list). With `progress`, a bar of that
+    name on stderr counts the lines written."""
+    written = []
+    with tqdm(total=len(texts), desc=progress, unit="line", leave=False, disable=progress is None) as bar:
+        for begin in range(0, len(texts), batch_size):
+            written += write_each(texts[begin:begin + batch_size], loaded, bias=bias, seed=seed + begin)
+            bar.update(len(texts[begin:begin + batch_size]))
+    return written
 
 
 # ----------------------------------------------------------------------------- layout
@@ -199,7 +218,7 @@ def write_lines(text: str, checkpoint: str | Path | LoadedSynthesisModel, *,
 
 def normalised_offsets(offsets: np.ndarray, stats: dict[str, tuple[float, float]]) -> torch.Tensor:
     """Raw (T, 3) offsets as the model reads them: dx, dy less the mean over the scale (the inverse of
-    `sample.raw_offsets`); end_of_stroke 0 or 1."""
+    `normalisation.raw_offsets`); end_of_stroke 0 or 1."""
     offsets = np.asarray(offsets, dtype=np.float32)
     if offsets.ndim != 2 or offsets.shape[1] != 3 or not np.isfinite(offsets).all():
         raise ValueError(f"style strokes must be finite (points, 3) offsets dx, dy, end_of_stroke, "
@@ -259,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
     style = (style_from_line(args.data, args.style) if args.style is not None else
              style_from_file(args.style_file, args.style_text) if args.style_file is not None else None)
     text = args.text.replace("\\n", "\n")
+    characters = len(text.replace("\n", ""))
+    if characters > MAX_CHARACTERS:
+        raise ValueError(f"the text has {characters:,} characters; `write` takes at most {MAX_CHARACTERS} (newlines "
+                         f"aside): write a longer text in parts")
     loaded = load_synthesis_model(check_synthesis_checkpoint(args.checkpoint or installed_synthesis_model()))
     parameters = {"bias": args.bias, "temperature": args.temperature, "seed": args.seed, "width": args.width,
                   "line_spacing": args.line_spacing, "align": args.align, "straighten": args.straighten,
@@ -278,10 +301,36 @@ def run(args: argparse.Namespace) -> int:
     with atomic_write(args.out) as file:
         file.write(data)
     print(f"{args.out}: {len(written)} line(s), {sum(len(line.offsets) for line in written)} points")
+    if args.boundaries:
+        print(fired_markers(page.boundaries))
+    if style is not None and min(line.primed for line in written) < len(style[0]):
+        print(f"the style's {len(style[0])} points carry more ink than its text {style[1]!r} says: the model was "
+              f"primed with its last {primed_points(written)} points only (give the text the strokes say)")
     for number, line in enumerate(written, start=1):
-        if not line.finished:
+        if not len(line.offsets):
+            print(f"line {number} ({line.text!r}): no points written, the window was past the text before the "
+                  f"first point")
+        elif not line.finished:
             print(f"line {number} ({line.text!r}) stopped at the step cap before the window passed its text")
     return 0
+
+
+def primed_points(lines: Sequence[WrittenText]) -> str:
+    """How many of the style's points primed the lines: "500", or "250 to 500" where the lines differ."""
+    kept = sorted({line.primed for line in lines})
+    return str(kept[0]) if len(kept) == 1 else f"{kept[0]} to {kept[-1]}"
+
+
+def fired_markers(boundaries: np.ndarray) -> str:
+    """One line: how many markers of each detector the letters picture draws, and why there may be none."""
+    counts = boundaries.sum(axis=0).astype(int).tolist()
+    if not counts:
+        return "boundaries: this model has no boundary detectors, so the picture has no markers"
+    marks = ["dots", "red rings"]
+    fired = [f"z{k} fired {n} time{'' if n == 1 else 's'} ({marks[k - 1] if k <= len(marks) else 'not drawn'})"
+             for k, n in enumerate(counts, start=1)]
+    silent = "; a detector that does not fire draws no marker (whether it fires varies with --bias and --seed)"
+    return "boundaries: " + ", ".join(fired) + (silent if 0 in counts else "")
 
 
 def page_document(text: str, page: WrittenPage, parameters: dict) -> dict:

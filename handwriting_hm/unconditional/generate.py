@@ -90,13 +90,16 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
     model and generator: bit for bit for one sample; for a batch, products over fewer rows may
     round differently (in float64 the points agree to 1e-10 and the boundaries exactly). With Bernoulli boundaries it is the same distribution, but a skipped
     layer draws no boundary, so the global random stream differs. Soft boundaries mix the three
-    operations and leave nothing to skip: they run the reference loop.
+    operations and leave nothing to skip, and the stepper does not run HMLSTM.c_loop_only's settings:
+    those run the reference loop.
     """
     check_generation_args(n_points, n_samples)
     core = model.core
     if isinstance(core, HMLSTM):
         check_slope(slope)
-        if core.boundary_mode == "soft":
+        if core.boundary_mode == "soft" or core.c_loop_only is not None:
+            # soft boundaries leave nothing to skip; a recomputed z on COPY or the boundary unit outside the
+            # norm are what the stepper below does not do: the reference loop runs them
             return generate_reference(model, n_points, n_samples, bias, temperature, slope, generator)
         stepper: CopySkippingStepper | _LSTMStepper = CopySkippingStepper(core, n_samples, slope)
     else:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..hmlstm.checkpoint import StoredConfig, load_model
-from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope, make_core
+from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope
+from ..hmlstm.recipes import core_from_config, with_preactivations
 from ..hmlstm.output import GatedOutput
 from ..shipped import DEFAULT_MODEL
 from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
@@ -32,6 +33,10 @@ class HandwritingConfig(StoredConfig):
     layer_norm: bool = True
     boundary_mode: str = "step"
     copy_gradient: str = "straight"  # what a COPY row passes back: see hmlstm/core.py (an LSTM core ignores it)
+    # how the detectors compute (hmlstm/core.py); the defaults are what every earlier checkpoint was trained with
+    z_on_copy: str = "keep"
+    boundary_norm: bool = True
+    boundary_bias: float | None = None
 
 
 
@@ -50,16 +55,20 @@ class HandwritingModel(nn.Module):
         since it changes the speed, not the model."""
         super().__init__()
         self.config = config
-        self.core = make_core(config.cell, self.input_size, config.hidden_sizes,
-                              layer_norm=config.layer_norm, boundary_mode=config.boundary_mode, impl=impl,
-                              copy_gradient=config.copy_gradient)
+        self.core = core_from_config(config, self.input_size, impl)
         self.output = GatedOutput(config.hidden_sizes, config.embedding_size)
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 
     def forward(self, inputs: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
-                slope: Slope = 1.0) -> HandwritingOutput:
-        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope)."""
-        core = self.core(inputs, state=state, lengths=lengths, slope=slope)
+                slope: Slope = 1.0, boundary_mode: str | None = None,
+                preactivations: bool = False) -> HandwritingOutput:
+        """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope);
+        boundary_mode: the core's for this call (HM-LSTM only); preactivations: make sure the core's output
+        carries the boundary pre-activations, recomputed where the path that ran gives none."""
+        extra = {} if boundary_mode is None else {"boundary_mode": boundary_mode}
+        core = self.core(inputs, state=state, lengths=lengths, slope=slope, **extra)
+        if preactivations:
+            core = with_preactivations(self.core, inputs, core, state)
         return HandwritingOutput(self.head(self.output(core.hidden)), core)
 
     def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None,

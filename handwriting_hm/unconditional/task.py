@@ -27,6 +27,7 @@ from ..drawing.png import render_grid_png
 from ..hmlstm.checkpoint import StoredConfig
 from ..hmlstm.core import HMLSTMState, SlopeSchedule
 from ..hmlstm.presets import Preset
+from ..hmlstm.recipes import BoundaryRecipes
 from ..hmlstm.trainer import TrainConfig, TrainingTask, distributed_from_env, shard_batches, share_lines
 from ..mixture import MixtureParams, mixture_log_likelihood
 from ..normalisation import raw_offsets
@@ -51,9 +52,16 @@ class TaskSettings(StoredConfig):
     slope_unit_steps: int = 1
     sample_points: int = 400  # length of the sample pictures drawn at each validation
     sample_biases: tuple[float, ...] = (0.0, 1.0)  # two samples per bias (Graves's Eq. 61-62)
+    # recipes for boundaries that learn (hmlstm/recipes.py); the defaults train as the paper does
+    rate_targets: tuple[float, ...] = ()
+    rate_weight: float = 0.0
+    rate_steps: int | None = None
+    bernoulli_steps: int = 0
 
     def __post_init__(self) -> None:
         self.sample_biases = tuple(float(b) for b in self.sample_biases)
+        self.rate_targets = tuple(float(rate) for rate in self.rate_targets)
+        self.recipes  # checked now, not at the first step
         for name in ("batch_size", "slope_unit_steps", "sample_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -69,6 +77,10 @@ class TaskSettings(StoredConfig):
 
     def slope(self, step: int) -> float:
         return SlopeSchedule(self.slope_rate, self.slope_max)(step / self.slope_unit_steps)
+
+    @property
+    def recipes(self) -> BoundaryRecipes:
+        return BoundaryRecipes(self.rate_targets, self.rate_weight, self.rate_steps, self.bernoulli_steps)
 
 
 def _paper(cell: str, annealed: bool, description: str) -> Preset:
@@ -183,7 +195,8 @@ class HandwritingTask(TrainingTask):
         self._accumulators(device)
 
     def graph_safe(self, batch) -> bool:
-        return not isinstance(batch, LineChunk)  # chunks carry their state in Python, from step to step
+        # chunks carry their state in Python, from step to step; the recipes' schedules change with the step
+        return not isinstance(batch, LineChunk) and not self.settings.recipes.any
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         device = batch.offsets.device
@@ -195,7 +208,10 @@ class HandwritingTask(TrainingTask):
         previous = batch.previous if chunked else None
         # a later chunk of the lines goes on from the carried state
         state = None if previous is None or self.state is None else self.state.to(previous.device)
-        output = model(shift_inputs(batch.offsets, previous), state=state, slope=slope)
+        recipes, step = self.settings.recipes, max(self.step - 1, 0)  # start_step has counted this step
+        rate_loss = recipes.rate_loss_on(step)
+        output = model(shift_inputs(batch.offsets, previous), state=state, slope=slope,
+                       boundary_mode=recipes.boundary_mode(step), preactivations=rate_loss)
         if chunked:
             carried = output.core.state.carried()
             self.state = carried if carried.is_finite() else None
@@ -209,7 +225,12 @@ class HandwritingTask(TrainingTask):
         sequence_nll.add_(torch.where(finite, per_sequence.sum(), 0.0))
         sequences.add_(finite.to(sequences.dtype) * len(per_sequence))
         # a process whose lines all ended before this chunk (DDP) has no point: its loss is 0
-        return -per_point.sum() / points.clamp(min=1), points
+        loss = -per_point.sum() / points.clamp(min=1)
+        if rate_loss:
+            core = getattr(model, "module", model).core
+            loss = loss + recipes.penalty(output.core, slope, core.z_on_copy, None if state is None else state.z,
+                                          batch.mask)
+        return loss, points
 
     def _accumulators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self._sequence_nll is None or self._sequence_nll.device != device:
