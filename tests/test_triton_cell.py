@@ -22,10 +22,11 @@ import pytest
 pytest.importorskip("triton", reason="triton is not installed (the test extra installs it on Linux x86-64)")
 pytestmark = pytest.mark.slow  # on the CPU, Triton's interpreter
 
-from handwriting_hm.hmlstm.core import COPY, COPY_GRADIENTS, FLUSH, UPDATE, HMLSTM, HMLSTMState, operations
+from handwriting_hm.hmlstm.core import COPY, FLUSH, GRADIENTS_FOR, UPDATE, HMLSTM, HMLSTMState, operations
 from handwriting_hm.hmlstm.paths.triton_cell import hmlstm_triton, triton_available
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+COPY_GRADIENTS = GRADIENTS_FOR["keep"]  # what the Triton path runs: a COPY row keeps its z ("exact" recomputes it)
 BATCH, STEPS, INPUT, SIZES = 4, 5, 2, (4, 5, 6)
 # the initial boundaries decide the first step's operations: every combination for two detectors
 INITIAL_Z = [[1, 0], [0, 1], [1, 1], [0, 0]]
