@@ -34,7 +34,7 @@ Three choices the paper leaves open, made here:
   which on a COPY row needs the gates it never computed. "straight" (the default) follows the
   paper's "COPY needs none of the gates": a row that COPYs exactly passes its gradient straight
   to its previous state and none to the boundaries that chose COPY; every other row keeps the
-  full gradient. With "straight" training skips COPY rows altogether (sparse.py); with "mixed"
+  full gradient. With "straight" training skips COPY rows altogether (paths/sparse.py); with "mixed"
   a COPY row still runs its recurrent product, forward only. The forward pass is the same
   either way, so a model trained with one runs with the other.
   With "mixed", the z a COPY row keeps (z_t = copy*z_{t-1} + (1-copy)*z^_t) passes no gradient
@@ -96,9 +96,9 @@ class HMLSTM(RecurrentCore):
 
     input_size: features of x_t; hidden_sizes: H_l per layer (at least 2 layers: with one there
     is no hierarchy); layer_norm: see the module docstring; boundary_mode: "step", "bernoulli"
-    or "soft" (can be overridden per call); impl: "reference" (this loop), "fused" (fused.py: the
-    same results, a hand-written backward), "sparse" (sparse.py: only the rows that do not COPY,
-    binary boundaries), "triton" (triton_cell.py: Triton kernels, CUDA
+    or "soft" (can be overridden per call); impl: "reference" (this loop), "fused" (paths/fused.py: the
+    same results, a hand-written backward), "sparse" (paths/sparse.py: only the rows that do not COPY,
+    binary boundaries), "triton" (paths/triton_cell.py: Triton kernels, CUDA
     or Triton's interpreter) or "auto" (see impl_choice), also overridable per call;
     copy_gradient and z_on_copy: see the module docstring ("keep" with "straight" or "mixed";
     "recompute" with "straight" or "exact"); boundary_norm: whether the layer norm covers the
