@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from handwriting_hm.hmlstm import few_rows
+    from handwriting_hm.hmlstm.paths import few_rows
     from handwriting_hm.synthesis.model import load_synthesis_model
     from handwriting_hm.unconditional.sample import load_model_or_explain
 

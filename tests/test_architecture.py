@@ -1,7 +1,9 @@
-"""The layering that docs/architecture.md draws, read from the code's own import statements: no circle among
-the client's modules, the library imports no client, lm uses only the library, drawing imports no model,
+"""The layering that docs/architecture.md draws, read from the code's own import statements: no import circle
+anywhere (the library's own modules included), the library imports no client, lm uses only the library, drawing imports no model,
 data_prep takes from handwriting_hm only the prepared files' storage and the normalisation, the unconditional
-model knows nothing of texts, and the model folders import data_prep only inside the functions that read it."""
+model knows nothing of texts, and the model folders import data_prep only inside the functions that read it.
+Inside the library: the cell's types import nothing of it, the fast paths import neither the reference loop nor
+the dispatch, and the dispatch is the one module outside paths/ that names a path."""
 from __future__ import annotations
 
 import ast
@@ -51,23 +53,70 @@ def under(module: str, *prefixes: str) -> bool:
     return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
 
 
-def test_no_circle_among_the_client_modules():
-    client = [m for m in MODULES if not under(m, "handwriting_hm.hmlstm")]
-    graph = {m: {name for name, _ in imports(m) if name in client and name != m} for m in client}
+def find_circle(modules: list[str]) -> list[str] | None:
+    """One import circle among `modules` (every import, at module level or inside a function), or None."""
+    graph = {m: {name for name, _ in imports(m) if name in graph_nodes and name != m}
+             for graph_nodes in [set(modules)] for m in modules}
     state: dict[str, int] = {}  # 1: on the path, 2: done
 
-    def walk(module: str, path: list[str]) -> None:
+    def walk(module: str, path: list[str]) -> list[str] | None:
         state[module] = 1
         for name in sorted(graph[module]):
             if state.get(name) == 1:
-                pytest.fail("import circle: " + " -> ".join(path[path.index(name):] + [module, name]))
+                return path[path.index(name):] + [module, name] if name in path else path + [module, name]
             if name not in state:
-                walk(name, path + [module])
+                found = walk(name, path + [module])
+                if found:
+                    return found
         state[module] = 2
+        return None
 
     for module in sorted(graph):
         if module not in state:
-            walk(module, [])
+            found = walk(module, [])
+            if found:
+                return found
+    return None
+
+
+def test_no_circle_among_the_client_modules():
+    circle = find_circle([m for m in MODULES if not under(m, "handwriting_hm.hmlstm")])
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+def test_no_circle_inside_the_library():
+    circle = find_circle([m for m in MODULES if under(m, "handwriting_hm.hmlstm")])
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+LIBRARY = "handwriting_hm.hmlstm"
+FAST_PATHS = tuple(f"{LIBRARY}.paths.{name}" for name in ("fused", "sparse", "sparse_native", "triton_cell",
+                                                          "triton_kernels"))
+
+
+@pytest.mark.parametrize("module, allowed", [
+    (f"{LIBRARY}.cell_types", ()),
+    (f"{LIBRARY}.lstm", (f"{LIBRARY}.cell_types",)),
+    (f"{LIBRARY}.paths", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths", f"{LIBRARY}.atomic")),  # atomic: the C cache
+    (f"{LIBRARY}.dispatch", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths")),
+    (f"{LIBRARY}.core", (f"{LIBRARY}.cell_types", f"{LIBRARY}.dispatch", f"{LIBRARY}.lstm")),
+    (f"{LIBRARY}.training", (f"{LIBRARY}.training", f"{LIBRARY}.atomic")),  # the loop's parts know no loop
+    (f"{LIBRARY}.stepper", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths.few_rows")),
+])
+def test_the_library_layers(module, allowed):
+    """The cell's types at the bottom, then the LSTM and the fast paths, the dispatch above the paths, and the
+    reference loop on top. The training loop's
+    parts (training/) import neither the loop (trainer) nor the cell."""
+    for name in (m for m in MODULES if under(m, module)):
+        for imported, _ in imports(name):
+            assert under(imported, LIBRARY + ".paths") and under(name, LIBRARY + ".paths") \
+                or under(imported, *allowed) or not under(imported, LIBRARY), f"{name} imports {imported}"
+
+
+def test_only_the_dispatch_names_a_fast_path():
+    for module in (m for m in MODULES if not under(m, LIBRARY + ".paths", LIBRARY + ".dispatch")):
+        for name, _ in imports(module):
+            assert not under(name, *FAST_PATHS), f"{module} imports {name}: the fast paths are reached by the dispatch"
 
 
 @pytest.mark.parametrize("package, allowed", [
@@ -90,3 +139,11 @@ def test_the_models_import_data_prep_only_where_they_read_a_prepared_file():
     for module in (m for m in MODULES if under(m, "handwriting_hm.unconditional", "handwriting_hm.synthesis")):
         for name, top in imports(module):
             assert not (top and under(name, "data_prep")), f"{module} imports {name} at module level"
+
+
+def test_every_package_is_installed():
+    """pyproject.toml's packages name every folder with an __init__.py (a missing one installs without it)."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {module_name(path) for package in PACKAGES for path in (ROOT / package).rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"

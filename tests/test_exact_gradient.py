@@ -187,7 +187,7 @@ def test_boundary_preactivations_recomputed_from_any_path_equal_the_reference_lo
 @pytest.mark.parametrize("mode", ["step", "bernoulli"])
 def test_sparse_c_loop_runs_the_boundary_unit_outside_the_norm_as_the_reference_loop(copy_gradient, mode):
     from handwriting_hm.hmlstm.core import HMLSTMState
-    from handwriting_hm.hmlstm.sparse_native import runs_natively
+    from handwriting_hm.hmlstm.paths.sparse_native import runs_natively
     torch.manual_seed(5)
     core = HMLSTM(3, (6, 5, 4), layer_norm=True, boundary_norm=False, boundary_bias=0.3, copy_gradient=copy_gradient)
     if not runs_natively(torch.zeros(1, 1, 3), list(core.parameters()), 3):
@@ -225,7 +225,7 @@ def test_sparse_c_loop_recomputes_z_on_copy_as_the_reference_loop(layer_norm, bo
     """z_on_copy="recompute" in the C loop (s of a COPY row once per COPY run, its z at every step): values
     and every gradient as the reference loop's, with padded steps, UPDATE, COPY and FLUSH all occurring."""
     from handwriting_hm.hmlstm.core import HMLSTMState
-    from handwriting_hm.hmlstm.sparse_native import runs_natively
+    from handwriting_hm.hmlstm.paths.sparse_native import runs_natively
     torch.manual_seed(7)
     core = HMLSTM(3, (6, 5, 4), layer_norm=layer_norm, boundary_norm=boundary_norm, z_on_copy="recompute",
                   copy_gradient=copy_gradient)
@@ -267,7 +267,7 @@ def test_sparse_c_loop_recomputes_z_on_copy_as_the_reference_loop(layer_norm, bo
 def test_forced_layer_1_boundaries_run_in_the_c_loop_as_in_the_reference_loop(z_on_copy, copy_gradient):
     """The oracle: z^1 given. Layer 1's z is the given one, no gradient reaches its s_z, and the C loop's
     values and gradients are the reference loop's."""
-    from handwriting_hm.hmlstm.sparse_native import runs_natively
+    from handwriting_hm.hmlstm.paths.sparse_native import runs_natively
     torch.manual_seed(4)
     core = HMLSTM(3, (6, 5, 4), layer_norm=True, z_on_copy=z_on_copy, copy_gradient=copy_gradient)
     if not runs_natively(torch.zeros(1, 1, 3), list(core.parameters()), 3):

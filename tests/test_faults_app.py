@@ -148,7 +148,7 @@ def test_a_line_of_no_points_is_never_called_finished():
 def test_start_up_says_what_it_does_and_how_long_it_took(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HANDWRITING_HM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HANDWRITING_HM_NO_C_KERNEL", raising=False)
-    from handwriting_hm.hmlstm import few_rows
+    from handwriting_hm.hmlstm.paths import few_rows
 
     few_rows.library.cache_clear()
     monkeypatch.setattr(app_main, "launch_app", lambda page, **where: page.close())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handwriting_hm.hmlstm import few_rows
+from handwriting_hm.hmlstm.paths import few_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ needs_compiler = pytest.mark.skipif(
 USE_THE_LIBRARY = """
 import warnings, torch
 warnings.simplefilter("always")
-from handwriting_hm.hmlstm import few_rows, sparse_native
+from handwriting_hm.hmlstm.paths import few_rows, sparse_native
 x, weight = torch.randn(2, 400), torch.randn(1601, 400)
 torch.testing.assert_close(few_rows.times_transposed(x, weight), x @ weight.t(), rtol=1e-4, atol=1e-3)
 print("kernel", few_rows.kernel() is not None, "loop", sparse_native._entry_points() is not None)
@@ -75,7 +75,8 @@ def missing_a_symbol(path: Path) -> None:
     """A well-formed library that lacks the sparse loop's entry points: few_rows.c alone."""
     source = path.parent / "alone.c"
     source.write_text((few_rows.FOLDER / "few_rows.c").read_text())
-    subprocess.run(["cc", "-O1", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", str(source), "-o", str(path)],
+    subprocess.run(["cc", "-O1", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-I", str(few_rows.FOLDER), str(source),
+                    "-o", str(path)],
                    check=True)
     source.unlink()
 

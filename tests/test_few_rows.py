@@ -1,11 +1,11 @@
-"""The few-row C kernel (hmlstm/few_rows.c) against torch's product, and its fallback to torch."""
+"""The few-row C kernel (hmlstm/csrc/few_rows.c) against torch's product, and its fallback to torch."""
 import ctypes
 import shutil
 
 import pytest
 import torch
 
-from handwriting_hm.hmlstm import few_rows
+from handwriting_hm.hmlstm.paths import few_rows
 
 needs_compiler = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None or torch.backends.cpu.get_cpu_capability()
@@ -108,7 +108,7 @@ def test_without_the_kernel_it_is_torch_and_says_why(fresh_kernel, monkeypatch):
 @needs_compiler
 def test_sparse_path_through_the_kernel_equals_reference(fresh_kernel, monkeypatch):
     """sparse.py's Python loop (where the C loop of sparse_native.py cannot run) through the kernel."""
-    from handwriting_hm.hmlstm import sparse
+    from handwriting_hm.hmlstm.paths import sparse
     from test_fused import assert_relative_close, make_inputs, make_model, run  # tests/ is on sys.path
 
     function, rows = few_rows.kernel(), []

@@ -1,4 +1,4 @@
-"""The fused training path (handwriting_hm/fused.py) against the reference loop: outputs, final
+"""The fused training path (hmlstm/paths/fused.py) against the reference loop: outputs, final
 state and every gradient, through all three operations and the straight-through boundaries."""
 import pytest
 import torch

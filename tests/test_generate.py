@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
 from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
-from handwriting_hm.unconditional.generate import _few_row_linear, generate, generate_reference
+from handwriting_hm.hmlstm.stepper import few_row_linear
+from handwriting_hm.unconditional.generate import generate, generate_reference
 
 N_POINTS = 60
 
@@ -123,7 +124,7 @@ def test_batch_products_equal_torch(rows):
     """A batch's products go through few_rows.c (tiles from three rows, each weight transposed once):
     torch's F.linear up to float rounding, on the first call and on the cached transpose."""
     torch.manual_seed(rows)
-    linear = _few_row_linear()
+    linear = few_row_linear()
     x, weight, bias = torch.randn(rows, 40), torch.randn(161, 40), torch.randn(161)
     for _ in range(2):
         torch.testing.assert_close(linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""The sparse training path (hmlstm/sparse.py) against the reference loop with either copy gradient:
+"""The sparse training path (hmlstm/paths/sparse.py) against the reference loop with either copy gradient:
 outputs, final state and every gradient, through all three operations in every layer, step and
 Bernoulli boundaries, layer norm on and off, padding and carried state; and the fused path against
 the reference with both copy gradients."""

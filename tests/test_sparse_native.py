@@ -1,10 +1,13 @@
-"""The sparse path's C loop (hmlstm/sparse_native.py, sparse_loop.c) against the reference loop and
+"""The sparse path's C loop (hmlstm/paths/sparse_native.py, csrc/sparse_loop.c) against the reference loop and
 against sparse.py's Python loop, at sizes where its vectorised loops and the few-row products run
-their full blocks, with one and two threads; and where it runs and where it does not."""
+their full blocks, with one and two threads; and where it runs and where it does not (a ctypes mirror that
+does not fit the C struct included)."""
+import ctypes
+
 import pytest
 import torch
 
-from handwriting_hm.hmlstm import few_rows, sparse, sparse_native
+from handwriting_hm.hmlstm.paths import few_rows, sparse, sparse_native
 from handwriting_hm.hmlstm.core import HMLSTM, HMLSTMState
 from test_fused import assert_relative_close, run  # tests/ is on sys.path
 from test_few_rows import needs_compiler
@@ -80,6 +83,26 @@ def test_c_loop_runs_only_where_it_can(counted, monkeypatch):
     finally:
         monkeypatch.delenv("HANDWRITING_HM_NO_C_KERNEL")
         few_rows.library.cache_clear()
+
+
+@needs_compiler
+def test_the_ctypes_mirror_fits_the_c_struct_and_one_that_does_not_falls_back_to_python(counted, monkeypatch):
+    size = few_rows.function("sparse_loop_struct_size", [], ctypes.c_size_t)()
+    assert size == ctypes.sizeof(sparse_native._Loop)
+
+    class Drifted(ctypes.Structure):  # a field short, as if hmlstm.h had gained one
+        _fields_ = sparse_native._Loop._fields_[:-1]
+
+    model, leaves = make_case(True, "step", seed=0)
+    monkeypatch.setattr(sparse_native, "_Loop", Drifted)
+    sparse_native._mirror_fits.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="ctypes mirror"):
+            assert not sparse_native.runs_natively(leaves[0], list(model.parameters()), 3)
+        run(model, leaves, "sparse")
+        assert not counted
+    finally:
+        sparse_native._mirror_fits.cache_clear()
 
 
 @needs_compiler

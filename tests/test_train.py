@@ -189,7 +189,7 @@ def test_export_writes_a_half_precision_model_that_loads(trained_run, tmp_path):
 
 
 def test_fused_impl_trains_to_the_same_weights(prepared, tmp_path, monkeypatch):
-    import handwriting_hm.hmlstm.fused as fused
+    import handwriting_hm.hmlstm.paths.fused as fused
 
     calls = []
     real = fused.hmlstm_fused

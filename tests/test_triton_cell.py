@@ -22,10 +22,11 @@ import pytest
 pytest.importorskip("triton", reason="triton is not installed (the test extra installs it on Linux x86-64)")
 pytestmark = pytest.mark.slow  # on the CPU, Triton's interpreter
 
-from handwriting_hm.hmlstm.core import COPY, COPY_GRADIENTS, FLUSH, UPDATE, HMLSTM, HMLSTMState, operations
-from handwriting_hm.hmlstm.triton_cell import hmlstm_triton, triton_available
+from handwriting_hm.hmlstm.core import COPY, FLUSH, GRADIENTS_FOR, UPDATE, HMLSTM, HMLSTMState, operations
+from handwriting_hm.hmlstm.paths.triton_cell import hmlstm_triton, triton_available
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+COPY_GRADIENTS = GRADIENTS_FOR["keep"]  # what the Triton path runs: a COPY row keeps its z ("exact" recomputes it)
 BATCH, STEPS, INPUT, SIZES = 4, 5, 2, (4, 5, 6)
 # the initial boundaries decide the first step's operations: every combination for two detectors
 INITIAL_Z = [[1, 0], [0, 1], [1, 1], [0, 0]]
@@ -269,7 +270,7 @@ def test_a_1024_wide_layer():
 UNAVAILABLE = """
 import sys, torch
 from handwriting_hm.hmlstm.core import HMLSTM
-from handwriting_hm.hmlstm import triton_cell
+from handwriting_hm.hmlstm.paths import triton_cell
 assert not triton_cell.triton_available("cpu")
 model = HMLSTM(2, (3, 3))
 try:
@@ -278,10 +279,10 @@ except RuntimeError as error:
     assert "triton_available" in str(error)
 else:
     raise AssertionError("ran without a device")
-for name in ("handwriting_hm.hmlstm.triton_cell", "handwriting_hm.hmlstm.triton_kernels"):
+for name in ("handwriting_hm.hmlstm.paths.triton_cell", "handwriting_hm.hmlstm.paths.triton_kernels"):
     del sys.modules[name]
 sys.modules["triton"] = None  # as if triton were not installed
-from handwriting_hm.hmlstm import triton_cell
+from handwriting_hm.hmlstm.paths import triton_cell
 assert not triton_cell.triton_available("cpu") and not triton_cell.triton_available("cuda")
 """
 

@@ -1,8 +1,6 @@
-"""Training loop machinery shared by `handwriting-hm train` and `hm-lm train`.
-
-A trainer describes its task by subclassing `TrainingTask` and hands it, with the model,
-to `Trainer`; the loop, checkpoints, resume, non-finite guard, learning-rate schedule,
-progress bar, logs and plots are the same for every task:
+"""The training loop shared by `handwriting-hm train` and `hm-lm train`: a task (TrainingTask) and a model go
+in; checkpoints, exact resume, the non-finite guard, the learning-rate schedule, progress, logs and curves come
+out, the same for every task. docs/training.md ("The training loop") is its manual.
 
     seed_everything(seed)                        # before building the model
     model = build_model(...)
@@ -10,122 +8,51 @@ progress bar, logs and plots are the same for every task:
                       kind="lm", model_config=asdict(model_config), metadata={"vocab": ...})
     summary = trainer.fit(resume=args.resume)     # or fit(init_from=path): another run's weights
 
-What the task provides (see `TrainingTask`):
-  batches(epoch)       the epoch's batches, the same every time it is called with that epoch
-                       (shuffle with a generator seeded from the epoch, never the global RNGs).
-                       Batches may be tensors or tuples/lists/dicts/dataclasses of them, on the
-                       CPU: the trainer moves them to the device.
-  loss(model, batch)   -> (mean loss to backpropagate, number of items for throughput).
-                       `model` is the module to call forward on: the DDP wrapper when training
-                       on several GPUs, the model itself otherwise. Runs under bf16 autocast
-                       when asked for on CUDA.
-  validate(model)      -> metrics dict holding `config.metric` (lower is better). Called on the
-                       bare model in eval mode under no_grad, in full precision, on rank 0 only.
-  on_epoch_start(epoch), scalars(), state_dict(), load_state_dict(state), write_samples(model,
-                       path): optional, see the class.
-  start_step(device), graph_safe(batch): optional; a task whose loss() may be captured in a CUDA
-                       graph says so per batch, and advances its per-step schedules in start_step().
-                       On CUDA, one process, with config.cuda_graph, the trainer then replays each
-                       step's forward, backward and clipping from one graph (GraphedStep) for
-                       batches of the first such batch's shapes; Adam's step stays outside it.
-
-Command line: `add_train_arguments(parser, TrainConfig(...task defaults...))` adds the shared
-flags (--lr, --clip, --max-epochs, --max-steps, --max-minutes, --eval-every, --log-every,
---plateau-factor, --plateau-patience, --min-lr, --max-nonfinite, --seed, --device, --bf16,
---cuda-graph, --quiet, --resume); `train_config_from_args(args, defaults)` turns them back into a TrainConfig.
-With defaults None a flag left out is absent from `args`, and `defaults` (a preset's, a resumed
-run's) fills it in: see `presets.py`, which both trainers use and which adds --init-from.
-
-The run folder holds `latest.pt` (saved at every validation and when training stops),
-`best.pt` (lowest `config.metric` so far), `log.jsonl` (one JSON record per line, appended
-across resumes: "start", "train" every `log_every` steps, "val" at each validation,
-"diverged"), `curves.png` (redrawn at each validation) and `samples/step_XXXXXXXX.png` when
-the task writes samples.
-
-Checkpoint keys (all loadable with weights_only=True; built by `checkpoint.checkpoint_payload`):
-format, format_version, kind, config (model_config), model, slope (task.slope), metadata, and for
-resuming train_config, optimizer, scheduler, progress (step, epoch, position, best_metric, ...),
-rng (one entry per rank), task (task.state_dict()). A sampler needs only
-`load_checkpoint(path, kind)` and its "config", "model", "slope" and "metadata". To
-resume, rebuild the model from `load_checkpoint(run_dir / "latest.pt", kind)["config"]`
-(and take the metadata, e.g. the vocabulary, from there too) before creating the Trainer.
-
-Steps, epochs and stopping:
-  * A step is one batch; `step` counts steps taken including skipped ones, `position` the
-    batches done in the current epoch, `epoch` the completed epochs.
-  * Validation runs every `eval_every` steps, or at the end of every epoch when it is None;
-    the plateau schedule (lr *= plateau_factor after plateau_patience validations without
-    improvement) sees only those. When max_steps or max_epochs ends a run between two
-    validations, one last validation updates best.pt and the log but not the schedule, so
-    where a run is cut never changes its trajectory.
-  * max_minutes stops after the step during which the time ran out, saving latest.pt without
-    validating: a time-limited session resumes later from there.
-  * `fit(resume=True)` restores model, optimiser, schedule, step/epoch/position (the batches
-    of the current epoch already done are skipped), task state and the python/numpy/torch
-    RNG states, so N steps + resume + M steps gives the same weights as N+M steps.
-    Validation and sample pictures run with the RNG states saved and restored around them,
-    so they do not change the training stream. Every field of the new TrainConfig applies:
-    limits, intervals, clipping and the plateau schedule's factor, patience and min_lr at
-    once; an lr different from the run's saved one replaces the current learning rate (one
-    equal to it keeps the rate the schedule has reached). A different seed is refused: the
-    random streams continue from the checkpoint, so a new seed could not take effect.
-  * `fit(init_from=path)` starts a new run (step 0, a fresh optimiser and schedule) from the
-    weights of another checkpoint of the same kind and model config, a run's or an export's.
-  * Ctrl-C (SIGINT) or `kill` (SIGTERM, as a scheduler or `docker stop` sends it) stops the run
-    after the current step: latest.pt is saved at that step (resumable, written atomically, no
-    validation) and fit() returns with stopped "interrupted". A second signal of the same kind
-    acts at once, without saving.
-  * A step whose loss or gradient norm is not finite is skipped (gradients dropped, weights
-    and optimiser untouched) and counted; `max_nonfinite` in a row raise TrainingDiverged
-    (a ValueError, so the CLI prints one line). latest.pt stays the last good checkpoint.
-  * A validation whose metric is not finite stops the run with a ValueError: the schedule
-    and best.pt cannot use it, and it usually means bad validation data (see the task's message).
-
-Several GPUs: launch with `torchrun --nproc_per_node=N ...`. The trainer reads WORLD_SIZE,
-RANK and LOCAL_RANK, joins the process group, wraps the model in DistributedDataParallel and
-lets only rank 0 validate and write files. Each rank must see its own share of the batches:
-use `shard_batches(batches, rank, world_size)` inside `batches()` (or shard the streams
-yourself, e.g. by batch row for truncated BPTT), with `distributed_from_env()` giving the
-rank. Without those environment variables nothing distributed is touched.
+The loop's parts live in `training/` (config and flags, the task protocol, distributed sharding, the random
+streams, batches, the run log and curves); this module re-exports their names, which clients import from here.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import itertools
-import json
 import math
-import os
-import random
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.utils.rnn import PackedSequence
 from tqdm import tqdm
 
-from .atomic import atomic_write
 from .checkpoint import check_plain, checkpoint_payload, load_checkpoint, save_checkpoint
 from .core import HMLSTM, LEARNING_ONLY, impl_choice
 from .detectors import silent_detectors
 from .device import resolve_device
 from .graphed_step import GraphedStep
 from .run_lock import locked_run_dir
+from .training.batches import move_to, tensors_of, with_tensors
+from .training.config import TrainConfig, add_train_arguments, train_config_from_args
+from .training.distributed import Distributed, distributed_from_env, shard_batches, share_lines
+from .training.rng import capture_rng_state, preserved_rng, restore_rng_state, seed_everything
+from .training.run_log import CURVES, LOG, append_log, plot_learning_curves, read_log
+from .training.task import TrainingTask
+
+__all__ = ["BEST", "CURVES", "GRAPH_DEVICE_TYPES", "LATEST", "LOG", "Distributed", "NonFiniteValidation",
+           "TrainConfig", "Trainer", "TrainingDiverged", "TrainingTask", "add_train_arguments", "append_log",
+           "capture_rng_state", "distributed_from_env", "move_to", "plot_learning_curves", "preserved_rng",
+           "read_log", "restore_rng_state", "seed_everything", "shard_batches", "share_lines", "tensors_of",
+           "train_config_from_args", "with_tensors"]
 
 LATEST = "latest.pt"
-GRAPH_DEVICE_TYPES = ("cuda",)  # where the trainer captures steps in graphs (GraphedStep); a test adds "cpu"
+# The device types whose steps the trainer captures in graphs (GraphedStep): CUDA only. The tests act a capture
+# out on the CPU by adding "cpu" here.
+GRAPH_DEVICE_TYPES = ("cuda",)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop after the current step and save latest.pt
 BEST = "best.pt"
-LOG = "log.jsonl"
-CURVES = "curves.png"
 
 
 class TrainingDiverged(ValueError):
@@ -134,355 +61,6 @@ class TrainingDiverged(ValueError):
 
 class NonFiniteValidation(ValueError):
     """Validation gave a metric that is NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train; the model's own hyperparameters live in the model's config."""
-
-    lr: float = 1e-3
-    clip: float | None = 1.0  # max gradient norm; None or 0: no clipping (the norm is still checked)
-    max_epochs: int | None = None
-    max_steps: int | None = None
-    max_minutes: float | None = None  # wall-clock budget of this fit() call
-    eval_every: int | None = None  # steps between validations; None: at the end of every epoch
-    log_every: int = 50  # steps between "train" log records
-    metric: str = "val_loss"  # key of validate()'s dict that decides best.pt and the plateau
-    plateau_factor: float = 0.5  # lr *= factor on a plateau (the LM paper's /50 is 0.02)
-    plateau_patience: int = 2  # validations without improvement before the drop
-    min_lr: float = 0.0
-    max_nonfinite: int = 20  # consecutive skipped steps before giving up
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    bf16: bool = False  # bf16 autocast for the training forward; CUDA only, ignored on CPU
-    cuda_graph: bool = True  # on CUDA, replay each step's forward, backward and clipping from one CUDA graph
-                             # where the task allows it (TrainingTask.graph_safe)
-    quiet: bool = False  # no progress bar or progress lines
-
-    def __post_init__(self) -> None:
-        if self.max_epochs is None and self.max_steps is None and self.max_minutes is None:
-            raise ValueError("set at least one of max_epochs, max_steps, max_minutes, or training never stops")
-        positive = {"lr": self.lr, "log_every": self.log_every, "max_nonfinite": self.max_nonfinite}
-        optional_positive = {"max_epochs": self.max_epochs, "max_steps": self.max_steps, "eval_every": self.eval_every}
-        for name, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if self.max_minutes is not None and self.max_minutes < 0:
-            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
-        if not 0 < self.plateau_factor < 1:
-            raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
-        if self.plateau_patience < 0 or self.min_lr < 0:
-            raise ValueError("plateau_patience and min_lr must be >= 0")
-
-
-# TrainConfig fields that both trainers expose as command-line flags (metric is the task's business).
-_FLAGS: dict[str, tuple[type, str]] = {
-    "lr": (float, "Adam learning rate"),
-    "clip": (float, "maximum gradient norm; 0 disables clipping"),
-    "max_epochs": (int, "stop after this many epochs"),
-    "max_steps": (int, "stop after this many steps (batches)"),
-    "max_minutes": (float, "stop cleanly, with a checkpoint, after this many minutes of this session"),
-    "eval_every": (int, "validate every this many steps (default: at the end of every epoch)"),
-    "log_every": (int, "steps between log records"),
-    "plateau_factor": (float, "multiply the learning rate by this when validation stops improving"),
-    "plateau_patience": (int, "validations without improvement before the learning rate drops"),
-    "min_lr": (float, "never drop the learning rate below this"),
-    "max_nonfinite": (int, "give up after this many consecutive steps with a NaN/inf loss or gradient"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto, cpu, cuda or cuda:N"),
-    "bf16": (bool, "bf16 autocast on CUDA (ignored on the CPU)"),
-    "cuda_graph": (bool, "replay each training step from a CUDA graph where the task allows it (CUDA only)"),
-    "quiet": (bool, "no progress bar or progress lines"),
-}
-
-
-def add_train_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None,
-                        unset_help: str = "from the preset") -> None:
-    """Add the shared training flags (--lr, --max-steps, ..., --resume), defaulting to `defaults`;
-    with None, a flag left out is absent from the parsed namespace and its help says `unset_help`."""
-    group = parser.add_argument_group("training")
-    for name, (kind, help_text) in _FLAGS.items():
-        flag = "--" + name.replace("_", "-")
-        default = argparse.SUPPRESS if defaults is None else getattr(defaults, name)
-        shown = unset_help if defaults is None else default
-        if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                               help=f"{help_text} (default: {shown})")
-        else:
-            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {shown})")
-    group.add_argument("--resume", action="store_true", help="continue the run folder's latest.pt exactly where it stopped")
-
-
-def train_config_from_args(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """The TrainConfig that `add_train_arguments`' flags describe. A flag absent from `args` or left
-    at None, and every other field, takes its value from `defaults` (a preset's or a resumed run's)."""
-    given = {name: getattr(args, name) for name in _FLAGS if getattr(args, name, None) is not None}
-    return dataclasses.replace(defaults, **given)
-
-
-class TrainingTask:
-    """What a trainer implements for its model and data; the defaults suit a stateless task."""
-
-    slope: float = 1.0  # the boundary slope the model trains at now; every checkpoint records it
-
-    def batches(self, epoch: int) -> Iterable[Any]:
-        """The batches of `epoch`, identical on every call with the same epoch."""
-        raise NotImplementedError
-
-    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int | torch.Tensor]:
-        """Mean loss of `batch` to backpropagate, and how many items (points, characters) it covers."""
-        raise NotImplementedError
-
-    def start_step(self, device: torch.device) -> None:
-        """Called before each step's loss(), never inside a CUDA graph: advance per-step schedules here
-        (e.g. the slope) and write what loss() reads of them into tensors on `device`."""
-
-    def graph_safe(self, batch: Any) -> bool:
-        """Whether loss(model, batch) may be captured in a CUDA graph and replayed for later batches of
-        the same shapes. A replay runs loss()'s kernels, not its Python, so loss() must then read
-        everything that changes between steps from the batch or from tensors that start_step()
-        refills, change no Python state, wait for no device value (.item(), bool(tensor)) and count
-        its items as a tensor."""
-        return False
-
-    def validate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Validation metrics; must include the trainer's `metric` key (lower is better)."""
-        raise NotImplementedError
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called before the first batch of each epoch (not again when resuming mid-epoch)."""
-
-    def scalars(self) -> dict[str, float]:
-        """Extra numbers for the "train" log records, e.g. the boundary slope."""
-        return {}
-
-    def state_dict(self) -> dict:
-        """Task state to checkpoint (tensors and primitives), e.g. the slope or a carried hidden state."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what `state_dict` returned."""
-
-    def write_samples(self, model: torch.nn.Module, path: Path) -> None:
-        """Optionally write a PNG of a few samples to `path`; called at each validation."""
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process sits in a `torchrun` launch (rank 0 of 1 otherwise)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env() -> Distributed:
-    """Read the variables `torchrun` sets; absent variables mean a single process."""
-    return Distributed(
-        rank=int(os.environ.get("RANK", 0)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-    )
-
-
-def shard_batches(batches: Iterable[Any], rank: int, world_size: int) -> Iterator[Any]:
-    """Deal batches round-robin to ranks, dropping a last incomplete round.
-
-    Every rank gets the same number of batches, which DDP needs: a rank that runs out early
-    would leave the others waiting in the gradient all-reduce forever.
-    """
-    round_of_batches: list[Any] = []
-    for batch in batches:
-        round_of_batches.append(batch)
-        if len(round_of_batches) == world_size:
-            yield round_of_batches[rank]
-            round_of_batches = []
-
-
-def share_lines(groups: Iterable[list[int]], rank: int, world_size: int) -> Iterator[tuple[list[int], list[int]]]:
-    """(this rank's share, the whole group) of each group of lines, for training lines in chunks.
-
-    A line's chunks must follow each other in one process (the carried state runs through them),
-    so the processes share each group's lines instead of being dealt whole groups; a group with
-    fewer lines than processes is left out, as some process would have none of it.
-    """
-    for group in groups:
-        if len(group) >= world_size:
-            yield group[rank::world_size], group
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state() -> dict:
-    """The global RNG states as tensors, lists and primitives (weights_only-loadable)."""
-    version, keys, gauss = random.getstate()
-    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {
-        "python": [version, list(keys), gauss],
-        "numpy": {
-            "keys": torch.from_numpy(np_keys.astype(np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    """Undo `capture_rng_state`; CUDA states are restored when CUDA is here to take them."""
-    version, keys, gauss = state["python"]
-    random.setstate((version, tuple(keys), gauss))
-    numpy_state = state["numpy"]
-    np.random.set_state((
-        "MT19937",
-        numpy_state["keys"].numpy().astype(np.uint32),
-        numpy_state["pos"],
-        numpy_state["has_gauss"],
-        numpy_state["cached_gaussian"],
-    ))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextlib.contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run a block (validation, sampling) without moving the global RNG streams."""
-    state = capture_rng_state()
-    try:
-        yield
-    finally:
-        restore_rng_state(state)
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Move the tensors in a (nested tuple/list/dict/dataclass) batch to `device`."""
-    return _map_tensors(batch, lambda t: t.to(device, non_blocking=True))
-
-
-def tensors_of(batch: Any) -> list[torch.Tensor]:
-    """The tensors of a (nested) batch, in the order `with_tensors` puts them back."""
-    found: list[torch.Tensor] = []
-    _map_tensors(batch, lambda t: found.append(t) or t)
-    return found
-
-
-def with_tensors(batch: Any, tensors: Sequence[torch.Tensor]) -> Any:
-    """`batch` with its tensors replaced, in `tensors_of` order, by `tensors` (e.g. a graph's static copies)."""
-    replacements = iter(tensors)
-    return _map_tensors(batch, lambda _: next(replacements))
-
-
-def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(batch, (torch.Tensor, PackedSequence)):  # a PackedSequence moves whole: batch_sizes stays on the CPU
-        return fn(batch)
-    if isinstance(batch, dict):
-        return {key: _map_tensors(value, fn) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
-        return type(batch)(_map_tensors(value, fn) for value in batch)
-    if isinstance(batch, tuple):  # namedtuple
-        return type(batch)(*(_map_tensors(value, fn) for value in batch))
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(
-            batch, **{field.name: _map_tensors(getattr(batch, field.name), fn) for field in dataclasses.fields(batch)})
-    return batch
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN or infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def append_log(log_path: Path, record: dict) -> None:
-    """Append one JSON record as a line and flush it, so a crash loses at most that line."""
-    line = json.dumps({key: _json_safe(value) for key, value in record.items()}, allow_nan=False)
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(line + "\n")
-
-
-def read_log(log_path: str | Path) -> list[dict]:
-    """The records of a log.jsonl; a torn last line (crash mid-write) is ignored."""
-    records = []
-    for line in Path(log_path).read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def plot_learning_curves(log_path: str | Path, png_path: str | Path, metric: str = "val_loss") -> None:
-    """Draw train loss, validation `metric` and the learning rate against steps from a log.jsonl.
-
-    When a run was resumed, steps logged after its checkpoint appear twice in the log;
-    the latest record of each step wins.
-    """
-    # Figure without pyplot: no global backend state, safe to call from any thread.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    train: dict[int, dict] = {}
-    val: dict[int, dict] = {}
-    for record in read_log(log_path):
-        if record.get("type") == "train":
-            train[record["step"]] = record
-        elif record.get("type") == "val":
-            val[record["step"]] = record
-
-    detectors = sorted({int(key[1:-5]) for record in val.values() for key in record
-                        if key.startswith("z") and key.endswith("_rate")})
-    figure = Figure(figsize=(9, 8 if detectors else 6))
-    figure.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.08, hspace=0.08)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(3 if detectors else 2, 1, sharex=True, height_ratios=[3, 1, 1.5] if detectors else [3, 1])
-    losses, rates = axes[0], axes[1]
-    train_points = [(step, r["loss"]) for step, r in sorted(train.items()) if r.get("loss") is not None]
-    val_points = [(step, r[metric]) for step, r in sorted(val.items()) if r.get(metric) is not None]
-    if train_points:
-        losses.plot(*zip(*train_points), label="train loss", linewidth=1)
-    if val_points:
-        losses.plot(*zip(*val_points), "o-", label=metric, markersize=3)
-    losses.set_ylabel("loss")
-    losses.grid(alpha=0.3)
-    if train_points or val_points:
-        losses.legend()
-    rate_points = [(step, r["lr"]) for step, r in sorted(train.items()) if r.get("lr")]
-    if rate_points:
-        rates.plot(*zip(*rate_points), color="tab:green", drawstyle="steps-post")
-        rates.set_yscale("log")
-    rates.set_ylabel("learning rate")
-    rates.grid(alpha=0.3)
-    if detectors:  # the detectors' health: firing rate (solid) and share in the straight-through window (dashed)
-        health = axes[2]
-        for l in detectors:
-            for key, style in ((f"z{l}_rate", "-"), (f"z{l}_window", "--")):
-                points = [(step, r[key]) for step, r in sorted(val.items()) if r.get(key) is not None]
-                if points:
-                    health.plot(*zip(*points), style, marker="o", markersize=2, color=f"C{l - 1}",
-                                label=f"z{l} {'rate' if key.endswith('rate') else 'in window'}")
-        health.set_ylim(-0.02, 1.02)
-        health.set_ylabel("detectors")
-        health.legend(fontsize=7, ncol=2)
-        health.grid(alpha=0.3)
-    axes[-1].set_xlabel("step")
-
-    with atomic_write(png_path) as file:
-        figure.savefig(file, format="png", dpi=100)
 
 
 class Trainer:

@@ -43,8 +43,9 @@ from torch import Tensor, nn
 from .alphabet import Alphabet
 from ..hmlstm.checkpoint import StoredConfig, load_model
 from ..hmlstm.cli import first_line
-from ..hmlstm.core import (COPY_GRADIENTS, HMLSTM, HMLSTMState, check_input, check_slope, mask_state, resolve_mask,
-                          stack_time)
+from ..hmlstm.core import (COPY_GRADIENTS, HMLSTM, STEPWISE_IMPLEMENTATIONS, HMLSTMState,
+                          check_input, check_slope, check_stepwise_impl, mask_state, resolve_mask, stack_time,
+                          stepwise_choice)
 from ..hmlstm.output import GatedOutput
 from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 from ..unconditional.model import read_stats, shift_inputs
@@ -128,8 +129,7 @@ def window_position_weights(log_alpha: Tensor, beta: Tensor, kappa: Tensor, posi
     return torch.logsumexp(exponents, dim=-2)
 
 
-IMPLS = ("reference", "compiled", "sparse", "auto")  # how `forward` runs its steps (see SynthesisModel)
-SPARSE_BELOW = 0.2  # impl="auto" on the CPU: the sparse step while z^1 fires less often than this (see below)
+IMPLS = STEPWISE_IMPLEMENTATIONS  # how `forward` runs its steps: the library's policy (see SynthesisModel)
 
 
 class SynthesisModel(nn.Module):
@@ -146,23 +146,16 @@ class SynthesisModel(nn.Module):
     - "sparse": `sparse_step`, where layers 2 and up compute only their rows that do not COPY, and
       the top-down products are kept between steps (HMLSTM.sparse_layer_step). The same results up
       to rounding, for binary boundaries; the fewer boundaries fire, the less it computes;
-    - "auto": on the CPU "sparse" while layer 1's detector fired at under SPARSE_BELOW of the points
-      in the last call (and in the first) and copy_gradient is "straight", else "compiled"; elsewhere
-      "compiled", as the sparse
-      step's reading of the boundaries at every layer-step would stall a GPU. On the CPU the sparse
-      step beats the compiled one while few detectors fire and loses to it when half fire (the
-      synthesis table of `python -m handwriting_hm.bench`; docs/synthesis.md has the measurements).
+    - "auto": the library's stepwise policy (hmlstm.dispatch.stepwise_choice): on the CPU "sparse" while
+      layer 1's detector fired at under hmlstm.dispatch.SPARSE_BELOW of the points in the last call (and in the first) and
+      copy_gradient is "straight", else "compiled"; elsewhere "compiled".
     """
 
     point_size = 3  # dx, dy, end_of_stroke
 
     def __init__(self, config: SynthesisConfig, impl: str = "reference") -> None:
         super().__init__()
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}: choose one of {', '.join(IMPLS)}")
-        if impl == "sparse" and config.copy_gradient != "straight":
-            raise ValueError(f"impl='sparse' passes nothing back through the COPY rows it skips, so it needs "
-                             f"copy_gradient='straight' (here {config.copy_gradient!r}): use 'compiled' or 'auto'")
+        check_stepwise_impl(impl, config.copy_gradient)
         self.config = config
         self.impl = impl
         self._compiled_step = None  # torch.compile(self.step), made on first use
@@ -305,9 +298,8 @@ class SynthesisModel(nn.Module):
         return SynthesisOutput(params, hidden_t, boundaries_t, Window(vectors_t, kappas_t, log_phis_t), state)
 
     def _auto_impl(self, device: torch.device) -> str:
-        if device.type != "cpu" or self.config.copy_gradient != "straight":
-            return "compiled"
-        return "sparse" if self._z1_rate is None or self._z1_rate < SPARSE_BELOW else "compiled"
+        """The step "auto" takes now: the library's stepwise policy (hmlstm.dispatch.stepwise_choice)."""
+        return stepwise_choice("auto", device, self.config.copy_gradient, self._z1_rate)[0]
 
     def _compiled(self, text: Tensor):
         """torch.compile(self.step), made once; the text's length marked dynamic (any length, one compiled step)."""

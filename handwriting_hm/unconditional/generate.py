@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..hmlstm.core import HMLSTM, StackedLSTM, check_slope, hard_sigmoid, operations
-from ..hmlstm.few_rows import times, times_transposed
+from ..hmlstm.core import HMLSTM, StackedLSTM, check_slope, operations
+from ..hmlstm.stepper import CopySkippingStepper, linear_for
 from .model import HandwritingModel
 from ..hmlstm.output import GatedOutput
 from ..mixture import MixtureParams, adjust, sample_component, sample_mixture
@@ -74,7 +74,7 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
 #   term only for the rows that FLUSH (gathered, computed, scattered back);
 # - the output module's W^e_l h^l is recomputed only when layer l's h changed;
 # - for a batch, the products of a few rows (the core's, the output module's and the head's) go
-#   through few_rows.c (hmlstm/few_rows.py), which rounds differently; with one sample
+#   through few_rows.c (hmlstm/stepper.py), which rounds differently; with one sample
 #   they are torch's, as in the reference, so that it stays bit for bit;
 # - torch.multinomial's one draw is made the way it makes it (argmax of p / Exp(1)), without
 #   its argument checks, which cost more than the rest of the draw at this size.
@@ -101,10 +101,10 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
             # soft boundaries leave nothing to skip; a recomputed z on COPY or the boundary unit outside the
             # norm are what the stepper below does not do: the reference loop runs them
             return generate_reference(model, n_points, n_samples, bias, temperature, slope, generator)
-        stepper: _HMLSTMStepper | _LSTMStepper = _HMLSTMStepper(core, n_samples, slope)
+        stepper: CopySkippingStepper | _LSTMStepper = CopySkippingStepper(core, n_samples, slope)
     else:
         stepper = _LSTMStepper(core, n_samples)
-    linear = _linear_for(n_samples)
+    linear = linear_for(n_samples)
     output = _CachedOutput(model.output, stepper, linear)
     head = model.head
     head_weights = (head.linear.weight, head.linear.bias)
@@ -134,118 +134,6 @@ def _intra_op_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-class _HMLSTMStepper:
-    """HMLSTM.step on preallocated state, computing nothing for a layer that COPYs in every row."""
-
-    def __init__(self, core: HMLSTM, n_samples: int, slope: float) -> None:
-        weight = core.recurrent[0].weight
-        self.sizes = core.hidden_sizes
-        self.slope = slope
-        self.mode = core.boundary_mode
-        # every layer's h side by side, as the output module's gate reads them; h[l] are views
-        self.hidden = weight.new_zeros(n_samples, sum(self.sizes))
-        self.h = list(self.hidden.split(self.sizes, dim=1))
-        self.c = [weight.new_zeros(n_samples, size) for size in self.sizes]
-        self.z = weight.new_zeros(n_samples, core.num_detectors)
-        self.fired = [(False, False)] * core.num_detectors  # per detector: any row fired, every row fired
-        # the weights, read once: attribute look-ups on modules cost as much as a small product
-        self.recurrent = [(layer.weight, layer.bias) for layer in core.recurrent]
-        self.top_down = [layer.weight for layer in core.top_down]
-        self.bottom_up = [layer.weight for layer in core.bottom_up]
-        self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-                                                      for norm in core.norms]
-        self.linear = _linear_for(n_samples)
-
-    def step(self, x: Tensor, z_t: Tensor) -> list[bool]:
-        """Read x (n, 3); write z_t (n, L-1), zeros on entry. Returns, per layer, whether its h may have changed."""
-        changed, fired = [], []
-        h_below, z_below = x, None  # h^0 = x_t, z^0 = 1 (None: ones)
-        below_any = below_all = True  # whether any / every row's z_t^{l-1} is 1
-        for l, size in enumerate(self.sizes):
-            top = l == len(self.sizes) - 1  # the top layer has no z
-            z_prev = None if top else self.z[:, l:l + 1]
-            prev_any, prev_all = (False, False) if top else self.fired[l]
-            if not prev_any and not below_any:  # COPY in every row: h, c and z (= 0) stay as they are
-                changed.append(False)
-                fired.append((False, False))
-                h_below, z_below = self.h[l], z_t[:, l:l + 1]
-                continue
-            # the rows that compute: all, or, where rows differ, those that FLUSH (z^l_{t-1} = 1) or
-            # UPDATE (z^{l-1}_t = 1); the others COPY and keep h, c and z (= 0) as they are
-            rows = None if prev_all or below_all else (z_below if top else z_prev + z_below).flatten().nonzero().flatten()
-            pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-            # Eq. 5, term by term as in HMLSTM.step; a term gated by zero adds zero, so it is computed
-            # only for the rows whose gate is one
-            linear = self.linear
-            s = linear(pick(self.h[l]), *self.recurrent[l])
-            if prev_all:
-                s = s + linear(self.h[l + 1], self.top_down[l])
-            elif prev_any:
-                flushing = pick(z_prev).flatten().nonzero().flatten()
-                s.index_add_(0, flushing, linear(pick(self.h[l + 1]).index_select(0, flushing), self.top_down[l]))
-            bottom_up = linear(pick(h_below), self.bottom_up[l])
-            s = s + (bottom_up if z_below is None else pick(z_below) * bottom_up)
-            if self.norms is not None:
-                s = F.layer_norm(s, *self.norms[l])
-            f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
-            f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)
-            if prev_all:  # Eq. 2, FLUSH
-                c = i * g
-            elif not prev_any:  # UPDATE in every computing row
-                c = f * pick(self.c[l]) + i * g
-            else:  # FLUSH where z^l_{t-1} = 1, UPDATE in the other computing rows
-                flush = pick(z_prev)
-                c = flush * (i * g) + (1 - flush) * (f * pick(self.c[l]) + i * g)
-            h = o * torch.tanh(c)  # Eq. 3
-            changed.append(True)
-            if not top:
-                z_tilde = hard_sigmoid(self.slope * s[:, 4 * size:])  # Eq. 8-9
-                z = (z_tilde > 0.5).to(z_tilde.dtype) if self.mode == "step" else torch.bernoulli(z_tilde)
-                if rows is None:
-                    z_t[:, l:l + 1] = z
-                else:  # the COPY rows keep z = 0, as z_t already holds
-                    z_t[:, l:l + 1].index_copy_(0, rows, z)
-                fired.append(_any_all(z_t[:, l:l + 1]))
-                below_any, below_all = fired[-1]
-                h_below, z_below = self.h[l], z_t[:, l:l + 1]
-            if rows is None:
-                self.c[l] = c
-                self.h[l].copy_(h)
-            else:
-                self.c[l].index_copy_(0, rows, c)
-                self.h[l].index_copy_(0, rows, h)
-        self.z, self.fired = z_t, fired
-        return changed
-
-
-def _few_row_linear() -> Callable[..., Tensor]:
-    """F.linear through few_rows.c: its tiles from three rows (with each weight's transpose, made on first use),
-    its 2-row kernel below (hmlstm/few_rows.py)."""
-    transposed: dict[int, Tensor] = {}
-
-    def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-        if x.shape[0] >= 3:
-            weight_t = transposed.get(weight.data_ptr())
-            if weight_t is None:
-                weight_t = transposed[weight.data_ptr()] = weight.t().contiguous()
-            y = times(x, weight_t)
-        else:
-            y = times_transposed(x, weight)
-        return y if bias is None else y.add_(bias)
-    return linear
-
-
-def _linear_for(n_samples: int) -> Callable[..., Tensor]:
-    """torch's F.linear for one sample (bit for bit with generate_reference), else few_rows.c's products."""
-    return F.linear if n_samples == 1 else _few_row_linear()
-
-
-def _any_all(z: Tensor) -> tuple[bool, bool]:
-    """Whether any and whether every row's boundary fired: one read of z for both."""
-    values = z.flatten().tolist()
-    return any(values), all(values)
 
 
 class _LSTMStepper:
@@ -279,7 +167,7 @@ class _LSTMStepper:
 class _CachedOutput:
     """GatedOutput on a stepper's h, recomputing W^e_l h^l only for the layers whose h changed."""
 
-    def __init__(self, output: GatedOutput, stepper: _HMLSTMStepper | _LSTMStepper,
+    def __init__(self, output: GatedOutput, stepper: CopySkippingStepper | _LSTMStepper,
                  linear: Callable[..., Tensor] = F.linear) -> None:
         self.stepper = stepper
         self.linear = linear

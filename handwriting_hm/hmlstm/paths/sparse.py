@@ -43,15 +43,15 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .core import HMLSTM, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from ..cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState, hard_sigmoid
+from .buffers import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .few_rows import available_for, times_transposed
-from .fused import input_projection, norm_parameters, pack_outputs, state_buffers, unpack_outputs
 from .sparse_native import SparseLoopHMLSTM, runs_natively
 
 BINARY_MODES = ("step", "bernoulli")
 
 
-def hmlstm_sparse(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
+def hmlstm_sparse(core: HMLSTMLike, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: float,
                   mode: str, forced_z1: Tensor | None = None) -> HMLSTMOutput:
     """core.HMLSTM.forward with already checked arguments and binary boundaries, computed by _SparseHMLSTM;
     forced_z1 (B, T): layer 1's boundaries, given (the C loop only)."""

@@ -11,9 +11,8 @@ checked; a cached library that fails a check is rebuilt. Where they cannot be
 (no compiler, no AVX2, not Linux, or HANDWRITING_HM_NO_C_KERNEL=1), `times_transposed` is plain
 torch, the sparse path runs its Python loop, and the library says so once.
 
-Measured on a 2-core AMD EPYC (Zen 3), seven 1601 x 400 weights in turn, 2026-11-24: with two
-threads the kernel took 0.07-0.23 ms for 1 to 8 rows against torch's 0.22-0.43 ms; with one
-thread it is faster up to about 4 rows (1.2-1.8x) and slower from 8. Hence FEW_ROWS_PER_THREAD.
+The kernel beats torch for a few rows per thread and loses from about 8 (docs/speed.md, "The few-row
+kernel"): hence FEW_ROWS_PER_THREAD.
 """
 from __future__ import annotations
 
@@ -34,12 +33,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
-FOLDER = Path(__file__).parent
-COMPILE = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC")
+FOLDER = Path(__file__).resolve().parents[1] / "csrc"  # the C sources
+HEADER = "hmlstm.h"  # included by both sources: its digest is a define, so that the library's name follows it
+COMPILE = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC",
+           f"-DHMLSTM_H_DIGEST={hashlib.sha256((FOLDER / HEADER).read_bytes()).hexdigest()[:16]}")
 # by the CPU's capability (torch's reading of it): with AVX-512 few_rows.c's tiles are twice as wide
-# (measured on a 2-core AMD EPYC with AVX-512, 32 rows times a 400 x 1601 weight: 2.7x its AVX2 tiles)
+# (docs/speed.md, "The few-row kernel", has the measurement)
 VECTOR_FLAGS = {"AVX2": (), "AVX512": ("-mavx512f",)}
 # source -> its own flags. The sparse loop's exp() loops vectorise only under -ffast-math (through
 # glibc's libmvec); each file is compiled on its own and the library linked without it, as linking
@@ -49,7 +50,8 @@ LINK = ("-shared", "-fopenmp")
 LIBRARIES = ("-lmvec", "-lm")
 FEW_ROWS_PER_THREAD = 8  # the kernel is used for at most this many rows per intra-op thread
 # what a cached library must hold to be loaded: few_rows.c's kernels and sparse_loop.c's entry points
-REQUIRED = ("few_rows_times_transposed", "tile_product", "sparse_loop_forward", "sparse_loop_backward")
+REQUIRED = ("few_rows_times_transposed", "tile_product", "sparse_loop_forward", "sparse_loop_backward",
+            "sparse_loop_struct_size")
 LARGEST = 16 * 2**20  # bytes; the library this package builds is about 60 KB
 BUILD_SECONDS = 300  # the whole build's time limit (it took 8 s on a 2-core machine): a hanging compiler is stopped
 

@@ -1,6 +1,6 @@
 """Compile both kernels for an H100 (sm_90) without a GPU: triton's front end, its passes and
 ptxas all run on the CPU, so this catches what the interpreter lets through (constexpr
-branches, types, layouts) before the first GPU session. Run: python -m handwriting_hm.hmlstm.triton_compile_check."""
+branches, types, layouts) before the first GPU session. Run: python -m handwriting_hm.hmlstm.paths.triton_compile_check."""
 import itertools
 import os
 
@@ -9,7 +9,7 @@ os.environ.pop("TRITON_INTERPRET", None)  # the interpreter would hand back Pyth
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, compile
 
-from handwriting_hm.hmlstm import triton_kernels as kernels
+from handwriting_hm.hmlstm.paths import triton_kernels as kernels
 
 CONSTEXPRS = ("BLOCK_B", "BLOCK_H", "IS_BOTTOM", "IS_TOP", "LAYER_NORM", "HAS_MASK", "MODE", "STRAIGHT_COPY")
 SCALARS = {"eps": "fp32", "slope": "fp32"}  # the other non-pointer arguments are strides and sizes

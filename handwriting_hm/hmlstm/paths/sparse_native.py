@@ -14,15 +14,17 @@ Python loop runs. Results equal the reference's up to float rounding (tests/test
 from __future__ import annotations
 
 import ctypes
+import functools
+import warnings
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from .few_rows import function, library, times
-from .fused import input_projection, pack_outputs, state_buffers
+from .buffers import input_projection, pack_outputs, state_buffers
 
-MAX_LAYERS = 8  # sparse_loop.c's MAX_LAYERS
+MAX_LAYERS = 8  # csrc/hmlstm.h's MAX_LAYERS (_mirror_fits checks the struct that it sizes)
 
 _Pointer = ctypes.c_void_p
 _Layers = _Pointer * MAX_LAYERS
@@ -45,9 +47,21 @@ class _Loop(ctypes.Structure):
         ("grad_s", _Layers), ("grad_norm_weight", _Layers), ("grad_norm_bias", _Layers)]
 
 
+@functools.lru_cache(maxsize=1)
+def _mirror_fits() -> bool:
+    """Whether _Loop's size is the C struct's (sparse_loop_struct_size): a mirror that drifted from hmlstm.h
+    would hand the loop wrong addresses, so the sparse path then runs its Python loop, said once on stderr."""
+    size = function("sparse_loop_struct_size", [], ctypes.c_size_t)()
+    if size != ctypes.sizeof(_Loop):
+        warnings.warn(f"the sparse C loop is unused: its struct has {size} bytes, the ctypes mirror "
+                      f"{ctypes.sizeof(_Loop)} (csrc/hmlstm.h and sparse_native._Loop differ)", stacklevel=2)
+        return False
+    return True
+
+
 def _entry_points() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
     """sparse_loop_forward and sparse_loop_backward, or None where the C library cannot run here."""
-    if library() is None:
+    if library() is None or not _mirror_fits():
         return None
     return tuple(function(name, [ctypes.POINTER(_Loop)], ctypes.c_int)
                  for name in ("sparse_loop_forward", "sparse_loop_backward"))

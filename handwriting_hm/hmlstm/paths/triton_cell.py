@@ -19,11 +19,14 @@ core.copy_gradient ("straight" or "mixed", see HMLSTM.step) selects the backward
 STRAIGHT_COPY: with "straight" a row that COPYs exactly passes no gradient through the choice
 of operation (to z_prev or z_below); the forward pass is the same in both.
 """
+from __future__ import annotations
+
+
 import torch
 from torch import Tensor
 
-from .core import COPY_GRADIENTS, HMLSTM, HMLSTMOutput, HMLSTMState, Slope
-from .fused import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
+from ..cell_types import COPY_GRADIENTS, HMLSTMLike, HMLSTMOutput, HMLSTMState, Slope
+from .buffers import concatenated_weights, norm_parameters, pack_outputs, unpack_inputs, unpack_outputs
 
 try:  # the kernels need triton; without it the path reports itself unavailable
     import triton
@@ -45,7 +48,7 @@ def triton_available(device: torch.device | str) -> bool:
     return device.type == "cpu" and kernels.INTERPRETED
 
 
-def hmlstm_triton(core: HMLSTM, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: Slope,
+def hmlstm_triton(core: HMLSTMLike, x: Tensor, state: HMLSTMState, mask: Tensor | None, slope: Slope,
                   mode: str, matmul_dtype: torch.dtype | None = None) -> HMLSTMOutput:
     """core.HMLSTM.forward with already checked arguments, computed by _TritonHMLSTM.
 
