@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from handwriting_hm.hmlstm.trainer import LOG, read_log
+from handwriting_hm.hmlstm.training.run_log import LOG, read_log
 
 DETECTOR_FIGURES = ("rate", "precision", "recall", "f1", "lift", "window")
 

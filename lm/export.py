@@ -8,10 +8,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from .model import export_model
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a run's best.pt or latest.pt")
@@ -20,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not above, so that --help answers at once
+
+    from .model import export_model
+
     export_model(args.checkpoint, args.output, torch.float32 if args.full_precision else torch.float16)
     size = Path(args.output).stat().st_size
     print(f"wrote {args.output} ({size / 1e6:.2f} MB)")

@@ -18,8 +18,9 @@ from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState
 from handwriting_hm.hmlstm.recipes import core_from_config, with_preactivations
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
+from .shipped import DEFAULT_MODEL
+
 KIND = "lm"
-DEFAULT_MODEL = Path(__file__).parent / "models" / "ptb-tiny.pt"
 
 
 @dataclass

@@ -51,7 +51,7 @@ from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, Training
 
 from .batches import bptt_rows, bptt_windows
 from .prepared_text import load_prepared_text
-from .evaluate import BoundaryRecorder, split_bpc
+from .scoring import BoundaryRecorder, split_bpc
 from .model import KIND, LanguageModel, LMConfig
 from .segmentation import boundary_report, separators
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.image import AxesImage
 
-from lm.boundaries import BoundaryAnalysis, boundary_figure
+from lm.boundary_figure import BoundaryAnalysis, boundary_figure
 
 TITLE = "ptb-tiny.pt, slope 1.24"
 

@@ -16,10 +16,10 @@ from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkp
 from handwriting_hm.hmlstm.core import COPY, operations
 from lm import corpus_files as lm_data
 from lm.batches import bptt_rows, bptt_windows, evaluation_rows
-from lm.boundaries import analyse
+from lm.boundary_figure import analyse
 from lm.cli import main
 from lm.corpus import EOL, encode_text, ptb_symbols, split_sizes
-from lm.evaluate import split_bpc
+from lm.scoring import split_bpc
 from lm.model import DEFAULT_MODEL, LanguageModel, LMConfig, load_lm
 from lm.prepare import prepare
 from lm.prepared_text import load_prepared_text

@@ -9,7 +9,7 @@ import torch
 
 from handwriting_hm.hmlstm.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
 from lm.cli import main
-from lm.evaluate import split_bpc
+from lm.scoring import split_bpc
 from lm.model import LanguageModel, LMConfig
 from lm.prepare import prepare
 from lm.prepared_text import load_prepared_text
