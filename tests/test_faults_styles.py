@@ -3,7 +3,6 @@ text primes with its last strokes and says so."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import subprocess
@@ -17,33 +16,16 @@ import torch
 
 from handwriting_hm.synthesis import styles
 from handwriting_hm.cli import main
-from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
-from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis.generate import write_texts
 from handwriting_hm.synthesis.write import write
+from write_factory import quarter_character_model, write_quarter_character_checkpoint
 
 INKML = '<ink xmlns="http://www.w3.org/2003/InkML"><trace>{}</trace></ink>'
 
 
-def quarter_character_model() -> SynthesisModel:
-    """A tiny synthesis model whose window moves a quarter character a point."""
-    torch.manual_seed(0)
-    model = SynthesisModel(SynthesisConfig(alphabet=" abcdefghij", hidden_sizes=(12, 10, 8), embedding_size=12,
-                                           n_mixtures=3, n_window=4))
-    K = model.config.n_window
-    with torch.no_grad():
-        model.window.weight[2 * K:].zero_()
-        model.window.bias[2 * K:].fill_(math.log(0.25))
-    return model
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("synthesis") / "synthesis.pt"
-    model = quarter_character_model()
-    stats = {"mean": [0.0, 0.0], "std": [20.0, 20.0]}
-    save_checkpoint(path, checkpoint_payload(KIND, model.config.to_dict(), model.state_dict(), 1.0, {"stats": stats}))
-    return path
+    return write_quarter_character_checkpoint(tmp_path_factory.mktemp("synthesis") / "synthesis.pt")
 
 
 def write_command(checkpoint, tmp_path, *arguments: str) -> list[str]:

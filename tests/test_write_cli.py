@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import json
-import math
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
-import torch
 from factories import write_tiny_checkpoint  # tests/ is on sys.path under pytest's default import mode
 
 from handwriting_hm.cli import main
-from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, save_checkpoint
 from handwriting_hm.letter_boundaries import format_hits, word_boundary_hits
-from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.synthesis.write import write, write_each, write_lines
+from write_factory import write_quarter_character_checkpoint
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -23,17 +20,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 def checkpoint(tmp_path_factory):
     """A tiny synthesis model whose window moves a quarter character a point: it writes any text in ~4 points
     a character and stops."""
-    torch.manual_seed(0)
-    model = SynthesisModel(SynthesisConfig(alphabet=" abcdefghij", hidden_sizes=(12, 10, 8), embedding_size=12,
-                                           n_mixtures=3, n_window=4))
-    K = model.config.n_window
-    with torch.no_grad():
-        model.window.weight[2 * K:].zero_()
-        model.window.bias[2 * K:].fill_(math.log(0.25))
-    path = tmp_path_factory.mktemp("synthesis") / "synthesis.pt"
-    stats = {"mean": [0.0, 0.0], "std": [20.0, 20.0]}
-    save_checkpoint(path, checkpoint_payload(KIND, model.config.to_dict(), model.state_dict(), 1.0, {"stats": stats}))
-    return path
+    return write_quarter_character_checkpoint(tmp_path_factory.mktemp("synthesis") / "synthesis.pt")
 
 
 def test_the_svg_has_one_unfilled_path_per_pen_down_stroke(checkpoint, tmp_path, capsys):

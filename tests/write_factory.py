@@ -1,6 +1,7 @@
-"""A tiny synthesis model with random weights, saved as a loadable checkpoint (for the app's Write view tests)."""
+"""Tiny synthesis models saved as loadable checkpoints (for the app's Write view and the write command's tests)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -19,4 +20,25 @@ def write_tiny_synthesis_checkpoint(path: Path, alphabet: str) -> Path:
                              n_window=4, initial_window_step=0.2)
     model = SynthesisModel(config)
     save_checkpoint(path, checkpoint_payload(KIND, config.to_dict(), model.state_dict(), 1.0, {"stats": STATS}))
+    return path
+
+
+def quarter_character_model() -> SynthesisModel:
+    """A tiny synthesis model whose window moves a quarter character a point: it writes any text in about
+    4 points a character and stops."""
+    torch.manual_seed(0)
+    model = SynthesisModel(SynthesisConfig(alphabet=" abcdefghij", hidden_sizes=(12, 10, 8), embedding_size=12,
+                                           n_mixtures=3, n_window=4))
+    K = model.config.n_window
+    with torch.no_grad():
+        model.window.weight[2 * K:].zero_()
+        model.window.bias[2 * K:].fill_(math.log(0.25))
+    return model
+
+
+def write_quarter_character_checkpoint(path: Path) -> Path:
+    """quarter_character_model saved at `path`, with offsets normalised by a std of 20 units."""
+    model = quarter_character_model()
+    stats = {"mean": [0.0, 0.0], "std": [20.0, 20.0]}
+    save_checkpoint(path, checkpoint_payload(KIND, model.config.to_dict(), model.state_dict(), 1.0, {"stats": stats}))
     return path
