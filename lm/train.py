@@ -179,8 +179,13 @@ class LanguageModelTask(TrainingTask):
         recorder = BoundaryRecorder(core.num_layers, self.slope, getattr(core, "z_on_copy", "keep")) \
             if core.num_detectors else None
         rows, bptt = self.settings.val_rows, self.settings.bptt
-        bpc, _ = split_bpc(model, self.valid_ids, rows=rows, bptt=bptt, slope=self.slope, on_output=recorder)
-        metrics = {"val_loss": bpc * np.log(2.0), "val_bpc": bpc}
+        # while the oracle forces z1 in training, validation forces it too: the model's own z1 has had no
+        # gradient yet, and a free-running validation would make the plateau schedule cut the rate for nothing
+        oracle = self.steps_done < self.settings.oracle_steps
+        forced_z1_of = (lambda ids: self.separator.to(ids.device)[ids].float()) if oracle else None
+        bpc, _ = split_bpc(model, self.valid_ids, rows=rows, bptt=bptt, slope=self.slope, on_output=recorder,
+                           forced_z1_of=forced_z1_of)
+        metrics = {"val_loss": bpc * np.log(2.0), "val_bpc": bpc, **({"val_oracle": 1.0} if oracle else {})}
         if recorder is None:
             return metrics
         metrics.update(recorder.health.summary())

@@ -152,3 +152,14 @@ def test_compare_tables_each_runs_best_validation(tmp_path: Path, capsys):
     assert "| recipe | 20 | 2.100 | 0.20 | 0.90 | – | – | 2.50 |" in out
     assert main(["compare", str(tmp_path / "nowhere")]) == 2
     assert "no log.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_validation_forces_layer_1_while_the_oracle_does(tmp_path: Path, prepared: Path, capsys):
+    code, _, _ = train(prepared, tmp_path / "run", capsys, "--max-steps", "4", "--eval-every", "2",
+                       "--oracle-steps", "3")
+    assert code == 0
+    records = validations(tmp_path / "run")
+    assert [r["step"] for r in records] == [2, 4]
+    assert records[0].get("val_oracle") == 1.0 and "val_oracle" not in records[1]
+    assert records[0]["z1_precision"] == 1.0 and records[0]["z1_recall"] == 1.0  # z1 is the separators themselves
