@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthesis", type=Path, default=None, metavar="CKPT",
                         help=f"a synthesis checkpoint for the Write view (default: the shipped model, "
                              f"{DEFAULT_SYNTHESIS_MODEL.name}, where installed; without one the view says how to train one)")
+    parser.add_argument("--writers", type=int, default=None,
+                        help="/write requests written at once (default: one per two cores; see docs/limits.md)")
     parser.add_argument("--data", type=Path, default=None, metavar="PREPARED",
                         help="a prepared IAM-OnDB file (handwriting-hm prepare): its lines can lend the Write view "
                              "their style by line id")
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from handwriting_hm.unconditional.sample import load_model_or_explain
 
     started = time.monotonic()
+    if args.writers is not None and args.writers < 1:
+        raise ValueError(f"--writers must be at least 1, got {args.writers}")
     if args.data is not None and not args.data.is_file():
         raise ValueError(f"--data {args.data}: no such file (a prepared IAM-OnDB .npz from handwriting-hm prepare)")
     # the models first, and quietly: a bad one is the only line printed
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     with saying("importing Gradio and building the page (a short sample picks the page's colours)"):
         from .main import build_app, launch_app  # imports Gradio: seconds, so only once the models are known good
 
-        page = build_app(model, synthesis, args.data)
+        page = build_app(model, synthesis, args.data, args.writers)
     print(f"handwriting-hm app: started in {time.monotonic() - started:.1f} s; serving on "
           f"http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     launch_app(page, host=args.host, port=args.port, share=args.share)

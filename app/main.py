@@ -35,11 +35,11 @@ from handwriting_hm.unconditional.sample import LIMITS, Sample, sample_handwriti
 from handwriting_hm.synthesis.model import LoadedSynthesisModel
 
 from . import canvas
-from .write_view import CSS as WRITE_CSS, build_write_view, layer_choice, refused
+from .write_view import CSS as WRITE_CSS, WRITERS, build_write_view, layer_choice, refused
 
 COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments",
                 "layer2": "layer-2 segments"}
-QUEUE_SIZE = 16  # requests waiting beyond this are refused rather than piling up
+QUEUE_SIZE = 64  # requests waiting beyond this are refused rather than piling up (each holds bounded inputs only)
 PROBE_POINTS = 300  # the start-up sample that decides the default colouring: long enough for every layer to fire
 
 INTRO = """
@@ -120,7 +120,7 @@ def model_defaults(model: LoadedModel) -> Defaults:
 
 
 def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,
-              style_data: Path | None = None) -> gr.Blocks:
+              style_data: Path | None = None, writers: int | None = None) -> gr.Blocks:
     """The page, bound to one loaded model, and the Write view to a synthesis model if given (with
     `style_data`, a prepared IAM-OnDB file whose lines can lend their style). Launch it with `launch_app`."""
     defaults = model_defaults(model)
@@ -176,7 +176,7 @@ def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,
                 preprocess=False,  # the handler checks the raw values and names the parameter (see the docstring)
             )
         with gr.Tab("Write", id="write_tab"):
-            build_write_view(synthesis, style_data, _cache_folder, _number)
+            build_write_view(synthesis, style_data, _cache_folder, _number, writers or WRITERS)
     app.queue(max_size=QUEUE_SIZE)
     return app
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ LOG = logging.getLogger("app")  # the server's log: a user's error as one line (
 MAX_LINES = 8
 # requests written at once, each in its own thread (results as when written alone), so that a request need not
 # wait for the one before where cores are free; on a saturated 2-core machine it gained nothing (docs/limits.md)
-WRITERS = 2
+WRITERS = max(1, (os.cpu_count() or 2) // 2)  # the default: one writer per two cores (docs/limits.md says why)
 MAX_CHARACTERS = 300  # over all lines: at most 24,000 steps of the sampler at the cap, for one request
 TRAIN_COMMAND = ("`handwriting-hm train --preset synthesis --data data/iam_ondb.npz --run-dir runs/synthesis`, "
                  "then start the app with `handwriting-hm app --synthesis runs/synthesis/best.pt`")
@@ -88,9 +89,9 @@ def layer_choice(choices: list[tuple[str, int]], **options: Any) -> gr.Dropdown:
 
 
 def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | None, cache_folder: Callable[[], str],
-                     number: Callable[..., gr.Number]) -> None:
+                     number: Callable[..., gr.Number], writers: int = WRITERS) -> None:
     """The Write tab's contents and its `/write` endpoint, inside the page's Blocks. Without a model
-    the tab shows one sentence, and /write answers it in one line."""
+    the tab shows one sentence, and /write answers it in one line. `writers`: requests written at once."""
     sources = ["none", "canvas"] + (["line"] if style_data is not None else [])
     detectors = synthesis.model.core.num_detectors if synthesis is not None else 2
     colour_choices = ["ink", "strokes"] + [f"layer{k}" for k in range(1, min(detectors, 2) + 1)]
@@ -160,7 +161,7 @@ def build_write_view(synthesis: LoadedSynthesisModel | None, style_data: Path | 
                 marker_layer, straighten],
         outputs=[drawing, finished, svg_file, png_file, plotter_file, json_file],
         api_name="write",
-        concurrency_limit=WRITERS,
+        concurrency_limit=writers,
         preprocess=False,  # the handler checks the raw values and names the parameter
     )
 

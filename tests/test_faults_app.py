@@ -39,7 +39,7 @@ def free_port() -> int:
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     synthesis = load_synthesis_model(write_tiny_synthesis_checkpoint(folder / "synthesis.pt", ALPHABET))
-    page = build_app(load_handwriting_model(write_tiny_checkpoint(folder / "tiny.pt")), synthesis, None)
+    page = build_app(load_handwriting_model(write_tiny_checkpoint(folder / "tiny.pt")), synthesis, None, writers=2)
     port = free_port()
     launch_app(page, port=port, prevent_thread_lock=True)
     try:
@@ -177,7 +177,6 @@ def test_more_than_one_write_is_served_at_a_time(served, monkeypatch):
     monkeypatch.setattr(write_view, "write_lines", write_lines_with_company)
     jobs = [client.submit(**{**DEFAULTS, "seed": seed}, api_name="/write") for seed in range(2)]
     assert all(job.result(timeout=60)[0] for job in jobs)
-    assert write_view.WRITERS >= 2
 
 
 def test_the_write_view_says_when_a_style_was_cut_to_its_last_strokes():
@@ -187,3 +186,9 @@ def test_the_write_view_says_when_a_style_was_cut_to_its_last_strokes():
            "points only." in write_view.primed_line([line], primer)
     whole = WrittenText("ab", np.zeros((3, 3)), np.zeros((3, 2), dtype=np.int64), np.zeros(3, int), True, 100)
     assert write_view.primed_line([whole], primer) == "" and write_view.primed_line([line], None) == ""
+
+
+def test_writers_below_one_is_one_line(capsys):
+    assert main(["app", "--writers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--writers must be at least 1" in err
