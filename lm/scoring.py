@@ -22,7 +22,8 @@ def split_bpc(model: nn.Module, ids, rows: int = 1, bptt: int = 100, slope: floa
               forced_z1_of: Callable | None = None) -> tuple[float, int]:
     """(bits per character, symbols scored) of `model` on the stream `ids` (see the module docstring).
     `progress` shows a bar of windows read on stderr; `on_output(output, inputs, valid, state)`, if given,
-    sees each window's LMOutput, its (R, T) inputs and valid steps, and the state it started from;
+    sees each window's LMOutput (with the boundary pre-activations, recomputed where the path gives none), its
+    (R, T) inputs and valid steps, and the state it started from;
     `forced_z1_of(inputs)`, if given, gives layer 1's boundaries for each window (the oracle)."""
     device = next(model.parameters()).device
     inputs, targets, mask = (tensor.to(device) for tensor in evaluation_rows(ids, rows))
@@ -35,7 +36,7 @@ def split_bpc(model: nn.Module, ids, rows: int = 1, bptt: int = 100, slope: floa
         valid = mask[:, window]
         forced = {} if forced_z1_of is None else {"forced_z1": forced_z1_of(inputs[:, window])}
         output = model(inputs[:, window], state=state, mask=None if bool(valid.all()) else valid, slope=slope,
-                       **forced)
+                       preactivations=on_output is not None, **forced)
         log_p = SoftmaxHead.log_likelihood(output.logits.float(), targets[:, window])
         total_nats -= float((log_p * valid).sum())
         if on_output is not None:

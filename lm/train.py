@@ -44,6 +44,7 @@ from torch import Tensor
 
 from handwriting_hm.hmlstm.checkpoint import StoredConfig
 from handwriting_hm.hmlstm.core import SLOPE_PRESETS, HMLSTMState
+from handwriting_hm.hmlstm.detectors import logged_alignment
 from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS, BoundaryRecipes
 from handwriting_hm.hmlstm.output import SoftmaxHead
 from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
@@ -154,6 +155,10 @@ class LanguageModelTask(TrainingTask):
     def start_step(self, device: torch.device) -> None:
         self.steps_done += 1
 
+    def _separators_read(self, ids: Tensor) -> Tensor:
+        """(B, T) float: 1 where the symbol read is a word separator (the oracle's z1)."""
+        return self.separator.to(ids.device)[ids].float()
+
     def loss(self, model: torch.nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
         inputs, targets = batch
         settings, step = self.settings, max(self.steps_done - 1, 0)  # start_step has counted this step
@@ -162,7 +167,7 @@ class LanguageModelTask(TrainingTask):
             state = state.to(inputs.device)
         options = {"boundary_mode": self.recipes.boundary_mode(step)}
         if step < settings.oracle_steps:
-            options["forced_z1"] = self.separator.to(inputs.device)[inputs].float()
+            options["forced_z1"] = self._separators_read(inputs)
         rate_loss = self.recipes.rate_loss_on(step)
         output = model(inputs, state=state, slope=self.slope, preactivations=rate_loss, **options)
         loss = -SoftmaxHead.log_likelihood(output.logits.float(), targets).mean()
@@ -182,26 +187,16 @@ class LanguageModelTask(TrainingTask):
         # while the oracle forces z1 in training, validation forces it too: the model's own z1 has had no
         # gradient yet, and a free-running validation would make the plateau schedule cut the rate for nothing
         oracle = self.steps_done < self.settings.oracle_steps
-        forced_z1_of = (lambda ids: self.separator.to(ids.device)[ids].float()) if oracle else None
+        forced_z1_of = self._separators_read if oracle else None
         bpc, _ = split_bpc(model, self.valid_ids, rows=rows, bptt=bptt, slope=self.slope, on_output=recorder,
                            forced_z1_of=forced_z1_of)
         metrics = {"val_loss": bpc * np.log(2.0), "val_bpc": bpc, **({"val_oracle": 1.0} if oracle else {})}
         if recorder is None:
             return metrics
         metrics.update(recorder.health.summary())
-        if not recorder.health.window_seen:  # a fast path: the straight-through window from a short reference pass
-            window = BoundaryRecorder(core.num_layers, self.slope, getattr(core, "z_on_copy", "keep"))
-            impl, core.impl = core.impl, "reference"
-            try:
-                split_bpc(model, self.valid_ids[: rows * 2 * bptt + 1], rows=rows, bptt=bptt, slope=self.slope,
-                          on_output=window)
-            finally:
-                core.impl = impl
-            metrics.update({key: value for key, value in window.health.summary().items() if key.endswith("_window")})
         if self.vocab is not None:
             boundaries, read = recorder.stream()
-            for name, figures in boundary_report(boundaries, read, self.vocab).items():
-                metrics.update({f"{name}_{key}": figures[key] for key in ("precision", "recall", "f1", "lift")})
+            metrics.update(logged_alignment(boundary_report(boundaries, read, self.vocab)))
         return metrics
 
     def scalars(self) -> dict[str, float]:

@@ -109,6 +109,7 @@ def silent_detectors(records: Sequence[dict], validations: int = 2) -> list[int]
 
 
 SHIFTS = 16  # offsets of the circular-shift null, spread over the sequence
+LOGGED_FIGURES = ("precision", "recall", "f1", "lift", "shift_lift")  # what a log record keeps of an alignment
 
 
 def _near(marks: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -150,3 +151,9 @@ def event_alignment(fired: np.ndarray, events: np.ndarray, before: int = 0, afte
         "shift_precision": shift_precision, "shift_recall": shift_recall, "shift_f1": shift_f1,
         "shift_lift": precision / shift_precision if shift_precision > 0 else 0.0,
     }
+
+
+def logged_alignment(alignments: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"z1_precision": ..., "z1_lift": ...}: the figures of each detector's event_alignment (keyed by its
+    name, "z1", "z2", ...) that a log record keeps."""
+    return {f"{name}_{key}": figures[key] for name, figures in alignments.items() for key in LOGGED_FIGURES}

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..hmlstm.core import HMLSTM, HMLSTMOutput
+from ..hmlstm.core import HMLSTMOutput
+from ..hmlstm.recipes import with_preactivations
 from ..scoring import PEN_UP_WINDOW, BoundaryCounts, Evaluation, check_finite, score_in_batches, summarise
 from .model import HandwritingModel, shift_inputs
 
@@ -31,12 +32,12 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
         for row, i in enumerate(chosen):
             offsets[row, :len(lines[i])] = lines[i]
         log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
-        core, preactivations = model.core, getattr(output.core, "preactivations", None)
-        if preactivations is None and isinstance(core, HMLSTM) and isinstance(output.core, HMLSTMOutput):
-            # a fast path ran: s_z recomputed from its output
-            preactivations = core.boundary_preactivations(shift_inputs(offsets.to(device)), output.core)
-        return log_likelihood, BoundaryCounts.of_batch(output.core.boundaries, offsets, lengths, preactivations,
-                                                       slope, getattr(core, "z_on_copy", "keep"))
+        core = output.core
+        if isinstance(core, HMLSTMOutput):  # s_z as the path gave them, else recomputed from its output
+            core = with_preactivations(model.core, shift_inputs(offsets.to(device)), core)
+        return log_likelihood, BoundaryCounts.of_batch(core.boundaries, offsets, lengths,
+                                                       getattr(core, "preactivations", None), slope,
+                                                       getattr(model.core, "z_on_copy", "keep"))
 
     return score_in_batches(model, [order[begin:begin + batch_size] for begin in range(0, len(order), batch_size)],
                             len(lines), score, progress)

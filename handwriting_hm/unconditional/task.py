@@ -27,6 +27,7 @@ from ..drawing.png import render_grid_png
 from ..hmlstm.checkpoint import StoredConfig
 from ..hmlstm.core import HMLSTMState, SlopeSchedule
 from ..hmlstm.presets import Preset
+from ..hmlstm.detectors import logged_alignment
 from ..hmlstm.recipes import BoundaryRecipes
 from ..hmlstm.trainer import TrainConfig, TrainingTask, distributed_from_env, shard_batches, share_lines
 from ..mixture import MixtureParams, mixture_log_likelihood
@@ -297,6 +298,5 @@ def detector_metrics(result) -> dict[str, float]:
             metrics[f"z{l + 1}_window"] = share
     for l, shares in enumerate(result.operation_shares or []):
         metrics.update({f"layer{l + 1}_{name}": share for name, share in shares.items()})
-    for l, figures in enumerate(result.pen_up_alignment or []):
-        metrics.update({f"z{l + 1}_{key}": figures[key] for key in ("precision", "recall", "f1", "lift", "shift_lift")})
+    metrics.update(logged_alignment({f"z{l + 1}": figures for l, figures in enumerate(result.pen_up_alignment or [])}))
     return metrics
