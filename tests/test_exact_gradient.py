@@ -125,7 +125,7 @@ def test_recompute_gives_a_copy_row_its_own_boundary():
     assert float(out_recomputed.boundaries.detach()[..., 1][operations(out_recomputed.boundaries)[..., 1] == COPY].min()) == 1.0
 
 
-def test_pairs_and_paths_that_do_not_go_together_are_refused():
+def test_pairs_and_paths_that_do_not_go_together_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="does not go with"):
         HMLSTM(3, (4, 4), copy_gradient="exact")  # z kept: the exact derivative would double along COPY runs
     with pytest.raises(ValueError, match="does not go with"):
@@ -135,10 +135,15 @@ def test_pairs_and_paths_that_do_not_go_together_are_refused():
     core = HMLSTM(3, (4, 4), z_on_copy="recompute", copy_gradient="exact", impl="fused")
     with pytest.raises(ValueError, match="cannot run z_on_copy='recompute'"):
         core(torch.randn(1, 2, 3))
-    assert resolve_impl("auto", "cpu", "step", "exact", None, core.c_loop_only) == "sparse"
-    assert resolve_impl("auto", "cpu", "soft", "exact", None, core.c_loop_only) == "reference"
-    assert resolve_impl("auto", "cpu", "step", "exact", "no C", core.c_loop_only) == "reference"
-    assert resolve_impl("auto", "cpu", "step", "straight", None) == "sparse"
+    from handwriting_hm.hmlstm import dispatch
+    if dispatch.c_loop_available():
+        assert resolve_impl("auto", "cpu", "step", "exact", core.c_loop_only) == "sparse"
+    assert resolve_impl("auto", "cpu", "soft", "exact", core.c_loop_only) == "reference"
+    assert resolve_impl("auto", "cpu", "step", "straight") == "sparse"
+    monkeypatch.setattr(dispatch, "c_loop_available", lambda: False)  # no C library: only the reference loop runs it
+    assert resolve_impl("auto", "cpu", "step", "exact", core.c_loop_only) == "reference"
+    with pytest.raises(ValueError, match="without the C loop"):
+        resolve_impl("sparse", "cpu", "step", "exact", core.c_loop_only)
 
 
 def test_boundary_unit_outside_the_layer_norm_keeps_its_raw_sum_and_bias():

@@ -77,7 +77,7 @@ from .cell_types import (BOUNDARY_MODES, COPY, COPY_GRADIENTS, FLUSH, GRADIENTS_
                          OPERATION_NAMES, SLOPE_PRESETS, UPDATE, Z_ON_COPY, HMLSTMOutput, HMLSTMState, RecurrentCore,
                          Slope, SlopeSchedule, boundary, check_boundary_mode, check_copy_gradient, check_input,
                          check_slope, hard_sigmoid, mask_state, operations, resolve_mask, slope_value, stack_time)
-from .dispatch import (IMPLEMENTATIONS, SPARSE_BELOW, STEPWISE_IMPLEMENTATIONS, c_loop_available, check_impl,
+from .dispatch import (IMPLEMENTATIONS, SPARSE_BELOW, STEPWISE_IMPLEMENTATIONS, check_impl,
                        check_stepwise_impl, impl_choice, resolve_impl, run_path, stepwise_choice)
 from .lstm import StackedLSTM
 
@@ -143,13 +143,6 @@ class HMLSTM(RecurrentCore):
                 for l, size in enumerate(hidden_sizes[:-1]):
                     inside_norm = layer_norm and boundary_norm
                     (self.norms[l] if inside_norm else self.recurrent[l]).bias[4 * size].fill_(float(boundary_bias))
-
-    @property
-    def reference_only(self) -> str | None:
-        """Why only the reference loop can run this core's settings here, or None if another path can."""
-        if self.c_loop_only is not None and not c_loop_available():
-            return f"{self.c_loop_only} without the C loop"
-        return None
 
     @property
     def c_loop_only(self) -> str | None:
@@ -349,9 +342,7 @@ class HMLSTM(RecurrentCore):
         if forced_z1 is not None and tuple(forced_z1.shape) != (batch, steps):
             raise ValueError(f"forced_z1 must have shape {(batch, steps)}, got {tuple(forced_z1.shape)}")
         c_loop_only = self.c_loop_only or (None if forced_z1 is None else "forced layer-1 boundaries")
-        reference_only = self.reference_only or (None if forced_z1 is None or c_loop_available()
-                                                 else "forced layer-1 boundaries without the C loop")
-        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, reference_only, c_loop_only)
+        path = resolve_impl(impl or self.impl, x.device, mode, self.copy_gradient, c_loop_only)
         if path != "reference":
             return run_path(path, self, x, state, mask, slope, mode, forced_z1)
 

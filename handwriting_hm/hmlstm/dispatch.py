@@ -34,26 +34,25 @@ def check_impl(impl: str) -> None:
 
 
 def resolve_impl(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
-                 copy_gradient: str = "straight", reference_only: str | None = None,
-                 c_loop_only: str | None = None) -> str:
+                 copy_gradient: str = "straight", c_loop_only: str | None = None) -> str:
     """The path that runs: `impl` itself, or for "auto" the fastest that can run here (impl_choice says why)."""
-    return impl_choice(impl, device, boundary_mode, copy_gradient, reference_only, c_loop_only)[0]
+    return impl_choice(impl, device, boundary_mode, copy_gradient, c_loop_only)[0]
 
 
 def impl_choice(impl: str, device: torch.device | str = "cpu", boundary_mode: str = "step",
-                copy_gradient: str = "straight", reference_only: str | None = None,
-                c_loop_only: str | None = None) -> tuple[str, str]:
+                copy_gradient: str = "straight", c_loop_only: str | None = None) -> tuple[str, str]:
     """(path, one line saying why). "auto" picks, per device, what handwriting_hm.bench measured fastest:
     on the CPU the sparse path where it can run (binary boundaries), else the fused path; on a GPU the
-    Triton kernels where triton is installed, else the fused path. `reference_only` (HMLSTM.reference_only)
-    names a setting that only the reference loop runs: "auto" then picks it, and a faster path is refused.
-    `c_loop_only` (HMLSTM.c_loop_only) names one that only the reference loop and the sparse C loop run."""
+    Triton kernels where triton is installed, else the fused path. `c_loop_only` (HMLSTM.c_loop_only) names
+    a setting that only the reference loop and the sparse C loop run: where the C library does not run,
+    "auto" then picks the reference loop, and a faster path is refused."""
     check_impl(impl)
-    if reference_only is not None:
+    if c_loop_only is not None and not c_loop_available():
+        only = f"{c_loop_only} without the C loop"
         if impl == "auto":
-            return "reference", f"auto: the reference loop, the only path that runs {reference_only}"
+            return "reference", f"auto: the reference loop, the only path that runs {only}"
         if impl != "reference":
-            raise ValueError(f"impl={impl!r} cannot run {reference_only}: use impl='reference' or 'auto'")
+            raise ValueError(f"impl={impl!r} cannot run {only}: use impl='reference' or 'auto'")
     if c_loop_only is not None:
         if impl in ("fused", "triton"):
             raise ValueError(f"impl={impl!r} cannot run {c_loop_only}: use impl='sparse' (the C loop, float32 on the "

@@ -27,7 +27,7 @@ class CopySkippingStepper:
 
     def __init__(self, core: HMLSTMLike, n_samples: int, slope: float,
                  linear: Callable[..., Tensor] | None = None) -> None:
-        if core.boundary_mode == "soft" or core.z_on_copy != "keep" or core.boundary_outside_norm:
+        if core.boundary_mode == "soft" or core.c_loop_only is not None:
             raise ValueError("the COPY-skipping stepper runs binary boundaries that a COPY row keeps, inside the layer "
                              f"norm (here boundary_mode={core.boundary_mode!r}, z_on_copy={core.z_on_copy!r}, boundary "
                              f"unit {'outside' if core.boundary_outside_norm else 'inside'} the norm): step with HMLSTM.step")

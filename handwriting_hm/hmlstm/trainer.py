@@ -187,8 +187,7 @@ class Trainer:
         core = getattr(self.model, "core", None)
         if not isinstance(core, HMLSTM):
             return None
-        return impl_choice(core.impl, self.device, core.boundary_mode, core.copy_gradient, core.reference_only,
-                           core.c_loop_only)
+        return impl_choice(core.impl, self.device, core.boundary_mode, core.copy_gradient, core.c_loop_only)
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self) -> Iterator[None]:
