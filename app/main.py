@@ -36,6 +36,7 @@ from handwriting_hm.synthesis.model import LoadedSynthesisModel
 
 from . import canvas
 from .write_view import CSS as WRITE_CSS, WRITERS, build_write_view, layer_choice, refused
+from .writing import WriterPool
 
 COLOUR_NAMES = {"ink": "plain ink", "strokes": "pen-up strokes", "layer1": "layer-1 segments",
                 "layer2": "layer-2 segments"}
@@ -100,7 +101,16 @@ class Defaults:
 
 
 class Page(gr.Blocks):
-    """gr.Blocks whose events refuse a wrong number of inputs with one line naming them."""
+    """gr.Blocks whose events refuse a wrong number of inputs with one line naming them, and which stops
+    the Write view's writer processes when it closes."""
+
+    writer_pool: WriterPool | None = None
+
+    def close(self, verbose: bool = True) -> None:
+        super().close(verbose)
+        if self.writer_pool is not None:
+            self.writer_pool.close()
+            self.writer_pool = None
 
     def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
         if len(inputs) != len(block_fn.inputs):
@@ -176,7 +186,7 @@ def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,
                 preprocess=False,  # the handler checks the raw values and names the parameter (see the docstring)
             )
         with gr.Tab("Write", id="write_tab"):
-            build_write_view(synthesis, style_data, _cache_folder, _number, writers or WRITERS)
+            app.writer_pool = build_write_view(synthesis, style_data, _cache_folder, _number, writers or WRITERS)
     app.queue(max_size=QUEUE_SIZE)
     return app
 

@@ -14,7 +14,8 @@ from gradio_client.exceptions import AppError
 
 from app import canvas
 from app.main import build_app, launch_app
-from app.write_view import NO_MODEL, finished_line
+from app.write_view import NO_MODEL
+from app.writing import finished_line
 from handwriting_hm.synthesis.alphabet import alphabet_of_prepared
 from handwriting_hm.cli import main
 from handwriting_hm.unconditional.model import load_handwriting_model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
-import threading
 import time
 
 import numpy as np
@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 
 from app import main as app_main
 from app.main import _card, build_app, launch_app
-from app import write_view
+from app import writing
 from handwriting_hm.cli import main
 from handwriting_hm.unconditional.model import load_handwriting_model
 from handwriting_hm.synthesis.model import load_synthesis_model
@@ -141,7 +141,7 @@ def test_the_saved_figure_says_it_is_the_copy_share_and_where_it_comes_from():
 
 def test_a_line_of_no_points_is_never_called_finished():
     empty = WrittenText("ab", np.zeros((0, 3)), np.zeros((0, 2), dtype=np.int64), np.zeros(0, int), True)
-    said = write_view.finished_line([empty])
+    said = writing.finished_line([empty])
     assert said.startswith("No points written for line 1 ('ab')") and "Finished" not in said
 
 
@@ -164,28 +164,22 @@ def test_start_up_says_what_it_does_and_how_long_it_took(tmp_path, monkeypatch, 
     assert "importing Gradio and building the page" in said and "handwriting-hm app: started in" in said
 
 
-def test_more_than_one_write_is_served_at_a_time(served, monkeypatch):
-    """Each write waits until another is being written too: served one at a time, the first would wait alone."""
-    _, client = served
-    together = threading.Barrier(2, timeout=20)
-    original = write_view.write_lines
-
-    def write_lines_with_company(*args, **kwargs):
-        together.wait()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(write_view, "write_lines", write_lines_with_company)
+def test_writes_are_served_at_once_by_processes_of_their_own(served):
+    """Two writes sent together are both served, by the page's two writer processes: not the server's."""
+    page, client = served
     jobs = [client.submit(**{**DEFAULTS, "seed": seed}, api_name="/write") for seed in range(2)]
-    assert all(job.result(timeout=60)[0] for job in jobs)
+    assert all(job.result(timeout=120)[0].count("1 line, ") == 1 for job in jobs)
+    writers = {process.pid for process in page.writer_pool._executor._processes.values()}
+    assert len(writers) == 2 and os.getpid() not in writers
 
 
 def test_the_write_view_says_when_a_style_was_cut_to_its_last_strokes():
     line = WrittenText("ab", np.zeros((3, 3)), np.zeros((3, 2), dtype=np.int64), np.zeros(3, int), True, 40)
     primer = (np.zeros((100, 3)), "a")
     assert "The style's 100 points carry more ink than its text says, so the model was primed with its last 40 " \
-           "points only." in write_view.primed_line([line], primer)
+           "points only." in writing.primed_line([line], primer)
     whole = WrittenText("ab", np.zeros((3, 3)), np.zeros((3, 2), dtype=np.int64), np.zeros(3, int), True, 100)
-    assert write_view.primed_line([whole], primer) == "" and write_view.primed_line([line], None) == ""
+    assert writing.primed_line([whole], primer) == "" and writing.primed_line([line], None) == ""
 
 
 def test_writers_below_one_is_one_line(capsys):
