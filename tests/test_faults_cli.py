@@ -4,7 +4,7 @@ from __future__ import annotations
 from handwriting_hm.cli import main
 from handwriting_hm.synthesis.model import load_synthesis_model
 from handwriting_hm.synthesis.write import write_in_batches
-from write_factory import write_tiny_synthesis_checkpoint  # tests/ is on sys.path under pytest's default import mode
+from tests.write_factory import write_tiny_synthesis_checkpoint
 
 
 def test_letters_defaults_to_the_shipped_synthesis_model(capsys):

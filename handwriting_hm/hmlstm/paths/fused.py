@@ -12,7 +12,7 @@ straight-through estimator on z as core._BoundaryFunction. What is fused:
   over every step's saved inputs and pre-activation gradients, instead of one per step;
 - no autograd graph: the loop allocates nothing autograd has to track.
 
-The results equal the reference's up to float rounding (tests/test_fused.py checks outputs,
+The results equal the reference's up to float rounding (tests/handwriting_hm/hmlstm/test_fused.py checks outputs,
 final state and every gradient). Layer norm here is computed by hand (to keep x-hat and 1/std
 for the backward), so it differs from nn.LayerNorm by rounding only.
 """

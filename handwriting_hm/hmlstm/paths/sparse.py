@@ -29,7 +29,7 @@ one GEMM per weight over all the rows that used it, after the time loop.
 
 Binary boundaries only ("step" or "bernoulli"): with soft boundaries every row mixes all three
 operations and nothing can be skipped (the fused path runs those). Results equal the
-reference's up to float rounding (tests/test_sparse.py).
+reference's up to float rounding (tests/handwriting_hm/hmlstm/test_sparse.py).
 
 For float32 on the CPU the same loop runs in C
 (sparse_native.py, sparse_loop.c) where the C library builds: the Python loop below dispatches a

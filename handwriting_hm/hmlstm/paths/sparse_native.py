@@ -9,7 +9,7 @@ used it, as sparse.py does. The mathematics and the order of the random draws ar
 
 It runs where `runs_natively` says: float32 on the CPU, the C library built
 (few_rows.library), at most MAX_LAYERS layers. Elsewhere sparse.py's
-Python loop runs. Results equal the reference's up to float rounding (tests/test_sparse.py).
+Python loop runs. Results equal the reference's up to float rounding (tests/handwriting_hm/hmlstm/test_sparse.py).
 """
 from __future__ import annotations
 

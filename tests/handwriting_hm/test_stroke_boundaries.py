@@ -1,0 +1,89 @@
+"""Where the detectors fire against the pen-ups, and their health, in `handwriting-hm evaluate` and validation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from handwriting_hm.cli import main
+from handwriting_hm.scoring import BoundaryCounts, summarise
+from handwriting_hm.unconditional.evaluate import evaluate_lines
+from handwriting_hm.unconditional.model import HandwritingConfig, HandwritingModel
+from handwriting_hm.unconditional.task import detector_metrics
+
+
+def test_pen_up_alignment_counts_firings_within_the_window_of_the_points_read():
+    # one line of 12 points, pen-ups at points 3 and 8; step t reads point t-1
+    offsets = torch.zeros(1, 12, 3)
+    offsets[0, [3, 8], 2] = 1.0
+    boundaries = torch.zeros(1, 12, 2)
+    boundaries[0, 4, 0] = 1.0  # reads point 3: on the pen-up
+    boundaries[0, 7, 0] = 1.0  # reads point 6: two before the pen-up at 8
+    boundaries[0, 11, 0] = 1.0  # reads point 10: two after it
+    boundaries[0, 1, 1] = 1.0  # reads point 0: three before the pen-up at 3
+    counts = BoundaryCounts.of_batch(boundaries, offsets, torch.tensor([12]))
+    assert counts.fired_steps.shape == (11, 2) and counts.pen_up_steps.sum() == 2
+    result = summarise(np.zeros(1), 12, counts, pen_up_window=2)
+    z1, z2 = result.pen_up_alignment
+    assert z1["precision"] == 1.0 and z1["recall"] == 1.0
+    assert z2["precision"] == 0.0 and z2["recall"] == 0.0
+    assert summarise(np.zeros(1), 12, counts, pen_up_window=0).pen_up_alignment[0]["precision"] == pytest.approx(1 / 3)
+    assert result.operation_shares[0]["copy"] == 0.0  # layer 1 reads every point
+    assert result.operation_shares[2]["update"] == pytest.approx(1 / 12)  # layer 3 reads z2 once
+    assert "z1 within 2 points of a pen-up: precision 1.00" in result.format()
+    metrics = detector_metrics(result)
+    assert metrics["z1_precision"] == 1.0 and metrics["z1_rate"] == pytest.approx(3 / 12)
+    assert "z1_window" not in metrics  # no pre-activations given: the window is not known
+
+
+def test_batches_add_up_to_the_whole():
+    offsets = torch.zeros(2, 6, 3)
+    offsets[:, 2, 2] = 1.0
+    boundaries = (torch.rand(2, 6, 2, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    lengths = torch.tensor([6, 4])
+    boundaries[1, 4:] = 0.0
+    whole = BoundaryCounts.of_batch(boundaries, offsets, lengths)
+    parts = BoundaryCounts.of_batch(boundaries[:1], offsets[:1], lengths[:1]).plus(
+        BoundaryCounts.of_batch(boundaries[1:], offsets[1:], lengths[1:]))
+    assert np.array_equal(whole.fired_steps, parts.fired_steps)
+    assert whole.health.summary() == parts.health.summary()
+
+
+def test_evaluating_a_model_reports_the_window_from_a_fast_path():
+    torch.manual_seed(0)
+    model = HandwritingModel(HandwritingConfig(hidden_sizes=(6, 6, 6), embedding_size=6, n_mixtures=2))
+    lines = [torch.randn(20, 3).clamp(-2, 2) for _ in range(3)]
+    for line in lines:
+        line[:, 2] = (torch.arange(20) % 5 == 4).float()
+    reference = evaluate_lines(model, lines)
+    model.core.impl = "auto"  # the sparse path: pre-activations recomputed from its output
+    fast = evaluate_lines(model, lines)
+    assert fast.window_share == pytest.approx(reference.window_share, abs=1e-6)
+    assert all(share is not None for share in fast.window_share)
+    assert fast.pen_up_alignment == reference.pen_up_alignment
+
+
+@pytest.mark.slow
+def test_handwriting_training_takes_the_recipes_and_logs_pen_up_figures(tmp_path):
+    from tests.factories import make_prepared
+    data = make_prepared(tmp_path / "data")
+    common = ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
+              "--n-mixtures", "2", "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0",
+              "--sample-points", "12", "--log-every", "1", "--device", "cpu", "--quiet", "--max-steps", "12",
+              "--eval-every", "12", "--lr", "0.03", "--boundary-bias", "-2"]
+    assert main([*common, "--run-dir", str(tmp_path / "free")]) == 0
+    assert main([*common, "--run-dir", str(tmp_path / "pulled"), "--rate-targets", "0.9,0.9", "--rate-weight", "20",
+                 "--bernoulli-steps", "4", "--no-boundary-norm", "--z-on-copy", "recompute",
+                 "--copy-gradient", "exact"]) == 0
+
+    def last_validation(run: str) -> dict:
+        records = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [r for r in records if r["type"] == "val"][-1]
+
+    free, pulled = last_validation("free"), last_validation("pulled")
+    for key in ("z1_rate", "z1_window", "z1_precision", "z1_recall", "z1_lift", "layer2_copy", "layer3_update"):
+        assert key in pulled, key
+    assert pulled["z1_rate"] > free["z1_rate"] + 0.2
+    assert main([*common, "--run-dir", str(tmp_path / "bad"), "--rate-weight", "1"]) == 2  # no targets: one line
