@@ -173,6 +173,9 @@ class HMLSTMLike(Protocol):
     @property
     def boundary_outside_norm(self) -> bool: ...
 
+    @property
+    def c_loop_only(self) -> str | None: ...
+
 
 def operations(boundaries: Tensor, initial_z: Tensor | None = None) -> Tensor:
     """The operation (COPY / UPDATE / FLUSH) each layer did at each step, from the boundaries.

@@ -263,6 +263,9 @@ class HMLSTM(RecurrentCore):
         where layer l+1 computed, and saves the product for the rest). extra_bottom_up: a function
         from row indices (None: all) to those rows' extra bottom-up input, so that it is computed
         only for the rows that compute. valid (B, 1) bool: rows at a padded step compute nothing.
+
+        A training path (autograd runs through it): the synthesis model's sparse step (SynthesisModel.sparse_step)
+        runs on it. Sampling, which keeps no graph, runs on the COPY-skipping stepper (stepper.py).
         """
         top = l == self.num_layers - 1
         z_prev = None if top else state.z[:, l:l + 1]

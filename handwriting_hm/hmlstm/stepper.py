@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cell_types import HMLSTMLike, hard_sigmoid
+from .cell_types import HMLSTMLike, HMLSTMState, hard_sigmoid
 from .paths.few_rows import times, times_transposed
 
 
@@ -21,16 +21,17 @@ class CopySkippingStepper:
 
     `hidden` holds every layer's h side by side (h[l] are views of it), as a gated output module reads them.
     The hook for a client's extra input: `step`'s extra_bottom_up(l, rows) gives layer l's extra bottom-up
-    term (already multiplied by its weights) for the rows that compute (None: all), added to the bottom-up
-    term as HMLSTM.layer_step adds its extra_bottom_up, so it is computed only for the rows that read it.
+    term (already multiplied by its weights) for the rows that compute (None: all), or None where layer l has
+    none. It is added to the bottom-up term as HMLSTM.layer_step adds its extra_bottom_up, so it is computed
+    only for the rows that read it; when it is asked for layer l, the h of the layers below l are this step's.
+    state: where to start (zeros if None), e.g. after a primer read by the model's forward.
     """
 
     def __init__(self, core: HMLSTMLike, n_samples: int, slope: float,
-                 linear: Callable[..., Tensor] | None = None) -> None:
-        if core.boundary_mode == "soft" or core.c_loop_only is not None:
-            raise ValueError("the COPY-skipping stepper runs binary boundaries that a COPY row keeps, inside the layer "
-                             f"norm (here boundary_mode={core.boundary_mode!r}, z_on_copy={core.z_on_copy!r}, boundary "
-                             f"unit {'outside' if core.boundary_outside_norm else 'inside'} the norm): step with HMLSTM.step")
+                 linear: Callable[..., Tensor] | None = None, state: HMLSTMState | None = None) -> None:
+        reason = refusal(core)
+        if reason is not None:
+            raise ValueError(f"the COPY-skipping stepper cannot run this core ({reason}): step with HMLSTM.step")
         weight = core.recurrent[0].weight
         self.sizes = core.hidden_sizes
         self.slope = slope
@@ -41,6 +42,11 @@ class CopySkippingStepper:
         self.c = [weight.new_zeros(n_samples, size) for size in self.sizes]
         self.z = weight.new_zeros(n_samples, core.num_detectors)
         self.fired = [(False, False)] * core.num_detectors  # per detector: any row fired, every row fired
+        if state is not None:  # copied, as the stepper writes its state in place
+            self.hidden.copy_(torch.cat(state.h, dim=1))
+            self.c = [c.clone() for c in state.c]
+            self.z = state.z.clone()
+            self.fired = [any_all(self.z[:, l:l + 1]) for l in range(core.num_detectors)]
         # the weights, read once: attribute look-ups on modules cost as much as a small product
         self.recurrent = [(layer.weight, layer.bias) for layer in core.recurrent]
         self.top_down = [layer.weight for layer in core.top_down]
@@ -79,8 +85,9 @@ class CopySkippingStepper:
                 flushing = pick(z_prev).flatten().nonzero().flatten()
                 s.index_add_(0, flushing, linear(pick(self.h[l + 1]).index_select(0, flushing), self.top_down[l]))
             bottom_up = linear(pick(h_below), self.bottom_up[l])
-            if extra_bottom_up is not None:
-                bottom_up = bottom_up + extra_bottom_up(l, rows)
+            extra = None if extra_bottom_up is None else extra_bottom_up(l, rows)
+            if extra is not None:
+                bottom_up = bottom_up + extra
             s = s + (bottom_up if z_below is None else pick(z_below) * bottom_up)
             if self.norms is not None:
                 s = F.layer_norm(s, *self.norms[l])
@@ -113,6 +120,17 @@ class CopySkippingStepper:
                 self.h[l].index_copy_(0, rows, h)
         self.z, self.fired = z_t, fired
         return changed
+
+
+def refusal(core: HMLSTMLike) -> str | None:
+    """Why the stepper cannot run this core, in a few words (None: it can). It runs binary boundaries that a
+    COPY row keeps, inside the layer norm: soft boundaries mix the three operations and leave nothing to skip,
+    and HMLSTM.c_loop_only's settings compute what it does not."""
+    if core.boundary_mode == "soft":
+        return "soft boundaries leave nothing to skip"
+    if core.c_loop_only is not None:
+        return f"it does not compute {core.c_loop_only}"
+    return None
 
 
 def few_row_linear() -> Callable[..., Tensor]:

@@ -12,6 +12,10 @@ a cap that scales with it, `max_points_per_character` points per character, so n
 Rows are aligned as in unconditional/generate.py: row j of the boundaries and of the window says what the
 model did while READING point j, and the stop rule is checked on that window.
 
+On the CPU the steps run on the library's COPY-skipping stepper (hmlstm/stepper.py), as unconditional
+sampling does, the window passed to the layers above through its hook (SkippingStepper); where that stepper
+cannot run (soft boundaries, a GPU) they run SynthesisModel.step (PlainStepper).
+
 Style priming (Graves §5.5): given a primer, a real line's offsets and its text, the model first
 reads the primer's strokes with the window over the primer's text followed by the text to write
 (one string: the caller puts a space between them where one belongs), then writes on from there,
@@ -29,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..hmlstm.core import check_slope
+from ..hmlstm.stepper import CopySkippingStepper, refusal
 from ..mixture import adjust, sample_mixture
 from ..unconditional.model import shift_inputs
 from .model import SynthesisModel, SynthesisState, Window
@@ -86,25 +91,15 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     one_hot, text_lengths = model.alphabet.one_hot(texts)
     one_hot, text_lengths = one_hot.to(device), text_lengths.to(device)
     n = len(texts)
-    # On the CPU the sparse step (layers 2 and up compute only their rows that do not COPY) is as
-    # fast as the plain one where every detector fires and twice as fast where they are silent.
-    sparse = device.type == "cpu"
-
-    def advance(x: Tensor, state: SynthesisState, top_down: list[Tensor] | None):
-        if top_down is None:
-            return (*model.step(x, one_hot, state, slope), None)
-        return model.sparse_step(x, one_hot, state, slope, top_down)
-
     primed = None
     if primers is None:
-        state = model.initial_state(n)
-        top_down = model.top_down_products(state) if sparse else None
-        state, _, window, top_down = advance(one_hot.new_zeros(n, 3), state, top_down)  # reads the zero vector
+        stepper = stepper_for(model, one_hot, model.initial_state(n), slope)
+        _, window = stepper.step(one_hot.new_zeros(n, 3))  # reads the zero vector
     else:
         primer_lengths = torch.tensor([len(primer_text) for _, primer_text in primers], device=device)
         state, window, primed = fit_primers(model, [offsets.to(device) for offsets, _ in primers], one_hot,
                                             primer_lengths, slope)
-        top_down = model.top_down_products(state) if sparse else None
+        stepper = stepper_for(model, one_hot, state, slope)
     passed = window_passed_text(window, text_lengths)  # nothing drawn yet: the pen is up
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     points, boundaries, log_phis = [], [], []
@@ -112,10 +107,10 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
         writing = ~passed & (lengths < caps)
         if not bool(writing.any()):
             break
-        params = model.head(model.output(state.core.h + (state.window,)))
+        params = model.head(model.output(stepper.output_inputs()))
         x = sample_mixture(params, bias, temperature, generator) * writing[:, None]  # stopped rows write nothing
         lengths += writing.long()
-        state, z, window, top_down = advance(x, state, top_down)  # reads the point just drawn
+        z, window = stepper.step(x)  # reads the point just drawn
         points.append(x)
         boundaries.append(z * writing[:, None])
         log_phis.append(window.log_phi)
@@ -123,6 +118,70 @@ def write_texts(model: SynthesisModel, texts: Sequence[str], bias: float = 0.0, 
     sizes = ((points, 3), (boundaries, model.core.num_detectors), (log_phis, one_hot.shape[1] + 1))
     stacked = [torch.stack(values, dim=1) if values else one_hot.new_zeros(n, 0, size) for values, size in sizes]
     return Written(stacked[0], lengths, passed, stacked[1], stacked[2], None if primers is None else primed)
+
+
+class PlainStepper:
+    """SynthesisModel.step itself, every gate of every layer at every point, from `state` over the one-hot `text`."""
+
+    def __init__(self, model: SynthesisModel, text: Tensor, state: SynthesisState, slope: float) -> None:
+        self.model, self.text, self.state, self.slope = model, text, state, slope
+
+    def step(self, x: Tensor) -> tuple[Tensor, Window]:
+        """Read x (B, 3); return z_t (B, L-1) and the window."""
+        self.state, z_t, window = self.model.step(x, self.text, self.state, self.slope)
+        return z_t, window
+
+    def output_inputs(self) -> tuple[Tensor, ...]:
+        """What the gated output reads: every layer's h, then w_t."""
+        return self.state.core.h + (self.state.window,)
+
+
+class SkippingStepper:
+    """PlainStepper's steps on the library's COPY-skipping stepper (hmlstm/stepper.py): a layer computes only its
+    rows that FLUSH or UPDATE. Layer 1 reads [x_t; w_{t-1}] as its input, at every step. The window is computed
+    once per step from h^1_t: when a layer above first asks the stepper's hook for its share of w_t (computed for
+    the rows that read it only), else after the step, as kappa moves at every point whatever the layers above do.
+    The same results as PlainStepper: bit for bit for one text (torch's products), to rounding for several
+    (few_rows.c's products, see hmlstm/stepper.py)."""
+
+    def __init__(self, model: SynthesisModel, text: Tensor, state: SynthesisState, slope: float) -> None:
+        self.model, self.text = model, text
+        self.core = CopySkippingStepper(model.core, text.shape[0], slope, state=state.core)
+        self.kappa, self.vector = state.kappa, state.window
+        self.window_in = [layer.weight for layer in model.window_in]  # read once, as the stepper reads its own
+
+    def step(self, x: Tensor) -> tuple[Tensor, Window]:
+        """Read x (B, 3); return z_t (B, L-1) and the window."""
+        core, window = self.core, None
+
+        def window_share(l: int, rows: Tensor | None) -> Tensor | None:
+            nonlocal window
+            if l == 0:  # layer 1 reads w_{t-1}, in its input
+                return None
+            if window is None:  # layer 1 has run: core.h[0] is h^1_t
+                window = self.model.attend(core.h[0], self.kappa, self.text)
+            vector = window.vector if rows is None else window.vector.index_select(0, rows)
+            return core.linear(vector, self.window_in[l - 1])
+
+        z_t = x.new_zeros(x.shape[0], self.model.core.num_detectors)
+        core.step(torch.cat([x, self.vector], dim=-1), z_t, window_share)
+        if window is None:  # every layer above COPYd in every row
+            window = self.model.attend(core.h[0], self.kappa, self.text)
+        self.kappa, self.vector = window.kappa, window.vector
+        return z_t, window
+
+    def output_inputs(self) -> tuple[Tensor, ...]:
+        """What the gated output reads: every layer's h, then w_t (valid until the next step)."""
+        return tuple(self.core.h) + (self.vector,)
+
+
+def stepper_for(model: SynthesisModel, text: Tensor, state: SynthesisState,
+                slope: float) -> PlainStepper | SkippingStepper:
+    """The stepper that writes: the COPY-skipping one on the CPU where it can run the core, else the plain step
+    (on a GPU, as reading the boundaries at every layer of every step would stall the device)."""
+    if text.device.type != "cpu" or refusal(model.core) is not None:
+        return PlainStepper(model, text, state, slope)
+    return SkippingStepper(model, text, state, slope)
 
 
 def read_primers(model: SynthesisModel, primers: Sequence[Tensor], text: Tensor,

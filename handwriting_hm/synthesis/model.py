@@ -217,6 +217,9 @@ class SynthesisModel(nn.Module):
         it changes only where layer l+1 computed, so only those rows are multiplied again. Returns
         what `step` returns and the products for the next step. valid (B, 1) bool: rows at a
         padded step compute nothing in layers 2 and up (`forward` restores their state anyway).
+
+        `forward`'s impl "sparse", for training: gradients flow through it. Writing steps on the library's
+        COPY-skipping stepper instead (generate.py), which keeps no graph.
         """
         core, mode = self.core, self.config.boundary_mode
         h1, c1, z1 = core.layer_step(0, torch.cat([x, state.window], dim=-1), x.new_ones(x.shape[0], 1),

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..hmlstm.core import HMLSTM, StackedLSTM, check_slope, operations
-from ..hmlstm.stepper import CopySkippingStepper, linear_for
+from ..hmlstm.stepper import CopySkippingStepper, linear_for, refusal
 from .model import HandwritingModel
 from ..hmlstm.output import GatedOutput
 from ..mixture import MixtureParams, adjust, sample_component, sample_mixture
@@ -97,9 +97,7 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
     core = model.core
     if isinstance(core, HMLSTM):
         check_slope(slope)
-        if core.boundary_mode == "soft" or core.c_loop_only is not None:
-            # soft boundaries leave nothing to skip; a recomputed z on COPY or the boundary unit outside the
-            # norm are what the stepper below does not do: the reference loop runs them
+        if refusal(core) is not None:  # what the stepper does not run, the reference loop does
             return generate_reference(model, n_points, n_samples, bias, temperature, slope, generator)
         stepper: CopySkippingStepper | _LSTMStepper = CopySkippingStepper(core, n_samples, slope)
     else:

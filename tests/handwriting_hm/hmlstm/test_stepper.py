@@ -22,14 +22,22 @@ def reference_step(core, x, state, extras, slope):
     return type(state)(tuple(new_h), tuple(new_c), z_t)
 
 
-def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it():
+@pytest.mark.parametrize("carried", [False, True])
+def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it(carried):
+    """From zeros, and from a carried state whose boundaries fired in some rows (layer 1 then has no extra input:
+    the hook answers None, as a client whose input reaches layer 1 another way does)."""
     torch.manual_seed(0)
     core = HMLSTM(3, (8, 6, 5), layer_norm=True).double()
     weights = [torch.randn(4 * size + (1 if l < 2 else 0), 2, dtype=torch.float64)
                for l, size in enumerate(core.hidden_sizes)]
+    if carried:
+        weights[0] = None
     n, slope = 6, 1.0
-    stepper = CopySkippingStepper(core, n, slope, linear=F.linear)
     state = core.initial_state(n)
+    if carried:
+        state = type(state)(tuple(torch.randn_like(h) for h in state.h), tuple(torch.randn_like(c) for c in state.c),
+                            torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 0]], dtype=torch.float64))
+    stepper = CopySkippingStepper(core, n, slope, linear=F.linear, state=state if carried else None)
     seen = torch.zeros(2, 2, dtype=torch.bool)  # per detector: fired somewhere, stayed off somewhere
     asked = []
     with torch.no_grad():
@@ -38,9 +46,12 @@ def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it():
 
             def extra(l, rows):
                 asked.append(n if rows is None else len(rows))
+                if weights[l] is None:
+                    return None
                 return F.linear(w if rows is None else w.index_select(0, rows), weights[l])
 
-            state = reference_step(core, x, state, [F.linear(w, weight) for weight in weights], slope)
+            extras = [None if weight is None else F.linear(w, weight) for weight in weights]
+            state = reference_step(core, x, state, extras, slope)
             z_t = x.new_zeros(n, 2)
             stepper.step(x, z_t, extra)
             assert torch.equal(z_t, state.z)

@@ -17,6 +17,7 @@ from handwriting_hm.letter_boundaries import character_ends, word_boundary_hits,
 from handwriting_hm.mixture import mixture_log_likelihood
 from handwriting_hm.unconditional.model import shift_inputs
 from handwriting_hm.synthesis.model import KIND, SynthesisConfig, SynthesisModel, SynthesisState
+from handwriting_hm.synthesis import generate as synthesis_generate
 from handwriting_hm.synthesis.generate import write_texts
 from handwriting_hm.synthesis.evaluate import evaluate_synthesis
 from handwriting_hm.synthesis.task import SynthesisPreset, SynthesisTask, train_synthesis
@@ -459,19 +460,47 @@ def test_primed_with_a_line_the_toy_model_writes_on_after_it(toy_model):
     assert character_accuracy(read, texts) >= 0.90  # the new text only, not the primer's again
 
 
-def test_writing_with_the_sparse_step_writes_what_the_plain_step_writes(monkeypatch):
+@pytest.mark.parametrize("primed", [False, True])
+def test_writing_on_the_copy_skipping_stepper_writes_what_the_plain_step_writes(monkeypatch, primed):
+    """write_texts steps on the library's COPY-skipping stepper: the same lengths and boundaries as
+    SynthesisModel.step from the same seed, the points to rounding for several texts (few_rows.c's products),
+    and bit for bit for one; after primers too, whose boundaries the stepper starts from."""
     model = tiny()
-    with torch.no_grad():
-        model.core.norms[0].bias[-1] = -0.3  # z^1 fires at some points only, so layers 2 and 3 often COPY
-    texts = ["abc", "hij", "jab"]
-    sparse = write_texts(model, texts, bias=1.0, generator=torch.Generator().manual_seed(4))
-    monkeypatch.setattr(model, "sparse_step", lambda x, text, state, slope, top_down: (*model.step(x, text, state, slope),
-                                                                                          top_down))
-    plain = write_texts(model, texts, bias=1.0, generator=torch.Generator().manual_seed(4))
-    fired = sparse.boundaries[..., 0][torch.arange(sparse.boundaries.shape[1])[None] < sparse.lengths[:, None]]
-    assert 0 < fired.mean() < 1
-    assert torch.equal(sparse.lengths, plain.lengths) and torch.equal(sparse.boundaries, plain.boundaries)
-    assert torch.allclose(sparse.offsets, plain.offsets, atol=1e-5)
+    with torch.no_grad():  # each detector fires at some points only, so rows COPY beside rows that compute
+        model.core.norms[0].bias[-1] = 0.0
+        model.core.norms[1].bias[-1] = 0.5
+    texts = ["abcjd", "hij", "jabgfe"]
+    primers = None
+    if primed:
+        torch.manual_seed(5)
+        primers = [(random_points(1, 7)[0], "ab"), (random_points(1, 4)[0], "c"), (random_points(1, 9)[0], "jj")]
+    one_hot, _ = model.alphabet.one_hot(texts)
+    assert isinstance(synthesis_generate.stepper_for(model, one_hot, model.initial_state(3), 1.0),
+                      synthesis_generate.SkippingStepper)
+
+    def written():
+        return [write_texts(model, texts[:n], bias=1.0, primers=None if primers is None else primers[:n],
+                            generator=torch.Generator().manual_seed(4)) for n in (3, 1)]
+
+    skipping = written()
+    monkeypatch.setattr(synthesis_generate, "stepper_for", synthesis_generate.PlainStepper)
+    plain = written()
+    valid = torch.arange(skipping[0].boundaries.shape[1])[None] < skipping[0].lengths[:, None]
+    assert all(0 < rate < 1 for rate in skipping[0].boundaries[valid].mean(dim=0).tolist())
+    assert torch.equal(skipping[0].lengths, plain[0].lengths)
+    assert torch.equal(skipping[0].boundaries, plain[0].boundaries)
+    assert torch.allclose(skipping[0].offsets, plain[0].offsets, atol=1e-5)
+    assert torch.allclose(skipping[0].log_phi, plain[0].log_phi, atol=1e-4)
+    for field in ("lengths", "boundaries", "offsets", "log_phi"):
+        assert torch.equal(getattr(skipping[1], field), getattr(plain[1], field)), field
+
+
+def test_soft_boundaries_write_on_the_plain_step():
+    model = tiny(boundary_mode="soft")  # nothing to skip: the COPY-skipping stepper refuses it
+    one_hot, _ = model.alphabet.one_hot(["ab"])
+    assert isinstance(synthesis_generate.stepper_for(model, one_hot, model.initial_state(1), 1.0),
+                      synthesis_generate.PlainStepper)
+    assert 1 <= int(write_texts(model, ["ab"], max_points_per_character=3).lengths[0]) <= 6
 
 
 def test_primers_of_different_lengths_batch_as_they_run_alone():
