@@ -1,6 +1,7 @@
 """The HM-LSTM library: the recurrent core and what every model built on it shares.
 
-    cell_types  the state and output types, the boundary detector and slope schedules, the settings' checks
+    settings    the names the settings take, the slope schedules, StoredConfig (no torch: the parsers read them)
+    cell_types  the state and output types, the boundary detector, the settings' checks
     core        HMLSTM, the reference loop that reads like the paper (and the names clients import)
     lstm        StackedLSTM, the LSTM baseline with the same interface
     dispatch    which path runs a forward pass ("auto" and why) and the call into it
@@ -21,7 +22,7 @@
     archive     the prepared files' storage
     atomic      atomic file writes (no torch: data_prep imports it)
 
-Inside the library, from the bottom up: cell_types (HMLSTMLike types the model for the modules above it);
+Inside the library, from the bottom up: settings; cell_types (HMLSTMLike types the model for the modules above it);
 lstm, paths/ and stepper; dispatch, the one module that names every path; core, whose forward asks the
 dispatch. None of them imports core.
 
