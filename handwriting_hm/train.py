@@ -44,7 +44,8 @@ from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS
 from handwriting_hm.unconditional.evaluate import check_same_statistics
 from handwriting_hm.unconditional.model import KIND, HandwritingModel
 from handwriting_hm.unconditional.task import PRESETS, HandwritingTask
-from handwriting_hm.hmlstm.presets import Flag, add_preset_arguments, start_from_args
+from handwriting_hm.hmlstm.presets import Flag, add_preset_arguments
+from handwriting_hm.hmlstm.run_start import start_from_args
 from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND, SynthesisConfig, SynthesisModel
 from handwriting_hm.hmlstm.trainer import LATEST, Trainer, distributed_from_env, seed_everything
 

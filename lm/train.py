@@ -45,9 +45,10 @@ from torch import Tensor
 from handwriting_hm.hmlstm.checkpoint import StoredConfig
 from handwriting_hm.hmlstm.core import SLOPE_PRESETS, HMLSTMState
 from handwriting_hm.hmlstm.detectors import logged_alignment
-from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS, BoundaryRecipes
+from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS, BoundaryRecipes, recipe_penalty
 from handwriting_hm.hmlstm.output import SoftmaxHead
-from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments, start_from_args
+from handwriting_hm.hmlstm.presets import Flag, Preset, add_preset_arguments
+from handwriting_hm.hmlstm.run_start import start_from_args
 from handwriting_hm.hmlstm.trainer import LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything
 
 from .batches import bptt_rows, bptt_windows
@@ -172,8 +173,8 @@ class LanguageModelTask(TrainingTask):
         output = model(inputs, state=state, slope=self.slope, preactivations=rate_loss, **options)
         loss = -SoftmaxHead.log_likelihood(output.logits.float(), targets).mean()
         if rate_loss:
-            loss = loss + self.recipes.penalty(output.core, self.slope, getattr(_core_of(model), "z_on_copy", "keep"),
-                                               None if state is None else state.z)
+            loss = loss + recipe_penalty(self.recipes, output.core, self.slope,
+                                         getattr(_core_of(model), "z_on_copy", "keep"), None if state is None else state.z)
         carried = output.core.state.carried()
         self.state = carried if carried.is_finite() else None
         return loss, targets.numel()

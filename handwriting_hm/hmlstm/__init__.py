@@ -14,8 +14,10 @@
     trainer     Trainer, the training loop (exact resume, non-finite guard, schedule); re-exports training/'s names
     training/   the loop's parts: config and flags, task protocol, torchrun sharding, RNG state, batches, run log
     graphed_step  a training step replayed from a CUDA graph
-    presets     named training recipes and their flags
-    recipes     the HM-LSTM recipes written once (rate loss, Bernoulli schedules, the detector and recipe flags)
+    presets     named training recipes and their flags (no torch: the trainers' parsers are built from it)
+    run_start   where a run starts: the parsed flags read against the preset or a checkpoint (start_from_args)
+    recipe_settings  the boundary recipes' schedules and the detector and recipe flags (no torch)
+    recipes     the HM-LSTM recipes written once (the rate loss, the core a config describes)
     run_lock    one training process per run folder
     device      resolve_device
     cli         one subcommand per module, user errors as one line

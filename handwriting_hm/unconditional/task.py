@@ -28,7 +28,7 @@ from ..hmlstm.checkpoint import StoredConfig
 from ..hmlstm.core import HMLSTMState, SlopeSchedule
 from ..hmlstm.presets import Preset
 from ..hmlstm.detectors import logged_alignment
-from ..hmlstm.recipes import BoundaryRecipes
+from ..hmlstm.recipes import BoundaryRecipes, recipe_penalty
 from ..hmlstm.trainer import TrainConfig, TrainingTask, distributed_from_env, shard_batches, share_lines
 from ..mixture import MixtureParams, mixture_log_likelihood
 from ..normalisation import raw_offsets
@@ -229,8 +229,8 @@ class HandwritingTask(TrainingTask):
         loss = -per_point.sum() / points.clamp(min=1)
         if rate_loss:
             core = getattr(model, "module", model).core
-            loss = loss + recipes.penalty(output.core, slope, core.z_on_copy, None if state is None else state.z,
-                                          batch.mask)
+            loss = loss + recipe_penalty(recipes, output.core, slope, core.z_on_copy,
+                                         None if state is None else state.z, batch.mask)
         return loss, points
 
     def _accumulators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
