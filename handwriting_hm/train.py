@@ -9,7 +9,8 @@
 The `synthesis` preset trains the text-conditioned model of `synthesis/model.py` instead (see
 `synthesis/task.py`): the same trainer and the same --resume and --init-from rules, with the flags
 that are settings of that model and task (a handwriting-only flag such as --cell is refused in one
-line). --resume and --init-from find out from the checkpoint which of the two models a run trains.
+line). --resume and --init-from find out from the checkpoint's kind which of the two models a run trains
+(kinds.py).
 
 A preset fixes the model (HandwritingConfig), how batches are made and the slope schedule
 (TaskSettings, `unconditional/config.py`), and the optimisation (TrainConfig of the shared trainer,
@@ -40,6 +41,7 @@ from pathlib import Path
 from handwriting_hm.hmlstm.presets import Flag, add_preset_arguments
 from handwriting_hm.hmlstm.recipe_settings import DETECTOR_FLAGS, RECIPE_FLAGS
 from handwriting_hm.hmlstm.settings import BOUNDARY_MODES
+from handwriting_hm.kinds import Family, family_of, family_of_preset
 from handwriting_hm.synthesis import config as synthesis
 from handwriting_hm.unconditional.config import KIND, PRESETS
 
@@ -101,21 +103,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if trains_synthesis(args):
-        return run_synthesis(args)
-    return run_handwriting(args)
+    return trained_family(args).train(args)
 
 
-def trains_synthesis(args: argparse.Namespace) -> bool:
-    """--preset synthesis, or a --resume / --init-from checkpoint that holds a synthesis model (read once more
-    here, only for its kind: a small cost next to a training run)."""
-    from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+def trained_family(args: argparse.Namespace) -> Family:
+    """The model family the run trains (kinds.py): the --preset's, else that of the --resume or --init-from
+    checkpoint (read once more here, only for its kind: a small cost next to a training run), else the default
+    preset's."""
     from handwriting_hm.hmlstm.trainer import LATEST
 
-    if args.preset is not None:
-        return args.preset in synthesis.PRESETS
-    source = args.run_dir / LATEST if args.resume else args.init_from
-    return source is not None and Path(source).is_file() and load_checkpoint(source)["kind"] == synthesis.KIND
+    if args.preset is None:
+        source = args.run_dir / LATEST if args.resume else args.init_from
+        if source is not None and Path(source).is_file():
+            return family_of(source)
+    return family_of_preset(args.preset or DEFAULT_PRESET)
 
 
 def refuse_flags(args: argparse.Namespace, flags: tuple[Flag, ...], what: str) -> None:
