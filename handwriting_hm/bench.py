@@ -3,6 +3,8 @@
     python -m handwriting_hm.bench [--quick] [--device cpu|cuda|all] [--repeats N] [--threads N]
     handwriting-hm bench ...
 
+The flags are bench_command's (it loads no torch, so that --help answers at once); `run` runs them.
+
 Prints markdown tables, one per device: forward + backward characters (or points) per second
 of the reference loop, the fused path, the sparse path (CPU), the Triton kernels (CUDA, where
 triton is installed) and torch.nn.LSTM (cuDNN on a GPU) at the same sizes, each with its ratio to
@@ -366,20 +368,6 @@ def describe(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="small training shapes (a few minutes on 2 CPU cores)")
-    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
-                        help="all: the CPU and, where there is one, the GPU")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the best is kept)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    parser.add_argument("--no-training", action="store_true", help="skip the training and whole-step tables")
-    parser.add_argument("--no-reference", action="store_true", help="skip the slow reference loop in training")
-    parser.add_argument("--no-sampler", action="store_true", help="skip the sampler table")
-    parser.add_argument("--no-sparse", action="store_true", help="skip the sparse path's table (3x400, B=32, T=100)")
-    parser.add_argument("--no-whole-step", action="store_true", help="skip the whole-training-step table")
-    parser.add_argument("--no-synthesis", action="store_true", help="skip the synthesis model's table")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
@@ -430,13 +418,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handwriting_hm.bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ValueError as error:
-        parser.error(str(error))  # one line, exit code 2, as the CLI does
+    """`python -m handwriting_hm.bench ARGS`: the same as `handwriting-hm bench ARGS`."""
+    from .cli import main as handwriting_hm
+
+    return handwriting_hm(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """`handwriting-hm evaluate`: the paper's handwriting metric (§4.2, Table 3) on a prepared split.
 
-The numbers and their definition are scoring.py's. A handwriting checkpoint is scored by
-`unconditional.evaluate`, through the core's fastest path here (impl "auto": the reference loop's
-numbers up to rounding); a synthesis checkpoint (kind "synthesis") gets the same numbers with each
-line given its text (`synthesis.evaluate.evaluate_synthesis`), on the split scheme it was trained on.
+The numbers and their definition are scoring.py's. The checkpoint's kind picks the model family (kinds.py): a
+handwriting checkpoint is scored by `unconditional.evaluate`, through the core's fastest path here (impl
+"auto": the reference loop's numbers up to rounding); a synthesis checkpoint (kind "synthesis") gets the same
+numbers with each line given its text (`synthesis.evaluate.evaluate_synthesis`), on the split scheme it was
+trained on.
 The command shows a progress bar on stderr (the test split takes minutes on a CPU).
 """
 from __future__ import annotations
@@ -38,21 +39,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not above, so that --help answers at once
-    from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
-    from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-    from handwriting_hm.hmlstm.core import HMLSTM
     from handwriting_hm.hmlstm.device import resolve_device
-    from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND
-    from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
-    from handwriting_hm.unconditional.model import load_handwriting_model
+    from handwriting_hm.kinds import family_of
 
     if args.batch_size < 1 or (args.max_lines is not None and args.max_lines < 1):
         raise ValueError("--batch-size and --max-lines must be at least 1")
     if args.pen_up_window < 0:
         raise ValueError(f"--pen-up-window must be >= 0, got {args.pen_up_window}")
-    device = resolve_device(args.device)
-    if load_checkpoint(args.checkpoint)["kind"] == SYNTHESIS_KIND:
-        return run_synthesis(args, device)
+    return family_of(args.checkpoint).evaluate(args, resolve_device(args.device))
+
+
+def run_handwriting(args: argparse.Namespace, device: torch.device) -> int:
+    """A handwriting checkpoint: the metric on the --scheme split, through the core's fastest path here."""
+    from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
+    from handwriting_hm.hmlstm.core import HMLSTM
+    from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
+    from handwriting_hm.unconditional.model import load_handwriting_model
+
     loaded = load_handwriting_model(args.checkpoint)
     if isinstance(loaded.model.core, HMLSTM):
         loaded.model.core.impl = "auto"  # the fastest core path here: the same numbers up to rounding

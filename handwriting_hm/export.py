@@ -1,7 +1,7 @@
 """`handwriting-hm export`: a training checkpoint -> a compact inference model file.
 
-Handwriting and synthesis checkpoints both export (the file keeps its kind: `write` reads an
-exported synthesis model as it reads a run's best.pt).
+Handwriting and synthesis checkpoints both export (the file keeps its kind, which picks the loader that
+checks it first: kinds.py; `write` reads an exported synthesis model as it reads a run's best.pt).
 
 The file keeps what `load_handwriting_model` needs: the model `config`, the weights (float16 by
 default: half the size, and the loader casts back to float32), the boundary `slope` the model was
@@ -24,20 +24,14 @@ def export_model(source: str | Path, destination: str | Path, dtype: str = "floa
     # imported here, not above, so that --help answers at once
     import torch
 
-    from handwriting_hm.hmlstm.checkpoint import export_checkpoint, load_checkpoint
-    from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND, load_synthesis_model
-    from handwriting_hm.unconditional.model import KIND, load_handwriting_model
+    from handwriting_hm.hmlstm.checkpoint import export_checkpoint
+    from handwriting_hm.kinds import family_of
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    kind = load_checkpoint(source)["kind"]
-    # refuse, in one line, a checkpoint whose config, weights or stats are unusable
-    if kind == SYNTHESIS_KIND:
-        load_synthesis_model(source)
-    else:
-        load_handwriting_model(source)
-        kind = KIND
-    return export_checkpoint(source, destination, kind, getattr(torch, dtype))
+    family = family_of(source)
+    family.load(source)  # refuse, in one line, a checkpoint whose config, weights or stats are unusable
+    return export_checkpoint(source, destination, family.kind, getattr(torch, dtype))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,10 +9,11 @@
 The `synthesis` preset trains the text-conditioned model of `synthesis/model.py` instead (see
 `synthesis/task.py`): the same trainer and the same --resume and --init-from rules, with the flags
 that are settings of that model and task (a handwriting-only flag such as --cell is refused in one
-line). --resume and --init-from find out from the checkpoint which of the two models a run trains.
+line). --resume and --init-from find out from the checkpoint's kind which of the two models a run trains
+(kinds.py).
 
 A preset fixes the model (HandwritingConfig), how batches are made and the slope schedule
-(TaskSettings, `unconditional/task.py`), and the optimisation (TrainConfig of the shared trainer,
+(TaskSettings, `unconditional/config.py`), and the optimisation (TrainConfig of the shared trainer,
 `hmlstm/trainer.py`, which owns the loop, checkpoints, exact resume, the NaN guard, Ctrl-C, logs,
 curves and torchrun support). Every field can be overridden from the command line (`hmlstm/presets.py`). On --resume
 every setting comes from the run's checkpoint, not from a preset: training flags override it
@@ -25,8 +26,9 @@ rest comes from the preset and the flags.
 Loss: the mean negative log-likelihood per valid point (nats), i.e. the mixture-density
 log-likelihood with its end-of-stroke term, in the normalised offset space. Validation reports
 it as `val_loss` (it decides best.pt and the plateau) together with the paper's metric, the
-log-likelihood per sequence (`val_ll_per_sequence`, see `scoring.py`). The presets, the task and the
-slope schedule are `unconditional/task.py`'s.
+log-likelihood per sequence (`val_ll_per_sequence`, see `scoring.py`). The presets and the slope
+schedule are `unconditional/config.py`'s, the task `unconditional/task.py`'s. The parser is built from
+the config modules, which load no torch, so that --help answers at once.
 """
 from __future__ import annotations
 
@@ -35,18 +37,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
-
-from handwriting_hm.synthesis import task as synthesis_train
-from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-from handwriting_hm.hmlstm.core import BOUNDARY_MODES
-from handwriting_hm.hmlstm.recipes import DETECTOR_FLAGS, RECIPE_FLAGS
-from handwriting_hm.unconditional.evaluate import check_same_statistics
-from handwriting_hm.unconditional.model import KIND, HandwritingModel
-from handwriting_hm.unconditional.task import PRESETS, HandwritingTask
-from handwriting_hm.hmlstm.presets import Flag, add_preset_arguments, start_from_args
-from handwriting_hm.synthesis.model import KIND as SYNTHESIS_KIND, SynthesisConfig, SynthesisModel
-from handwriting_hm.hmlstm.trainer import LATEST, Trainer, distributed_from_env, seed_everything
+# the settings, presets and flags only, which load no torch: the training imports it inside the functions that run
+from handwriting_hm.hmlstm.presets import Flag, add_preset_arguments
+from handwriting_hm.hmlstm.recipe_settings import DETECTOR_FLAGS, RECIPE_FLAGS
+from handwriting_hm.hmlstm.settings import BOUNDARY_MODES
+from handwriting_hm.kinds import Family, family_of, family_of_preset
+from handwriting_hm.synthesis import config as synthesis
+from handwriting_hm.unconditional.config import KIND, PRESETS
 
 
 # ----------------------------------------------------------------------------- command line
@@ -86,7 +83,7 @@ FLAGS = (
 N_WINDOW = Flag("model", "n_window", {"type": int, "help": "synthesis: K Gaussians in the attention window"})
 SYNTHESIS_ONLY = (N_WINDOW,)
 # the flags that are settings of the synthesis model or its task; the others are the handwriting model's only
-SYNTHESIS_FIELDS = {field.name for config in (SynthesisConfig, synthesis_train.SynthesisTaskSettings)
+SYNTHESIS_FIELDS = {field.name for config in (synthesis.SynthesisConfig, synthesis.SynthesisTaskSettings)
                     for field in fields(config)}
 SYNTHESIS_FLAGS = tuple(flag for flag in FLAGS if flag.name in SYNTHESIS_FIELDS) + SYNTHESIS_ONLY
 DEFAULT_PRESET = "paper-hm-anneal"
@@ -102,22 +99,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = parser.description or "Train the handwriting model"
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints, log, curves, samples")
-    add_preset_arguments(parser, {**PRESETS, **synthesis_train.PRESETS}, DEFAULT_PRESET, FLAGS + SYNTHESIS_ONLY)
+    add_preset_arguments(parser, {**PRESETS, **synthesis.PRESETS}, DEFAULT_PRESET, FLAGS + SYNTHESIS_ONLY)
 
 
 def run(args: argparse.Namespace) -> int:
-    if trains_synthesis(args):
-        return run_synthesis(args)
-    return run_handwriting(args)
+    return trained_family(args).train(args)
 
 
-def trains_synthesis(args: argparse.Namespace) -> bool:
-    """--preset synthesis, or a --resume / --init-from checkpoint that holds a synthesis model (read once more
-    here, only for its kind: a small cost next to a training run)."""
-    if args.preset is not None:
-        return args.preset in synthesis_train.PRESETS
-    source = args.run_dir / LATEST if args.resume else args.init_from
-    return source is not None and Path(source).is_file() and load_checkpoint(source)["kind"] == SYNTHESIS_KIND
+def trained_family(args: argparse.Namespace) -> Family:
+    """The model family the run trains (kinds.py): the --preset's, else that of the --resume or --init-from
+    checkpoint (read once more here, only for its kind: a small cost next to a training run), else the default
+    preset's."""
+    from handwriting_hm.hmlstm.trainer import LATEST
+
+    if args.preset is None:
+        source = args.run_dir / LATEST if args.resume else args.init_from
+        if source is not None and Path(source).is_file():
+            return family_of(source)
+    return family_of_preset(args.preset or DEFAULT_PRESET)
 
 
 def refuse_flags(args: argparse.Namespace, flags: tuple[Flag, ...], what: str) -> None:
@@ -129,6 +128,10 @@ def refuse_flags(args: argparse.Namespace, flags: tuple[Flag, ...], what: str) -
 
 def run_synthesis(args: argparse.Namespace) -> int:
     """`train` for the synthesis model: the same preset rules (`hmlstm/presets.py`), `synthesis.task`'s run."""
+    from handwriting_hm.hmlstm.run_start import start_from_args
+    from handwriting_hm.synthesis.model import SynthesisModel
+    from handwriting_hm.synthesis.task import train_synthesis
+
     if args.impl not in SYNTHESIS_IMPLS:
         raise ValueError(f"--impl {args.impl}: the synthesis model runs its own loop of steps (its window sits "
                          "between layer 1 and layer 2 inside every step): give reference, sparse (skip the rows "
@@ -136,16 +139,22 @@ def run_synthesis(args: argparse.Namespace) -> int:
     if args.impl == "auto":
         print(f"handwriting-hm: --impl auto for the synthesis model: {SYNTHESIS_AUTO_REASON}", file=sys.stderr)
     refuse_flags(args, tuple(flag for flag in FLAGS if flag not in SYNTHESIS_FLAGS), "the synthesis model")
-    start = start_from_args(args, synthesis_train.PRESETS, synthesis_train.PRESET_NAME, SYNTHESIS_FLAGS,
-                            SYNTHESIS_KIND, build=SynthesisModel)
-    summary = synthesis_train.train_synthesis(args.data, args.run_dir,
-                                              synthesis_train.SynthesisPreset.from_preset(start.settings),
-                                              resume=args.resume, init_from=args.init_from, impl=args.impl)
+    start = start_from_args(args, synthesis.PRESETS, synthesis.PRESET_NAME, SYNTHESIS_FLAGS, synthesis.KIND,
+                            build=SynthesisModel)
+    summary = train_synthesis(args.data, args.run_dir, synthesis.SynthesisPreset.from_preset(start.settings),
+                              resume=args.resume, init_from=args.init_from, impl=args.impl)
     return report(summary, start.preset, args.run_dir)
 
 
 def run_handwriting(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
+    from handwriting_hm.hmlstm.run_start import start_from_args
+    from handwriting_hm.hmlstm.trainer import LATEST, Trainer, seed_everything
+    from handwriting_hm.unconditional.evaluate import check_same_statistics
+    from handwriting_hm.unconditional.model import HandwritingModel
+    from handwriting_hm.unconditional.task import HandwritingTask
 
     refuse_flags(args, SYNTHESIS_ONLY, "the handwriting model")
     start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=HandwritingModel)
@@ -175,6 +184,8 @@ def run_handwriting(args: argparse.Namespace) -> int:
 
 def report(summary: dict, preset: str, run_dir: Path) -> int:
     """One line on how the run ended (from the main process only); the exit code."""
+    from handwriting_hm.hmlstm.trainer import LATEST, distributed_from_env
+
     if not distributed_from_env().is_main:
         return 0
     if summary["stopped"] == "interrupted":

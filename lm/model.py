@@ -6,40 +6,21 @@ are the shared ones from `handwriting_hm`. Input at step t is symbol x_t, the ta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from handwriting_hm.hmlstm.checkpoint import StoredConfig, export_checkpoint, load_model
+from handwriting_hm.hmlstm.checkpoint import export_checkpoint, load_model
 from handwriting_hm.hmlstm.core import HMLSTMOutput, HMLSTMState
 from handwriting_hm.hmlstm.recipes import core_from_config, with_preactivations
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
+from .config import LMConfig  # defined without torch (for the parser); clients import it here too
 from .shipped import DEFAULT_MODEL
 
 KIND = "lm"
-
-
-@dataclass
-class LMConfig(StoredConfig):
-    """Architecture. The defaults are the paper's PTB model: 3 x 512 units, a 512-unit output embedding."""
-
-    vocab_size: int
-    cell: str = "hm-lstm"  # "hm-lstm" or "lstm" (the baseline, same input and output modules)
-    input_embedding: int = 128
-    hidden_sizes: tuple[int, ...] = (512, 512, 512)
-    embedding_size: int = 512
-    layer_norm: bool = True
-    boundary_mode: str = "step"
-    # how the detectors compute and learn (handwriting_hm.hmlstm.core.HMLSTM); the defaults are the
-    # settings every earlier checkpoint was trained with
-    z_on_copy: str = "keep"
-    copy_gradient: str = "straight"
-    boundary_norm: bool = True
-    boundary_bias: float | None = None
 
 
 class LMOutput(NamedTuple):

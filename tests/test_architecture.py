@@ -2,8 +2,8 @@
 anywhere (the library's own modules included), the library imports no client, lm uses only the library, drawing imports no model,
 data_prep takes from handwriting_hm only the prepared files' storage and the normalisation, the unconditional
 model knows nothing of texts, and the model folders import data_prep only inside the functions that read it.
-Inside the library: the cell's types import nothing of it, the fast paths import neither the reference loop nor
-the dispatch, and the dispatch is the one module outside paths/ that names a path."""
+Inside the library: the settings' names import nothing of it and the cell's types only them, the fast paths import
+neither the reference loop nor the dispatch, and the dispatch is the one module outside paths/ that names a path."""
 from __future__ import annotations
 
 import ast
@@ -95,17 +95,18 @@ FAST_PATHS = tuple(f"{LIBRARY}.paths.{name}" for name in ("fused", "sparse", "sp
 
 
 @pytest.mark.parametrize("module, allowed", [
-    (f"{LIBRARY}.cell_types", ()),
+    (f"{LIBRARY}.settings", ()),
+    (f"{LIBRARY}.cell_types", (f"{LIBRARY}.settings",)),
     (f"{LIBRARY}.lstm", (f"{LIBRARY}.cell_types",)),
     (f"{LIBRARY}.paths", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths", f"{LIBRARY}.atomic")),  # atomic: the C cache
-    (f"{LIBRARY}.dispatch", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths")),
-    (f"{LIBRARY}.core", (f"{LIBRARY}.cell_types", f"{LIBRARY}.dispatch", f"{LIBRARY}.lstm")),
+    (f"{LIBRARY}.dispatch", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths", f"{LIBRARY}.settings")),
+    (f"{LIBRARY}.core", (f"{LIBRARY}.cell_types", f"{LIBRARY}.dispatch", f"{LIBRARY}.lstm", f"{LIBRARY}.settings")),
     (f"{LIBRARY}.training", (f"{LIBRARY}.training", f"{LIBRARY}.atomic")),  # the loop's parts know no loop
     (f"{LIBRARY}.stepper", (f"{LIBRARY}.cell_types", f"{LIBRARY}.paths.few_rows")),
 ])
 def test_the_library_layers(module, allowed):
-    """The cell's types at the bottom, then the LSTM and the fast paths, the dispatch above the paths, and the
-    reference loop on top. The training loop's
+    """The settings' names (no torch) at the bottom, the cell's types on them, then the LSTM and the fast paths,
+    the dispatch above the paths, and the reference loop on top. The training loop's
     parts (training/) import neither the loop (trainer) nor the cell."""
     for name in (m for m in MODULES if under(m, module)):
         for imported, _ in imports(name):

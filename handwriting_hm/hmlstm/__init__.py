@@ -1,6 +1,7 @@
 """The HM-LSTM library: the recurrent core and what every model built on it shares.
 
-    cell_types  the state and output types, the boundary detector and slope schedules, the settings' checks
+    settings    the names the settings take, the slope schedules, StoredConfig (no torch: the parsers read them)
+    cell_types  the state and output types, the boundary detector, the settings' checks
     core        HMLSTM, the reference loop that reads like the paper (and the names clients import)
     lstm        StackedLSTM, the LSTM baseline with the same interface
     dispatch    which path runs a forward pass ("auto" and why) and the call into it
@@ -13,15 +14,17 @@
     trainer     Trainer, the training loop (exact resume, non-finite guard, schedule); re-exports training/'s names
     training/   the loop's parts: config and flags, task protocol, torchrun sharding, RNG state, batches, run log
     graphed_step  a training step replayed from a CUDA graph
-    presets     named training recipes and their flags
-    recipes     the HM-LSTM recipes written once (rate loss, Bernoulli schedules, the detector and recipe flags)
+    presets     named training recipes and their flags (no torch: the trainers' parsers are built from it)
+    run_start   where a run starts: the parsed flags read against the preset or a checkpoint (start_from_args)
+    recipe_settings  the boundary recipes' schedules and the detector and recipe flags (no torch)
+    recipes     the HM-LSTM recipes written once (the rate loss, the core a config describes)
     run_lock    one training process per run folder
     device      resolve_device
     cli         one subcommand per module, user errors as one line
     archive     the prepared files' storage
     atomic      atomic file writes (no torch: data_prep imports it)
 
-Inside the library, from the bottom up: cell_types (HMLSTMLike types the model for the modules above it);
+Inside the library, from the bottom up: settings; cell_types (HMLSTMLike types the model for the modules above it);
 lstm, paths/ and stepper; dispatch, the one module that names every path; core, whose forward asks the
 dispatch. None of them imports core.
 

@@ -1,26 +1,21 @@
 """What every recurrent core of the library shares, and what the fast paths read: the state and output types,
-the boundary detector (Eq. 7-9, with the straight-through estimator) and its slope schedules, the operation
-codes, the settings' names and checks, and the input, mask and state helpers of a forward pass.
+the boundary detector (Eq. 7-9, with the straight-through estimator), the operation codes, the settings'
+checks, and the input, mask and state helpers of a forward pass.
 
-It imports nothing of the library, so that the reference loop (core), the LSTM baseline (lstm), the dispatch
-and the fast paths (paths/) all build on it without importing one another. The choices it names
-(`copy_gradient`, `z_on_copy`) are explained in core's docstring.
+It imports nothing of the library but the settings' names (settings, which has no torch), so that the reference
+loop (core), the LSTM baseline (lstm), the dispatch and the fast paths (paths/) all build on it without importing
+one another. The choices it checks (`copy_gradient`, `z_on_copy`) are explained in core's docstring.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-BOUNDARY_MODES = ("step", "bernoulli", "soft")
-COPY_GRADIENTS = ("straight", "mixed", "exact")  # what a COPY row passes back: see the module docstring
-Z_ON_COPY = ("keep", "recompute")  # what a COPY row does with its boundary: see the module docstring
-GRADIENTS_FOR = {"keep": ("straight", "mixed"), "recompute": ("straight", "exact")}
-LEARNING_ONLY = ("copy_gradient", "boundary_bias")  # settings that change the gradient or the init, not the function: a run may start
-                                    # from weights trained with another value (--init-from)
+from .settings import BOUNDARY_MODES, COPY_GRADIENTS, GRADIENTS_FOR, Z_ON_COPY
+
 COPY, UPDATE, FLUSH = 0, 1, 2
 OPERATION_NAMES = ("COPY", "UPDATE", "FLUSH")
 
@@ -92,25 +87,6 @@ def slope_value(slope: Slope) -> float:
 def check_boundary_mode(mode: str) -> None:
     if mode not in BOUNDARY_MODES:
         raise ValueError(f"unknown boundary mode {mode!r}: choose one of {', '.join(BOUNDARY_MODES)}")
-
-
-@dataclass(frozen=True)
-class SlopeSchedule:
-    """Slope annealing (§3.3): a = min(max_slope, 1 + rate * epoch)."""
-
-    rate: float
-    max_slope: float
-
-    def __call__(self, epoch: float) -> float:
-        return min(self.max_slope, 1.0 + self.rate * epoch)
-
-
-# The paper's two schedules. "epoch" is the caller's unit: the trainers document theirs.
-SLOPE_PRESETS: dict[str, SlopeSchedule] = {
-    "constant": SlopeSchedule(rate=0.0, max_slope=1.0),
-    "ptb": SlopeSchedule(rate=0.04, max_slope=5.0),
-    "handwriting": SlopeSchedule(rate=0.004, max_slope=3.0),
-}
 
 
 # ----------------------------------------------------------------------------- state and output

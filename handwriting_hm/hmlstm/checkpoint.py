@@ -29,7 +29,6 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -37,6 +36,7 @@ import torch
 
 from .atomic import atomic_write
 from .cli import first_line
+from .settings import StoredConfig  # the model configs' base, defined without torch for the parsers
 
 FORMAT = "hmlstm-checkpoint"
 LEGACY_FORMAT = "handwriting-hm-checkpoint"  # same layout, but the slope lived under task or metadata
@@ -247,18 +247,3 @@ def check_export_destination(source: str | Path, destination: str | Path) -> Non
     if is_training_checkpoint(existing):
         raise ValueError(f"export: {destination} is a training checkpoint (a run resumes from it); refusing to "
                          "replace it with an inference copy: write the copy to another file")
-
-
-class StoredConfig:
-    """to_dict / from_dict for the model config dataclasses that checkpoints carry as plain dicts
-    (tuples stored as lists); an unknown key is a ValueError, a missing one takes its default."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]):
-        unknown = sorted(set(values) - {field.name for field in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} settings: {', '.join(unknown)}")
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})

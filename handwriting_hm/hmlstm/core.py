@@ -73,13 +73,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cell_types import (BOUNDARY_MODES, COPY, COPY_GRADIENTS, FLUSH, GRADIENTS_FOR, LEARNING_ONLY,
-                         OPERATION_NAMES, SLOPE_PRESETS, UPDATE, Z_ON_COPY, HMLSTMOutput, HMLSTMState, RecurrentCore,
-                         Slope, SlopeSchedule, boundary, check_boundary_mode, check_copy_gradient, check_input,
-                         check_slope, hard_sigmoid, mask_state, operations, resolve_mask, slope_value, stack_time)
+from .cell_types import (BOUNDARY_MODES, COPY, COPY_GRADIENTS, FLUSH, GRADIENTS_FOR, OPERATION_NAMES, UPDATE,
+                         Z_ON_COPY, HMLSTMOutput, HMLSTMState, RecurrentCore, Slope, boundary, check_boundary_mode,
+                         check_copy_gradient, check_input, check_slope, hard_sigmoid, mask_state, operations,
+                         resolve_mask, slope_value, stack_time)
 from .dispatch import (IMPLEMENTATIONS, SPARSE_BELOW, STEPWISE_IMPLEMENTATIONS, check_impl,
                        check_stepwise_impl, impl_choice, resolve_impl, run_path, stepwise_choice)
 from .lstm import StackedLSTM
+from .settings import LEARNING_ONLY, SLOPE_PRESETS, SlopeSchedule
 
 # `handwriting_hm.hmlstm.core` is where the library's clients import the cell's types, settings and checks from,
 # whichever module of the library defines them.

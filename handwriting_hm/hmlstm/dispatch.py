@@ -14,12 +14,9 @@ from torch import Tensor
 
 from .cell_types import HMLSTMLike, HMLSTMOutput, HMLSTMState, Slope, slope_value
 from .paths.few_rows import library as few_rows_library
+from .settings import IMPLEMENTATIONS, STEPWISE_IMPLEMENTATIONS  # named there, without torch, for the parsers
 
-IMPLEMENTATIONS = ("reference", "fused", "sparse", "triton", "auto")  # how HMLSTM.forward runs; see resolve_impl
 FAST_PATHS = ("fused", "sparse", "triton")
-# How a model that steps the core itself runs its steps (the synthesis model: its window sits between layer 1 and
-# layer 2 of every step, so the whole-sequence paths above cannot serve it); see stepwise_choice.
-STEPWISE_IMPLEMENTATIONS = ("reference", "compiled", "sparse", "auto")
 SPARSE_BELOW = 0.2  # stepwise "auto" on the CPU: the sparse step while layer 1 fires less often than this
 
 

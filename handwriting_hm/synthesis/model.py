@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -41,39 +40,15 @@ import torch
 from torch import Tensor, nn
 
 from .alphabet import Alphabet
-from ..hmlstm.checkpoint import StoredConfig, load_model
+from ..hmlstm.checkpoint import load_model
 from ..hmlstm.cli import first_line
-from ..hmlstm.core import (COPY_GRADIENTS, HMLSTM, STEPWISE_IMPLEMENTATIONS, HMLSTMState,
+from ..hmlstm.core import (HMLSTM, STEPWISE_IMPLEMENTATIONS, HMLSTMState,
                           check_input, check_slope, check_stepwise_impl, mask_state, resolve_mask, stack_time,
                           stepwise_choice)
 from ..hmlstm.output import GatedOutput
 from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
 from ..unconditional.model import read_stats, shift_inputs
-
-
-@dataclass
-class SynthesisConfig(StoredConfig):
-    """Architecture. The core's defaults are the paper's handwriting model (§4.2); K = 10 is Graves's."""
-
-    alphabet: str = ""  # the characters the model writes, in id order (see Alphabet); "" until the data gives it
-    hidden_sizes: tuple[int, ...] = (400, 400, 400)
-    embedding_size: int = 400
-    n_mixtures: int = 20
-    n_window: int = 10  # K Gaussians in the window
-    # exp(kappa_hat) at initialisation, in characters per point. Graves is silent; with exp(0) = 1
-    # the window would start by running a character per point off the text, while IAM-OnDB
-    # writes one in about 20 points. 1/20 starts the window at about the data's pace.
-    initial_window_step: float = 0.05
-    layer_norm: bool = True
-    boundary_mode: str = "step"
-    copy_gradient: str = "straight"  # what a COPY row passes back (hmlstm/core.py); the sparse step needs "straight"
-
-    def __post_init__(self) -> None:
-        if self.copy_gradient not in COPY_GRADIENTS:
-            raise ValueError(f"unknown copy_gradient {self.copy_gradient!r}: choose one of {', '.join(COPY_GRADIENTS)}")
-        if self.n_window < 1 or not 0 < self.initial_window_step:
-            raise ValueError(f"need n_window >= 1 and initial_window_step > 0, "
-                             f"got {self.n_window}, {self.initial_window_step}")
+from .config import KIND, SynthesisConfig  # defined without torch (for the parsers); clients import them here too
 
 
 class Window(NamedTuple):
@@ -333,7 +308,6 @@ class SynthesisModel(nn.Module):
 
 # ----------------------------------------------------------------------------- loading
 
-KIND = "synthesis"  # the checkpoint kind of this model
 UNNORMALISED = {"mean": (0.0, 0.0), "std": (1.0, 1.0)}  # the stats of data that was not normalised (the toy font)
 
 

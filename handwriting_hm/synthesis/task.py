@@ -22,7 +22,7 @@ log-likelihood per line, each given its text.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -31,12 +31,16 @@ from torch import Tensor
 
 from .alphabet import Alphabet, alphabet_of_prepared
 from .evaluate import SynthesisBatch, collate_lines, evaluate_lines, iam_lines, line_log_likelihoods
-from ..hmlstm.checkpoint import StoredConfig, load_checkpoint
+from ..hmlstm.checkpoint import load_checkpoint
 from ..hmlstm.core import LEARNING_ONLY
-from ..hmlstm.presets import Preset
-from ..hmlstm.trainer import (LATEST, TrainConfig, Trainer, TrainingTask, distributed_from_env, seed_everything,
-                             shard_batches, share_lines)
-from .model import KIND, SynthesisConfig, SynthesisModel, SynthesisState
+from ..hmlstm.trainer import (LATEST, Trainer, TrainingTask, distributed_from_env, seed_everything, shard_batches,
+                             share_lines)
+# the settings and the preset, defined without torch (for the parser); clients import them here too
+from .config import KIND, PRESET_NAME, PRESETS, SynthesisConfig, SynthesisPreset, SynthesisTaskSettings
+from .model import SynthesisModel, SynthesisState
+
+__all__ = ["PRESET_NAME", "PRESETS", "SynthesisPreset", "SynthesisTask", "SynthesisTaskSettings", "chunks", "main",
+           "train_synthesis"]
 
 
 def chunks(batch: SynthesisBatch, points: int) -> Iterator[SynthesisBatch]:
@@ -120,52 +124,6 @@ class SynthesisTask(TrainingTask):
 
 
 # ----------------------------------------------------------------------------- IAM-OnDB
-
-@dataclass
-class SynthesisTaskSettings(StoredConfig):
-    """The task part of a SynthesisPreset, as `hmlstm/presets.py` stores and restores it on --resume."""
-
-    scheme: str = "paper"
-    batch_size: int = 32
-    validation_lines: int | None = 64
-    chunk_points: int | None = None  # train whole lines in chunks of this many points, the state carried
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or any(value is not None and value < 1
-                                      for value in (self.validation_lines, self.chunk_points)):
-            raise ValueError(f"batch_size, validation_lines and chunk_points must be at least 1, got "
-                             f"{self.batch_size}, {self.validation_lines}, {self.chunk_points}")
-
-
-@dataclass
-class SynthesisPreset:
-    """The `synthesis` preset: the paper's handwriting core (3 x 400, batch 32, learning rate 3e-4,
-    §4.2) with Graves's window (K = 10) and mixture (M = 20); whole lines, the paper's split; the
-    boundary slope fixed at 1 (SynthesisTask has no annealing schedule yet)."""
-
-    model: SynthesisConfig
-    scheme: str = "paper"
-    batch_size: int = 32
-    validation_lines: int | None = 64  # spread over the validation split (None: all); it runs the reference loop
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, max_epochs=50, eval_every=500))
-    chunk_points: int | None = None  # None: one step per batch of whole lines
-
-    def task(self) -> SynthesisTaskSettings:
-        return SynthesisTaskSettings(self.scheme, self.batch_size, self.validation_lines, self.chunk_points)
-
-    @classmethod
-    def from_preset(cls, preset: Preset) -> SynthesisPreset:
-        """The preset as `hmlstm/presets.py` gives it (model, task settings, train) -> a SynthesisPreset."""
-        task = preset.task
-        return cls(preset.model, task.scheme, task.batch_size, task.validation_lines, preset.train, task.chunk_points)
-
-
-PRESET_NAME = "synthesis"  # its name among `handwriting-hm train`'s presets
-_DEFAULT = SynthesisPreset(SynthesisConfig())
-PRESETS = {PRESET_NAME: Preset(_DEFAULT.model, _DEFAULT.task(), _DEFAULT.train,
-                               "text-conditioned writing: the paper's 3x400 core with Graves's window (K = 10), "
-                               "M = 20, batch 32, lr 3e-4, slope 1, whole lines")}
-
 
 def train_synthesis(data: str | Path, run_dir: str | Path, preset: SynthesisPreset, resume: bool = False,
                     init_from: str | Path | None = None, impl: str = "reference") -> dict:

@@ -31,7 +31,6 @@ from ..normalisation import coordinate_scale, raw_offsets
 
 from .alphabet import UnknownCharacters
 from ..drawing.geometry import offsets_to_points, split_strokes, straighten_baseline
-from ..hmlstm.checkpoint import load_checkpoint
 from ..shipped import DEFAULT_SYNTHESIS_MODEL
 from ..unconditional.sample import LIMITS
 from .styles import check_style
@@ -270,9 +269,11 @@ def installed_synthesis_model() -> Path:
 
 def check_synthesis_checkpoint(path: Path) -> Path:
     """`path`, if it holds a synthesis model; else one line saying which command its model is for."""
-    kind = load_checkpoint(path)["kind"]
-    if kind != KIND:
-        command = "handwriting-hm sample" if kind == "handwriting" else "another command"
-        raise ValueError(f"checkpoint {path}: holds a {kind!r} model, which writes no given text (use {command}); "
-                         f"`write` needs a synthesis model, e.g. from `handwriting-hm train --preset synthesis`")
+    from ..kinds import family_of  # the commands' map of kinds, read when one of them runs
+
+    family = family_of(path)
+    if family.kind != KIND:
+        raise ValueError(f"checkpoint {path}: holds a {family.kind!r} model, which writes no given text (use "
+                         f"{family.draws_with}); `write` needs a synthesis model, e.g. from `handwriting-hm train "
+                         f"--preset synthesis`")
     return path

@@ -7,37 +7,19 @@ vector, so every point of a sequence, the first included, is predicted and score
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..hmlstm.checkpoint import StoredConfig, load_model
+from ..hmlstm.checkpoint import load_model
 from ..hmlstm.core import HMLSTMOutput, HMLSTMState, Slope
 from ..hmlstm.recipes import core_from_config, with_preactivations
 from ..hmlstm.output import GatedOutput
 from ..shipped import DEFAULT_MODEL
 from ..mixture import MixtureDensityHead, MixtureParams, mixture_log_likelihood
-
-
-@dataclass
-class HandwritingConfig(StoredConfig):
-    """Architecture. The defaults are the paper's (§4.2): 3 x 400 units, a 400-unit output embedding."""
-
-    cell: str = "hm-lstm"  # "hm-lstm" or "lstm" (the baseline)
-    hidden_sizes: tuple[int, ...] = (400, 400, 400)
-    embedding_size: int = 400
-    n_mixtures: int = 20
-    layer_norm: bool = True
-    boundary_mode: str = "step"
-    copy_gradient: str = "straight"  # what a COPY row passes back: see hmlstm/core.py (an LSTM core ignores it)
-    # how the detectors compute (hmlstm/core.py); the defaults are what every earlier checkpoint was trained with
-    z_on_copy: str = "keep"
-    boundary_norm: bool = True
-    boundary_bias: float | None = None
-
+from .config import KIND, HandwritingConfig  # defined without torch (for the parsers); clients import them here too
 
 
 class HandwritingOutput(NamedTuple):
@@ -95,9 +77,6 @@ def shift_inputs(offsets: Tensor, previous: Tensor | None = None) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- loading
-
-KIND = "handwriting"  # the checkpoint kind of this model
-
 
 class LoadedModel(NamedTuple):
     model: HandwritingModel  # in eval mode, float32

@@ -269,7 +269,7 @@ def test_resume_takes_every_setting_from_the_run_not_from_the_preset(tmp_path: P
 def test_ctrl_c_saves_latest_pt_and_exits_130(tmp_path: Path, ptb_prepared: Path, capsys, monkeypatch) -> None:
     import signal
 
-    from lm.train import LanguageModelTask
+    from lm.task import LanguageModelTask
 
     real_loss = LanguageModelTask.loss
     calls = []
@@ -309,7 +309,7 @@ def test_export_refuses_a_training_checkpoint_and_an_export_does_not_resume(tmp_
 
 def test_each_row_starts_an_epoch_from_the_state_its_predecessor_row_ended_with() -> None:
     from handwriting_hm.hmlstm.core import HMLSTMState
-    from lm.train import LanguageModelTask, TaskSettings
+    from lm.task import LanguageModelTask, TaskSettings
 
     task = LanguageModelTask(np.arange(1001) % 7, np.arange(50) % 7, TaskSettings(batch_size=4, bptt=10))
     assert torch.equal(task.inputs[1, :1], task.targets[0, -1:])  # row 1 starts right after row 0 ends

@@ -87,7 +87,7 @@ def test_oracle_forces_layer_1_to_the_separators_and_bernoulli_samples(tmp_path:
     ids = torch.tensor([[vocab.index(s) for s in "the_cat_sat\n"]])
     forced = torch.tensor([[float(s in "_\n") for s in "the_cat_sat\n"]])
     assert torch.equal(model(ids, forced_z1=forced).core.boundaries[..., 0], forced)
-    from lm.train import LanguageModelTask, TaskSettings
+    from lm.task import LanguageModelTask, TaskSettings
     data = load_prepared_text(prepared)
     task = LanguageModelTask(data.splits["train"], data.splits["valid"],
                              TaskSettings(batch_size=2, bptt=12, oracle_steps=1), vocab=vocab)
