@@ -8,14 +8,14 @@ import json
 import pytest
 
 from data_prep.dataset import HandwritingDataset
-from factories import make_prepared, write_tiny_checkpoint
+from tests.factories import make_prepared, write_tiny_checkpoint
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.checkpoint import checkpoint_payload, load_checkpoint, save_checkpoint
 from handwriting_hm.kinds import FAMILIES, checkpoint_kind, family_of, family_of_preset
 from handwriting_hm.synthesis.alphabet import alphabet_of_prepared
 from handwriting_hm.synthesis.model import LoadedSynthesisModel
 from handwriting_hm.unconditional.model import LoadedModel
-from write_factory import write_tiny_synthesis_checkpoint
+from tests.write_factory import write_tiny_synthesis_checkpoint
 
 
 @pytest.fixture(scope="module")
