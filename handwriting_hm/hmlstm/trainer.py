@@ -115,6 +115,7 @@ class Trainer:
         self.position = 0
         self.best_metric = math.inf
         self.best_step: int | None = None
+        self.metric_regime: str | None = None  # the task's metric_regime() at the last validation
         self.skipped_nonfinite = 0
         self.consecutive_nonfinite = 0
         self.elapsed_before = 0.0  # training seconds of earlier fit() calls on this run
@@ -409,6 +410,10 @@ class Trainer:
             if self.dist.is_main:
                 self._log({"type": "invalid_validation", "step": self.step, "epoch": self.epoch, "message": message})
             raise NonFiniteValidation(message)
+        regime = self.task.metric_regime()
+        if self.metric_regime is not None and regime != self.metric_regime:
+            self._compare_afresh(regime)
+        self.metric_regime = regime
         if scheduled:
             self.scheduler.step(value)
         improved = value < self.best_metric
@@ -432,6 +437,17 @@ class Trainer:
             plot_learning_curves(self.run_dir / LOG, self.run_dir / CURVES, self.config.metric)
         # Time spent validating is not training time: keep it out of steps/s.
         self._interval_start += time.monotonic() - validate_started
+
+    def _compare_afresh(self, regime: str) -> None:
+        """Validation measures something else from now on: forget the best value and the plateau's count."""
+        self.best_metric, self.best_step = math.inf, None
+        self.scheduler.best = self.scheduler.mode_worse
+        self.scheduler.num_bad_epochs = self.scheduler.cooldown_counter = 0
+        if self.dist.is_main:
+            message = (f"validation measures {regime or 'the usual metric'} from step {self.step} on: best.pt and the "
+                       f"plateau schedule start again")
+            print(message, file=sys.stderr, flush=True)
+            self._log({"type": "regime", "step": self.step, "regime": regime, "message": message})
 
     def _say_silent_detectors(self, metrics: dict[str, float]) -> None:
         """One line, once, for each detector that has not fired in two validations in a row."""
@@ -464,6 +480,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "position": self.position,
                 "best_metric": self.best_metric,
+                "metric_regime": self.metric_regime,
                 "best_step": self.best_step,
                 "skipped_nonfinite": self.skipped_nonfinite,
                 "consecutive_nonfinite": self.consecutive_nonfinite,
@@ -515,6 +532,7 @@ class Trainer:
         self.position = progress["position"]
         self.best_metric = progress["best_metric"]
         self.best_step = progress["best_step"]
+        self.metric_regime = progress.get("metric_regime")  # absent from checkpoints written before it was kept
         self.skipped_nonfinite = progress["skipped_nonfinite"]
         self.consecutive_nonfinite = progress["consecutive_nonfinite"]
         self.last_validated_step = progress["last_validated_step"]

@@ -163,3 +163,8 @@ def test_validation_forces_layer_1_while_the_oracle_does(tmp_path: Path, prepare
     assert [r["step"] for r in records] == [2, 4]
     assert records[0].get("val_oracle") == 1.0 and "val_oracle" not in records[1]
     assert records[0]["z1_precision"] == 1.0 and records[0]["z1_recall"] == 1.0  # z1 is the separators themselves
+    # the free model is not held to the forced BPC: best.pt and the plateau start again at the first free validation
+    assert records[1]["best_metric"] == records[1]["val_loss"]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["regime"]) for r in log if r["type"] == "regime"] == [(4, "")]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["progress"]["step"] == 4

@@ -37,6 +37,12 @@ class TrainingTask:
         """Validation metrics; must include the trainer's `metric` key (lower is better)."""
         raise NotImplementedError
 
+    def metric_regime(self) -> str:
+        """What validation measures now, in words ("" for the task's usual measure). Validations of different
+        regimes are not compared: where the regime changes (an oracle that stops forcing the boundaries, say),
+        best.pt and the plateau schedule start again from the first validation of the new one."""
+        return ""
+
     def on_epoch_start(self, epoch: int) -> None:
         """Called before the first batch of each epoch (not again when resuming mid-epoch)."""
 

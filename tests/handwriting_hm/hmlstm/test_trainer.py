@@ -403,6 +403,30 @@ def test_best_checkpoint_tracks_the_lowest_validation_metric(tmp_path):
     assert not torch.equal(best["model"]["0.weight"], latest["model"]["0.weight"])
 
 
+class RegimeTask(ToyTask):
+    """Scripted validations measured under a forcing that stops at `free_from` (as the oracle's does)."""
+
+    def __init__(self, metrics: list[float], free_from: int):
+        super().__init__(metrics=metrics)
+        self.free_from = free_from
+
+    def metric_regime(self):
+        return "forced" if self.seen < self.free_from else ""
+
+
+def test_a_new_metric_regime_restarts_best_pt_and_the_plateau(tmp_path, capsys):
+    """Forced validations (1.0, then 1.1: a plateau) are not what the free model is held to: its worse 3.0 and
+    2.9 neither count as a plateau nor lose best.pt to a forced step."""
+    task = RegimeTask(metrics=[1.0, 1.1, 3.0, 2.9], free_from=5)
+    summary = make_trainer(tmp_path, task, max_steps=8, eval_every=2, plateau_patience=0, plateau_factor=0.1).fit()
+    records = read_log(tmp_path / "log.jsonl")
+    assert [r["lr"] for r in records if r["type"] == "val"] == pytest.approx([0.05, 0.005, 0.005, 0.005])
+    assert summary["best_step"] == 8 and summary["best_metric"] == 2.9
+    assert load_checkpoint(tmp_path / "best.pt", kind="toy")["progress"]["step"] == 8
+    assert [r["step"] for r in records if r["type"] == "regime"] == [6]
+    assert "validation measures the usual metric from step 6 on" in capsys.readouterr().err
+
+
 def test_log_curves_and_samples_are_written(tmp_path):
     task = ToyTask()
     make_trainer(tmp_path, task, max_steps=6).fit()
