@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -19,16 +18,11 @@ from handwriting_hm.cli import main
 from handwriting_hm.unconditional.model import load_handwriting_model
 from handwriting_hm.unconditional.sample import Sample
 from tests.factories import write_tiny_checkpoint
+from tests.app.serving import free_port
 
 SVG = "{http://www.w3.org/2000/svg}"
 DEFAULTS = {"n_points": 80, "n_samples": 1, "bias": 0.0, "temperature": 1.0, "seed": 0,
             "colour_by": "layer2", "marker_layer": 2, "straighten": False}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ synthesis model; the canvas's strokes as a style; one-line errors; the page with
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 import xml.etree.ElementTree as ET
 
@@ -23,6 +22,7 @@ from handwriting_hm.synthesis.model import load_synthesis_model
 from handwriting_hm.synthesis.write import WrittenText
 from tests.factories import make_prepared, write_tiny_checkpoint
 from tests.write_factory import write_tiny_synthesis_checkpoint
+from tests.app.serving import free_port
 
 SVG = "{http://www.w3.org/2000/svg}"
 # three strokes in canvas pixels, as the canvas's script sends them (what they say is given as style_text)
@@ -30,12 +30,6 @@ STROKES = json.dumps([[[10, 140], [30, 90], [50, 140]], [[20, 115], [40, 115]], 
 DEFAULTS = {"text": "line 12", "bias": 1.0, "temperature": 1.0, "seed": 0, "style": "none", "style_line": "",
             "style_strokes": "", "style_text": "", "align": "left", "colour_by": "layer1", "marker_layer": 2,
             "straighten": False}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

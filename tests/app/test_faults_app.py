@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 
 import numpy as np
@@ -22,17 +21,12 @@ from handwriting_hm.synthesis.model import load_synthesis_model
 from handwriting_hm.synthesis.write import WrittenText
 from tests.factories import write_tiny_checkpoint
 from tests.write_factory import write_tiny_synthesis_checkpoint
+from tests.app.serving import free_port
 
 DEFAULTS = {"text": "ab ab", "bias": 1.0, "temperature": 1.0, "seed": 0, "style": "none", "style_line": "",
             "style_strokes": "", "style_text": "", "align": "left", "colour_by": "layer1", "marker_layer": 2,
             "straighten": False}
 ALPHABET = " abcdefghijklmnopqrstuvwxyz"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
