@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from .hmlstm.core import OPERATION_NAMES, Slope
-from .hmlstm.detectors import DetectorHealth, event_alignment
+from .hmlstm.detectors import DetectorHealth, alignment_line, event_alignment
 
 PEN_UP_WINDOW = 2  # points either side of a pen-up within which a firing counts as at it
 
@@ -89,9 +89,7 @@ class Evaluation:
         lines = []
         for l, figures in enumerate(self.pen_up_alignment or []):
             window = (self.window_share or [None] * (l + 1))[l]
-            lines.append(f"z{l + 1} within {self.pen_up_window} points of a pen-up: precision {figures['precision']:.2f} "
-                         f"(lift {figures['lift']:.2f} over chance, {figures['shift_lift']:.2f} over a shift), "
-                         f"recall {figures['recall']:.2f}, F1 {figures['f1']:.2f}"
+            lines.append(alignment_line(f"z{l + 1}", figures, "points", f"within {self.pen_up_window} points of a pen-up")
                          + ("" if window is None else f"; {window:.0%} of its steps in the straight-through window"))
         if self.operation_shares:
             lines.append("operations: " + "; ".join(

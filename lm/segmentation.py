@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from handwriting_hm.hmlstm.detectors import event_alignment
+from handwriting_hm.hmlstm.detectors import alignment_line, event_alignment
 
 from .corpus import EOL
 
@@ -42,6 +42,4 @@ def boundary_report(boundaries: np.ndarray, ids: np.ndarray, vocab: list[str]) -
 
 def report_lines(report: dict[str, dict[str, float]]) -> list[str]:
     """One line per detector, for the terminal."""
-    return [f"  {name}: fires at {r['rate']:.1%} of symbols; precision {r['precision']:.2f} (chance "
-            f"{r['chance_precision']:.2f}, lift {r['lift']:.2f}; shifted {r['shift_precision']:.2f}, lift "
-            f"{r['shift_lift']:.2f}), recall {r['recall']:.2f}, F1 {r['f1']:.2f}" for name, r in report.items()]
+    return ["  " + alignment_line(name, figures, "symbols") for name, figures in report.items()]

@@ -153,6 +153,15 @@ def event_alignment(fired: np.ndarray, events: np.ndarray, before: int = 0, afte
     }
 
 
+def alignment_line(name: str, figures: dict[str, float], unit: str, events: str = "") -> str:
+    """One line of `event_alignment`'s figures for the terminal: how often detector `name` fires (per `unit`:
+    "symbols", "points"), and its precision (`events` says against what), lift, shifted lift, recall and F1."""
+    return (f"{name}: fires at {figures['rate']:.1%} of {unit}; precision {figures['precision']:.2f}"
+            f"{' ' + events if events else ''} (chance {figures['chance_precision']:.2f}, lift {figures['lift']:.2f}; "
+            f"shifted {figures['shift_precision']:.2f}, lift {figures['shift_lift']:.2f}), recall {figures['recall']:.2f}, "
+            f"F1 {figures['f1']:.2f}")
+
+
 def logged_alignment(alignments: dict[str, dict[str, float]]) -> dict[str, float]:
     """{"z1_precision": ..., "z1_lift": ...}: the figures of each detector's event_alignment (keyed by its
     name, "z1", "z2", ...) that a log record keeps."""

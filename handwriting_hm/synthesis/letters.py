@@ -1,6 +1,9 @@
 """`handwriting-hm letters`: write a set of texts with a synthesis model and report where its
-boundaries fall on the letters: the share of z1's firings at character ends and of z2's at word
-ends, against chance (the counting is handwriting_hm/letter_boundaries.py's).
+boundaries fall on the letters: z1's firings against character ends and z2's against word ends, as the
+attention window places them (`letter_boundaries.py`), within --tolerance points either side. Per
+detector: the share of firings near an end against chance, and `hmlstm.detectors.event_alignment`'s
+figures over the lines laid end to end: precision, lift over chance and over a circular shift, recall
+of the ends, F1.
 
     handwriting-hm letters "a few words" "and more"      # the shipped synthesis model
     handwriting-hm letters "a few words" --checkpoint runs/synthesis/best.pt
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import numpy as np
 
 from ..shipped import DEFAULT_SYNTHESIS_MODEL
 
@@ -26,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not above, so that --help answers at once
-    from ..letter_boundaries import character_boundary_hits, format_hits, word_boundary_hits
+    from ..hmlstm.detectors import alignment_line
+    from ..letter_boundaries import character_boundary_hits, character_ends, format_hits, word_boundary_hits, word_ends
     from .model import load_synthesis_model
     from .write import check_synthesis_checkpoint, installed_synthesis_model, write_in_batches
 
@@ -44,8 +50,28 @@ def run(args: argparse.Namespace) -> int:
     if detectors >= 1:
         hits = character_boundary_hits([(line.boundaries[:, 0], line.attended) for line in written], args.tolerance)
         print(format_hits("z1", hits, "character", args.tolerance))
+        ends = [character_ends(line.attended) for line in written]
+        print("  " + alignment_line("z1", aligned(written, 0, ends, args.tolerance), "points",
+                                    f"within {args.tolerance} points of a character end"))
     if detectors >= 2:
         hits = word_boundary_hits([(line.boundaries[:, 1], line.attended, line.text) for line in written],
                                   args.tolerance)
         print(format_hits("z2", hits, "word", args.tolerance))
+        ends = [word_ends(line.attended, line.text) for line in written]
+        print("  " + alignment_line("z2", aligned(written, 1, ends, args.tolerance), "points",
+                                    f"within {args.tolerance} points of a word end"))
     return 0
+
+
+def aligned(written: list, detector: int, ends: list[np.ndarray], tolerance: int) -> dict[str, float]:
+    """event_alignment of one detector's firings against the ends (point indices per line), the lines laid
+    end to end."""
+    from ..hmlstm.detectors import event_alignment
+
+    fired = np.concatenate([line.boundaries[:, detector] > 0.5 for line in written])
+    events = np.zeros(len(fired), dtype=bool)
+    start = 0
+    for line, line_ends in zip(written, ends):
+        events[start + np.asarray(line_ends, dtype=np.int64)] = True
+        start += len(line.boundaries)
+    return event_alignment(fired, events, before=tolerance, after=tolerance)

@@ -32,7 +32,7 @@ def test_pen_up_alignment_counts_firings_within_the_window_of_the_points_read():
     assert summarise(np.zeros(1), 12, counts, pen_up_window=0).pen_up_alignment[0]["precision"] == pytest.approx(1 / 3)
     assert result.operation_shares[0]["copy"] == 0.0  # layer 1 reads every point
     assert result.operation_shares[2]["update"] == pytest.approx(1 / 12)  # layer 3 reads z2 once
-    assert "z1 within 2 points of a pen-up: precision 1.00" in result.format()
+    assert "precision 1.00 within 2 points of a pen-up" in result.format()
     metrics = detector_metrics(result)
     assert metrics["z1_precision"] == 1.0 and metrics["z1_rate"] == pytest.approx(3 / 12)
     assert "z1_window" not in metrics  # no pre-activations given: the window is not known

@@ -9,7 +9,8 @@ import pytest
 from tests.factories import write_tiny_checkpoint
 
 from handwriting_hm.cli import main
-from handwriting_hm.letter_boundaries import format_hits, word_boundary_hits
+from handwriting_hm.hmlstm.detectors import alignment_line, event_alignment
+from handwriting_hm.letter_boundaries import format_hits, word_boundary_hits, word_ends
 from handwriting_hm.synthesis.write import write, write_each, write_lines
 from tests.write_factory import write_quarter_character_checkpoint
 
@@ -138,7 +139,18 @@ def test_letters_reports_firings_at_character_and_word_ends_against_chance(check
     assert report[0] == "3 texts written, 0 stopped at the step cap"
     written = write_each(["b c d", "abc def", "hij a"], checkpoint, bias=1.0)
     hits = word_boundary_hits([(line.boundaries[:, 1], line.attended, line.text) for line in written], 1)
-    assert report[2] == format_hits("z2", hits, "word", 1) and "chance" in report[2]
+    assert report[3] == format_hits("z2", hits, "word", 1) and "chance" in report[3]
     assert report[1].startswith("z1: ") and "character end" in report[1]
+    # precision, recall and lift: the lines laid end to end, each word's last point an event
+    fired = np.concatenate([line.boundaries[:, 1] > 0.5 for line in written])
+    events = np.zeros(len(fired), dtype=bool)
+    start = 0
+    for line in written:
+        events[start + word_ends(line.attended, line.text)] = True
+        start += len(line.boundaries)
+    figures = event_alignment(fired, events, before=1, after=1)
+    assert report[4] == "  " + alignment_line("z2", figures, "points", "within 1 points of a word end")
+    assert f"recall {figures['recall']:.2f}" in report[4] and "lift" in report[4]
+    assert report[2].startswith("  z1: fires at") and "of a character end" in report[2]
     assert main(["letters", "--checkpoint", str(checkpoint)]) == 2
     assert "give texts" in capsys.readouterr().err
