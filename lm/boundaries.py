@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .shipped import DEFAULT_MODEL
+from .shipped import DEFAULT_MODEL, LSTM_MODEL
 
 MAX_SYMBOLS = 2000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="?", default="default",
-                        help=f"a run's .pt or an exported model; 'default' is {DEFAULT_MODEL.name}")
+                        help=f"a run's .pt or an exported model; 'default' is {DEFAULT_MODEL.name}, 'lstm' {LSTM_MODEL.name}")
     parser.add_argument("text", help="the text to read (PTB models: lowercase words, spaces, digits as N)")
     parser.add_argument("--output", "-o", default="boundaries.png", help="PNG to write (default: boundaries.png)")
     parser.add_argument("--norms", action="store_true", help="draw ||h|| of every layer as a heat map")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .boundary_figure import analyse, draw
     from .corpus import encode_text
-    from .model import load_lm
+    from .model import load_lm, resolve_model_path
     from .segmentation import boundary_report, report_lines
 
     loaded = load_lm(args.checkpoint)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"checkpoint {args.checkpoint}: an LSTM has no boundary detectors to draw")
     analysis = analyse(loaded, args.text)
     draw(analysis, Path(args.output), width=args.width, show_norms=args.norms,
-         title=f"{Path(str(args.checkpoint)).name}, slope {loaded.slope:g}")
+         title=f"{resolve_model_path(args.checkpoint).name}, slope {loaded.slope:g}")
     steps = len(analysis.labels)
     print(f"wrote {args.output}: {steps} steps")
     for layer, fraction in enumerate(analysis.update_fraction):

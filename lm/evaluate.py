@@ -21,12 +21,12 @@ import json
 import time
 
 from .corpus import SPLITS
-from .shipped import DEFAULT_MODEL
+from .shipped import DEFAULT_MODEL, LSTM_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="?", default="default",
-                        help=f"a run's best.pt/latest.pt or an exported model; 'default' is {DEFAULT_MODEL.name}")
+                        help=f"a run's best.pt/latest.pt or an exported model; 'default' is {DEFAULT_MODEL.name}, 'lstm' {LSTM_MODEL.name}")
     parser.add_argument("--data", required=True, help="prepared .npz from `hm-lm prepare` (same corpus as the model)")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--rows", type=int, default=64,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a run's best.pt or latest.pt")
-    parser.add_argument("output", help="the file to write, e.g. lm/models/ptb-tiny.pt (never the input or a training checkpoint)")
+    parser.add_argument("output", help="the file to write, e.g. lm/models/ptb-default.pt (never the input or a training checkpoint)")
     parser.add_argument("--full-precision", action="store_true", help="keep float32 weights")
 
 

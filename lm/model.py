@@ -18,7 +18,7 @@ from handwriting_hm.hmlstm.recipes import core_from_config, with_preactivations
 from handwriting_hm.hmlstm.output import GatedOutput, SoftmaxHead
 
 from .config import LMConfig  # defined without torch (for the parser); clients import it here too
-from .shipped import DEFAULT_MODEL
+from .shipped import DEFAULT_MODEL, SHIPPED
 
 KIND = "lm"
 
@@ -69,8 +69,8 @@ class LoadedLM(NamedTuple):
 
 
 def resolve_model_path(path: str | Path | None) -> Path:
-    """None or "default" -> the model shipped with the package; anything else as given."""
-    return DEFAULT_MODEL if path is None or str(path) == "default" else Path(path)
+    """None or "default" -> the shipped HM-LSTM, "lstm" -> the shipped LN-LSTM; anything else as given."""
+    return DEFAULT_MODEL if path is None else SHIPPED.get(str(path), Path(path))
 
 
 def load_lm(path: str | Path | None = None, map_location: Any = "cpu") -> LoadedLM:

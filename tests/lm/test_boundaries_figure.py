@@ -7,7 +7,7 @@ from matplotlib.image import AxesImage
 
 from lm.boundary_figure import BoundaryAnalysis, boundary_figure
 
-TITLE = "ptb-tiny.pt, slope 1.24"
+TITLE = "ptb-default.pt, slope 1.24"
 
 
 def analysis(steps: int) -> BoundaryAnalysis:

@@ -402,5 +402,8 @@ def test_the_shipped_model_loads_and_draws_out_of_the_box(tmp_path: Path, capsys
     assert DEFAULT_MODEL.stat().st_size <= 20e6
     loaded = load_lm("default")
     assert loaded.dataset == "ptb" and len(loaded.vocab) == 50 and loaded.model.config.cell == "hm-lstm"
+    baseline = load_lm("lstm")  # the LN-LSTM shipped beside it: the same sizes, another cell
+    assert baseline.model.config.cell == "lstm" and baseline.vocab == loaded.vocab
+    assert baseline.model.config.hidden_sizes == loaded.model.config.hidden_sizes
     code, out, _ = run_cli(["boundaries", "the stock market fell", "-o", str(tmp_path / "b.png")], capsys)
     assert code == 0 and "layer 3" in out
