@@ -29,15 +29,19 @@ def as_legacy(path: Path, slope_under: str) -> None:
 LEGACY_HANDWRITING_MODEL = Path(__file__).resolve().parents[2] / "fixtures" / "legacy-handwriting-3x128.pt"
 
 
-def test_shipped_models_load_the_legacy_ones_too():
+def test_shipped_models_load_the_legacy_ones_too(tmp_path):
     handwriting = torch.load(LEGACY_HANDWRITING_MODEL, weights_only=True)
-    lm = torch.load(LM_MODEL, weights_only=True)
-    assert handwriting["format"] == lm["format"] == LEGACY_FORMAT
+    assert handwriting["format"] == LEGACY_FORMAT
     assert load_handwriting_model(LEGACY_HANDWRITING_MODEL).slope == handwriting["metadata"]["slope"] == 3.0
-    assert load_lm(LM_MODEL).slope == lm["task"]["slope"]
     shipped = torch.load(HANDWRITING_MODEL, weights_only=True)
     assert shipped["format"] == FORMAT
     assert load_handwriting_model(HANDWRITING_MODEL).slope == shipped["slope"] == 3.0
+    lm = torch.load(LM_MODEL, weights_only=True)
+    assert lm["format"] == FORMAT and load_lm(LM_MODEL).slope == lm["slope"]
+    legacy_lm = tmp_path / "legacy-lm.pt"  # the first shipped language model kept its slope under "task"
+    legacy_lm.write_bytes(LM_MODEL.read_bytes())
+    as_legacy(legacy_lm, slope_under="task")
+    assert load_lm(legacy_lm).slope == lm["slope"]
 
 
 def test_a_legacy_training_checkpoint_resumes_to_the_same_weights(tmp_path):
