@@ -79,6 +79,9 @@ FLAGS = (
     Flag("task", "slope_unit_steps", {"type": int, "help": "optimiser steps per unit N of the slope schedule"}),
     Flag("task", "sample_points", {"type": int, "help": "length of the sample pictures"}),
     *RECIPE_FLAGS,
+    Flag("task", "oracle_steps", {"type": int, "help": "force layer 1's boundaries to the pen-ups (the points read "
+                                                       "that end a stroke) for this many steps, then free them "
+                                                       "(the oracle run)"}),
 )
 N_WINDOW = Flag("model", "n_window", {"type": int, "help": "synthesis: K Gaussians in the attention window"})
 SYNTHESIS_ONLY = (N_WINDOW,)
@@ -159,6 +162,8 @@ def run_handwriting(args: argparse.Namespace) -> int:
     refuse_flags(args, SYNTHESIS_ONLY, "the handwriting model")
     start = start_from_args(args, PRESETS, DEFAULT_PRESET, FLAGS, KIND, build=HandwritingModel)
     model_config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
+    if settings.oracle_steps and model_config.cell != "hm-lstm":
+        raise ValueError("--oracle-steps forces layer 1's boundaries, which an LSTM has not: leave it out")
 
     train_set = HandwritingDataset(args.data, split="train", scheme=settings.scheme)
     validation_set = HandwritingDataset(args.data, split="validation", scheme=settings.scheme)

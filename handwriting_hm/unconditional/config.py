@@ -61,11 +61,14 @@ class TaskSettings(StoredConfig):
     rate_weight: float = 0.0
     rate_steps: int | None = None
     bernoulli_steps: int = 0
+    oracle_steps: int = 0  # layer 1's boundaries forced to the pen-ups for this many steps, then free
 
     def __post_init__(self) -> None:
         self.sample_biases = tuple(float(b) for b in self.sample_biases)
         self.rate_targets = tuple(float(rate) for rate in self.rate_targets)
         self.recipes  # checked now, not at the first step
+        if self.oracle_steps < 0:
+            raise ValueError(f"oracle_steps must be >= 0, got {self.oracle_steps}")
         for name in ("batch_size", "slope_unit_steps", "sample_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

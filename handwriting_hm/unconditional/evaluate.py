@@ -17,12 +17,13 @@ from .model import HandwritingModel, shift_inputs
 @torch.no_grad()
 def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor], slope: float = 1.0,
                              batch_size: int = 32, device: torch.device | str = "cpu",
-                             progress: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
+                             progress: bool = False, oracle: bool = False) -> tuple[np.ndarray, BoundaryCounts]:
     """Total log-likelihood (nats) of each line, in the given order, and the boundary counts.
 
     lines: normalised (T_i, 3) offsets. Lines are batched by length (less padding); padded
     steps count nothing. Returns (N,) float64 log-likelihoods and the boundary firings summed
-    over all points. `progress` shows a bar of lines scored on stderr.
+    over all points. `progress` shows a bar of lines scored on stderr. oracle: layer 1's boundaries
+    forced to the pen-ups (model.pen_ups_read), as while an oracle run trains.
     """
     order = np.argsort([len(line) for line in lines], kind="stable")
 
@@ -31,7 +32,8 @@ def sequence_log_likelihoods(model: HandwritingModel, lines: list[torch.Tensor],
         offsets = torch.zeros(len(chosen), int(lengths.max()), 3)
         for row, i in enumerate(chosen):
             offsets[row, :len(lines[i])] = lines[i]
-        log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope)
+        log_likelihood, output = model.sequence_log_likelihood(offsets.to(device), lengths.to(device), slope=slope,
+                                                                 oracle=oracle)
         core = output.core
         if isinstance(core, HMLSTMOutput):  # s_z as the path gave them, else recomputed from its output
             core = with_preactivations(model.core, shift_inputs(offsets.to(device)), core)

@@ -42,24 +42,30 @@ class HandwritingModel(nn.Module):
         self.head = MixtureDensityHead(config.embedding_size, config.n_mixtures)
 
     def forward(self, inputs: Tensor, state: HMLSTMState | None = None, lengths: Tensor | None = None,
-                slope: Slope = 1.0, boundary_mode: str | None = None,
+                slope: Slope = 1.0, boundary_mode: str | None = None, forced_z1: Tensor | None = None,
                 preactivations: bool = False) -> HandwritingOutput:
         """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope);
-        boundary_mode: the core's for this call (HM-LSTM only); preactivations: make sure the core's output
+        boundary_mode: the core's for this call (HM-LSTM only); forced_z1 (B, T): layer 1's boundaries, given
+        (the oracle, see `pen_ups_read`; HM-LSTM only); preactivations: make sure the core's output
         carries the boundary pre-activations, recomputed where the path that ran gives none."""
         extra = {} if boundary_mode is None else {"boundary_mode": boundary_mode}
+        if forced_z1 is not None:
+            if not self.core.num_detectors:
+                raise ValueError("forced layer-1 boundaries need an HM-LSTM core; this model's is an LSTM")
+            extra["forced_z1"] = forced_z1
         core = self.core(inputs, state=state, lengths=lengths, slope=slope, **extra)
         if preactivations:
             core = with_preactivations(self.core, inputs, core, state)
         return HandwritingOutput(self.head(self.output(core.hidden)), core)
 
-    def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None,
-                                slope: Slope = 1.0) -> tuple[Tensor, HandwritingOutput]:
+    def sequence_log_likelihood(self, offsets: Tensor, lengths: Tensor | None = None, slope: Slope = 1.0,
+                                oracle: bool = False) -> tuple[Tensor, HandwritingOutput]:
         """Total log-likelihood (nats) of each sequence: offsets (B, T, 3) -> (B,).
 
-        Padded steps (beyond `lengths`) count nothing.
+        Padded steps (beyond `lengths`) count nothing. oracle: layer 1's boundaries forced to the pen-ups.
         """
-        output = self(shift_inputs(offsets), lengths=lengths, slope=slope)
+        inputs = shift_inputs(offsets)
+        output = self(inputs, lengths=lengths, slope=slope, forced_z1=pen_ups_read(inputs) if oracle else None)
         per_step = mixture_log_likelihood(output.params, offsets)
         if lengths is not None:
             valid = torch.arange(offsets.shape[1], device=offsets.device)[None, :] < lengths.to(offsets.device)[:, None]
@@ -74,6 +80,13 @@ def shift_inputs(offsets: Tensor, previous: Tensor | None = None) -> Tensor:
         raise ValueError(f"expected offsets of shape (batch, time, 3), got {tuple(offsets.shape)}")
     first = offsets.new_zeros(offsets.shape[0], 3) if previous is None else previous
     return torch.cat([first[:, None], offsets[:, :-1]], dim=1)
+
+
+def pen_ups_read(inputs: Tensor) -> Tensor:
+    """(B, T) float: 1 where the point read (inputs, shifted) ends a stroke. The oracle forces layer 1's
+    boundaries there, so that layer 2 updates once per stroke, with the stroke just written, as the
+    word separators do for the language model."""
+    return inputs[..., 2].float()
 
 
 # ----------------------------------------------------------------------------- loading

@@ -25,7 +25,7 @@ from ..scoring import check_finite, summarise
 from .evaluate import sequence_log_likelihoods
 from .generate import generate
 from .config import PRESETS, TaskSettings  # re-exported: clients import them here
-from .model import shift_inputs
+from .model import pen_ups_read, shift_inputs
 
 __all__ = ["PRESETS", "HandwritingTask", "LineChunk", "TaskSettings", "detector_metrics"]
 
@@ -107,8 +107,9 @@ class HandwritingTask(TrainingTask):
         self._accumulators(device)
 
     def graph_safe(self, batch) -> bool:
-        # chunks carry their state in Python, from step to step; the recipes' schedules change with the step
-        return not isinstance(batch, LineChunk) and not self.settings.recipes.any
+        # chunks carry their state in Python, from step to step; the recipes' and the oracle's schedules change
+        # with the step
+        return not isinstance(batch, LineChunk) and not self.settings.recipes.any and not self.settings.oracle_steps
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         device = batch.offsets.device
@@ -122,8 +123,10 @@ class HandwritingTask(TrainingTask):
         state = None if previous is None or self.state is None else self.state.to(previous.device)
         recipes, step = self.settings.recipes, max(self.step - 1, 0)  # start_step has counted this step
         rate_loss = recipes.rate_loss_on(step)
-        output = model(shift_inputs(batch.offsets, previous), state=state, slope=slope,
-                       boundary_mode=recipes.boundary_mode(step), preactivations=rate_loss)
+        inputs = shift_inputs(batch.offsets, previous)
+        forced_z1 = pen_ups_read(inputs) if step < self.settings.oracle_steps else None
+        output = model(inputs, state=state, slope=slope, boundary_mode=recipes.boundary_mode(step),
+                       forced_z1=forced_z1, preactivations=rate_loss)
         if chunked:
             carried = output.core.state.carried()
             self.state = carried if carried.is_finite() else None
@@ -152,8 +155,11 @@ class HandwritingTask(TrainingTask):
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
+        # while the oracle forces z1 in training, validation forces it too: the model's own z1 has had no
+        # gradient yet, and a free-running validation would make the plateau schedule cut the rate for nothing
+        oracle = bool(self.metric_regime())
         totals, counts = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
-                                                  device)
+                                                  device, oracle=oracle)
         # One non-finite line would make every validation NaN: the plateau schedule would cut the
         # learning rate each time and best.pt never be written. Name the line and stop instead.
         check_finite(totals, self.validation_lines, self.validation_ids, kind="validation line",
@@ -166,7 +172,12 @@ class HandwritingTask(TrainingTask):
             **{f"val_boundary_rate_{l + 1}": rate for l, rate in enumerate(result.boundary_rate)},
             **{f"val_on_pen_up_{l + 1}": share for l, share in enumerate(result.firings_on_pen_up) if share is not None},
             **detector_metrics(result),
+            **({"val_oracle": 1.0} if oracle else {}),
         }
+
+    def metric_regime(self) -> str:
+        """While the oracle forces z1, validation forces it too: a measure the free model's is not compared with."""
+        return "log-likelihood with z1 forced to the pen-ups" if self.step < self.settings.oracle_steps else ""
 
     def scalars(self) -> dict[str, float]:
         values = {"slope": self.slope}

@@ -87,3 +87,44 @@ def test_handwriting_training_takes_the_recipes_and_logs_pen_up_figures(tmp_path
         assert key in pulled, key
     assert pulled["z1_rate"] > free["z1_rate"] + 0.2
     assert main([*common, "--run-dir", str(tmp_path / "bad"), "--rate-weight", "1"]) == 2  # no targets: one line
+
+
+def test_the_oracle_forces_layer_1_to_the_pen_ups_read_in_every_path():
+    from handwriting_hm.unconditional.model import pen_ups_read, shift_inputs
+    torch.manual_seed(0)
+    offsets = torch.randn(2, 15, 3).clamp(-2, 2)
+    offsets[..., 2] = (torch.arange(15) % 4 == 1).float()
+    inputs = shift_inputs(offsets)
+    forced = pen_ups_read(inputs)
+    assert torch.equal(forced[0, :4], torch.tensor([0.0, 0.0, 1.0, 0.0]))  # step t reads point t-1
+    for impl in ("reference", "auto"):
+        model = HandwritingModel(HandwritingConfig(hidden_sizes=(6, 6, 6), embedding_size=6, n_mixtures=2), impl=impl)
+        assert torch.equal(model(inputs, forced_z1=forced).core.boundaries[..., 0], forced), impl
+        _, output = model.sequence_log_likelihood(offsets, oracle=True)
+        assert torch.equal(output.core.boundaries[..., 0], forced), impl
+    lstm = HandwritingModel(HandwritingConfig(cell="lstm", hidden_sizes=(6, 6), embedding_size=6, n_mixtures=2))
+    with pytest.raises(ValueError, match="need an HM-LSTM core"):
+        lstm(inputs, forced_z1=forced)
+
+
+@pytest.mark.slow
+def test_an_oracle_run_validates_forced_then_free_and_restarts_best_pt(tmp_path):
+    from handwriting_hm.hmlstm.checkpoint import load_checkpoint
+    from tests.factories import make_prepared
+    data = make_prepared(tmp_path / "data")
+    common = ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
+              "--n-mixtures", "2", "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0",
+              "--sample-points", "12", "--log-every", "1", "--device", "cpu", "--quiet", "--max-steps", "4",
+              "--eval-every", "2", "--impl", "auto"]
+    assert main([*common, "--run-dir", str(tmp_path / "oracle"), "--oracle-steps", "3"]) == 0
+    log = [json.loads(line) for line in (tmp_path / "oracle" / "log.jsonl").read_text().splitlines()]
+    validations = [r for r in log if r["type"] == "val"]
+    assert [r["step"] for r in validations] == [2, 4]
+    assert validations[0].get("val_oracle") == 1.0 and "val_oracle" not in validations[1]
+    assert validations[0]["z1_precision"] == 1.0 and validations[0]["z1_recall"] == 1.0  # z1 is the pen-ups
+    # the free model is not held to the forced likelihood: best.pt and the plateau start again when z1 is free
+    assert validations[1]["best_metric"] == validations[1]["val_loss"]
+    assert [(r["step"], r["regime"]) for r in log if r["type"] == "regime"] == [(4, "")]
+    assert load_checkpoint(tmp_path / "oracle" / "best.pt")["progress"]["step"] == 4
+    assert main([*common, "--run-dir", str(tmp_path / "lstm"), "--cell", "lstm", "--hidden-sizes", "8,8",
+                 "--oracle-steps", "2"]) == 2
