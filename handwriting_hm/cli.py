@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "and of z2 firings at word ends, against chance"),
     "legibility": ("handwriting_hm.synthesis.legibility", "Character error rate of real and written lines, read by Tesseract"),
     "app": ("app.cli", "Serve the Gradio page: generate handwriting and see the HM-LSTM's boundaries (127.0.0.1 by default)"),
+    "compare": ("handwriting_hm.hmlstm.training.compare", "A table of training runs from their logs: best validation "
+                "log-likelihood, where the detectors fire against the pen-ups, speed"),
     "bench": ("handwriting_hm.bench_command", "Benchmark the HM-LSTM training paths against nn.LSTM, and the sampler"),
 }
 

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("lm.evaluate", "Bits per character over a whole split, the state carried across it"),
     "boundaries": ("lm.boundaries", "Draw where each layer's boundary detector fires on a text (PNG) and count updates"),
     "export": ("lm.export", "Write an inference-only (half-precision) copy of a checkpoint"),
-    "compare": ("lm.compare", "A table of training runs from their logs: best validation BPC, boundary figures, speed"),
+    "compare": ("handwriting_hm.hmlstm.training.compare", "A table of training runs from their logs: best validation BPC, boundary figures, speed"),
 }
 
 

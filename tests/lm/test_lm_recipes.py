@@ -135,25 +135,6 @@ def test_boundaries_command_reports_alignment_and_bounds_the_text(tmp_path: Path
     assert err.count("\n") == 1 and "at most 2000" in err and not (tmp_path / "long.png").exists()
 
 
-def test_compare_tables_each_runs_best_validation(tmp_path: Path, capsys):
-    run = tmp_path / "recipe"
-    run.mkdir()
-    records = [{"type": "train", "step": 10, "steps_per_s": 2.0}, {"type": "train", "step": 20, "steps_per_s": 4.0},
-               {"type": "val", "step": 10, "val_bpc": 2.5, "z1_rate": 0.4, "z1_precision": 0.3},
-               {"type": "val", "step": 20, "val_bpc": 2.1, "z1_rate": 0.2, "z1_precision": 0.9, "z1_lift": 2.5},
-               {"type": "val", "step": 30, "val_bpc": 2.2, "z1_rate": 0.1}]
-    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert main(["compare", str(run), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["step"] == 20 and summary["val_bpc"] == 2.1 and summary["z1_precision"] == 0.9
-    assert summary["steps_per_s"] == 3.0 and summary["last_step"] == 30
-    assert main(["compare", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert "| recipe | 20 | 2.100 | 0.20 | 0.90 | – | – | 2.50 |" in out
-    assert main(["compare", str(tmp_path / "nowhere")]) == 2
-    assert "no log.jsonl" in capsys.readouterr().err
-
-
 @pytest.mark.slow
 def test_validation_forces_layer_1_while_the_oracle_does(tmp_path: Path, prepared: Path, capsys):
     code, _, _ = train(prepared, tmp_path / "run", capsys, "--max-steps", "4", "--eval-every", "2",
