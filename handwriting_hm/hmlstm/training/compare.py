@@ -7,7 +7,9 @@ boundaries, `val_oracle`, is another measure and is left out), the steps it took
 task's headline figure (BPC for the language model, the log-likelihood per sequence for handwriting),
 the detectors' figures logged with it (firing rate, precision, recall, F1 and lift at the task's events,
 share in the straight-through window), and the mean training speed (steps/s over the "train" records).
-Prints a Markdown table, or JSON lines with --json.
+--steps N and --minutes M hold every run to the same budget: only validations at step <= N and within M
+minutes of training time (`elapsed_s`, summed over resumes) count. Prints a Markdown table, or JSON lines
+with --json.
 """
 from __future__ import annotations
 
@@ -22,22 +24,26 @@ DETECTOR_FIGURES = ("rate", "precision", "recall", "f1", "lift", "window")
 HEADLINES = {"val_bpc": "val BPC", "val_ll_per_sequence": "val LL/sequence"}
 
 
-def summarise(run_dir: Path) -> dict:
-    """The best free validation record of a run, its headline figure, its detectors' figures and its mean speed."""
+def summarise(run_dir: Path, max_step: int | None = None, max_minutes: float | None = None) -> dict:
+    """The best free validation record of a run (within the budget, if given), its headline figure, its
+    detectors' figures and its mean speed."""
     log = run_dir / LOG
     if not log.is_file():
         raise ValueError(f"{run_dir}: no {LOG} here (not a run folder?)")
     records = read_log(log)
-    validations = [r for r in records if r.get("type") == "val" and r.get("val_loss") is not None]
+    validations = [r for r in records if r.get("type") == "val" and r.get("val_loss") is not None
+                   and (max_step is None or r["step"] <= max_step)
+                   and (max_minutes is None or r.get("elapsed_s", 0.0) <= 60.0 * max_minutes)]
     if not validations:
-        raise ValueError(f"{run_dir}: the run has not validated yet")
+        raise ValueError(f"{run_dir}: the run has not validated yet" + ("" if max_step is None and max_minutes is None
+                                                                         else " within the budget"))
     free = [r for r in validations if not r.get("val_oracle")]
     if not free:
         raise ValueError(f"{run_dir}: every validation so far forced the boundaries (the oracle): none is free yet")
     best = min(free, key=lambda r: r["val_loss"])
     speeds = [r["steps_per_s"] for r in records if r.get("type") == "train" and r.get("steps_per_s")]
     summary = {"run": run_dir.name, "step": best["step"], "last_step": validations[-1]["step"],
-               "steps_per_s": sum(speeds) / len(speeds) if speeds else None}
+               "minutes": best.get("elapsed_s", 0.0) / 60.0, "steps_per_s": sum(speeds) / len(speeds) if speeds else None}
     summary.update({key: best[key] for key in HEADLINES if best.get(key) is not None})
     for key, value in best.items():
         if key.startswith("z") and key.split("_", 1)[-1] in DETECTOR_FIGURES:
@@ -69,9 +75,11 @@ def table(summaries: list[dict]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", help="run folders (each with a log.jsonl)")
     parser.add_argument("--json", action="store_true", help="one JSON line per run instead of the table")
+    parser.add_argument("--steps", type=int, help="count only validations at step <= N (an equal step budget)")
+    parser.add_argument("--minutes", type=float, help="count only validations within M minutes of training time")
 
 
 def run(args: argparse.Namespace) -> int:
-    summaries = [summarise(Path(folder)) for folder in args.runs]
+    summaries = [summarise(Path(folder), args.steps, args.minutes) for folder in args.runs]
     print("\n".join(json.dumps(s) for s in summaries) if args.json else table(summaries))
     return 0

@@ -22,11 +22,16 @@ def test_compare_tables_each_runs_best_free_validation(tmp_path: Path, capsys):
         {"type": "val", "step": 10, "val_loss": 1.7, "val_bpc": 2.5, "z1_rate": 0.4, "z1_precision": 0.3},
         {"type": "val", "step": 20, "val_loss": 1.5, "val_bpc": 2.1, "z1_rate": 0.2, "z1_precision": 0.9,
          "z1_lift": 2.5},
-        {"type": "val", "step": 30, "val_loss": 1.6, "val_bpc": 2.2, "z1_rate": 0.1}])
+        {"type": "val", "step": 30, "val_loss": 1.6, "val_bpc": 2.2, "z1_rate": 0.1, "elapsed_s": 90.0}])
     assert lm_main(["compare", str(run), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 20 and summary["val_bpc"] == 2.1 and summary["z1_precision"] == 0.9
     assert summary["steps_per_s"] == 3.0 and summary["last_step"] == 30
+    for budget in (["--steps", "15"], ["--minutes", "1"]):  # step 20's validation has no elapsed_s: 0 minutes
+        assert lm_main(["compare", str(run), "--json", *budget]) == 0
+        assert json.loads(capsys.readouterr().out)["step"] == (10 if budget[0] == "--steps" else 20)
+    assert lm_main(["compare", str(run), "--steps", "5"]) == 2
+    assert "within the budget" in capsys.readouterr().err
     assert lm_main(["compare", str(run)]) == 0
     out = capsys.readouterr().out
     assert "| run | best step | val BPC |" in out
@@ -48,6 +53,8 @@ def test_handwriting_runs_leave_out_the_oracles_forced_validations(tmp_path: Pat
     assert "| run | best step | val LL/sequence |" in out
     assert "| oracle | 500 | 1003.2 | 0.05 | 0.80 |" in out  # not the forced 1190 of step 250
     assert "| lstm | 500 | 990.0 | – |" in out
+    assert handwriting_main(["compare", str(oracle), "--json", "--steps", "499"]) == 2  # nothing free by then
+    assert "none is free yet" in capsys.readouterr().err
     forced_only = write_log(tmp_path / "early", [{"type": "val", "step": 250, "val_loss": -1.9, "val_oracle": 1.0}])
     assert handwriting_main(["compare", str(forced_only)]) == 2
     assert "none is free yet" in capsys.readouterr().err
