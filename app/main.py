@@ -30,8 +30,10 @@ from gradio.utils import get_upload_folder
 
 from handwriting_hm.drawing.records import save_samples
 from handwriting_hm.drawing.svg import render_svg
+from handwriting_hm.scoring import PEN_UP_WINDOW
 from handwriting_hm.unconditional.model import LoadedModel
-from handwriting_hm.unconditional.sample import LIMITS, Sample, sample_handwriting, sampling_parameters
+from handwriting_hm.unconditional.sample import (LIMITS, Sample, learned_colouring, sample_handwriting,
+                                                  sampling_parameters)
 from handwriting_hm.synthesis.model import LoadedSynthesisModel
 
 from . import canvas
@@ -77,6 +79,8 @@ class Defaults:
     marker_layer: int  # the same layer (0: no markers)
     detectors: int  # layers with a boundary detector
     firings: list[int]  # how often each detector fired in the start-up sample
+    near_pen_ups: tuple[int, ...] = ()  # how many of those firings fell within PEN_UP_WINDOW points of a pen-up
+    pen_ups: int = 0  # how often the pen lifted in that sample
 
     def colour_choices(self) -> list[tuple[str, str]]:
         modes = ["ink", "strokes"] + [f"layer{k}" for k in range(1, min(self.detectors, 2) + 1)]
@@ -92,6 +96,10 @@ class Defaults:
         fired = ", ".join(f"layer {k}: {n} times" for k, n in enumerate(self.firings, start=1))
         silent = [k for k, n in enumerate(self.firings, start=1) if n == 0]
         said = f"In a {PROBE_POINTS}-point test sample at start-up the detectors fired: {fired}. "
+        if any(self.firings) and self.near_pen_ups:
+            near = ", ".join(f"layer {k}: {n} of {total}" for k, (n, total) in
+                             enumerate(zip(self.near_pen_ups, self.firings), start=1) if total)
+            said += f"Firings within {PEN_UP_WINDOW} points of a pen-up ({self.pen_ups} in the sample): {near}. "
         if self.marker_layer == 0:
             return said + "No layer fired, so the page opens coloured by pen-up strokes."
         return (said + (f"Layer{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} never fired, so "
@@ -123,10 +131,11 @@ def model_defaults(model: LoadedModel) -> Defaults:
     """Sample PROBE_POINTS points and pick the highest layer whose detector fired."""
     probe = sample_handwriting(model, n_points=PROBE_POINTS, seed=0)[0]
     firings = probe.firings()
-    fired = [k for k, n in enumerate(firings, start=1) if n > 0 and k <= 2]  # colour modes go up to layer 2
-    layer = max(fired, default=0)
-    return Defaults(colour_by=f"layer{layer}" if layer else "strokes", marker_layer=layer,
-                    detectors=len(firings), firings=firings)
+    colour_by, layer = learned_colouring(firings)
+    near = [round(figures["precision"] * n) for figures, n in zip(probe.pen_up_alignment(), firings)]
+    return Defaults(colour_by=colour_by, marker_layer=layer,
+                    detectors=len(firings), firings=firings, near_pen_ups=tuple(near),
+                    pen_ups=int((probe.offsets[:, 2] > 0.5).sum()))
 
 
 def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,

@@ -33,7 +33,7 @@ def assert_same(got, expected, where: str = "") -> None:
 def test_sample_draws_what_it_drew_before(tmp_path: Path) -> None:
     out = tmp_path / "sample.json"
     assert main(["sample", "--checkpoint", str(SEEDED / "tiny.pt"), "--out", str(out), "--n-samples", "2",
-                 "--n-points", "80", "--bias", "0.5", "--seed", "7"]) == 0
+                 "--n-points", "80", "--bias", "0.5", "--seed", "7", "--colour-by", "ink"]) == 0  # as recorded
     assert_same(json.loads(out.read_text()), json.loads((SEEDED / "sample.json").read_text()))
 
 

@@ -12,6 +12,7 @@ gives the same file.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from ..normalisation import denormalise, raw_offsets
 
 from . import generate
 from ..hmlstm.core import OPERATION_NAMES, COPY
+from ..hmlstm.detectors import event_alignment
+from ..scoring import PEN_UP_WINDOW
 from .model import DEFAULT_MODEL, LoadedModel, load_handwriting_model
 
 # What one request may ask for: long enough for a line of handwriting, small enough that a
@@ -59,6 +62,21 @@ class Sample:
     def firings(self) -> list[int]:
         """How often each boundary detector (layers 1..L-1) fired in this sample."""
         return self.boundaries.sum(axis=0).astype(int).tolist()
+
+    def pen_up_alignment(self, window: int = PEN_UP_WINDOW) -> list[dict[str, float]]:
+        """Per detector, where its firings fall against this sample's pen-ups, within `window` points
+        (hmlstm.detectors.event_alignment: rate, precision, recall, lift, ...)."""
+        pen_ups = self.offsets[:, 2] > 0.5
+        return [event_alignment(self.boundaries[:, l] > 0, pen_ups, window, window)
+                for l in range(self.boundaries.shape[1])]
+
+
+def learned_colouring(firings: Sequence[int]) -> tuple[str, int]:
+    """The colouring that shows what a model learned: the highest layer (up to 2, the colour modes') whose
+    detector fired, with its firings marked; pen-up strokes and no markers when none fired."""
+    fired = [k for k, n in enumerate(firings, start=1) if n > 0 and k <= 2]
+    layer = max(fired, default=0)
+    return (f"layer{layer}" if layer else "strokes"), layer
 
 
 def sampling_parameters(n_points: int, n_samples: int, bias: float, temperature: float,

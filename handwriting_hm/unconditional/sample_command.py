@@ -27,10 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias, 0 = none (default 0)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same drawing")
-    parser.add_argument("--colour-by", choices=COLOUR_MODES, default="ink",
+    parser.add_argument("--colour-by", choices=("learned", *COLOUR_MODES), default="learned",
                         help="ink: one colour; strokes: per pen-down stroke; layer1/layer2: per segment "
-                             "between that layer's boundaries")
-    parser.add_argument("--marker-layer", type=int, default=None, help="mark the points where this layer fired")
+                             "between that layer's boundaries; learned (default): the highest layer that fired "
+                             "in the first sample, its firings marked (pen-up strokes if none fired)")
+    parser.add_argument("--marker-layer", type=int, default=None,
+                        help="mark the points where this layer fired (default: none, or the layer 'learned' picks)")
     parser.add_argument("--straighten", action="store_true",
                         help="draw the line rotated so its baseline is level (the JSON keeps the raw strokes)")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -39,17 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..drawing.records import SAVE_FORMATS, save_samples
-    from .sample import load_model_or_explain, sample_handwriting, sampling_parameters
+    from .sample import learned_colouring, load_model_or_explain, sample_handwriting, sampling_parameters
 
     if args.out.suffix.lower() not in SAVE_FORMATS:
         raise ValueError(f"--out {args.out}: the extension must be one of {', '.join(SAVE_FORMATS)}")
     parameters = sampling_parameters(args.n_points, args.n_samples, args.bias, args.temperature, args.seed)
     loaded = load_model_or_explain(args.checkpoint)
     samples = sample_handwriting(loaded, **parameters)
-    save_samples(args.out, samples, parameters, colour_by=args.colour_by, marker_layer=args.marker_layer,
+    colour_by, marker_layer = args.colour_by, args.marker_layer
+    if colour_by == "learned":
+        colour_by, learned_layer = learned_colouring(samples[0].firings())
+        marker_layer = (learned_layer or None) if marker_layer is None else marker_layer
+    save_samples(args.out, samples, parameters, colour_by=colour_by, marker_layer=marker_layer,
                  straighten=args.straighten)
     for i, sample in enumerate(samples, start=1):
         print(f"{args.out}  sample {i}: {format_counts(sample)}")
+    print(f"coloured by {colour_by}" + (f", layer {marker_layer}'s firings marked" if marker_layer else ""))
     return 0
 
 
@@ -57,4 +64,9 @@ def format_counts(sample: Sample) -> str:
     """One line: each layer's UPDATE/COPY/FLUSH counts and the share of layer-steps copied."""
     layers = "  ".join(f"{layer}: " + "/".join(str(counts[name]) for name in ("UPDATE", "COPY", "FLUSH"))
                        for layer, counts in sample.operation_counts().items())
-    return f"UPDATE/COPY/FLUSH  {layers}  ({sample.copied_fraction():.0%} of layer-steps copied)"
+    from ..scoring import PEN_UP_WINDOW
+
+    near = "  ".join(f"z{l}: {round(figures['precision'] * n)} of {n} at pen-ups"
+                     for l, (figures, n) in enumerate(zip(sample.pen_up_alignment(), sample.firings()), start=1))
+    return (f"UPDATE/COPY/FLUSH  {layers}  ({sample.copied_fraction():.0%} of layer-steps copied)"
+            + (f"  {near} (within {PEN_UP_WINDOW} points)" if near else ""))

@@ -169,6 +169,17 @@ def test_the_page_opens_on_the_highest_layer_that_fires(monkeypatch, firings, co
     assert colour_by in [value for _, value in defaults.colour_choices()]
 
 
+def test_the_page_says_how_many_firings_fall_at_the_pen_ups(monkeypatch):
+    sample = fake_sample([5, 2])  # layer 1 fires at points 0-4, layer 2 at points 0-1
+    sample.offsets[[1, 20], 2] = 1.0  # two pen-ups: every firing but layer 1's at point 4 is within 2 points of one
+    monkeypatch.setattr(app.main, "sample_handwriting", lambda *args, **kwargs: [sample])
+    defaults = model_defaults(None)
+    assert defaults.near_pen_ups == (4, 2) and defaults.pen_ups == 2
+    assert "Firings within 2 points of a pen-up (2 in the sample): layer 1: 4 of 5, layer 2: 2 of 2." in \
+        defaults.explain()
+    assert sample.pen_up_alignment(window=0)[1]["precision"] == 0.5  # layer 2 at point 1, not at point 0
+
+
 def test_a_card_says_in_words_which_layer_never_fired():
     card = _card(1, "<svg/>", fake_sample([4, 0]))
     assert "Layer 2's boundary detector never fired in this sample" in card

@@ -16,7 +16,7 @@ from handwriting_hm.unconditional import sample as sample_module
 from handwriting_hm.cli import main
 from handwriting_hm.hmlstm.core import COPY, FLUSH, UPDATE
 from handwriting_hm.unconditional.model import load_handwriting_model
-from handwriting_hm.unconditional.sample import LIMITS, sample_handwriting
+from handwriting_hm.unconditional.sample import LIMITS, learned_colouring, sample_handwriting
 from tests.factories import write_tiny_checkpoint
 
 STATS = {"mean": [0.5, -0.25], "std": [2.0, 3.0]}
@@ -95,8 +95,18 @@ def test_cli_writes_every_sample_into_one_file_of_the_chosen_format(tmp_path, ca
     assert document["drawing"]["straighten"] is True
     [drawn] = document["samples"]
     assert len(drawn["offsets"]) == 30 and len(drawn["operations"][0]) == 3
-    raw = sample_handwriting(load_handwriting_model(checkpoint), n_points=30, seed=3)[0].offsets
-    np.testing.assert_allclose(drawn["offsets"], raw)  # the JSON keeps the raw strokes
+    sample = sample_handwriting(load_handwriting_model(checkpoint), n_points=30, seed=3)[0]
+    np.testing.assert_allclose(drawn["offsets"], sample.offsets)  # the JSON keeps the raw strokes
+    # no --colour-by: the drawing shows the highest layer that fired, its firings marked
+    colour_by, layer = learned_colouring(sample.firings())
+    assert (document["drawing"]["colour_by"], document["drawing"]["marker_layer"]) == (colour_by, layer or None)
+    assert f"coloured by {colour_by}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("firings, colouring", [([5, 3], ("layer2", 2)), ([5, 0], ("layer1", 1)),
+                                                ([0, 4], ("layer2", 2)), ([0, 0], ("strokes", 0)), ([], ("strokes", 0))])
+def test_the_learned_colouring_is_the_highest_layer_that_fired(firings, colouring):
+    assert learned_colouring(firings) == colouring
 
 
 def test_a_checkpoint_whose_std_is_nan_is_refused_in_one_line(tmp_path, capsys):
