@@ -31,6 +31,12 @@ the firings, over every line of the split read one after another. With them, eac
 of the steps that compute z inside the straight-through window (|a s_z| < 1) and each layer's shares
 of UPDATE, COPY and FLUSH (hmlstm.detectors.DetectorHealth).
 
+Where the firings fall against the starts of words, when the lines' word counts are given: the
+transcriptions say how many words a line has, not where they are, so the word starts are estimated
+(`word_starts`): of a line of n words, the n - 1 pen-ups after which the pen comes down furthest to the
+right of all the ink before it (a dot or a crossing goes back left, a new word goes on to the right).
+The same figures as for the pen-ups, with those events.
+
 A line whose log-likelihood is not finite (NaN or infinite offsets in the data, or a model gone
 bad) would make every number NaN: evaluation names it and stops instead.
 """
@@ -73,6 +79,8 @@ class Evaluation:
     pen_up_window: int = PEN_UP_WINDOW
     window_share: list[float | None] | None = None  # per detector: computing steps inside the straight-through window
     operation_shares: list[dict[str, float]] | None = None  # per layer: {"update": .., "copy": .., "flush": ..}
+    # per detector, event_alignment against the estimated word starts (word_starts), if the word counts were given
+    word_start_alignment: list[dict[str, float]] | None = None
 
     def format(self) -> str:
         rates = ", ".join(f"z{l + 1} {rate:.3f}" for l, rate in enumerate(self.boundary_rate))
@@ -91,6 +99,9 @@ class Evaluation:
             window = (self.window_share or [None] * (l + 1))[l]
             lines.append(alignment_line(f"z{l + 1}", figures, "points", f"within {self.pen_up_window} points of a pen-up")
                          + ("" if window is None else f"; {window:.0%} of its steps in the straight-through window"))
+        for l, figures in enumerate(self.word_start_alignment or []):
+            lines.append(alignment_line(f"z{l + 1}", figures, "points",
+                                        f"within {self.pen_up_window} points of a word's start (estimated)"))
         if self.operation_shares:
             lines.append("operations: " + "; ".join(
                 f"layer {l + 1} " + " ".join(f"{name} {share:.1%}" for name, share in shares.items())
@@ -117,13 +128,15 @@ class BoundaryCounts(NamedTuple):
     fired_steps: np.ndarray | None = None  # (N, L-1) bool: z at each step that reads a point, line after line
     pen_up_steps: np.ndarray | None = None  # (N,) bool: whether the point that step reads is a pen-up
     health: DetectorHealth | None = None  # operations and the straight-through window, over the valid steps
+    word_start_steps: np.ndarray | None = None  # (N,) bool: whether the point that step reads begins a word's gap
 
     @classmethod
     def of_batch(cls, boundaries: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
                  preactivations: torch.Tensor | None = None, slope: Slope = 1.0,
-                 z_on_copy: str = "keep") -> BoundaryCounts:
+                 z_on_copy: str = "keep", word_starts: torch.Tensor | None = None) -> BoundaryCounts:
         """The counts of one padded batch: boundaries (B, T, L-1), zeros at padding; offsets (B, T, 3); lengths (B,);
-        preactivations (B, T, L-1), if known, for the straight-through window (at `slope`)."""
+        preactivations (B, T, L-1), if known, for the straight-through window (at `slope`); word_starts (B, T)
+        bool, if known: the pen-ups after which a word begins (`word_starts`)."""
         boundaries, offsets, lengths = boundaries.double().cpu(), offsets.double().cpu(), lengths.cpu()
         # step t reads point t-1: the steps of a line of T_i points read its points 0 .. T_i - 2
         read = torch.arange(offsets.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
@@ -137,7 +150,10 @@ class BoundaryCounts(NamedTuple):
                    (boundaries[:, 1:] * pen_up_read[..., None]).sum(dim=(0, 1)).numpy(),
                    int(pen_up_read.sum()), int(read.sum()),
                    torch.cat(fired).numpy() if fired else np.zeros((0, boundaries.shape[2]), dtype=bool),
-                   torch.cat(pen_ups).numpy() if pen_ups else np.zeros(0, dtype=bool), health)
+                   torch.cat(pen_ups).numpy() if pen_ups else np.zeros(0, dtype=bool), health,
+                   None if word_starts is None else np.concatenate(
+                       [word_starts[row, :length - 1].cpu().numpy().astype(bool)
+                        for row, length in enumerate(lengths.tolist())] or [np.zeros(0, dtype=bool)]))
 
     def plus(self, other: BoundaryCounts) -> BoundaryCounts:
         """The counts of both."""
@@ -149,7 +165,7 @@ class BoundaryCounts(NamedTuple):
         return BoundaryCounts(self.fired + other.fired, self.fired_on_pen_up + other.fired_on_pen_up,
                               self.pen_ups + other.pen_ups, self.points_read + other.points_read,
                               joined(self.fired_steps, other.fired_steps), joined(self.pen_up_steps, other.pen_up_steps),
-                              health)
+                              health, joined(self.word_start_steps, other.word_start_steps))
 
 
 def score_in_batches(model: torch.nn.Module, batches: Sequence[Sequence[int]], count: int,
@@ -179,10 +195,13 @@ def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts, pen_up_wi
     """Turn per-line log-likelihoods and boundary counts into the reported numbers."""
     low, high = confidence_interval(totals)
     nats_per_point = float(totals.sum()) / points
-    alignment = window_share = operation_shares = None
+    alignment = window_share = operation_shares = word_alignment = None
     if counts.fired_steps is not None and counts.fired_steps.shape[1]:
         alignment = [event_alignment(counts.fired_steps[:, l], counts.pen_up_steps, pen_up_window, pen_up_window)
                      for l in range(counts.fired_steps.shape[1])]
+        if counts.word_start_steps is not None:
+            word_alignment = [event_alignment(counts.fired_steps[:, l], counts.word_start_steps, pen_up_window,
+                                              pen_up_window) for l in range(counts.fired_steps.shape[1])]
     if counts.health is not None and counts.health.num_layers > 1:
         summary = counts.health.summary()
         window_share = [summary.get(f"z{l + 1}_window") for l in range(counts.health.num_layers - 1)]
@@ -197,8 +216,25 @@ def summarise(totals: np.ndarray, points: int, counts: BoundaryCounts, pen_up_wi
                            for on, count in zip(counts.fired_on_pen_up, counts.fired)],
         pen_up_rate=counts.pen_ups / max(counts.points_read, 1),
         pen_up_alignment=alignment, pen_up_window=pen_up_window, window_share=window_share,
-        operation_shares=operation_shares,
+        operation_shares=operation_shares, word_start_alignment=word_alignment,
     )
+
+
+def word_starts(offsets: np.ndarray, words: int) -> np.ndarray:
+    """(T,) bool: the pen-ups after which a new word begins, estimated for a line of `words` words (see the
+    module docstring): the words - 1 pen-ups whose next stroke starts furthest to the right of all the ink
+    before it, of those that start to its right at all. offsets (T, 3): dx, dy in sensor units (or any scaling
+    of them without a shift), end_of_stroke."""
+    offsets = np.asarray(offsets, dtype=np.float64)
+    starts = np.zeros(len(offsets), dtype=bool)
+    pen_ups = np.flatnonzero(offsets[:-1, 2] > 0.5)  # pen-ups a stroke follows
+    if words < 2 or not len(pen_ups):
+        return starts
+    x = np.cumsum(offsets[:, 0])
+    gaps = x[pen_ups + 1] - np.maximum.accumulate(x)[pen_ups]  # how far right of the ink so far the pen comes down
+    widest = np.argsort(-gaps, kind="stable")[:words - 1]
+    starts[pen_ups[widest[gaps[widest] > 0]]] = True
+    return starts
 
 
 def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Sequence[str] | None = None,

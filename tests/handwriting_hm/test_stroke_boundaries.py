@@ -128,3 +128,43 @@ def test_an_oracle_run_validates_forced_then_free_and_restarts_best_pt(tmp_path)
     assert load_checkpoint(tmp_path / "oracle" / "best.pt")["progress"]["step"] == 4
     assert main([*common, "--run-dir", str(tmp_path / "lstm"), "--cell", "lstm", "--hidden-sizes", "8,8",
                  "--oracle-steps", "2"]) == 2
+
+
+def test_word_starts_are_the_widest_gaps_to_the_right_of_the_ink_so_far():
+    from handwriting_hm.scoring import word_starts
+
+    def stroke(dx: float, points: int = 3) -> list[list[float]]:  # `points` points moving right, the pen lifted after
+        return [[dx, 0.0, 0.0]] * (points - 1) + [[dx, 0.0, 1.0]]
+
+    # word 1: a stroke, a short hop, a second stroke, then back left for a dot; word 2 after a wide gap, then
+    # a hop within it; word 3 after a narrower gap, still wider than any hop
+    line = np.array(stroke(10) + [[5.0, 0.0, 0.0]] + stroke(10)[1:] + [[-30.0, 5.0, 1.0]]  # the dot
+                    + [[90.0, -5.0, 0.0]] + stroke(10)[1:] + [[4.0, 0.0, 0.0]] + stroke(10)[1:]
+                    + [[40.0, 0.0, 0.0]] + stroke(10)[1:], dtype=np.float64)
+    pen_ups = np.flatnonzero(line[:-1, 2] > 0.5)
+    assert len(pen_ups) == 5
+    starts = word_starts(line, words=3)
+    # the dot's pen-up (index 6) precedes word 2; the stroke's end before the 40-unit gap (index 12) word 3
+    assert np.flatnonzero(starts).tolist() == [6, 12]
+    assert not word_starts(line, words=1).any()
+    assert word_starts(line, words=9).sum() == 4  # only the pen-ups after which the pen comes down further right
+    scaled = line.copy()
+    scaled[:, :2] *= 0.1
+    assert np.array_equal(word_starts(scaled, words=3), starts)
+
+
+def test_evaluation_reports_the_firings_against_the_word_starts():
+    offsets = torch.zeros(1, 12, 3)
+    offsets[0, [3, 8], 2] = 1.0
+    starts = torch.zeros(1, 12, dtype=torch.bool)
+    starts[0, 8] = True  # the pen-up at 8 begins a word, the one at 3 does not
+    boundaries = torch.zeros(1, 12, 2)
+    boundaries[0, 4, 0] = boundaries[0, 9, 0] = 1.0  # z1 reads both pen-ups
+    boundaries[0, 9, 1] = 1.0  # z2 only the word's
+    counts = BoundaryCounts.of_batch(boundaries, offsets, torch.tensor([12]), word_starts=starts)
+    result = summarise(np.zeros(1), 12, counts, pen_up_window=0)
+    z1, z2 = result.word_start_alignment
+    assert (z1["precision"], z1["recall"]) == (0.5, 1.0) and (z2["precision"], z2["recall"]) == (1.0, 1.0)
+    assert "of a word's start (estimated)" in result.format()
+    assert summarise(np.zeros(1), 12, BoundaryCounts.of_batch(boundaries, offsets, torch.tensor([12]))) \
+        .word_start_alignment is None
