@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("handwriting_hm.unconditional.sample_command", "Generate handwriting with a trained model; write SVG, PNG or JSON with boundary overlays"),
     "write": ("handwriting_hm.synthesis.write_command", "Write a given text with a synthesis model: SVG for pen plotters, PNG or "
               "JSON; multi-line layout; --boundaries draws z1 and z2 against the letters"),
+    "boundaries": ("handwriting_hm.unconditional.boundaries_command", "Draw where each layer's detector fires on real "
+                   "lines, against the pen-up strokes (the paper's Figure 5), and count the firings at pen-ups"),
     "letters": ("handwriting_hm.synthesis.letters", "Over a set of texts: the share of z1 firings at character ends "
                 "and of z2 firings at word ends, against chance"),
     "legibility": ("handwriting_hm.synthesis.legibility", "Character error rate of real and written lines, read by Tesseract"),

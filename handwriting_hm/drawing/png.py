@@ -93,8 +93,8 @@ def render_grid_png(
     titles: Sequence[str] | None = None,
     path: str | os.PathLike | None = None,
     boundaries: Sequence[np.ndarray | None] | None = None,
-    colour_by: str = "ink",
-    marker_layer: int | None = None,
+    colour_by: str | Sequence[str] = "ink",
+    marker_layer: int | None | Sequence[int | None] = None,
     stroke_width: float = STROKE_WIDTH,
     colours: Sequence[str] | None = None,
     ink_height: float = INK_HEIGHT,
@@ -104,10 +104,17 @@ def render_grid_png(
 ) -> bytes:
     """Several pen sequences stacked top to bottom in one PNG, each under its optional title.
 
-    `boundaries`, if given, has one entry (array or None) per sequence.
+    `boundaries`, if given, has one entry (array or None) per sequence; `colour_by` and `marker_layer` are one
+    for all or one per sequence.
     """
     if len(list_of_offsets) == 0:
         raise ValueError("render_grid_png needs at least one pen sequence")
+    count = len(list_of_offsets)
+    colour_modes = [colour_by] * count if isinstance(colour_by, str) else list(colour_by)
+    marker_layers = list(marker_layer) if isinstance(marker_layer, (list, tuple)) else [marker_layer] * count
+    if len(colour_modes) != count or len(marker_layers) != count:
+        raise ValueError(f"got {len(colour_modes)} colourings and {len(marker_layers)} marker layers for {count} "
+                         "pen sequences")
     if titles is not None and len(titles) != len(list_of_offsets):
         raise ValueError(f"got {len(titles)} titles for {len(list_of_offsets)} pen sequences")
     if boundaries is not None and len(boundaries) != len(list_of_offsets):
@@ -132,7 +139,7 @@ def render_grid_png(
         bottom = top - layout.height
         # axes sized in figure fractions to exactly the row's pixels, left-aligned
         axes = figure.add_axes((0, bottom / height, layout.width / width, layout.height / height))
-        _draw(axes, offsets, row_boundaries, colour_by, marker_layer, layout, stroke_width, colours, None)
+        _draw(axes, offsets, row_boundaries, colour_modes[i], marker_layers[i], layout, stroke_width, colours, None)
         top = bottom
     return _figure_png(figure, dpi, background, path)
 

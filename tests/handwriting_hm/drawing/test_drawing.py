@@ -328,6 +328,19 @@ def test_grid_png_stacks_lines(tmp_path):
         png.render_grid_png([offsets] * 3, titles=["a", "b"])
 
 
+def test_grid_png_rows_take_their_own_colouring():
+    offsets = make_offsets()
+    boundaries = np.zeros((len(offsets), 2), dtype=np.int64)
+    boundaries[len(offsets) // 2, 0] = 1
+    rows = png.render_grid_png([offsets, offsets], boundaries=[boundaries, boundaries], colour_by=["ink", "layer1"])
+    each = [decode_png(png.render_png(offsets, boundaries, colour_by=mode)) for mode in ("ink", "layer1")]
+    grid = decode_png(rows)
+    assert np.array_equal(grid[:each[0].shape[0]], each[0])  # the first row as drawn alone, the second coloured
+    assert not np.array_equal(grid[each[0].shape[0]:], each[0][:grid.shape[0] - each[0].shape[0]])
+    with pytest.raises(ValueError, match="1 colourings and 2 marker layers for 2"):
+        png.render_grid_png([offsets, offsets], colour_by=["ink"])
+
+
 # --- JSON and files ---------------------------------------------------------------------
 
 
