@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handwriting_hm.hmlstm.atomic import atomic_write
+from handwriting_hm.shipped import shipped_or_path
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 # ----------------------------------------------------------------------------- command line
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a training run's best.pt/latest.pt or an exported model")
+    parser.add_argument("checkpoint", type=shipped_or_path, help="a training run's best.pt/latest.pt or an exported "
+                        "model; 'default', 'lstm' and 'synthesis' name the shipped ones")
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--split", default="test", help="split to score (default: %(default)s)")
     parser.add_argument("--scheme", default="paper", help="split scheme, as in training (default: %(default)s; a "

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..shipped import DEFAULT_MODEL
+from ..shipped import DEFAULT_MODEL, shipped_or_path
 
 MAX_LINES = 20  # the picture grows with the lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", nargs="?", type=Path, default=None,
+    parser.add_argument("checkpoint", nargs="?", type=shipped_or_path, default=None,
                         help=f"a run's .pt or an exported model (default: the shipped {DEFAULT_MODEL.name})")
     parser.add_argument("--data", required=True, type=Path, help="prepared file from `handwriting-hm prepare`")
     parser.add_argument("--split", default="test", help="split to read (default: %(default)s)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..drawing.style import COLOUR_MODES
-from ..shipped import DEFAULT_MODEL
+from ..shipped import DEFAULT_MODEL, shipped_or_path
 
 if TYPE_CHECKING:
     from .sample import Sample
@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mark the points where this layer fired (default: none, or the layer 'learned' picks)")
     parser.add_argument("--straighten", action="store_true",
                         help="draw the line rotated so its baseline is level (the JSON keeps the raw strokes)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name})")
+    parser.add_argument("--checkpoint", type=shipped_or_path, default=None,
+                        help=f"model checkpoint (default: the shipped model, {DEFAULT_MODEL.name}; 'lstm': the "
+                             "shipped LSTM beside it)")
 
 
 def run(args: argparse.Namespace) -> int:
