@@ -155,8 +155,10 @@ def run_handwriting(args: argparse.Namespace) -> int:
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
     from handwriting_hm.hmlstm.run_start import start_from_args
     from handwriting_hm.hmlstm.trainer import LATEST, Trainer, seed_everything
+    from handwriting_hm.normalisation import raw_offsets
+    from handwriting_hm.scoring import word_starts
     from handwriting_hm.unconditional.evaluate import check_same_statistics
-    from handwriting_hm.unconditional.model import HandwritingModel
+    from handwriting_hm.unconditional.model import HandwritingModel, read_stats
     from handwriting_hm.unconditional.task import HandwritingTask
 
     refuse_flags(args, SYNTHESIS_ONLY, "the handwriting model")
@@ -175,10 +177,13 @@ def run_handwriting(args: argparse.Namespace) -> int:
     chosen = np.linspace(0, len(validation_set) - 1, count).round().astype(int)  # spread over the split
     validation_lines = [validation_set[int(i)][0] for i in chosen]
     validation_ids = [validation_set.line_ids[int(i)] for i in chosen]
+    validation_word_starts = [word_starts(raw_offsets(validation_set[int(i)][0].numpy(), read_stats(stats)),
+                                          len(validation_set[int(i)][1].split())) for i in chosen]
 
     seed_everything(train_config.seed)  # the model's initial weights
     model = HandwritingModel(model_config, impl=args.impl)
-    task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed, validation_ids)
+    task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed, validation_ids,
+                           validation_word_starts)
     metadata = {"stats": stats, "preset": start.preset, "task": settings.to_dict(), "scheme": settings.scheme,
                 "data": str(args.data)}
     trainer = Trainer(model, task, train_config, args.run_dir, kind=KIND, model_config=model_config.to_dict(),

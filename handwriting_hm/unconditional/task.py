@@ -42,12 +42,16 @@ class HandwritingTask(TrainingTask):
     """Batches of (cropped) lines, the masked per-point NLL, validation and sample pictures."""
 
     def __init__(self, settings: TaskSettings, train_set, validation_lines: list[torch.Tensor],
-                 stats: dict, seed: int, validation_ids: list[str] | None = None) -> None:
-        """validation_ids: the lines' names in the prepared file, for messages (default: their positions)."""
+                 stats: dict, seed: int, validation_ids: list[str] | None = None,
+                 validation_word_starts: list[np.ndarray] | None = None) -> None:
+        """validation_ids: the lines' names in the prepared file, for messages (default: their positions);
+        validation_word_starts: per line, the pen-ups after which a word begins (scoring.word_starts), for
+        the detectors' figures against them."""
         self.settings = settings
         self.train_set = train_set
         self.validation_lines = validation_lines
         self.validation_ids = validation_ids or [f"#{i}" for i in range(len(validation_lines))]
+        self.validation_word_starts = validation_word_starts
         self.stats = stats
         self.seed = seed
         self.step = 0  # counts start_step() calls, which is the trainer's step count (skipped steps included)
@@ -159,7 +163,7 @@ class HandwritingTask(TrainingTask):
         # gradient yet, and a free-running validation would make the plateau schedule cut the rate for nothing
         oracle = bool(self.metric_regime())
         totals, counts = sequence_log_likelihoods(model, self.validation_lines, self.slope, self.settings.batch_size,
-                                                  device, oracle=oracle)
+                                                  device, oracle=oracle, word_starts=self.validation_word_starts)
         # One non-finite line would make every validation NaN: the plateau schedule would cut the
         # learning rate each time and best.pt never be written. Name the line and stop instead.
         check_finite(totals, self.validation_lines, self.validation_ids, kind="validation line",
@@ -210,8 +214,9 @@ class HandwritingTask(TrainingTask):
 
 
 def detector_metrics(result) -> dict[str, float]:
-    """The detectors' health and their alignment with the pen-ups, under the keys the trainer's log and
-    curves read (z1_rate, z1_window, layer2_copy, z1_precision, ...)."""
+    """The detectors' health and their alignment with the pen-ups (and with the words' starts, where known),
+    under the keys the trainer's log and curves read (z1_rate, z1_window, layer2_copy, z1_precision,
+    z2_word_precision, ...)."""
     metrics: dict[str, float] = {}
     for l, rate in enumerate(result.boundary_rate):
         metrics[f"z{l + 1}_rate"] = rate
@@ -221,4 +226,6 @@ def detector_metrics(result) -> dict[str, float]:
     for l, shares in enumerate(result.operation_shares or []):
         metrics.update({f"layer{l + 1}_{name}": share for name, share in shares.items()})
     metrics.update(logged_alignment({f"z{l + 1}": figures for l, figures in enumerate(result.pen_up_alignment or [])}))
+    metrics.update(logged_alignment({f"z{l + 1}_word": figures
+                                     for l, figures in enumerate(result.word_start_alignment or [])}))
     return metrics

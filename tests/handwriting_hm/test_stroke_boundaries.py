@@ -122,6 +122,7 @@ def test_an_oracle_run_validates_forced_then_free_and_restarts_best_pt(tmp_path)
     assert [r["step"] for r in validations] == [2, 4]
     assert validations[0].get("val_oracle") == 1.0 and "val_oracle" not in validations[1]
     assert validations[0]["z1_precision"] == 1.0 and validations[0]["z1_recall"] == 1.0  # z1 is the pen-ups
+    assert {"z1_word_precision", "z1_word_recall", "z2_word_lift"} <= validations[1].keys()  # against the words too
     # the free model is not held to the forced likelihood: best.pt and the plateau start again when z1 is free
     assert validations[1]["best_metric"] == validations[1]["val_loss"]
     assert [(r["step"], r["regime"]) for r in log if r["type"] == "regime"] == [(4, "")]

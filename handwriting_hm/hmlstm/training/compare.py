@@ -6,7 +6,8 @@ metric) among those measured as the free model is (a validation taken while an o
 boundaries, `val_oracle`, is another measure and is left out), the steps it took to get there, the
 task's headline figure (BPC for the language model, the log-likelihood per sequence for handwriting),
 the detectors' figures logged with it (firing rate, precision, recall, F1 and lift at the task's events,
-share in the straight-through window), and the mean training speed (steps/s over the "train" records).
+share in the straight-through window; for handwriting, where logged, precision and lift at the words'
+starts), and the mean training speed (steps/s over the "train" records).
 --steps N and --minutes M hold every run to the same budget: only validations at step <= N and within M
 minutes of training time (`elapsed_s`, summed over resumes) count. Prints a Markdown table, or JSON lines
 with --json.
@@ -20,6 +21,8 @@ from pathlib import Path
 from .run_log import LOG, read_log
 
 DETECTOR_FIGURES = ("rate", "precision", "recall", "f1", "lift", "window")
+# where a handwriting run's validation knew the lines' words: precision and lift at the words' starts
+WORD_FIGURES = ("word_precision", "word_lift")
 # the tasks' headline figures, as logged, and their column titles
 HEADLINES = {"val_bpc": "val BPC", "val_ll_per_sequence": "val LL/sequence"}
 
@@ -46,7 +49,7 @@ def summarise(run_dir: Path, max_step: int | None = None, max_minutes: float | N
                "minutes": best.get("elapsed_s", 0.0) / 60.0, "steps_per_s": sum(speeds) / len(speeds) if speeds else None}
     summary.update({key: best[key] for key in HEADLINES if best.get(key) is not None})
     for key, value in best.items():
-        if key.startswith("z") and key.split("_", 1)[-1] in DETECTOR_FIGURES:
+        if key.startswith("z") and key.split("_", 1)[-1] in DETECTOR_FIGURES + WORD_FIGURES:
             summary[key] = value
     return summary
 
@@ -55,9 +58,10 @@ def table(summaries: list[dict]) -> str:
     """A Markdown table of `summarise` results, one row per run."""
     headlines = [key for key in HEADLINES if any(key in s for s in summaries)]
     detectors = sorted({key.split("_")[0] for s in summaries for key in s if key.startswith("z")})
+    words = [figure for figure in WORD_FIGURES if any(f"{d}_{figure}" in s for s in summaries for d in detectors)]
     head = (["run", "best step"] + [HEADLINES[key] for key in headlines]
             + [f"{d} {f}" for d in detectors for f in ("rate", "precision", "recall", "F1", "lift", "in window")]
-            + ["steps/s"])
+            + [f"{d} {figure.replace('_', ' ')}" for d in detectors for figure in words] + ["steps/s"])
 
     def cell(value, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
@@ -67,6 +71,7 @@ def table(summaries: list[dict]) -> str:
         row = [s["run"], str(s["step"])]
         row += [cell(s.get(key), 3 if key == "val_bpc" else 1) for key in headlines]
         row += [cell(s.get(f"{d}_{f}"), 2) for d in detectors for f in DETECTOR_FIGURES]
+        row += [cell(s.get(f"{d}_{figure}"), 2) for d in detectors for figure in words]
         row.append(cell(s["steps_per_s"], 2))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -45,13 +45,15 @@ def test_handwriting_runs_leave_out_the_oracles_forced_validations(tmp_path: Pat
         {"type": "val", "step": 250, "val_loss": -1.9, "val_ll_per_sequence": 1190.0, "val_oracle": 1.0,
          "z1_rate": 0.04, "z1_precision": 1.0},
         {"type": "val", "step": 500, "val_loss": -1.6, "val_ll_per_sequence": 1003.25, "z1_rate": 0.05,
-         "z1_precision": 0.8}])
+         "z1_precision": 0.8, "z1_word_precision": 0.3, "z1_word_lift": 4.0, "z1_word_recall": 0.9}])
     lstm = write_log(tmp_path / "lstm", [{"type": "val", "step": 500, "val_loss": -1.5,
                                           "val_ll_per_sequence": 990.0}])
     assert handwriting_main(["compare", str(oracle), str(lstm)]) == 0
     out = capsys.readouterr().out
     assert "| run | best step | val LL/sequence |" in out
     assert "| oracle | 500 | 1003.2 | 0.05 | 0.80 |" in out  # not the forced 1190 of step 250
+    assert "| z1 in window | z1 word precision | z1 word lift | steps/s |" in out
+    assert "| 0.30 | 4.00 | – |" in out
     assert "| lstm | 500 | 990.0 | – |" in out
     assert handwriting_main(["compare", str(oracle), "--json", "--steps", "499"]) == 2  # nothing free by then
     assert "none is free yet" in capsys.readouterr().err
