@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .run_log import LOG, read_log
@@ -85,6 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summaries = [summarise(Path(folder), args.steps, args.minutes) for folder in args.runs]
+    summaries, left_out = [], []
+    for folder in args.runs:
+        try:
+            summaries.append(summarise(Path(folder), args.steps, args.minutes))
+        except ValueError as error:  # the others are still worth a table
+            left_out.append(str(error))
+    if not summaries:
+        raise ValueError("; ".join(left_out))
     print("\n".join(json.dumps(s) for s in summaries) if args.json else table(summaries))
+    for reason in left_out:
+        print(f"left out {reason}", file=sys.stderr)
     return 0

@@ -57,6 +57,12 @@ def test_handwriting_runs_leave_out_the_oracles_forced_validations(tmp_path: Pat
     assert "| lstm | 500 | 990.0 | – |" in out
     assert handwriting_main(["compare", str(oracle), "--json", "--steps", "499"]) == 2  # nothing free by then
     assert "none is free yet" in capsys.readouterr().err
+    early = write_log(tmp_path / "early-lstm", [{"type": "val", "step": 250, "val_loss": -1.2,
+                                                 "val_ll_per_sequence": 700.0}])
+    assert handwriting_main(["compare", str(oracle), str(early), "--steps", "300"]) == 0  # a table of what qualifies
+    captured = capsys.readouterr()
+    assert "| early-lstm | 250 | 700.0 |" in captured.out and "| oracle |" not in captured.out
+    assert captured.err.startswith("left out ") and "oracle: every validation so far forced" in captured.err
     forced_only = write_log(tmp_path / "early", [{"type": "val", "step": 250, "val_loss": -1.9, "val_oracle": 1.0}])
     assert handwriting_main(["compare", str(forced_only)]) == 2
     assert "none is free yet" in capsys.readouterr().err
