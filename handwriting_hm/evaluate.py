@@ -55,8 +55,7 @@ def run_handwriting(args: argparse.Namespace, device: torch.device) -> int:
     """A handwriting checkpoint: the metric on the --scheme split, through the core's fastest path here."""
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
     from handwriting_hm.hmlstm.core import HMLSTM
-    from handwriting_hm.normalisation import raw_offsets
-    from handwriting_hm.scoring import word_starts
+    from handwriting_hm.scoring import line_word_starts
     from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
     from handwriting_hm.unconditional.model import load_handwriting_model
 
@@ -66,9 +65,10 @@ def run_handwriting(args: argparse.Namespace, device: torch.device) -> int:
     dataset = HandwritingDataset(args.data, split=args.split, scheme=args.scheme)
     check_same_statistics(loaded.stats, dataset.stats, args.checkpoint)
     count = len(dataset) if args.max_lines is None else min(args.max_lines, len(dataset))
-    lines, texts = zip(*(dataset[i] for i in range(count))) if count else ((), ())
-    starts = [word_starts(raw_offsets(line.numpy(), loaded.stats), len(text.split())) for line, text in zip(lines, texts)]
-    result = evaluate_lines(loaded.model.to(device), list(lines), loaded.slope, args.batch_size, device,
+    items = [dataset[i] for i in range(count)]  # (offsets, text) of each line
+    lines = [line for line, _ in items]
+    starts = [line_word_starts(line, text, loaded.stats) for line, text in items]
+    result = evaluate_lines(loaded.model.to(device), lines, loaded.slope, args.batch_size, device,
                             names=dataset.line_ids[:count], progress=True, pen_up_window=args.pen_up_window,
                             word_starts=starts)
     print(f"{args.checkpoint} on {args.scheme}/{args.split} (boundary slope a = {loaded.slope:.3f})")

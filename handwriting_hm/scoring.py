@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from .hmlstm.core import OPERATION_NAMES, Slope
 from .hmlstm.detectors import DetectorHealth, alignment_line, event_alignment
+from .normalisation import raw_offsets
 
 PEN_UP_WINDOW = 2  # points either side of a pen-up within which a firing counts as at it
 
@@ -253,3 +254,10 @@ def check_finite(totals: np.ndarray, lines: Sequence[torch.Tensor], names: Seque
              + (f": {weights_remedy}" if weights_remedy else ""))
     more = f" (and {len(bad) - 1} more lines)" if len(bad) > 1 else ""
     raise ValueError(f"{kind} {name}{more} has log-likelihood {totals[first]}; {cause}")
+
+
+def line_word_starts(line: torch.Tensor | np.ndarray, text: str, stats: dict) -> np.ndarray:
+    """`word_starts` of a line of normalised offsets (the model's, undone with `stats`) whose transcription
+    is `text` (its words counted by whitespace)."""
+    line = line.numpy() if isinstance(line, torch.Tensor) else np.asarray(line)
+    return word_starts(raw_offsets(line, stats), len(text.split()))

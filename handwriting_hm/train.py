@@ -155,8 +155,7 @@ def run_handwriting(args: argparse.Namespace) -> int:
     from data_prep.dataset import HandwritingDataset  # CLI glue: the model code never imports data_prep
     from handwriting_hm.hmlstm.run_start import start_from_args
     from handwriting_hm.hmlstm.trainer import LATEST, Trainer, seed_everything
-    from handwriting_hm.normalisation import raw_offsets
-    from handwriting_hm.scoring import word_starts
+    from handwriting_hm.scoring import line_word_starts
     from handwriting_hm.unconditional.evaluate import check_same_statistics
     from handwriting_hm.unconditional.model import HandwritingModel, read_stats
     from handwriting_hm.unconditional.task import HandwritingTask
@@ -175,10 +174,10 @@ def run_handwriting(args: argparse.Namespace) -> int:
                               args.run_dir / LATEST if args.resume else args.init_from)
     count = len(validation_set) if settings.validation_lines is None else min(settings.validation_lines, len(validation_set))
     chosen = np.linspace(0, len(validation_set) - 1, count).round().astype(int)  # spread over the split
-    validation_lines = [validation_set[int(i)][0] for i in chosen]
+    validation_items = [validation_set[int(i)] for i in chosen]  # (offsets, text) of each line
+    validation_lines = [line for line, _ in validation_items]
     validation_ids = [validation_set.line_ids[int(i)] for i in chosen]
-    validation_word_starts = [word_starts(raw_offsets(validation_set[int(i)][0].numpy(), read_stats(stats)),
-                                          len(validation_set[int(i)][1].split())) for i in chosen]
+    validation_word_starts = [line_word_starts(line, text, read_stats(stats)) for line, text in validation_items]
 
     seed_everything(train_config.seed)  # the model's initial weights
     model = HandwritingModel(model_config, impl=args.impl)

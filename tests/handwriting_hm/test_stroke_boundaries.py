@@ -65,14 +65,18 @@ def test_evaluating_a_model_reports_the_window_from_a_fast_path():
     assert fast.pen_up_alignment == reference.pen_up_alignment
 
 
-@pytest.mark.slow
-def test_handwriting_training_takes_the_recipes_and_logs_pen_up_figures(tmp_path):
+def tiny_training(tmp_path, *extra: str) -> list[str]:
+    """`handwriting-hm train` of a 3 x 8 model on a prepared fixture in tmp_path, without --run-dir."""
     from tests.factories import make_prepared
     data = make_prepared(tmp_path / "data")
-    common = ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
-              "--n-mixtures", "2", "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0",
-              "--sample-points", "12", "--log-every", "1", "--device", "cpu", "--quiet", "--max-steps", "12",
-              "--eval-every", "12", "--lr", "0.03", "--boundary-bias", "-2"]
+    return ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
+            "--n-mixtures", "2", "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0",
+            "--sample-points", "12", "--log-every", "1", "--device", "cpu", "--quiet", *extra]
+
+
+@pytest.mark.slow
+def test_handwriting_training_takes_the_recipes_and_logs_pen_up_figures(tmp_path):
+    common = tiny_training(tmp_path, "--max-steps", "12", "--eval-every", "12", "--lr", "0.03", "--boundary-bias", "-2")
     assert main([*common, "--run-dir", str(tmp_path / "free")]) == 0
     assert main([*common, "--run-dir", str(tmp_path / "pulled"), "--rate-targets", "0.9,0.9", "--rate-weight", "20",
                  "--bernoulli-steps", "4", "--no-boundary-norm", "--z-on-copy", "recompute",
@@ -110,12 +114,7 @@ def test_the_oracle_forces_layer_1_to_the_pen_ups_read_in_every_path():
 @pytest.mark.slow
 def test_an_oracle_run_validates_forced_then_free_and_restarts_best_pt(tmp_path):
     from handwriting_hm.hmlstm.checkpoint import load_checkpoint
-    from tests.factories import make_prepared
-    data = make_prepared(tmp_path / "data")
-    common = ["train", "--data", str(data), "--preset", "tiny", "--hidden-sizes", "8,8,8", "--embedding-size", "8",
-              "--n-mixtures", "2", "--batch-size", "8", "--crop-points", "0", "--validation-lines", "0",
-              "--sample-points", "12", "--log-every", "1", "--device", "cpu", "--quiet", "--max-steps", "4",
-              "--eval-every", "2", "--impl", "auto"]
+    common = tiny_training(tmp_path, "--max-steps", "4", "--eval-every", "2", "--impl", "auto")
     assert main([*common, "--run-dir", str(tmp_path / "oracle"), "--oracle-steps", "3"]) == 0
     log = [json.loads(line) for line in (tmp_path / "oracle" / "log.jsonl").read_text().splitlines()]
     validations = [r for r in log if r["type"] == "val"]
@@ -152,6 +151,12 @@ def test_word_starts_are_the_widest_gaps_to_the_right_of_the_ink_so_far():
     scaled = line.copy()
     scaled[:, :2] *= 0.1
     assert np.array_equal(word_starts(scaled, words=3), starts)
+    # a line as the model sees it (normalised, a shift included), undone with its statistics
+    from handwriting_hm.scoring import line_word_starts
+    stats = {"mean": (8.0, -0.5), "std": (40.0, 30.0)}
+    normalised = line.copy()
+    normalised[:, :2] = (line[:, :2] - np.array(stats["mean"])) / np.array(stats["std"])
+    assert np.array_equal(line_word_starts(torch.from_numpy(normalised), "one two  three", stats), starts)
 
 
 def test_evaluation_reports_the_firings_against_the_word_starts():
