@@ -31,7 +31,8 @@ from gradio.utils import get_upload_folder
 from handwriting_hm.drawing.records import save_samples
 from handwriting_hm.drawing.svg import render_svg
 from handwriting_hm.scoring import PEN_UP_WINDOW
-from handwriting_hm.unconditional.model import LoadedModel
+from handwriting_hm.unconditional.config import layer1_note
+from handwriting_hm.unconditional.model import LoadedModel, load_handwriting_model
 from handwriting_hm.unconditional.sample import (LIMITS, Sample, learned_colouring, sample_handwriting,
                                                   sampling_parameters)
 from handwriting_hm.synthesis.model import LoadedSynthesisModel
@@ -81,6 +82,7 @@ class Defaults:
     firings: list[int]  # how often each detector fired in the start-up sample
     near_pen_ups: tuple[int, ...] = ()  # how many of those firings fell within PEN_UP_WINDOW points of a pen-up
     pen_ups: int = 0  # how often the pen lifted in that sample
+    layer1_note: str = ""  # where z1 is given rather than learned, the sentence that says so
 
     def colour_choices(self) -> list[tuple[str, str]]:
         modes = ["ink", "strokes"] + [f"layer{k}" for k in range(1, min(self.detectors, 2) + 1)]
@@ -96,6 +98,8 @@ class Defaults:
         fired = ", ".join(f"layer {k}: {n} times" for k, n in enumerate(self.firings, start=1))
         silent = [k for k, n in enumerate(self.firings, start=1) if n == 0]
         said = f"In a {PROBE_POINTS}-point test sample at start-up the detectors fired: {fired}. "
+        if self.layer1_note:
+            said = self.layer1_note + " " + said
         if any(self.firings) and self.near_pen_ups:
             near = ", ".join(f"layer {k}: {n} of {total}" for k, (n, total) in
                              enumerate(zip(self.near_pen_ups, self.firings), start=1) if total)
@@ -127,15 +131,16 @@ class Page(gr.Blocks):
                            print_exception=False)
 
 
-def model_defaults(model: LoadedModel) -> Defaults:
-    """Sample PROBE_POINTS points and pick the highest layer whose detector fired."""
+def model_defaults(model: LoadedModel | None) -> Defaults:
+    """Sample PROBE_POINTS points and pick the highest layer whose detector fired (model None: the shipped one)."""
+    model = load_handwriting_model() if model is None else model
     probe = sample_handwriting(model, n_points=PROBE_POINTS, seed=0)[0]
     firings = probe.firings()
     colour_by, layer = learned_colouring(firings)
     near = [round(figures["precision"] * n) for figures, n in zip(probe.pen_up_alignment(), firings)]
     return Defaults(colour_by=colour_by, marker_layer=layer,
                     detectors=len(firings), firings=firings, near_pen_ups=tuple(near),
-                    pen_ups=int((probe.offsets[:, 2] > 0.5).sum()))
+                    pen_ups=int((probe.offsets[:, 2] > 0.5).sum()), layer1_note=layer1_note(model.model.config))
 
 
 def build_app(model: LoadedModel, synthesis: LoadedSynthesisModel | None = None,

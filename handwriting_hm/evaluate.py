@@ -57,6 +57,7 @@ def run_handwriting(args: argparse.Namespace, device: torch.device) -> int:
     from handwriting_hm.hmlstm.core import HMLSTM
     from handwriting_hm.scoring import line_word_starts
     from handwriting_hm.unconditional.evaluate import check_same_statistics, evaluate_lines
+    from handwriting_hm.unconditional.config import layer1_note
     from handwriting_hm.unconditional.model import load_handwriting_model
 
     loaded = load_handwriting_model(args.checkpoint)
@@ -73,9 +74,13 @@ def run_handwriting(args: argparse.Namespace, device: torch.device) -> int:
                             word_starts=starts)
     print(f"{args.checkpoint} on {args.scheme}/{args.split} (boundary slope a = {loaded.slope:.3f})")
     print(result.format())
+    config = loaded.model.config
+    if layer1_note(config):
+        print(layer1_note(config))
     if args.json is not None:
         write_json(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,
-                               "split": args.split, "slope": loaded.slope, **asdict(result)})
+                               "split": args.split, "slope": loaded.slope,
+                               "layer1_boundaries": config.layer1_boundaries, **asdict(result)})
     return 0
 
 

@@ -43,7 +43,7 @@ from handwriting_hm.hmlstm.recipe_settings import DETECTOR_FLAGS, RECIPE_FLAGS
 from handwriting_hm.hmlstm.settings import BOUNDARY_MODES
 from handwriting_hm.kinds import Family, family_of, family_of_preset
 from handwriting_hm.synthesis import config as synthesis
-from handwriting_hm.unconditional.config import KIND, PRESETS
+from handwriting_hm.unconditional.config import KIND, LAYER1_BOUNDARIES, PRESETS
 
 
 # ----------------------------------------------------------------------------- command line
@@ -68,6 +68,9 @@ FLAGS = (
     Flag("model", "layer_norm", {"action": argparse.BooleanOptionalAction}),
     Flag("model", "boundary_mode", {"choices": BOUNDARY_MODES}),
     *DETECTOR_FLAGS,
+    Flag("model", "layer1_boundaries", {"choices": LAYER1_BOUNDARIES,
+                                        "help": "learned (the paper's), or pen-ups: z1 is the pen-up bit of the "
+                                                "point read, given, and only z2 and above are learned"}),
     Flag("task", "scheme", {"help": "split scheme of the prepared file: paper, official or graves"}),
     Flag("task", "batch_size", {"type": int}),
     Flag("task", "crop_points", {"type": _all_or_count, "help": "train on random windows of N points (0: whole lines)"}),
@@ -165,6 +168,13 @@ def run_handwriting(args: argparse.Namespace) -> int:
     model_config, settings, train_config = start.settings.model, start.settings.task, start.settings.train
     if settings.oracle_steps and model_config.cell != "hm-lstm":
         raise ValueError("--oracle-steps forces layer 1's boundaries, which an LSTM has not: leave it out")
+    if settings.oracle_steps and model_config.pen_up_clock:
+        raise ValueError("--oracle-steps forces layer 1's boundaries to the pen-ups, which --layer1-boundaries "
+                         "pen-ups does at every step: give one of them")
+    learned = len(model_config.hidden_sizes) - 1 - int(model_config.pen_up_clock)
+    if settings.rate_targets and model_config.cell == "hm-lstm" and len(settings.rate_targets) != learned:
+        raise ValueError(f"--rate-targets gives {len(settings.rate_targets)} rates for {learned} learned detectors"
+                         + (" (z1 is the pen-ups': give the rates of z2 and above)" if model_config.pen_up_clock else ""))
 
     train_set = HandwritingDataset(args.data, split="train", scheme=settings.scheme)
     validation_set = HandwritingDataset(args.data, split="validation", scheme=settings.scheme)
@@ -182,7 +192,7 @@ def run_handwriting(args: argparse.Namespace) -> int:
     seed_everything(train_config.seed)  # the model's initial weights
     model = HandwritingModel(model_config, impl=args.impl)
     task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed, validation_ids,
-                           validation_word_starts)
+                           validation_word_starts, given_detectors=int(model_config.pen_up_clock))
     metadata = {"stats": stats, "preset": start.preset, "task": settings.to_dict(), "scheme": settings.scheme,
                 "data": str(args.data)}
     trainer = Trainer(model, task, train_config, args.run_dir, kind=KIND, model_config=model_config.to_dict(),

@@ -33,12 +33,16 @@ def computed(boundaries: Tensor, initial_z: Tensor | None, z_on_copy: str) -> Te
 
 
 def rate_penalty(preactivations: Tensor, boundaries: Tensor, slope: Slope, targets: Sequence[float],
-                 z_on_copy: str = "keep", initial_z: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+                 z_on_copy: str = "keep", initial_z: Tensor | None = None, mask: Tensor | None = None,
+                 given: int = 0) -> Tensor:
     """The two-sided firing-rate loss (see the module docstring); preactivations, boundaries (B, T, L-1),
-    mask (B, T) valid steps. Returns a scalar."""
-    if len(targets) != preactivations.shape[-1]:
-        raise ValueError(f"{len(targets)} target rates for {preactivations.shape[-1]} boundary detectors")
-    p = torch.sigmoid(2.0 * slope * preactivations) * computed(boundaries, initial_z, z_on_copy)
+    mask (B, T) valid steps. given: how many of the lowest detectors' boundaries were given rather than
+    computed (a pen-up clock): they have no target and no loss. Returns a scalar."""
+    learned = preactivations.shape[-1] - given
+    if len(targets) != learned:
+        raise ValueError(f"{len(targets)} target rates for {learned} learned boundary detectors")
+    where = computed(boundaries, initial_z, z_on_copy)[..., given:]
+    p = torch.sigmoid(2.0 * slope * preactivations[..., given:]) * where
     weight = torch.ones_like(p[..., 0]) if mask is None else mask.to(p.dtype)
     rates = (p * weight.unsqueeze(-1)).sum(dim=(0, 1)) / weight.sum().clamp_min(1.0)
     return ((rates - torch.as_tensor(targets, dtype=rates.dtype, device=rates.device)) ** 2).sum()

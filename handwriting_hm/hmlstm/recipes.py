@@ -21,12 +21,13 @@ __all__ = ["DETECTOR_FLAGS", "RECIPE_FLAGS", "BoundaryRecipes", "core_from_confi
 
 
 def recipe_penalty(recipes: BoundaryRecipes, core: HMLSTMOutput, slope: Slope, z_on_copy: str,
-                   initial_z: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-    """recipes.rate_weight times the firing-rate loss of a forward pass whose output carries pre-activations."""
+                   initial_z: Tensor | None = None, mask: Tensor | None = None, given: int = 0) -> Tensor:
+    """recipes.rate_weight times the firing-rate loss of a forward pass whose output carries pre-activations;
+    given: how many of the lowest detectors' boundaries were given (their targets are left out)."""
     if core.preactivations is None:
         raise ValueError("the firing-rate loss needs the boundary pre-activations of the forward pass")
     return recipes.rate_weight * rate_penalty(core.preactivations, core.boundaries, slope, recipes.rate_targets,
-                                              z_on_copy, initial_z, mask)
+                                              z_on_copy, initial_z, mask, given)
 
 
 def core_from_config(config, input_size: int, impl: str) -> HMLSTM | StackedLSTM:

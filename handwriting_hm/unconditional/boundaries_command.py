@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..hmlstm.detectors import event_alignment
     from ..normalisation import raw_offsets
     from ..scoring import word_starts
+    from .config import layer1_note
     from .evaluate import check_same_statistics
     from .model import load_handwriting_model
 
@@ -90,5 +91,7 @@ def run(args: argparse.Namespace) -> int:
                    "layer-1 segments" + (", red dots where layer 2 fires" if detectors >= 2 else "")]
     render_grid_png(drawings, titles=titles, path=args.output, boundaries=boundaries, colour_by=colour_by,
                     marker_layer=markers, straighten=False)
+    if layer1_note(loaded.model.config):
+        print(layer1_note(loaded.model.config))
     print(f"wrote {args.output}")
     return 0

@@ -22,6 +22,7 @@ from ..hmlstm.settings import SlopeSchedule, StoredConfig
 from ..hmlstm.training.config import TrainConfig
 
 KIND = "handwriting"  # the checkpoint kind of this model
+LAYER1_BOUNDARIES = ("learned", "pen-ups")  # where z1 comes from (HandwritingConfig.layer1_boundaries)
 
 
 @dataclass
@@ -39,6 +40,31 @@ class HandwritingConfig(StoredConfig):
     z_on_copy: str = "keep"
     boundary_norm: bool = True
     boundary_bias: float | None = None
+    # "learned": z1 is layer 1's detector, as in the paper. "pen-ups": z1 is the pen-up bit of the point read,
+    # given, not learned, so that layer 2 runs once per stroke (on the stroke just written) and only
+    # z2 and above are learned; the model still writes on its own, as it reads the pen-ups it draws.
+    layer1_boundaries: str = "learned"
+
+    def __post_init__(self) -> None:
+        if self.layer1_boundaries not in LAYER1_BOUNDARIES:
+            raise ValueError(f"layer1_boundaries must be one of {', '.join(LAYER1_BOUNDARIES)}, "
+                             f"got {self.layer1_boundaries!r}")
+        if self.layer1_boundaries != "learned" and self.cell != "hm-lstm":
+            raise ValueError(f"layer1_boundaries={self.layer1_boundaries!r} gives layer 1's boundaries, which an "
+                             "LSTM has not: leave it out")
+
+    @property
+    def pen_up_clock(self) -> bool:
+        """Whether z1 is the pen-ups read rather than learned."""
+        return self.layer1_boundaries == "pen-ups"
+
+
+def layer1_note(config: HandwritingConfig) -> str:
+    """One sentence for people reading a model's boundaries where z1 is given (a pen-up clock); "" where not."""
+    if not config.pen_up_clock:
+        return ""
+    return ("z1 is given, not learned: it is the pen-up of the point read (layer1_boundaries=pen-ups), so layer 2 "
+            "runs once per stroke; z2 and above are learned.")
 
 
 @dataclass

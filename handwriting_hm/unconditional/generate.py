@@ -51,8 +51,12 @@ def generate_reference(model: HandwritingModel, n_points: int, n_samples: int = 
     state = core.initial_state(n_samples)
     x = weight.new_zeros(n_samples, 3)
     points, boundaries = [], []
+    clocked = model.config.pen_up_clock  # z1 is the pen-up of the point read (HandwritingConfig.layer1_boundaries)
     for t in range(n_points + 1):
-        state, z = core.step(x, state, slope)
+        if clocked:
+            state, z, _ = core.step_with_preactivations(x, state, slope, forced_z1=x[:, 2:3])
+        else:
+            state, z = core.step(x, state, slope)
         boundaries.append(z)  # step t reads point t-1 (the zero vector at t = 0)
         if t == n_points:
             break
@@ -97,7 +101,8 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
     core = model.core
     if isinstance(core, HMLSTM):
         check_slope(slope)
-        if refusal(core) is not None:  # what the stepper does not run, the reference loop does
+        # what the stepper does not run, the reference loop does: among it, z1 given by the pen-ups
+        if refusal(core) is not None or model.config.pen_up_clock:
             return generate_reference(model, n_points, n_samples, bias, temperature, slope, generator)
         stepper: CopySkippingStepper | _LSTMStepper = CopySkippingStepper(core, n_samples, slope)
     else:

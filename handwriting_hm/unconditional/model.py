@@ -46,9 +46,12 @@ class HandwritingModel(nn.Module):
                 preactivations: bool = False) -> HandwritingOutput:
         """inputs: (B, T, 3) offsets already shifted (see `shift_inputs`); slope a number or a tensor (core.Slope);
         boundary_mode: the core's for this call (HM-LSTM only); forced_z1 (B, T): layer 1's boundaries, given
-        (the oracle, see `pen_ups_read`; HM-LSTM only); preactivations: make sure the core's output
-        carries the boundary pre-activations, recomputed where the path that ran gives none."""
+        (the oracle, see `pen_ups_read`; HM-LSTM only; a model whose config says layer1_boundaries="pen-ups"
+        gives them itself); preactivations: make sure the core's output carries the boundary pre-activations,
+        recomputed where the path that ran gives none."""
         extra = {} if boundary_mode is None else {"boundary_mode": boundary_mode}
+        if forced_z1 is None and self.config.pen_up_clock:
+            forced_z1 = pen_ups_read(inputs)
         if forced_z1 is not None:
             if not self.core.num_detectors:
                 raise ValueError("forced layer-1 boundaries need an HM-LSTM core; this model's is an LSTM")

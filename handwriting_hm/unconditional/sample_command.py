@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..drawing.records import SAVE_FORMATS, save_samples
+    from .config import layer1_note
     from .sample import learned_colouring, load_model_or_explain, sample_handwriting, sampling_parameters
 
     if args.out.suffix.lower() not in SAVE_FORMATS:
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     for i, sample in enumerate(samples, start=1):
         print(f"{args.out}  sample {i}: {format_counts(sample)}")
     print(f"coloured by {colour_by}" + (f", layer {marker_layer}'s firings marked" if marker_layer else ""))
+    if layer1_note(loaded.model.config):
+        print(layer1_note(loaded.model.config))
     return 0
 
 

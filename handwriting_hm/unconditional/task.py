@@ -43,10 +43,12 @@ class HandwritingTask(TrainingTask):
 
     def __init__(self, settings: TaskSettings, train_set, validation_lines: list[torch.Tensor],
                  stats: dict, seed: int, validation_ids: list[str] | None = None,
-                 validation_word_starts: list[np.ndarray] | None = None) -> None:
+                 validation_word_starts: list[np.ndarray] | None = None, given_detectors: int = 0) -> None:
         """validation_ids: the lines' names in the prepared file, for messages (default: their positions);
         validation_word_starts: per line, the pen-ups after which a word begins (scoring.word_starts), for
-        the detectors' figures against them."""
+        the detectors' figures against them; given_detectors: how many of the lowest detectors the model
+        does not learn (1 with a pen-up clock), whom the rate loss leaves out."""
+        self.given_detectors = given_detectors
         self.settings = settings
         self.train_set = train_set
         self.validation_lines = validation_lines
@@ -148,7 +150,7 @@ class HandwritingTask(TrainingTask):
         if rate_loss:
             core = getattr(model, "module", model).core
             loss = loss + recipe_penalty(recipes, output.core, slope, core.z_on_copy,
-                                         None if state is None else state.z, batch.mask)
+                                         None if state is None else state.z, batch.mask, self.given_detectors)
         return loss, points
 
     def _accumulators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
