@@ -65,6 +65,7 @@ class TaskSettings(StoredConfig):
     rate_weight: float = 0.0  # weight of the firing-rate loss (hmlstm.detectors.rate_penalty)
     rate_steps: int | None = None  # the rate loss applies for this many steps only (None: always)
     bernoulli_steps: int = 0  # sampled boundaries (Eq. 9, Bernoulli) for this many steps, then the model's own
+    rate_estimate: str = "soft"  # what the rate loss counts: mean p (soft) or the firings with p's gradient (hard)
     oracle_steps: int = 0  # layer 1's boundaries forced to the word separators for this many steps, then free
 
 

@@ -47,7 +47,7 @@ class LanguageModelTask(TrainingTask):
             self.inputs, self.targets = self.inputs[rank.rank::rank.world_size], self.targets[rank.rank::rank.world_size]
         self.valid_ids = valid_ids[: settings.valid_symbols]
         self.recipes = BoundaryRecipes(settings.rate_targets, settings.rate_weight, settings.rate_steps,
-                                       settings.bernoulli_steps)
+                                       settings.bernoulli_steps, settings.rate_estimate)
         if settings.oracle_steps < 0:
             raise ValueError(f"oracle_steps must be >= 0, got {settings.oracle_steps}")
         if settings.oracle_steps and vocab is None:

@@ -13,6 +13,9 @@ Firing-rate loss (`rate_penalty`): sum over detectors of (mean p^l - target_l)^2
 p = sigmoid(2 a s_z) is the smooth twin of the hard sigmoid (same value and slope at s_z = 0) and
 so passes gradient at every step, inside the window or not. With z kept on COPY (`z_on_copy`
 "keep") a COPY step's z is 0 whatever s_z says, so p counts only where z was computed.
+The mean of p can meet its target while z never fires: p is 0.3-0.5 wherever s_z sits just below 0.
+`estimate="hard"` counts the firings themselves, mean z^l, and passes back the gradient of mean p
+(straight-through), so the loss stays until z^l fires at its target rate.
 """
 from __future__ import annotations
 
@@ -32,17 +35,26 @@ def computed(boundaries: Tensor, initial_z: Tensor | None, z_on_copy: str) -> Te
     return operations(boundaries.detach(), initial_z)[..., :-1] != COPY
 
 
+RATE_ESTIMATES = ("soft", "hard")  # what the rate loss counts: mean p, or mean z with p's gradient
+
+
 def rate_penalty(preactivations: Tensor, boundaries: Tensor, slope: Slope, targets: Sequence[float],
                  z_on_copy: str = "keep", initial_z: Tensor | None = None, mask: Tensor | None = None,
-                 given: int = 0) -> Tensor:
+                 given: int = 0, estimate: str = "soft") -> Tensor:
     """The two-sided firing-rate loss (see the module docstring); preactivations, boundaries (B, T, L-1),
     mask (B, T) valid steps. given: how many of the lowest detectors' boundaries were given rather than
-    computed (a pen-up clock): they have no target and no loss. Returns a scalar."""
+    computed (a pen-up clock): they have no target and no loss. estimate: "soft" (mean p) or "hard" (mean z,
+    p's gradient). Returns a scalar."""
+    if estimate not in RATE_ESTIMATES:
+        raise ValueError(f"estimate must be one of {', '.join(RATE_ESTIMATES)}, got {estimate!r}")
     learned = preactivations.shape[-1] - given
     if len(targets) != learned:
         raise ValueError(f"{len(targets)} target rates for {learned} learned boundary detectors")
     where = computed(boundaries, initial_z, z_on_copy)[..., given:]
     p = torch.sigmoid(2.0 * slope * preactivations[..., given:]) * where
+    if estimate == "hard":
+        fired = (boundaries[..., given:].detach() > 0.5) & where
+        p = p + (fired.to(p.dtype) - p).detach()
     weight = torch.ones_like(p[..., 0]) if mask is None else mask.to(p.dtype)
     rates = (p * weight.unsqueeze(-1)).sum(dim=(0, 1)) / weight.sum().clamp_min(1.0)
     return ((rates - torch.as_tensor(targets, dtype=rates.dtype, device=rates.device)) ** 2).sum()

@@ -17,8 +17,11 @@ class BoundaryRecipes:
     rate_weight: float = 0.0
     rate_steps: int | None = None
     bernoulli_steps: int = 0
+    rate_estimate: str = "soft"  # what the rate loss counts (detectors.RATE_ESTIMATES)
 
     def __post_init__(self) -> None:
+        if self.rate_estimate not in ("soft", "hard"):
+            raise ValueError(f"rate_estimate must be soft or hard, got {self.rate_estimate!r}")
         if self.rate_weight < 0 or self.bernoulli_steps < 0 or (self.rate_steps is not None and self.rate_steps < 0):
             raise ValueError("rate_weight, rate_steps and bernoulli_steps must be >= 0")
         if self.rate_weight > 0 and not self.rate_targets:
@@ -63,5 +66,8 @@ RECIPE_FLAGS = (
                                                           "e.g. 0.18,0.06"}),
     Flag("task", "rate_weight", {"type": float, "help": "weight of the firing-rate loss (0: off)"}),
     Flag("task", "rate_steps", {"type": int, "help": "apply the firing-rate loss for this many steps only"}),
+    Flag("task", "rate_estimate", {"choices": ("soft", "hard"),
+                                   "help": "what the rate loss counts: soft, the mean of p = sigmoid(2 a s_z) "
+                                           "(default); hard, the firings themselves, with p's gradient"}),
     Flag("task", "bernoulli_steps", {"type": int, "help": "sample the boundaries (Bernoulli) for this many steps"}),
 )

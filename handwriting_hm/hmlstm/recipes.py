@@ -4,7 +4,8 @@ model's tasks (docs/boundaries.md says what each does and what it measured).
 The detector settings are the model's (HMLSTM: z_on_copy, copy_gradient, boundary_norm, boundary_bias);
 the schedules below are the task's, read at every step (BoundaryRecipes, with the flags of both, is in
 recipe_settings, which has no torch):
-  rate loss       rate_weight * sum_l (mean p^l - target_l)^2 (detectors.rate_penalty), for the first
+  rate loss       rate_weight * sum_l (mean p^l - target_l)^2 (detectors.rate_penalty; rate_estimate "hard"
+                  counts the firings instead, with p's gradient), for the first
                   rate_steps steps (None: always);
   Bernoulli       sampled boundaries (Eq. 9) for the first bernoulli_steps steps, then the model's own mode.
 """
@@ -27,7 +28,7 @@ def recipe_penalty(recipes: BoundaryRecipes, core: HMLSTMOutput, slope: Slope, z
     if core.preactivations is None:
         raise ValueError("the firing-rate loss needs the boundary pre-activations of the forward pass")
     return recipes.rate_weight * rate_penalty(core.preactivations, core.boundaries, slope, recipes.rate_targets,
-                                              z_on_copy, initial_z, mask, given)
+                                              z_on_copy, initial_z, mask, given, recipes.rate_estimate)
 
 
 def core_from_config(config, input_size: int, impl: str) -> HMLSTM | StackedLSTM:

@@ -87,6 +87,7 @@ class TaskSettings(StoredConfig):
     rate_weight: float = 0.0
     rate_steps: int | None = None
     bernoulli_steps: int = 0
+    rate_estimate: str = "soft"
     oracle_steps: int = 0  # layer 1's boundaries forced to the pen-ups for this many steps, then free
 
     def __post_init__(self) -> None:
@@ -113,7 +114,8 @@ class TaskSettings(StoredConfig):
 
     @property
     def recipes(self) -> BoundaryRecipes:
-        return BoundaryRecipes(self.rate_targets, self.rate_weight, self.rate_steps, self.bernoulli_steps)
+        return BoundaryRecipes(self.rate_targets, self.rate_weight, self.rate_steps, self.bernoulli_steps,
+                               self.rate_estimate)
 
 
 def _paper(cell: str, annealed: bool, description: str) -> Preset:

@@ -106,3 +106,17 @@ def test_the_app_says_that_z1_is_given():
     assert clocked.explain().startswith("z1 is given, not learned")
     free = HandwritingModel(HandwritingConfig(hidden_sizes=(6, 6, 6), embedding_size=6, n_mixtures=2)).eval()
     assert "given" not in model_defaults(LoadedModel(free, stats, 1.0, {})).explain()
+
+
+def test_the_hard_rate_estimate_counts_firings_and_passes_the_soft_gradient():
+    # every pre-activation just below the threshold: p = sigmoid(-0.2) = 0.45 everywhere, and nothing fires
+    preactivations = torch.full((1, 10, 1), -0.1, requires_grad=True)
+    boundaries = torch.zeros(1, 10, 1)
+    soft = rate_penalty(preactivations, boundaries, 1.0, [0.45], z_on_copy="recompute")
+    assert soft.item() < 1e-4  # the soft rate meets its target with no firing at all
+    hard = rate_penalty(preactivations, boundaries, 1.0, [0.45], z_on_copy="recompute", estimate="hard")
+    assert hard.item() == pytest.approx(0.45 ** 2)
+    hard.backward()
+    assert torch.all(preactivations.grad < 0)  # descent raises s_z towards firing
+    with pytest.raises(ValueError, match="estimate must be one of soft, hard"):
+        rate_penalty(preactivations, boundaries, 1.0, [0.45], estimate="exact")
