@@ -1,6 +1,7 @@
 """Small data and models the tests build for themselves (shared by several test files)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,14 @@ def make_prepared(folder: Path, n_forms: int = 6) -> Path:
     return out
 
 
-def write_tiny_checkpoint(path: Path, stats: dict | None = None) -> Path:
-    """A 3 x 16 HM-LSTM with random weights, saved as a loadable handwriting checkpoint."""
+def write_tiny_checkpoint(path: Path, stats: dict | None = None, **config_changes) -> Path:
+    """A 3 x 16 HM-LSTM with random weights (TINY, with config_changes), saved as a loadable handwriting checkpoint."""
     torch.manual_seed(0)
-    model = HandwritingModel(TINY)
+    config = dataclasses.replace(TINY, **config_changes)
+    model = HandwritingModel(config)
     save_checkpoint(path, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "handwriting",
-        "config": TINY.to_dict(), "model": model.state_dict(),
+        "config": config.to_dict(), "model": model.state_dict(),
         "metadata": {"stats": stats or {"mean": [0.0, 0.0], "std": [1.0, 1.0]}},
     })
     return path

@@ -6,8 +6,8 @@
 The model reads each line whole from the zero state with the slope it was saved with, as `evaluate` scores
 it. The picture has two rows per line: the ink coloured by pen-up strokes (what the writer did), then
 coloured by the segments between layer 1's boundaries with red dots where layer 2 fires (what the model
-found; a two-layer model has only layer 1's). A dot or a colour change at point j means the detector
-fired while the model read point j. For each line it prints the text and, per detector, how often it
+found; a two-layer model has only layer 1's; where z1 is the pen-ups, layer 2's segments). A dot or a
+colour change at point j means the detector fired while the model read point j. For each line it prints the text and, per detector, how often it
 fired, how many of its firings fall within `--pen-up-window` points of a pen-up and of a word's start
 (estimated from the line's word count, `scoring.word_starts`).
 """
@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--first {args.first}: the {args.split} split has {len(dataset)} lines")
     chosen = range(args.first, min(args.first + args.lines, len(dataset)))
 
+    # the model's row: the segments of layer 1, or of layer 2 where layer 1's are the pen-up strokes (a pen-up
+    # clock); dots where layer 2 fires
+    segments = 2 if loaded.model.config.pen_up_clock and detectors >= 2 else 1
     drawings, boundaries, titles, colour_by, markers = [], [], [], [], []
     for index in chosen:
         offsets, text = dataset[index]
@@ -85,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{round(near_pen_up['precision'] * count)}, of a word's start {round(near_word['precision'] * count)}")
         drawings += [raw, raw]
         boundaries += [fired, fired]
-        colour_by += ["strokes", "layer1"]
+        colour_by += ["strokes", f"layer{segments}"]
         markers += [None, 2 if detectors >= 2 else None]
         titles += [f"{dataset.line_ids[index]}: pen-up strokes",
-                   "layer-1 segments" + (", red dots where layer 2 fires" if detectors >= 2 else "")]
+                   f"layer-{segments} segments" + (", red dots where layer 2 fires" if detectors >= 2 else "")]
     render_grid_png(drawings, titles=titles, path=args.output, boundaries=boundaries, colour_by=colour_by,
                     marker_layer=markers, straighten=False)
     if layer1_note(loaded.model.config):

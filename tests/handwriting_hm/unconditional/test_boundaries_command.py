@@ -46,3 +46,18 @@ def test_bad_requests_are_one_line(prepared, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "the picture is a PNG" in error and error.count("\n") == 1
     assert not (tmp_path / "b.png").exists()
+
+
+def test_where_z1_is_the_pen_ups_the_model_row_shows_layer_2s_segments(prepared, tmp_path, capsys, monkeypatch):
+    import handwriting_hm.drawing.png as png
+    drawn = {}
+    monkeypatch.setattr(png, "render_grid_png", lambda drawings, **kwargs: drawn.update(kwargs))
+    stats = HandwritingDataset(prepared, split="test").stats
+    stats = {key: [float(v) for v in value] for key, value in stats.items()}
+    for name, changes, model_row in (("free", {}, "layer1"), ("clocked", {"layer1_boundaries": "pen-ups"}, "layer2")):
+        checkpoint = write_tiny_checkpoint(tmp_path / f"{name}.pt", stats, **changes)
+        assert main(["boundaries", str(checkpoint), "--data", str(prepared), "--lines", "1",
+                     "-o", str(tmp_path / "b.png")]) == 0
+        assert drawn["colour_by"] == ["strokes", model_row] and drawn["marker_layer"] == [None, 2]
+        assert drawn["titles"][1].startswith(f"layer-{model_row[-1]} segments")
+        assert ("z1 is given, not learned" in capsys.readouterr().out) == (name == "clocked")
