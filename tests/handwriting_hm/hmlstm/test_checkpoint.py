@@ -35,7 +35,7 @@ def test_shipped_models_load_the_legacy_ones_too(tmp_path):
     assert load_handwriting_model(LEGACY_HANDWRITING_MODEL).slope == handwriting["metadata"]["slope"] == 3.0
     shipped = torch.load(HANDWRITING_MODEL, weights_only=True)
     assert shipped["format"] == FORMAT
-    assert load_handwriting_model(HANDWRITING_MODEL).slope == shipped["slope"] == 3.0
+    assert load_handwriting_model(HANDWRITING_MODEL).slope == shipped["slope"] == 1.0  # the paper-hm preset's
     lm = torch.load(LM_MODEL, weights_only=True)
     assert lm["format"] == FORMAT and load_lm(LM_MODEL).slope == lm["slope"]
     legacy_lm = tmp_path / "legacy-lm.pt"  # the first shipped language model kept its slope under "task"
