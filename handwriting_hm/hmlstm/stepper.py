@@ -53,12 +53,16 @@ class CopySkippingStepper:
         self.bottom_up = [layer.weight for layer in core.bottom_up]
         self.norms = None if core.norms is None else [(norm.normalized_shape, norm.weight, norm.bias, norm.eps)
                                                       for norm in core.norms]
+        # whether the layer norm leaves a layer's boundary unit out (it keeps its raw sum and its own bias)
+        self.raw_boundary = [core.boundary_outside_norm and l < len(self.sizes) - 1 for l in range(len(self.sizes))]
         self.linear = linear_for(n_samples) if linear is None else linear
 
     def step(self, x: Tensor, z_t: Tensor,
-             extra_bottom_up: Callable[[int, Tensor | None], Tensor] | None = None) -> list[bool]:
+             extra_bottom_up: Callable[[int, Tensor | None], Tensor] | None = None,
+             forced_z1: Tensor | None = None) -> list[bool]:
         """Read x (n, input_size); write z_t (n, L-1), zeros on entry. Returns, per layer, whether its h may have
-        changed. extra_bottom_up: see the class."""
+        changed. extra_bottom_up: see the class. forced_z1 (n, 1), if given, is layer 1's z_t (as in
+        HMLSTM.step_with_preactivations)."""
         changed, fired = [], []
         h_below, z_below = x, None  # h^0 = x_t, z^0 = 1 (None: ones)
         below_any = below_all = True  # whether any / every row's z_t^{l-1} is 1
@@ -90,7 +94,10 @@ class CopySkippingStepper:
                 bottom_up = bottom_up + extra
             s = s + (bottom_up if z_below is None else pick(z_below) * bottom_up)
             if self.norms is not None:
-                s = F.layer_norm(s, *self.norms[l])
+                if self.raw_boundary[l]:
+                    s = torch.cat([F.layer_norm(s[:, :4 * size], *self.norms[l]), s[:, 4 * size:]], dim=1)
+                else:
+                    s = F.layer_norm(s, *self.norms[l])
             f, i, o, g = s[:, :4 * size].chunk(4, dim=1)
             f, i, o, g = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(g)
             if prev_all:  # Eq. 2, FLUSH
@@ -105,6 +112,8 @@ class CopySkippingStepper:
             if not top:
                 z_tilde = hard_sigmoid(self.slope * s[:, 4 * size:])  # Eq. 8-9
                 z = (z_tilde > 0.5).to(z_tilde.dtype) if self.mode == "step" else torch.bernoulli(z_tilde)
+                if l == 0 and forced_z1 is not None:  # every row computes layer 1
+                    z = forced_z1.to(z.dtype)
                 if rows is None:
                     z_t[:, l:l + 1] = z
                 else:  # the COPY rows keep z = 0, as z_t already holds
@@ -124,12 +133,12 @@ class CopySkippingStepper:
 
 def refusal(core: HMLSTMLike) -> str | None:
     """Why the stepper cannot run this core, in a few words (None: it can). It runs binary boundaries that a
-    COPY row keeps, inside the layer norm: soft boundaries mix the three operations and leave nothing to skip,
-    and HMLSTM.c_loop_only's settings compute what it does not."""
+    COPY row keeps, inside the layer norm or outside it: soft boundaries mix the three operations and leave
+    nothing to skip, and a z recomputed on COPY is work it does not do."""
     if core.boundary_mode == "soft":
         return "soft boundaries leave nothing to skip"
-    if core.c_loop_only is not None:
-        return f"it does not compute {core.c_loop_only}"
+    if core.z_on_copy != "keep":
+        return f"it does not compute z_on_copy={core.z_on_copy!r}"
     return None
 
 

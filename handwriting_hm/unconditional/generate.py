@@ -94,19 +94,19 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
     model and generator: bit for bit for one sample; for a batch, products over fewer rows may
     round differently (in float64 the points agree to 1e-10 and the boundaries exactly). With Bernoulli boundaries it is the same distribution, but a skipped
     layer draws no boundary, so the global random stream differs. Soft boundaries mix the three
-    operations and leave nothing to skip, and the stepper does not run HMLSTM.c_loop_only's settings:
+    operations and leave nothing to skip, and the stepper does not recompute z on COPY (stepper.refusal):
     those run the reference loop.
     """
     check_generation_args(n_points, n_samples)
     core = model.core
     if isinstance(core, HMLSTM):
         check_slope(slope)
-        # what the stepper does not run, the reference loop does: among it, z1 given by the pen-ups
-        if refusal(core) is not None or model.config.pen_up_clock:
+        if refusal(core) is not None:  # what the stepper does not run, the reference loop does
             return generate_reference(model, n_points, n_samples, bias, temperature, slope, generator)
         stepper: CopySkippingStepper | _LSTMStepper = CopySkippingStepper(core, n_samples, slope)
     else:
         stepper = _LSTMStepper(core, n_samples)
+    clocked = model.config.pen_up_clock  # z1 is the pen-up of the point read (an HM-LSTM's only)
     linear = linear_for(n_samples)
     output = _CachedOutput(model.output, stepper, linear)
     head = model.head
@@ -116,7 +116,9 @@ def generate(model: HandwritingModel, n_points: int, n_samples: int = 1, bias: f
         boundaries = stepper.hidden.new_zeros(n_samples, n_points + 1, core.num_detectors)
         x = stepper.hidden.new_zeros(n_samples, 3)
         for t in range(n_points + 1):
-            changed = stepper.step(x, boundaries[:, t])  # step t reads point t-1 (the zero vector at t = 0)
+            # step t reads point t-1 (the zero vector at t = 0); with a pen-up clock, z1 is its pen-up
+            changed = (stepper.step(x, boundaries[:, t], forced_z1=x[:, 2:3]) if clocked
+                       else stepper.step(x, boundaries[:, t]))
             if t == n_points:
                 break
             x = _sample_mixture(head.params(linear(output(changed), *head_weights)), bias, temperature, generator)

@@ -22,12 +22,14 @@ def reference_step(core, x, state, extras, slope):
     return type(state)(tuple(new_h), tuple(new_c), z_t)
 
 
+@pytest.mark.parametrize("boundary_norm", [True, False])
 @pytest.mark.parametrize("carried", [False, True])
-def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it(carried):
+def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it(carried, boundary_norm):
     """From zeros, and from a carried state whose boundaries fired in some rows (layer 1 then has no extra input:
-    the hook answers None, as a client whose input reaches layer 1 another way does)."""
+    the hook answers None, as a client whose input reaches layer 1 another way does); with the boundary unit
+    inside the layer norm and outside it."""
     torch.manual_seed(0)
-    core = HMLSTM(3, (8, 6, 5), layer_norm=True).double()
+    core = HMLSTM(3, (8, 6, 5), layer_norm=True, boundary_norm=boundary_norm).double()
     weights = [torch.randn(4 * size + (1 if l < 2 else 0), 2, dtype=torch.float64)
                for l, size in enumerate(core.hidden_sizes)]
     if carried:
@@ -63,8 +65,7 @@ def test_the_stepper_with_an_extra_input_is_the_reference_step_with_it(carried):
     assert min(asked) < n  # the hook was asked for some rows only
 
 
-@pytest.mark.parametrize("settings", [dict(boundary_mode="soft"), dict(z_on_copy="recompute", copy_gradient="exact"),
-                                      dict(layer_norm=True, boundary_norm=False)])
+@pytest.mark.parametrize("settings", [dict(boundary_mode="soft"), dict(z_on_copy="recompute", copy_gradient="exact")])
 def test_the_stepper_refuses_what_it_would_compute_differently(settings):
     with pytest.raises(ValueError, match="HMLSTM.step"):
         CopySkippingStepper(HMLSTM(3, (4, 4), **settings), 2, 1.0)
