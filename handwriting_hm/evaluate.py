@@ -75,8 +75,8 @@ def run_handwriting(args: argparse.Namespace, device: torch.device) -> int:
     print(f"{args.checkpoint} on {args.scheme}/{args.split} (boundary slope a = {loaded.slope:.3f})")
     print(result.format())
     config = loaded.model.config
-    if layer1_note(config):
-        print(layer1_note(config))
+    if note := layer1_note(config):
+        print(note)
     if args.json is not None:
         write_json(args.json, {"checkpoint": str(args.checkpoint), "data": str(args.data), "scheme": args.scheme,
                                "split": args.split, "slope": loaded.slope,

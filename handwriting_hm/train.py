@@ -192,7 +192,7 @@ def run_handwriting(args: argparse.Namespace) -> int:
     seed_everything(train_config.seed)  # the model's initial weights
     model = HandwritingModel(model_config, impl=args.impl)
     task = HandwritingTask(settings, train_set, validation_lines, stats, train_config.seed, validation_ids,
-                           validation_word_starts, given_detectors=int(model_config.pen_up_clock))
+                           validation_word_starts)
     metadata = {"stats": stats, "preset": start.preset, "task": settings.to_dict(), "scheme": settings.scheme,
                 "data": str(args.data)}
     trainer = Trainer(model, task, train_config, args.run_dir, kind=KIND, model_config=model_config.to_dict(),

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .core import COPY, FLUSH, OPERATION_NAMES, UPDATE, Slope, operations
+from .recipe_settings import RATE_ESTIMATES
 
 
 def computed(boundaries: Tensor, initial_z: Tensor | None, z_on_copy: str) -> Tensor:
@@ -33,9 +34,6 @@ def computed(boundaries: Tensor, initial_z: Tensor | None, z_on_copy: str) -> Te
     if z_on_copy == "recompute":
         return torch.ones_like(boundaries, dtype=torch.bool)
     return operations(boundaries.detach(), initial_z)[..., :-1] != COPY
-
-
-RATE_ESTIMATES = ("soft", "hard")  # what the rate loss counts: mean p, or mean z with p's gradient
 
 
 def rate_penalty(preactivations: Tensor, boundaries: Tensor, slope: Slope, targets: Sequence[float],

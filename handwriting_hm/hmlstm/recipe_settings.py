@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from .presets import Flag
 
 
+RATE_ESTIMATES = ("soft", "hard")  # what the rate loss counts: mean p, or mean z with p's gradient
+
+
 @dataclass(frozen=True)
 class BoundaryRecipes:
     """The task's boundary schedules (see recipes.py's docstring)."""
@@ -17,11 +20,11 @@ class BoundaryRecipes:
     rate_weight: float = 0.0
     rate_steps: int | None = None
     bernoulli_steps: int = 0
-    rate_estimate: str = "soft"  # what the rate loss counts (detectors.RATE_ESTIMATES)
+    rate_estimate: str = "soft"  # what the rate loss counts (RATE_ESTIMATES)
 
     def __post_init__(self) -> None:
-        if self.rate_estimate not in ("soft", "hard"):
-            raise ValueError(f"rate_estimate must be soft or hard, got {self.rate_estimate!r}")
+        if self.rate_estimate not in RATE_ESTIMATES:
+            raise ValueError(f"rate_estimate must be one of {', '.join(RATE_ESTIMATES)}, got {self.rate_estimate!r}")
         if self.rate_weight < 0 or self.bernoulli_steps < 0 or (self.rate_steps is not None and self.rate_steps < 0):
             raise ValueError("rate_weight, rate_steps and bernoulli_steps must be >= 0")
         if self.rate_weight > 0 and not self.rate_targets:
@@ -66,7 +69,7 @@ RECIPE_FLAGS = (
                                                           "e.g. 0.18,0.06"}),
     Flag("task", "rate_weight", {"type": float, "help": "weight of the firing-rate loss (0: off)"}),
     Flag("task", "rate_steps", {"type": int, "help": "apply the firing-rate loss for this many steps only"}),
-    Flag("task", "rate_estimate", {"choices": ("soft", "hard"),
+    Flag("task", "rate_estimate", {"choices": RATE_ESTIMATES,
                                    "help": "what the rate loss counts: soft, the mean of p = sigmoid(2 a s_z) "
                                            "(default); hard, the firings themselves, with p's gradient"}),
     Flag("task", "bernoulli_steps", {"type": int, "help": "sample the boundaries (Bernoulli) for this many steps"}),

@@ -7,9 +7,9 @@ The model reads each line whole from the zero state with the slope it was saved 
 it. The picture has two rows per line: the ink coloured by pen-up strokes (what the writer did), then
 coloured by the segments between layer 1's boundaries with red dots where layer 2 fires (what the model
 found; a two-layer model has only layer 1's; where z1 is the pen-ups, layer 2's segments). A dot or a
-colour change at point j means the detector fired while the model read point j. For each line it prints the text and, per detector, how often it
-fired, how many of its firings fall within `--pen-up-window` points of a pen-up and of a word's start
-(estimated from the line's word count, `scoring.word_starts`).
+colour change at point j means the detector fired while the model read point j. For each line it prints
+the text and, per detector, how often it fired, how many of its firings fall within `--pen-up-window`
+points of a pen-up and of a word's start (estimated from the line's word count, `scoring.word_starts`).
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                    f"layer-{segments} segments" + (", red dots where layer 2 fires" if detectors >= 2 else "")]
     render_grid_png(drawings, titles=titles, path=args.output, boundaries=boundaries, colour_by=colour_by,
                     marker_layer=markers, straighten=False)
-    if layer1_note(loaded.model.config):
-        print(layer1_note(loaded.model.config))
+    if note := layer1_note(loaded.model.config):
+        print(note)
     print(f"wrote {args.output}")
     return 0

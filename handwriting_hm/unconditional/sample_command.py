@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     for i, sample in enumerate(samples, start=1):
         print(f"{args.out}  sample {i}: {format_counts(sample)}")
     print(f"coloured by {colour_by}" + (f", layer {marker_layer}'s firings marked" if marker_layer else ""))
-    if layer1_note(loaded.model.config):
-        print(layer1_note(loaded.model.config))
+    if note := layer1_note(loaded.model.config):
+        print(note)
     return 0
 
 

@@ -43,12 +43,10 @@ class HandwritingTask(TrainingTask):
 
     def __init__(self, settings: TaskSettings, train_set, validation_lines: list[torch.Tensor],
                  stats: dict, seed: int, validation_ids: list[str] | None = None,
-                 validation_word_starts: list[np.ndarray] | None = None, given_detectors: int = 0) -> None:
+                 validation_word_starts: list[np.ndarray] | None = None) -> None:
         """validation_ids: the lines' names in the prepared file, for messages (default: their positions);
         validation_word_starts: per line, the pen-ups after which a word begins (scoring.word_starts), for
-        the detectors' figures against them; given_detectors: how many of the lowest detectors the model
-        does not learn (1 with a pen-up clock), whom the rate loss leaves out."""
-        self.given_detectors = given_detectors
+        the detectors' figures against them."""
         self.settings = settings
         self.train_set = train_set
         self.validation_lines = validation_lines
@@ -148,9 +146,10 @@ class HandwritingTask(TrainingTask):
         # a process whose lines all ended before this chunk (DDP) has no point: its loss is 0
         loss = -per_point.sum() / points.clamp(min=1)
         if rate_loss:
-            core = getattr(model, "module", model).core
-            loss = loss + recipe_penalty(recipes, output.core, slope, core.z_on_copy,
-                                         None if state is None else state.z, batch.mask, self.given_detectors)
+            unwrapped = getattr(model, "module", model)
+            given = int(unwrapped.config.pen_up_clock)  # a pen-up clock's z1 is not learned: no rate loss
+            loss = loss + recipe_penalty(recipes, output.core, slope, unwrapped.core.z_on_copy,
+                                         None if state is None else state.z, batch.mask, given)
         return loss, points
 
     def _accumulators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
